@@ -226,10 +226,14 @@ export interface MemoryErrorEventStatusPrediction {
   kernelProfile?: string;
   /** False when the node's kernel is outside every measured profile and the conservative prediction was used. */
   verified?: boolean;
-  /** What happens to the hugepage: Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (leaves the pool when the last mapper unmaps), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown. */
-  poolEffect?: "Dissolved" | "ReleasedOnUnmap" | "HeldForever" | "Migrated" | "NotHugepage" | "Unknown";
+  /** What happens to the hugepage: None (a corrected or repeated error poisons nothing new), Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (leaves the pool when the last mapper unmaps), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown. */
+  poolEffect?: "None" | "Dissolved" | "ReleasedOnUnmap" | "HeldForever" | "Migrated" | "NotHugepage" | "Unknown";
   /** Hugepage capacity the node has lost or will lose to this error, in bytes. */
   lostBytes?: number;
+  /** Memory the node has lost for good, in bytes (4 KiB for a dissolved free hugepage). */
+  memoryLostBytes?: number;
+  /** The recovery result word the profile expects the kernel to print (Recovered, Failed). */
+  kernelResult?: string;
   /** Why, in words. */
   reason?: string;
 }
@@ -1101,8 +1105,9 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 },
                 "poolEffect": {
                   "type": "string",
-                  "description": "What happens to the hugepage: Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (leaves the pool when the last mapper unmaps), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown.",
+                  "description": "What happens to the hugepage: None (a corrected or repeated error poisons nothing new), Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (leaves the pool when the last mapper unmaps), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown.",
                   "enum": [
+                    "None",
                     "Dissolved",
                     "ReleasedOnUnmap",
                     "HeldForever",
@@ -1115,6 +1120,16 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "integer",
                   "description": "Hugepage capacity the node has lost or will lose to this error, in bytes.",
                   "minimum": 0
+                },
+                "memoryLostBytes": {
+                  "type": "integer",
+                  "description": "Memory the node has lost for good, in bytes (4 KiB for a dissolved free hugepage).",
+                  "minimum": 0
+                },
+                "kernelResult": {
+                  "type": "string",
+                  "description": "The recovery result word the profile expects the kernel to print (Recovered, Failed).",
+                  "maxLength": 64
                 },
                 "reason": {
                   "type": "string",

@@ -107,10 +107,15 @@ export function applyDefaults(schema: JsonSchema, value: unknown): unknown {
   return out;
 }
 
-export function validateResource(kind: CrdKind, value: unknown): SchemaIssue[] {
+/** Every way `value` breaks `schema`, with paths relative to `path`. */
+export function validateValue(schema: JsonSchema, value: unknown, path = ""): SchemaIssue[] {
   const issues: SchemaIssue[] = [];
-  checkValue(crdInfo[kind].schema, value, "", issues);
+  checkValue(schema, value, path, issues);
   return issues;
+}
+
+export function validateResource(kind: CrdKind, value: unknown): SchemaIssue[] {
+  return validateValue(crdInfo[kind].schema, value);
 }
 
 interface KindTypes {

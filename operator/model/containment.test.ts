@@ -1,0 +1,366 @@
+import { describe, expect, it } from "vitest";
+import { decideContainment, predictKernelOutcome, predictUnpoison } from "./containment.ts";
+import type { KernelPrediction, Mapper, MemoryError, NodeState } from "./containment.ts";
+import { T0, budget, input, mapper, memoryError, node, pod, policySpec } from "./fixtures.ts";
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+interface ObservedRow {
+  /** The row of kernel-facts.md's observed-outcomes table, verbatim. */
+  row: string;
+  error: MemoryError;
+  node: NodeState;
+  /** Signals at the error, per mapper command: what the kernel did. */
+  ao: Record<string, "AO" | "None">;
+  ar: boolean;
+  pool: KernelPrediction["pool"] extends infer P ? Pick<NonNullable<P>, "totalDelta" | "freeDelta"> | undefined : never;
+  effect: KernelPrediction["poolEffect"];
+  lsb?: number;
+  result?: string;
+  memoryLostBytes?: number;
+}
+
+const shared = (name: string, killPolicy: Mapper["killPolicy"] = "Default"): Mapper =>
+  mapper(name, { command: name, mapping: "Shared", hugetlbfsFile: "/dev/hugepages/cache", killPolicy });
+
+// One entry per row of the observed-outcomes table (2 MiB pages unless said), Debian 6.1 under QEMU.
+const observed: ObservedRow[] = [
+  {
+    row: "private anon hugepage in use, early_kill=0, poison one 4 KiB subpage",
+    error: memoryError({ mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ earlyKill: false }),
+    ao: { hwp: "None" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    lsb: 21,
+    result: "Recovered",
+  },
+  {
+    row: "same, early_kill=1",
+    error: memoryError({ pfn: 0x3e09, hugepage: { size: "2Mi", headPfn: 0x3e00 }, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ earlyKill: true }),
+    ao: { hwp: "AO" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    lsb: 21,
+    result: "Recovered",
+  },
+  {
+    row: "shared hugetlbfs file, two mappers, early_kill=1",
+    error: memoryError({ mappers: [shared("a"), shared("b")] }),
+    node: node({ earlyKill: true }),
+    ao: { a: "AO", b: "AO" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+    lsb: 21,
+    result: "Recovered",
+  },
+  {
+    row: "shared, early_kill=0, default prctl",
+    error: memoryError({ mappers: [shared("a"), shared("b")] }),
+    node: node({ earlyKill: false }),
+    ao: { a: "None", b: "None" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+  },
+  {
+    row: "shared, early_kill=0, one mapper PR_MCE_KILL_EARLY",
+    error: memoryError({ mappers: [shared("a", "Early"), shared("b")] }),
+    node: node({ earlyKill: false }),
+    ao: { a: "AO", b: "None" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+  },
+  {
+    row: "shared, early_kill=1, one mapper PR_MCE_KILL_LATE",
+    error: memoryError({ mappers: [shared("a", "Late"), shared("b")] }),
+    node: node({ earlyKill: true }),
+    ao: { a: "None", b: "AO" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+  },
+  {
+    row: "free hugepage (corrupt-pfn on head or tail pfn)",
+    error: memoryError({ pfn: 0x4600, pageType: "free huge page", hugepage: { size: "2Mi", headPfn: 0x4600 } }),
+    node: node(),
+    ao: {},
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Dissolved",
+    result: "Recovered",
+    memoryLostBytes: 4096,
+  },
+  {
+    row: "MADV_SOFT_OFFLINE on an in-use hugepage",
+    error: memoryError({ pfn: 0x4205, severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node(),
+    ao: { hwp: "None" },
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: 0 },
+    effect: "Migrated",
+  },
+  {
+    row: "soft_offline_page on a free hugepage",
+    error: memoryError({ severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [] }),
+    node: node(),
+    ao: {},
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Migrated",
+  },
+  {
+    row: "1 GiB hugepage in use, MADV_HWPOISON",
+    error: memoryError({ pfn: 0x100005, result: "Failed", hugepage: { size: "1Gi", headPfn: 0x100000 }, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ pools: [{ size: "1Gi", numaNode: 0, total: 1, free: 0 }], allocatableBytes: { "1Gi": GiB } }),
+    ao: { hwp: "None" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    lsb: 30,
+    result: "Failed",
+    // ~1 GiB returns to MemFree after munmap: only the raw page is lost for good.
+    memoryLostBytes: 4096,
+  },
+  {
+    row: "real SRAO machine check (QEMU mce) on a mapped hugepage, early_kill=1",
+    error: memoryError({ pfn: 0x5203, physicalAddress: undefined, mappers: [mapper("hwp", { command: "hwp" })] } as Partial<MemoryError>),
+    node: node({ earlyKill: true }),
+    ao: { hwp: "AO" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    result: "Recovered",
+  },
+  {
+    row: "same, early_kill=0",
+    error: memoryError({ pfn: 0x5203, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ earlyKill: false }),
+    ao: { hwp: "None" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+  },
+  {
+    row: "real SRAO on a free hugepage",
+    error: memoryError({ pfn: 0x5003, pageType: "free huge page", hugepage: { size: "2Mi", headPfn: 0x5000 } }),
+    node: node(),
+    ao: {},
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Dissolved",
+    result: "Recovered",
+  },
+];
+
+describe("predicted kernel outcome equals kernel-facts.md (linux-6.1, measured)", () => {
+  it.each(observed)("$row", (row) => {
+    const p = predictKernelOutcome(row.error, row.node);
+    expect(p.kernelProfile).toBe("linux-6.1");
+    expect(p.verified).toBe(true);
+    expect(p.poolEffect).toBe(row.effect);
+    expect(Object.fromEntries(p.mappers.map((m) => [m.command, m.atError]))).toEqual(row.ao);
+    expect(p.mappers.every((m) => m.onAccess === (row.ar ? "AR" : "None"))).toBe(true);
+    expect(p.pool && { totalDelta: p.pool.totalDelta, freeDelta: p.pool.freeDelta }).toEqual(row.pool);
+    expect(p.hardwareCorruptedDelta).toBe(4096);
+    if (row.lsb !== undefined) expect(p.signalAddressLsb).toBe(row.lsb);
+    if (row.result !== undefined) expect(p.kernelResult).toBe(row.result);
+    if (row.memoryLostBytes !== undefined) expect(p.memoryLostBytes).toBe(row.memoryLostBytes);
+  });
+
+  it("unpoison-pfn on that page: HardwareCorrupted -4 kB, pool unchanged", () => {
+    expect(predictUnpoison()).toEqual({ hardwareCorruptedDelta: -4096, poolTotalDelta: 0 });
+  });
+});
+
+describe("kernel profiles", () => {
+  it("marks a kernel outside every profile unverified and assumes the worst", () => {
+    const p = predictKernelOutcome(memoryError({ mappers: [mapper("a", { killPolicy: "Early" })] }), node({ kernelRelease: "5.10.0-30-amd64", earlyKill: true }));
+    expect(p.kernelProfile).toBe("conservative");
+    expect(p.verified).toBe(false);
+    expect(p.mappers[0]?.atError).toBe("None");
+    expect(p.mappers[0]?.onAccess).toBe("AR");
+  });
+
+  it("treats a free hugepage on an unknown kernel as lost whole", () => {
+    const p = predictKernelOutcome(memoryError({ pageType: "free huge page" }), node({ kernelRelease: undefined }));
+    expect(p.poolEffect).toBe("Unknown");
+    expect(p.memoryLostBytes).toBe(2 * MiB);
+  });
+
+  it("uses an unmeasured profile for 6.6 and says so", () => {
+    const p = predictKernelOutcome(memoryError(), node({ kernelRelease: "6.6.0-1-amd64" }));
+    expect(p.kernelProfile).toBe("linux-6.3+");
+    expect(p.verified).toBe(false);
+  });
+
+  it("honours a policy's explicit profile and refuses an unknown one", () => {
+    expect(predictKernelOutcome(memoryError(), node({ kernelRelease: "5.4.0" }), "linux-6.1").kernelProfile).toBe("linux-6.1");
+    expect(() => predictKernelOutcome(memoryError(), node(), "linux-9.9")).toThrow(/unknown kernel profile "linux-9.9"/);
+  });
+});
+
+describe("pod actions", () => {
+  const dpdk = pod("dpdk");
+  const cache = pod("cache", { annotations: { "mce-operator.io/early-signal": "true" } });
+  const bystander = pod("bystander");
+
+  it("evicts the late-kill mapper, signals the opted-in one and leaves bystanders alone", () => {
+    const d = decideContainment(
+      input({ error: memoryError({ mappers: [mapper("dpdk"), shared("cache")] }), pods: [dpdk, cache, bystander] }),
+    );
+    expect(d.pods.map((p) => [p.name, p.action, p.state])).toEqual([
+      ["cache", "EarlySignal", "Planned"],
+      ["dpdk", "Evict", "Planned"],
+    ]);
+    expect(d.pods.find((p) => p.name === "cache")?.reason).toMatch(/SIGUSR1 .*0x7f0000200000-0x7f0000400000/);
+    expect(d.phase).toBe("Contained");
+  });
+
+  it("names a PodDisruptionBudget that allows no disruption, and never plans a delete", () => {
+    const d = decideContainment(
+      input({
+        error: memoryError({ mappers: [mapper("dpdk")] }),
+        pods: [dpdk],
+        pdbs: [{ namespace: "apps", name: "dpdk-pdb", selector: { matchLabels: { app: "dpdk" } }, disruptionsAllowed: 0 }],
+      }),
+    );
+    expect(d.pods[0]?.action).toBe("Evict");
+    expect(d.pods[0]?.reason).toMatch(/PodDisruptionBudget dpdk-pdb allows no disruption/);
+  });
+
+  it("skips excluded namespaces and labels with a reason", () => {
+    const sys = pod("sys", { namespace: "kube-system" });
+    const pinned = pod("pinned", { labels: { "mce-operator.io/exclude": "true" } });
+    const d = decideContainment(
+      input({
+        error: memoryError({ mappers: [mapper("sys"), mapper("pinned")] }),
+        pods: [sys, pinned],
+        policy: policySpec({ safety: { excludedNamespaces: ["kube-system"], excludedPodLabels: { "mce-operator.io/exclude": "true" } } }),
+      }),
+    );
+    expect(d.pods.map((p) => [p.name, p.action, p.state, p.reason])).toEqual([
+      ["pinned", "None", "Skipped", "the pod's labels are excluded by the policy"],
+      ["sys", "None", "Skipped", "namespace kube-system is excluded by the policy"],
+    ]);
+  });
+
+  it("holds evictions beyond the in-flight limit as Planned, lowest priority first", () => {
+    const pods = ["a", "b", "c"].map((n, i) => pod(n, { priority: 10 - i }));
+    const d = decideContainment(
+      input({
+        error: memoryError({ mappers: pods.map((p) => shared(p.name)) }),
+        pods,
+        policy: policySpec({ safety: { maxEvictionsInFlight: 3 } }),
+        budget: budget({ evictionsInFlight: 2 }),
+      }),
+    );
+    expect(d.pods.map((p) => [p.name, /waiting for an eviction slot/.test(p.reason ?? "")])).toEqual([
+      ["c", false],
+      ["b", true],
+      ["a", true],
+    ]);
+  });
+
+  it("does nothing to pods for a soft offline or a free hugepage", () => {
+    for (const error of [memoryError({ severity: "SoftOffline", mappers: [mapper("dpdk")] }), memoryError({ pageType: "free huge page" })])
+      expect(decideContainment(input({ error, pods: [dpdk] })).pods).toEqual([]);
+  });
+
+  it("DryRun records the same decision and marks it not to be carried out", () => {
+    const args = { error: memoryError({ mappers: [mapper("dpdk")] }), pods: [dpdk], node: node({ history: [{ at: T0 - 1000, severity: "ActionOptional" as const }] }) };
+    const enforce = decideContainment(input({ ...args, policy: policySpec({ mode: "Enforce" }) }));
+    const dry = decideContainment(input({ ...args, policy: policySpec({ mode: "DryRun" }) }));
+    expect(dry.dryRun).toBe(true);
+    expect(dry.pods.map((p) => [p.action, p.state])).toEqual(enforce.pods.map((p) => [p.action, "DryRun"]));
+    expect(dry.quarantine.map((q) => [q.size, q.bytes, q.state])).toEqual(enforce.quarantine.map((q) => [q.size, q.bytes, "DryRun"]));
+    expect([dry.nodeAction.action, dry.nodeAction.state]).toEqual([enforce.nodeAction.action, "DryRun"]);
+  });
+});
+
+describe("capacity quarantine", () => {
+  it("quarantines one hugepage while the kubelet still advertises it", () => {
+    const d = decideContainment(input({ error: memoryError({ mappers: [mapper("dpdk")] }), pods: [pod("dpdk")] }));
+    expect(d.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Planned" }]);
+  });
+
+  it("quarantines nothing when the kubelet already advertises the shrunken pool", () => {
+    const d = decideContainment(input({ error: memoryError({ pageType: "free huge page" }), node: node({ allocatableBytes: { "2Mi": 31 * 2 * MiB } }) }));
+    expect(d.quarantine).toEqual([]);
+  });
+
+  it("quarantines a failed 1 GiB page whole", () => {
+    const d = decideContainment(
+      input({
+        error: memoryError({ pfn: 0x100005, result: "Failed", hugepage: { size: "1Gi", headPfn: 0x100000 }, mappers: [mapper("vm")] }),
+        node: node({ pools: [{ size: "1Gi", numaNode: 0, total: 2, free: 0 }], allocatableBytes: { "1Gi": 2 * GiB } }),
+        pods: [pod("vm")],
+      }),
+    );
+    expect(d.quarantine).toEqual([{ size: "1Gi", bytes: GiB, state: "Planned" }]);
+  });
+
+  it("is off when the policy says so", () => {
+    const d = decideContainment(input({ error: memoryError({ pageType: "free huge page" }), policy: policySpec({ capacityQuarantine: { enabled: false } }) }));
+    expect(d.quarantine).toEqual([]);
+  });
+
+  it("adds nothing for a page that was already poisoned", () => {
+    const d = decideContainment(input({ error: memoryError(), node: node({ poisonedHugepages: [{ size: "2Mi", headPfn: 0x5200, inPool: true }] }) }));
+    expect(d.prediction.poolEffect).toBe("None");
+    expect(d.quarantine).toEqual([]);
+    expect(d.phase).toBe("Ignored");
+  });
+});
+
+describe("node escalation", () => {
+  const errorsBefore = (n: number): NodeState["history"] => Array.from({ length: n }, (_, i) => ({ at: T0 - (i + 1) * 60_000, severity: "ActionOptional" as const }));
+
+  it.each([
+    [0, "None", "Degraded"],
+    [1, "Taint", "Degraded"],
+    [3, "Cordon", "Failing"],
+  ] as const)("with %i earlier errors in the window: %s, %s", (before, action, health) => {
+    const d = decideContainment(input({ node: node({ history: errorsBefore(before) }) }));
+    expect(d.nodeAction.action).toBe(action);
+    expect(d.health.health).toBe(health);
+    if (action !== "None") expect(d.phase).toBe("Escalated");
+  });
+
+  it("does not count errors outside the window, nor corrected ones unless asked", () => {
+    const old = [{ at: T0 - 25 * 3_600_000, severity: "ActionOptional" as const }];
+    const corrected = Array.from({ length: 5 }, () => ({ at: T0 - 1000, severity: "Corrected" as const }));
+    expect(decideContainment(input({ node: node({ history: [...old, ...corrected] }) })).nodeAction.action).toBe("None");
+    const counted = decideContainment(input({ node: node({ history: corrected }), policy: policySpec({ escalation: { countCorrected: 5 } }) }));
+    expect(counted.nodeAction.action).toBe("Taint");
+  });
+
+  it("holds a node action inside the budget, the breaker and the cooldown", () => {
+    const two = { node: node({ history: errorsBefore(1) }) };
+    const full = decideContainment(input({ ...two, budget: budget({ totalNodes: 10, actionedNodes: new Set(["other"]) }) }));
+    expect([full.nodeAction.state, full.phase]).toEqual(["HeldByBudget", "Contained"]);
+    expect(full.nodeAction.reason).toMatch(/1 of 10 nodes are already tainted or cordoned \(budget 10% = 1\)/);
+    const breaker = decideContainment(input({ ...two, budget: budget({ nodeActionTimes: [T0 - 1, T0 - 2, T0 - 3, T0 - 4, T0 - 5] }) }));
+    expect(breaker.nodeAction.reason).toMatch(/circuit breaker is open/);
+    const cooling = decideContainment(input({ node: node({ history: errorsBefore(1), lastNodeActionAt: T0 - 60_000 }) }));
+    expect(cooling.nodeAction.reason).toMatch(/cooldown/);
+  });
+
+  it("escalates an already-tainted node to cordon within the budget it already holds", () => {
+    const d = decideContainment(
+      input({ node: node({ name: "worker-1", tainted: true, history: errorsBefore(3) }), budget: budget({ totalNodes: 10, actionedNodes: new Set(["worker-1"]) }) }),
+    );
+    expect([d.nodeAction.action, d.nodeAction.state]).toEqual(["Cordon", "Planned"]);
+  });
+
+  it("ignores a corrected error", () => {
+    const d = decideContainment(input({ error: memoryError({ severity: "Corrected", mappers: [mapper("dpdk")] }), pods: [pod("dpdk")] }));
+    expect([d.phase, d.pods.length, d.quarantine.length, d.health.health]).toEqual(["Ignored", 0, 0, "Healthy"]);
+  });
+});
