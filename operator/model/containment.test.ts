@@ -14,7 +14,7 @@ interface ObservedRow {
   /** Signals at the error, per mapper command: what the kernel did. */
   ao: Record<string, "AO" | "None">;
   ar: boolean;
-  pool: KernelPrediction["pool"] extends infer P ? Pick<NonNullable<P>, "totalDelta" | "freeDelta"> | undefined : never;
+  pool: { totalDelta: number; freeDelta: number } | undefined;
   effect: KernelPrediction["poolEffect"];
   lsb?: number;
   result?: string;

@@ -250,7 +250,7 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     signalAddressLsb,
     pool: { size, totalDelta: -1, freeDelta: -1, when: "when the last mapper unmaps it" },
     reason:
-      (size === "1Gi" ? `in-use 1 GiB ${where}: the kernel reports Failed (EBUSY) and drops it when unmapped; ` : `private ${where}: `) +
+      (size === "1Gi" ? `in-use ${where}: the kernel reports Failed (EBUSY) and drops it when unmapped; ` : `private ${where}: `) +
       `lost to its mapper; ${who}`,
   };
 }

@@ -1,0 +1,100 @@
+import { readdirSync, writeFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { runSimulate } from "../cli.ts";
+import type { SimulationResult } from "./simulate.ts";
+
+const run = (file: string): SimulationResult => {
+  const out = runSimulate([file, "--output", "json"]);
+  expect(out.stderr).toBe("");
+  return JSON.parse(out.stdout) as SimulationResult;
+};
+
+describe("mce-operator simulate on the bundled examples", () => {
+  it("covers every example", () => {
+    expect(readdirSync("examples").sort()).toEqual(["db-shared-hugetlbfs.yaml", "dpdk-private-2m.yaml", "failed-1g.yaml", "free-hugepage.yaml", "rack-storm.yaml"]);
+  });
+
+  it("DPDK on a private 2 MiB hugepage: evicts the mapper only, reads the machine check", () => {
+    const r = run("examples/dpdk-private-2m.yaml");
+    const [step] = r.steps;
+    expect(step?.kernelLines).toHaveLength(6);
+    expect(step?.error).toMatchObject({ pfn: "0x5203", severity: "ActionOptional", hugepage: { size: "2Mi", headPfn: "0x5200" } });
+    expect(step?.decision?.pods.map((p) => [p.name, p.action, p.state])).toEqual([["upf-dpdk-0", "Evict", "Planned"]]);
+    expect(step?.decision?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * 2 ** 20, state: "Planned" }]);
+    expect(step?.capacity).toEqual([{ size: "2Mi", advertisedBytes: 2 ** 30, realBytes: 2 ** 30 - 2 * 2 ** 20, quarantinedBytes: 2 * 2 ** 20 }]);
+  });
+
+  it("database on shared hugetlbfs: signals the opted-in server, evicts the sidecar, both warned by the kernel", () => {
+    const step = run("examples/db-shared-hugetlbfs.yaml").steps[0];
+    expect(step?.decision?.prediction.poolEffect).toBe("HeldForever");
+    expect(step?.decision?.prediction.mappers.map((m) => m.atError)).toEqual(["AO", "AO"]);
+    expect(step?.decision?.pods.map((p) => [p.name, p.action, p.signal])).toEqual([
+      ["pg-0", "EarlySignal", "SIGUSR1"],
+      ["pg-backup-0", "Evict", undefined],
+    ]);
+  });
+
+  it("free hugepage: no pod touched, 2 MiB quarantined, 4 KiB of memory lost", () => {
+    const d = run("examples/free-hugepage.yaml").steps[0]?.decision;
+    expect([d?.pods, d?.prediction.poolEffect, d?.prediction.memoryLostBytes, d?.quarantine[0]?.bytes]).toEqual([[], "Dissolved", 4096, 2 * 2 ** 20]);
+  });
+
+  it("failed 1 GiB page: eviction blocked by the PodDisruptionBudget, never a delete", () => {
+    const d = run("examples/failed-1g.yaml").steps[0]?.decision;
+    expect(d?.prediction.kernelResult).toBe("Failed");
+    expect(d?.pods.map((p) => [p.action, p.state])).toEqual([["Evict", "Blocked"]]);
+    expect(d?.quarantine[0]).toMatchObject({ size: "1Gi", bytes: 2 ** 30 });
+  });
+
+  it("storm across half a rack: the circuit breaker holds all but three node actions", () => {
+    const r = run("examples/rack-storm.yaml");
+    expect(r.summary.taintedNodes).toHaveLength(3);
+    expect(r.summary.cordonedNodes).toEqual([]);
+    const held = r.steps.filter((s) => s.decision?.nodeAction.state === "HeldByBudget");
+    expect(held.length).toBe(r.summary.heldNodeActions);
+    expect(held.every((s) => /circuit breaker is open/.test(s.decision?.nodeAction.reason ?? ""))).toBe(true);
+  });
+
+  it("prints the same facts as a readable timeline", () => {
+    const out = runSimulate(["examples/dpdk-private-2m.yaml"]).stdout;
+    expect(out).toContain("Evict nfv/upf-dpdk-0 [Planned]");
+    expect(out).toContain("kubelet advertises 1Gi, kernel can give 1022Mi, quarantined 2Mi");
+  });
+});
+
+describe("malformed scenarios", () => {
+  const write = (name: string, text: string): string => {
+    const file = `${process.env.TMPDIR ?? "/tmp"}/${name}-${process.pid}.yaml`;
+    writeFileSync(file, text);
+    return file;
+  };
+
+  it.each([
+    ["a wrong type", "nodes: [{name: n, pools: [{size: 2Mi, total: lots, free: 1}]}]\ntimeline: []\n", /:1: nodes\[0\]\.pools\[0\]\.total: expected an integer, got "lots"/],
+    ["a missing field", "nodes: [{name: n}]\ntimeline:\n  - node: n\n    kernel: x\n", /:3: timeline\[0\]\.at: required value is missing/],
+    ["an unknown hugepage size", "nodes:\n  - name: n\n    pools:\n      - {size: 4Mi, total: 1, free: 1}\ntimeline: []\n", /:4: nodes\[0\]\.pools\[0\]\.size: unsupported value "4Mi"/],
+    ["an invalid policy", "policies:\n  - metadata: {name: p}\n    spec: {mode: Sometimes}\nnodes: []\ntimeline: []\n", /:3: policies\[0\]\.spec\.mode: unsupported value "Sometimes"/],
+    ["both kernel lines and an error", "nodes: [{name: n}]\ntimeline:\n  - {at: 0s, node: n, kernel: x, error: {pfn: '0x1', severity: Fatal}}\n", /timeline\[0\]: expected exactly one of kernel/],
+    ["broken YAML", "nodes: [\n", /:\d+: \(top level\): /],
+  ])("names the file, path and line for %s, and prints nothing else", (_what, text, message) => {
+    const file = write("bad", text);
+    const out = runSimulate([file]);
+    expect(out.code).toBe(1);
+    expect(out.stdout).toBe("");
+    expect(out.stderr.startsWith(file)).toBe(true);
+    expect(out.stderr).toMatch(message);
+  });
+
+  it("reports a kernel line it does not understand and makes no event of it", () => {
+    const file = write("unknown", "nodes: [{name: n, pools: [{size: 2Mi, total: 4, free: 4}]}]\ntimeline:\n  - at: 0s\n    node: n\n    kernel: |\n      Memory failure: 0x4600: something new happened\n");
+    const r = JSON.parse(runSimulate([file, "--output=json"]).stdout) as SimulationResult;
+    expect(r.steps).toEqual([]);
+    expect(r.warnings[0]).toMatch(/timeline\[0\]\.kernel line 1: not understood, no event made/);
+  });
+
+  it("refuses bad arguments with the usage", () => {
+    expect(runSimulate([]).stderr).toMatch(/expected one scenario file\nusage:/);
+    expect(runSimulate(["x.yaml", "--output", "xml"]).stderr).toMatch(/--output must be text or json, got xml/);
+    expect(runSimulate(["/nonexistent.yaml"]).stderr).toMatch(/^\/nonexistent\.yaml: cannot read/);
+  });
+});

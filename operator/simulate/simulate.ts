@@ -1,0 +1,274 @@
+// `mce-operator simulate`: runs a scenario's timeline through the containment model with no cluster.
+// Each error is decided against the cluster as the earlier ones left it: pools shrink, evicted pods go,
+// tainted nodes count against the budget. Evictions blocked by a PodDisruptionBudget stay blocked.
+import type { ContainmentPolicy } from "../../crds/generated.ts";
+import { assembleKernelErrors } from "../../kernel/assemble.ts";
+import { formatPfn, HUGEPAGE_SIZES as sizes, hugepageBytes, hugepageHeadPfn, pagesPerHugepage, parseHex } from "../../kernel/pfn.ts";
+import type { HugepageSize } from "../../kernel/pfn.ts";
+import { decideContainment } from "../model/containment.ts";
+import type { Decision, Mapper, MemoryError, NodeState, PodState } from "../model/containment.ts";
+import { parseDuration } from "../model/duration.ts";
+import { policyForNode, selectorMatches } from "../model/selector.ts";
+import type { Scenario, ScenarioEntry, ScenarioMapping, ScenarioPod } from "./scenario.ts";
+
+
+
+export function parseQuantity(text: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi|Ti)?$/.exec(text);
+  if (!m) throw new Error(`${JSON.stringify(text)} is not a quantity such as 512Mi or 2Gi`);
+  const unit = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 }[m[2] ?? ""] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+export function formatBytes(bytes: number): string {
+  for (const [unit, scale] of [["Gi", 2 ** 30], ["Mi", 2 ** 20], ["Ki", 2 ** 10]] as const) if (bytes !== 0 && bytes % scale === 0) return `${bytes / scale}${unit}`;
+  return `${bytes}`;
+}
+
+export interface SimulatedStep {
+  at: string;
+  node: string;
+  error: { pfn: string; severity: MemoryError["severity"]; pageType?: string | undefined; result?: string | undefined; hugepage?: { size: HugepageSize; headPfn: string } | undefined };
+  policy: string;
+  kernelLines: string[];
+  decision?: Decision;
+  /** Why no decision was made (no or conflicting policies). */
+  undecided?: string;
+  capacity: { size: HugepageSize; advertisedBytes: number; realBytes: number; quarantinedBytes: number }[];
+}
+
+export interface SimulationResult {
+  description?: string | undefined;
+  nodes: number;
+  pods: number;
+  steps: SimulatedStep[];
+  warnings: string[];
+  summary: { errors: number; evictions: number; earlySignals: number; quarantinedBytes: number; taintedNodes: string[]; cordonedNodes: string[]; heldNodeActions: number };
+}
+
+interface LiveNode extends NodeState {
+  allocatableBytes: Partial<Record<HugepageSize, number>>;
+  quarantinedBytes: Partial<Record<HugepageSize, number>>;
+  pools: NodeState["pools"];
+}
+
+interface LivePod extends PodState {
+  mappings: ScenarioMapping[];
+}
+
+function expandNodes(scenario: Scenario): LiveNode[] {
+  return scenario.nodes.flatMap((n) =>
+    Array.from({ length: n.replicas ?? 1 }, (_, i): LiveNode => {
+      const pools = (n.pools ?? []).map((p) => ({ size: p.size, numaNode: p.numaNode ?? 0, total: p.total, free: p.free }));
+      const allocatableBytes = Object.fromEntries(
+        sizes.map((s) => {
+          const stated = n.allocatable?.[s];
+          return [s, stated ? parseQuantity(stated) : pools.filter((p) => p.size === s).reduce((sum, p) => sum + p.total * hugepageBytes(s), 0)];
+        }),
+      );
+      return {
+        name: n.replicas ? `${n.name}-${i}` : n.name,
+        labels: n.labels ?? {},
+        kernelRelease: n.kernelRelease ?? "6.1.0-56-amd64",
+        earlyKill: n.earlyKill ?? false,
+        pools,
+        allocatableBytes,
+        quarantinedBytes: {},
+        tainted: false,
+        cordoned: false,
+        history: [],
+        poisonedHugepages: [],
+      };
+    }),
+  );
+}
+
+function livePod(p: ScenarioPod): LivePod {
+  const namespace = p.namespace ?? "default";
+  return {
+    uid: `${namespace}/${p.name}`,
+    namespace,
+    name: p.name,
+    nodeName: p.node,
+    labels: p.labels ?? {},
+    annotations: p.annotations ?? {},
+    priority: p.priority ?? 0,
+    hugepageRequestBytes: Object.fromEntries(sizes.flatMap((s) => (p.hugepages?.[s] ? [[s, parseQuantity(p.hugepages[s])]] : []))),
+    mappings: p.mappings ?? [],
+  };
+}
+
+/** The processes whose hugetlb mappings contain the poisoned hugepage, as the agent's index finds them. */
+function findMappers(pods: readonly LivePod[], nodeName: string, size: HugepageSize, headPfn: number, signalled: ReadonlySet<number>): Mapper[] {
+  const perPage = pagesPerHugepage(size);
+  return pods.flatMap((pod) =>
+    pod.nodeName !== nodeName
+      ? []
+      : pod.mappings.flatMap((m): Mapper[] => {
+          const first = parseHex(m.headPfn, `pod ${pod.name} mapping headPfn`);
+          const index = (headPfn - first) / perPage;
+          if (m.size !== size || index < 0 || index >= (m.count ?? 1)) return [];
+          const start = m.virtualStart === undefined ? undefined : parseHex(m.virtualStart, "virtualStart") + index * hugepageBytes(size);
+          return [
+            {
+              pid: m.pid,
+              command: m.command,
+              podUID: pod.uid,
+              podNamespace: pod.namespace,
+              podName: pod.name,
+              container: m.container ?? "main",
+              mapping: m.hugetlbfsFile ? "Shared" : "Private",
+              ...(m.hugetlbfsFile ? { hugetlbfsFile: m.hugetlbfsFile } : {}),
+              ...(start === undefined ? {} : { virtualStart: formatPfn(start), virtualEnd: formatPfn(start + hugepageBytes(size)) }),
+              killPolicy: m.killPolicy ?? "Default",
+              signalledByKernel: signalled.has(m.pid),
+            },
+          ];
+        }),
+  );
+}
+
+/** Which hugepage size holds a pfn: the one a mapping covers, else the node's only pool size. */
+function sizeOf(pods: readonly LivePod[], node: LiveNode, pfn: number, stated: HugepageSize | undefined): HugepageSize | undefined {
+  if (stated) return stated;
+  for (const size of sizes) if (findMappers(pods, node.name, size, hugepageHeadPfn(pfn, size), new Set()).length > 0) return size;
+  const poolSizes = [...new Set(node.pools.map((p) => p.size))];
+  return poolSizes.length === 1 ? poolSizes[0] : undefined;
+}
+
+interface EntryError {
+  pfn: number;
+  severity: MemoryError["severity"];
+  pageType?: string | undefined;
+  result?: string | undefined;
+  size?: HugepageSize | undefined;
+  signalled: Set<number>;
+  lines: string[];
+}
+
+function entryErrors(entry: ScenarioEntry, where: string, warnings: string[]): EntryError[] {
+  if (entry.error) {
+    const e = entry.error;
+    return [{ pfn: parseHex(e.pfn, `${where}.error.pfn`), severity: e.severity, pageType: e.pageType, result: e.result, size: e.size, signalled: new Set(), lines: [] }];
+  }
+  const assembled = assembleKernelErrors(entry.kernel ?? "");
+  for (const u of assembled.unrecognized) warnings.push(`${where}.kernel line ${u.line}: not understood, no event made (${u.reason}): ${u.text}`);
+  return assembled.errors.map((e) => ({
+    pfn: e.pfn,
+    severity: e.severity,
+    pageType: e.pageType,
+    result: e.result,
+    size: undefined,
+    signalled: new Set(e.signalled.map((s) => s.pid)),
+    lines: e.lines,
+  }));
+}
+
+function applyOutcome(node: LiveNode, pods: LivePod[], decision: Decision, size: HugepageSize | undefined, headPfn: number, blocked: ReadonlySet<string>, now: number): LivePod[] {
+  const { prediction, quarantine, nodeAction } = decision;
+  const change = prediction.pool;
+  if (size && change) {
+    const pool = node.pools.find((p) => p.size === size);
+    if (pool && (prediction.poolEffect === "Dissolved" || prediction.poolEffect === "Migrated"))
+      node.pools = node.pools.map((p) => (p === pool ? { ...p, total: p.total + change.totalDelta, free: Math.max(0, p.free + change.freeDelta) } : p));
+    if (prediction.poolEffect !== "None")
+      node.poisonedHugepages = [...node.poisonedHugepages, { size, headPfn, inPool: prediction.poolEffect === "ReleasedOnUnmap" || prediction.poolEffect === "HeldForever" || prediction.poolEffect === "Unknown" }];
+  }
+  if (!decision.dryRun) {
+    for (const q of quarantine) node.quarantinedBytes[q.size] = (node.quarantinedBytes[q.size] ?? 0) + q.bytes;
+    if (nodeAction.state === "Planned") {
+      node.lastNodeActionAt = now;
+      if (nodeAction.action === "Cordon") node.cordoned = true;
+      else node.tainted = true;
+    }
+  }
+  const evicted = new Set(decision.pods.filter((p) => p.action === "Evict" && p.state === "Planned" && !blocked.has(p.uid)).map((p) => p.uid));
+  return pods.filter((p) => !evicted.has(p.uid));
+}
+
+export function simulate(scenario: Scenario): SimulationResult {
+  const nodes = expandNodes(scenario);
+  let pods = scenario.pods.map(livePod);
+  const warnings: string[] = [];
+  const steps: SimulatedStep[] = [];
+  const nodeActionTimes: number[] = [];
+  const start = Date.parse(scenario.start ?? "2026-01-01T00:00:00Z");
+  const byName = new Map(nodes.map((n) => [n.name, n]));
+  for (const p of pods) if (!byName.has(p.nodeName)) throw new Error(`pods: ${p.namespace}/${p.name} runs on unknown node ${p.nodeName}`);
+
+  scenario.timeline.forEach((entry, i) => {
+    const where = `timeline[${i}]`;
+    const now = start + parseDuration(entry.at, `${where}.at`);
+    const targets = entry.node ? [byName.get(entry.node)] : nodes.filter((n) => selectorMatches(entry.nodes, n.labels));
+    if (targets.some((t) => t === undefined)) throw new Error(`${where}.node: unknown node ${entry.node ?? ""}`);
+    for (const node of targets as LiveNode[]) {
+      for (const e of entryErrors(entry, where, warnings)) {
+        const size = e.severity === "Corrected" ? undefined : sizeOf(pods, node, e.pfn, e.size);
+        const headPfn = size ? hugepageHeadPfn(e.pfn, size) : e.pfn;
+        const notHuge = e.pageType !== undefined && !/huge/.test(e.pageType);
+        const hugepage = size && !notHuge ? { size, headPfn, numaNode: 0 } : undefined;
+        const mappers = hugepage ? findMappers(pods, node.name, hugepage.size, headPfn, e.signalled) : [];
+        const error: MemoryError = { nodeName: node.name, pfn: e.pfn, severity: e.severity, pageType: e.pageType, result: e.result, hugepage, mappers, observedAt: now };
+        const match = policyForNode(scenario.policies, node.labels);
+        const step: SimulatedStep = {
+          at: entry.at,
+          node: node.name,
+          error: { pfn: formatPfn(e.pfn), severity: e.severity, pageType: e.pageType, result: e.result, hugepage: hugepage && { size: hugepage.size, headPfn: formatPfn(headPfn) } },
+          policy: match.kind === "matched" ? match.policy.metadata.name : "",
+          kernelLines: e.lines,
+          capacity: [],
+        };
+        if (match.kind !== "matched") {
+          step.undecided = match.kind === "none" ? "no ContainmentPolicy selects this node" : `policies ${match.policies.join(", ")} select this node equally specifically`;
+        } else {
+          const decision = decideNode(node, error, pods, scenario, match.policy, nodes, nodeActionTimes, now);
+          const blocked = new Set(pods.filter((p) => scenario.pdbs.some((b) => (b.namespace ?? "default") === p.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, p.labels))).map((p) => p.uid));
+          for (const p of decision.pods) if (p.action === "Evict" && blocked.has(p.uid) && p.state === "Planned") p.state = "Blocked";
+          if (decision.nodeAction.state === "Planned") nodeActionTimes.push(now);
+          pods = applyOutcome(node, pods, decision, size, headPfn, blocked, now);
+          step.decision = decision;
+        }
+        node.history = [...node.history, { at: now, severity: e.severity }];
+        step.capacity = capacityOf(node);
+        steps.push(step);
+      }
+    }
+  });
+  return { description: scenario.description, nodes: nodes.length, pods: scenario.pods.length, steps, warnings, summary: summarize(steps, nodes) };
+}
+
+function decideNode(node: LiveNode, error: MemoryError, pods: LivePod[], scenario: Scenario, policy: ContainmentPolicy, nodes: LiveNode[], nodeActionTimes: number[], now: number): Decision {
+  return decideContainment({
+    error,
+    node,
+    pods: pods.filter((p) => p.nodeName === node.name),
+    pdbs: scenario.pdbs.map((b) => ({ namespace: b.namespace ?? "default", name: b.name, selector: b.selector, disruptionsAllowed: b.disruptionsAllowed })),
+    policy: policy.spec,
+    budget: { totalNodes: nodes.length, actionedNodes: new Set(nodes.filter((n) => n.tainted || n.cordoned).map((n) => n.name)), nodeActionTimes, evictionsInFlight: 0 },
+    now,
+  });
+}
+
+function capacityOf(node: LiveNode): SimulatedStep["capacity"] {
+  return sizes.flatMap((size) => {
+    const advertisedBytes = node.allocatableBytes[size] ?? 0;
+    if (advertisedBytes === 0) return [];
+    const total = node.pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
+    const held = node.poisonedHugepages.filter((p) => p.size === size && p.inPool).length;
+    return [{ size, advertisedBytes, realBytes: (total - held) * hugepageBytes(size), quarantinedBytes: node.quarantinedBytes[size] ?? 0 }];
+  });
+}
+
+function summarize(steps: SimulatedStep[], nodes: LiveNode[]): SimulationResult["summary"] {
+  const decisions = steps.flatMap((s) => (s.decision ? [s.decision] : []));
+  const pods = decisions.flatMap((d) => d.pods);
+  return {
+    errors: steps.length,
+    evictions: pods.filter((p) => p.action === "Evict").length,
+    earlySignals: pods.filter((p) => p.action === "EarlySignal").length,
+    quarantinedBytes: nodes.reduce((sum, n) => sum + Object.values(n.quarantinedBytes).reduce((a, b) => a + b, 0), 0),
+    taintedNodes: nodes.filter((n) => n.tainted && !n.cordoned).map((n) => n.name),
+    cordonedNodes: nodes.filter((n) => n.cordoned).map((n) => n.name),
+    heldNodeActions: decisions.filter((d) => d.nodeAction.state === "HeldByBudget").length,
+  };
+}
