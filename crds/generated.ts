@@ -263,6 +263,23 @@ export interface MemoryErrorEventStatusPod {
   signal?: "SIGBUS" | "SIGUSR1" | "SIGUSR2" | "SIGTERM";
 }
 
+export interface MemoryErrorEventStatusEarlySignal {
+  /** UID of the pod signalled. */
+  uid: string;
+  /** Done (every mapping process of the container was signalled) or Failed (see message). */
+  state: "Done" | "Failed";
+  /** The signal sent. */
+  signal?: "SIGBUS" | "SIGUSR1" | "SIGUSR2" | "SIGTERM";
+  /** Host pids that were signalled. */
+  pids?: number[];
+  /** Virtual address ranges lost in the pod's processes, start-end in hexadecimal, as published on the pod. */
+  lostRanges?: string[];
+  /** When the agent carried it out. */
+  at?: string;
+  /** What happened, in words (why it failed). */
+  message?: string;
+}
+
 export interface MemoryErrorEventStatusQuarantine {
   /** Hugepage size. */
   size: "2Mi" | "1Gi";
@@ -298,6 +315,8 @@ export interface MemoryErrorEventStatus {
   prediction?: MemoryErrorEventStatusPrediction;
   /** The decision for every pod on the node that mapped the poisoned hugepage or was considered. */
   pods?: MemoryErrorEventStatusPod[];
+  /** Written by the node's agent, never by the operator: the outcome of each EarlySignal action it carried out, keyed by pod uid. The operator copies the outcome into pods[].state. */
+  earlySignals?: MemoryErrorEventStatusEarlySignal[];
   /** Hugepage capacity taken out of scheduling on the node because of this error. */
   quarantine?: MemoryErrorEventStatusQuarantine[];
   /** What this error made the operator do to the node. */
@@ -1233,6 +1252,77 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                       "SIGUSR2",
                       "SIGTERM"
                     ]
+                  }
+                }
+              }
+            },
+            "earlySignals": {
+              "type": "array",
+              "description": "Written by the node's agent, never by the operator: the outcome of each EarlySignal action it carried out, keyed by pod uid. The operator copies the outcome into pods[].state.",
+              "maxItems": 512,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "uid"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "uid",
+                  "state"
+                ],
+                "properties": {
+                  "uid": {
+                    "type": "string",
+                    "description": "UID of the pod signalled.",
+                    "maxLength": 64
+                  },
+                  "state": {
+                    "type": "string",
+                    "description": "Done (every mapping process of the container was signalled) or Failed (see message).",
+                    "enum": [
+                      "Done",
+                      "Failed"
+                    ]
+                  },
+                  "signal": {
+                    "type": "string",
+                    "description": "The signal sent.",
+                    "enum": [
+                      "SIGBUS",
+                      "SIGUSR1",
+                      "SIGUSR2",
+                      "SIGTERM"
+                    ]
+                  },
+                  "pids": {
+                    "type": "array",
+                    "description": "Host pids that were signalled.",
+                    "maxItems": 256,
+                    "x-kubernetes-list-type": "atomic",
+                    "items": {
+                      "type": "integer",
+                      "minimum": 1
+                    }
+                  },
+                  "lostRanges": {
+                    "type": "array",
+                    "description": "Virtual address ranges lost in the pod's processes, start-end in hexadecimal, as published on the pod.",
+                    "maxItems": 256,
+                    "x-kubernetes-list-type": "atomic",
+                    "items": {
+                      "type": "string",
+                      "maxLength": 64
+                    }
+                  },
+                  "at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the agent carried it out."
+                  },
+                  "message": {
+                    "type": "string",
+                    "description": "What happened, in words (why it failed).",
+                    "maxLength": 1024
                   }
                 }
               }
