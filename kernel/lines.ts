@@ -233,14 +233,15 @@ const PREFIXES: readonly Prefix[] = [
 export function stripLogPrefix(line: string): StrippedLine {
   const stripped: StrippedLine = { text: line };
   let text = line;
-  for (let again = true; again; ) {
-    again = false;
+  let stripping = true;
+  while (stripping) {
+    stripping = false;
     for (const prefix of PREFIXES) {
       const match = prefix.re.exec(text);
-      if (match === null || match[0].length === 0) continue;
+      if (match === null) continue;
       prefix.keep?.(match, stripped);
       text = text.slice(match[0].length);
-      again = true;
+      stripping = true;
       break;
     }
   }
@@ -348,7 +349,7 @@ function need(value: string | undefined, what: string): string {
 
 function decimal(text: string, what: string): number {
   const value = Number(text);
-  if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value)) throw new Error(`${what} '${text}' is not a decimal integer`);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value)) throw new Error(`${what} '${text}' is not a decimal integer`);
   return value;
 }
 
@@ -604,7 +605,7 @@ const ALL_ERAS: readonly KernelEra[] = ["2.6-3.x", "4.1-4.12", "4.13+"];
 const CONVERSION = /%[#0-9]*(?:ll|l|L)?([sdux])/g;
 
 function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 interface Shape {
@@ -650,7 +651,7 @@ const RELEVANT =
 
 // A leader only the memory-failure code prints, behind a prefix we could not strip.
 const EMBEDDED = new RegExp(
-  FAMILIES.filter((family) => family.exclusive && family.leader !== "")
+  FAMILIES.filter((family) => family.exclusive)
     .map((family) => family.leader)
     .join("|"),
 );
@@ -664,7 +665,8 @@ function unrecognized(text: string, reason: string): KernelLineResult {
   return { kind: "unrecognized", text, reason };
 }
 
-function read(compiled: CompiledFamily, shape: Shape, match: RegExpExecArray, rest: string, text: string): KernelLineResult {
+/** The record a shape's match builds; a value it cannot read makes the line unrecognized, named by `blame` if an earlier family already claimed it. */
+function read(compiled: CompiledFamily, shape: Shape, match: RegExpExecArray, rest: string, text: string, blame: string | undefined): KernelLineResult {
   const captures: Partial<Record<string, string>> = {};
   shape.row.args.forEach((name, i) => {
     captures[name] = match[i + 1];
@@ -673,7 +675,7 @@ function read(compiled: CompiledFamily, shape: Shape, match: RegExpExecArray, re
     return { kind: "record", record: shape.row.build(captures, { era: shape.era, rest }), text };
   } catch (error) {
     const why = error instanceof Error ? error.message : "unreadable value";
-    return unrecognized(text, `${why} in '${compiled.family.printed}${shape.row.format}'`);
+    return unrecognized(text, blame ?? `${why} in '${compiled.family.printed}${shape.row.format}'`);
   }
 }
 
@@ -700,7 +702,7 @@ export function parseKernelLine(line: string): KernelLineResult {
     const rest = text.slice(lead[0].length);
     for (const shape of compiled.shapes) {
       const match = shape.re.exec(rest);
-      if (match !== null) return read(compiled, shape, match, rest, text);
+      if (match !== null) return read(compiled, shape, match, rest, text, nearMiss);
     }
     const near = nearest(compiled.shapes, rest);
     const reason = near === undefined ? undefined : `does not match '${compiled.family.printed}${near.row.format}'`;

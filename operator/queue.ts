@@ -63,7 +63,10 @@ export class WorkQueue {
 
   addAfter(key: string, ms: number): void {
     if (this.stopped) return;
-    if (ms <= 0) return this.add(key);
+    if (ms <= 0) {
+      this.add(key);
+      return;
+    }
     const previous = this.delayed.get(key);
     if (previous !== undefined) this.options.clock.clearTimeout(previous);
     this.delayed.set(

@@ -96,25 +96,28 @@ export class Reflector<T> {
   private async run(): Promise<void> {
     const sleep = this.options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
     while (!this.stopped) {
+      let error: unknown;
       try {
         if (!this.resourceVersion) await this.list();
-        const error = await this.watchOnce();
-        if (error === undefined) {
-          this.backoffMs = 0;
-          continue;
-        }
-        throw error;
-      } catch (error) {
-        if (this.stopped) return;
-        if (statusCode(error) === 410) {
-          this.resourceVersion = "";
-          continue;
-        }
-        this.backoffMs = Math.min(this.backoffMs ? this.backoffMs * 2 : 250, 30_000);
-        this.options.onError?.(error, this.backoffMs);
-        await sleep(this.backoffMs);
+        error = await this.watchOnce();
+      } catch (e) {
+        error = e ?? new Error("list failed");
       }
+      // stop() may have been called while the request was in flight.
+      if (this.isStopped()) return;
+      if (error === undefined) continue;
+      if (statusCode(error) === 410) {
+        this.resourceVersion = "";
+        continue;
+      }
+      this.backoffMs = Math.min(this.backoffMs ? this.backoffMs * 2 : 250, 30_000);
+      this.options.onError?.(error, this.backoffMs);
+      await sleep(this.backoffMs);
     }
+  }
+
+  private isStopped(): boolean {
+    return this.stopped;
   }
 
   /** One watch request; resolves with its error, or undefined when the server closed it normally. */
