@@ -591,7 +591,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "default": {},
                   "x-kubernetes-validations": [
                     {
-                      "rule": "!has(self.deleteAfter) || self.fallbackToDelete",
+                      "rule": "!has(self.deleteAfter) || (has(self.fallbackToDelete) && self.fallbackToDelete)",
                       "message": "deleteAfter is only meaningful with fallbackToDelete"
                     }
                   ],
@@ -646,7 +646,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "default": {},
               "x-kubernetes-validations": [
                 {
-                  "rule": "self.cordonAfter > self.taintAfter",
+                  "rule": "!has(self.cordonAfter) || !has(self.taintAfter) || self.cordonAfter > self.taintAfter",
                   "message": "cordonAfter must be greater than taintAfter (taint before cordon)"
                 }
               ],

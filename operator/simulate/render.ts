@@ -1,6 +1,6 @@
 // The simulator's readable timeline: what the kernel did, what the cluster does and why, capacity after.
 import type { SimulationResult, SimulatedStep } from "./simulate.ts";
-import { formatBytes } from "./simulate.ts";
+import { formatBytes } from "../../crds/quantity.ts";
 
 function renderStep(step: SimulatedStep): string[] {
   const e = step.error;

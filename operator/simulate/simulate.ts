@@ -2,6 +2,7 @@
 // Each error is decided against the cluster as the earlier ones left it: pools shrink, evicted pods go,
 // tainted nodes count against the budget. Evictions blocked by a PodDisruptionBudget stay blocked.
 import type { ContainmentPolicy } from "../../crds/generated.ts";
+import { parseQuantity } from "../../crds/quantity.ts";
 import { assembleKernelErrors } from "../../kernel/assemble.ts";
 import { formatPfn, HUGEPAGE_SIZES as sizes, hugepageBytes, hugepageHeadPfn, pagesPerHugepage, parseHex } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
@@ -12,18 +13,6 @@ import { policyForNode, selectorMatches } from "../model/selector.ts";
 import type { Scenario, ScenarioEntry, ScenarioMapping, ScenarioPod } from "./scenario.ts";
 
 
-
-export function parseQuantity(text: string): number {
-  const m = /^(\d+)(Ki|Mi|Gi|Ti)?$/.exec(text);
-  if (!m) throw new Error(`${JSON.stringify(text)} is not a quantity such as 512Mi or 2Gi`);
-  const unit = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 }[m[2] ?? ""] ?? 1;
-  return Number(m[1]) * unit;
-}
-
-export function formatBytes(bytes: number): string {
-  for (const [unit, scale] of [["Gi", 2 ** 30], ["Mi", 2 ** 20], ["Ki", 2 ** 10]] as const) if (bytes !== 0 && bytes % scale === 0) return `${bytes / scale}${unit}`;
-  return `${bytes}`;
-}
 
 export interface SimulatedStep {
   at: string;

@@ -1,0 +1,178 @@
+// The API on a real kube-apiserver: the CRDs install, every kind round-trips, kubectl shows the columns
+// and the descriptions, and invalid objects are refused with a message naming the field.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { kubectl, uniqueName } from "./cluster/helpers.ts";
+
+const apiVersion = "mce-operator.io/v1alpha1";
+
+function event(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion,
+    kind: "MemoryErrorEvent",
+    metadata: { name, labels: { "mce-operator.io/e2e": "true" } },
+    spec: {
+      nodeName: "worker-1",
+      bootID: "6f1c1f4e-8a4b-4b1e-9d7a-3c1f0e2b9a11",
+      observedAt: "2026-11-25T12:00:00Z",
+      source: "Kmsg",
+      pfn: "0x5205",
+      physicalAddress: "0x5205000",
+      severity: "ActionOptional",
+      pageType: "huge page",
+      result: "Recovered",
+      hugepage: { size: "2Mi", headPfn: "0x5200", numaNode: 0 },
+      mappers: [
+        {
+          pid: 4242,
+          command: "dpdk-testpmd",
+          podUID: "0d9f3b2e-1111-4c4c-8888-123456789abc",
+          podNamespace: "nfv",
+          podName: "upf-0",
+          container: "testpmd",
+          containerID: "containerd://3f2a",
+          mapping: "Private",
+          virtualStart: "0x7f3a00200000",
+          virtualEnd: "0x7f3a00400000",
+          killPolicy: "Default",
+          signalledByKernel: false,
+        },
+      ],
+      kernelLines: ["Memory failure: 0x5205: recovery action for huge page: Recovered"],
+      ...spec,
+    },
+  };
+}
+
+function health(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    apiVersion,
+    kind: "NodeMemoryHealth",
+    metadata: { name, labels: { "mce-operator.io/e2e": "true" } },
+    spec: {
+      nodeName: name,
+      bootID: "6f1c1f4e-8a4b-4b1e-9d7a-3c1f0e2b9a11",
+      kernelVersion: "6.1.0-56-amd64",
+      observedAt: "2026-11-25T12:00:00Z",
+      hugepagePools: [{ size: "2Mi", numaNode: 0, total: 32, free: 16, surplus: 0 }],
+      hardwareCorruptedBytes: 4096,
+      capabilities: { earlyKill: false, recovery: true, softOffline: true, injection: false, tracefs: true, kmsg: true },
+      ...spec,
+    },
+  };
+}
+
+function policy(name: string, spec: Record<string, unknown> = {}): Record<string, unknown> {
+  return { apiVersion, kind: "ContainmentPolicy", metadata: { name, labels: { "mce-operator.io/e2e": "true" } }, spec: { mode: "DryRun", ...spec } };
+}
+
+const apply = (obj: unknown): ReturnType<typeof kubectl> => kubectl(["apply", "--server-side", "--field-manager=e2e", "-f", "-"], { input: JSON.stringify(obj) });
+
+describe("the mce-operator.io API on a real API server", () => {
+  beforeAll(async () => {
+    const result = await kubectl(["apply", "--server-side", "--field-manager=e2e", "-f", "crds/"]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    for (const crd of ["memoryerrorevents", "nodememoryhealths", "containmentpolicies"]) {
+      const ready = await kubectl(["wait", "--for=condition=Established", "--timeout=30s", `crd/${crd}.mce-operator.io`]);
+      expect(ready.code, ready.stderr).toBe(0);
+    }
+  });
+
+  afterAll(async () => {
+    for (const kind of ["mee", "nmh", "cpol"]) await kubectl(["delete", kind, "-l", "mce-operator.io/e2e=true", "--wait=false"]);
+  });
+
+  it("round-trips every kind, spec and status", async () => {
+    const names = { mee: uniqueName("worker-1-boot-5205"), nmh: uniqueName("worker"), cpol: uniqueName("policy") };
+    const objects = { mee: event(names.mee), nmh: health(names.nmh), cpol: policy(names.cpol, { nodeSelector: { matchLabels: { pool: "dpdk" } } }) };
+    for (const [short, obj] of Object.entries(objects)) {
+      const created = await apply(obj);
+      expect(created.code, created.stderr).toBe(0);
+      const got = await kubectl(["get", short, names[short as keyof typeof names], "-o", "json"]);
+      const back = JSON.parse(got.stdout) as { spec: Record<string, unknown> };
+      expect(back.spec).toMatchObject(obj.spec as Record<string, unknown>);
+    }
+    const status = {
+      phase: "Contained",
+      observedGeneration: 1,
+      pods: [{ uid: "0d9f3b2e-1111-4c4c-8888-123456789abc", namespace: "nfv", name: "upf-0", action: "Evict", state: "Done", attempts: 1 }],
+      quarantine: [{ size: "2Mi", bytes: 2097152, state: "Quarantined" }],
+      nodeAction: { action: "None" },
+      conditions: [{ type: "Contained", status: "True", reason: "EvictedMappers", message: "every mapper was evicted", lastTransitionTime: "2026-11-25T12:00:01Z" }],
+    };
+    const patched = await kubectl(["patch", "mee", names.mee, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status })]);
+    expect(patched.code, patched.stderr).toBe(0);
+    const withStatus = JSON.parse((await kubectl(["get", "mee", names.mee, "-o", "json"])).stdout) as { status: unknown };
+    expect(withStatus.status).toEqual(status);
+  });
+
+  it("fills in the policy's defaults", async () => {
+    const name = uniqueName("defaults");
+    expect((await apply(policy(name))).code).toBe(0);
+    const got = JSON.parse((await kubectl(["get", "cpol", name, "-o", "json"])).stdout) as { spec: { escalation: unknown; safety: { excludedNamespaces: string[] } } };
+    expect(got.spec.escalation).toMatchObject({ taintAfter: 2, cordonAfter: 4, window: "24h" });
+    expect(got.spec.safety.excludedNamespaces).toEqual(["kube-system"]);
+  });
+
+  it("lists all three kinds under the mce category with their columns", async () => {
+    const name = uniqueName("columns");
+    await apply(event(name));
+    await apply(health(uniqueName("columns")));
+    await apply(policy(uniqueName("columns")));
+    const out = (await kubectl(["get", "mce"])).stdout;
+    expect(out).toMatch(/NAME\s+NODE\s+PFN\s+PAGE TYPE\s+RESULT\s+PHASE\s+AGE/);
+    expect(out).toMatch(new RegExp(`memoryerrorevent\\.mce-operator\\.io/${name}\\s+worker-1\\s+0x5205\\s+huge page\\s+Recovered`));
+    expect(out).toMatch(/NAME\s+HEALTH\s+POISONED HUGEPAGES\s+QUARANTINED\s+AGE/);
+    expect(out).toMatch(/NAME\s+MODE\s+MATCHED NODES\s+AGE/);
+    expect((await kubectl(["get", "mee", name])).stdout).toMatch(/^NAME\s+NODE\s+PFN/);
+  });
+
+  it("explains every field with its description", async () => {
+    const out = (await kubectl(["explain", "memoryerrorevent.spec"])).stdout;
+    expect(out).toContain("Raw page frame number of the poisoned 4 KiB page");
+    expect(out).toMatch(/severity\s+<string> -required-/);
+    const mappers = (await kubectl(["explain", "memoryerrorevent.spec.mappers.killPolicy"])).stdout;
+    expect(mappers).toContain("PR_MCE_KILL");
+    const policyOut = (await kubectl(["explain", "containmentpolicy.spec.safety"])).stdout;
+    expect(policyOut).toContain("maxUnavailableNodesPercent");
+  });
+
+  const invalid: [string, () => Record<string, unknown>, RegExp][] = [
+    ["a severity outside the enum", () => event(uniqueName("bad"), { severity: "Catastrophic" }), /spec\.severity: Unsupported value: "Catastrophic"/],
+    ["a missing nodeName", () => { const e = event(uniqueName("bad")); delete (e.spec as Record<string, unknown>).nodeName; return e; }, /spec\.nodeName: Required value/],
+    ["a pfn without 0x", () => event(uniqueName("bad"), { pfn: "5205" }), /spec\.pfn: Invalid value: "5205"/],
+    ["an upper-case pfn", () => event(uniqueName("bad"), { pfn: "0xZZ" }), /spec\.pfn: Invalid value/],
+    ["a 4Mi hugepage", () => event(uniqueName("bad"), { hugepage: { size: "4Mi", headPfn: "0x5200" } }), /spec\.hugepage\.size: Unsupported value: "4Mi"/],
+    ["a mapper with an unknown kill policy", () => event(uniqueName("bad"), { mappers: [{ pid: 1, command: "x", mapping: "Private", killPolicy: "Sometimes" }] }), /spec\.mappers\[0\]\.killPolicy: Unsupported value/],
+    ["a pid of 0", () => event(uniqueName("bad"), { mappers: [{ pid: 0, command: "x", mapping: "Private", killPolicy: "Late" }] }), /spec\.mappers\[0\]\.pid: Invalid value: 0/],
+    ["cordon before taint", () => policy(uniqueName("bad"), { escalation: { taintAfter: 5, cordonAfter: 3 } }), /spec\.escalation: Invalid value: .*cordonAfter must be greater than taintAfter/],
+    ["a budget over 100%", () => policy(uniqueName("bad"), { safety: { maxUnavailableNodesPercent: 150 } }), /spec\.safety\.maxUnavailableNodesPercent: Invalid value: 150/],
+    ["an unknown mode", () => policy(uniqueName("bad"), { mode: "Sometimes" }), /spec\.mode: Unsupported value: "Sometimes"/],
+    ["a duration that is not one", () => policy(uniqueName("bad"), { escalation: { window: "a day" } }), /spec\.escalation\.window: Invalid value: "a day"/],
+    ["deleteAfter without the fallback", () => policy(uniqueName("bad"), { podActions: { eviction: { deleteAfter: "10m" } } }), /spec\.podActions\.eviction: Invalid value: .*deleteAfter is only meaningful with fallbackToDelete/],
+    ["a health object named for another node", () => ({ ...health(uniqueName("node-a")), spec: { ...(health("x").spec as object), nodeName: "node-b" } }), /metadata\.name must equal spec\.nodeName/],
+    ["a negative free count", () => health(uniqueName("bad"), { hugepagePools: [{ size: "2Mi", numaNode: 0, total: 4, free: -1 }] }), /spec\.hugepagePools\[0\]\.free: Invalid value: -1/],
+  ];
+
+  it.each(invalid)("refuses %s, naming the field", async (_what, make, message) => {
+    const result = await apply(make());
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(message);
+  });
+
+  it("refuses any change to an event's spec", async () => {
+    const name = uniqueName("immutable");
+    expect((await apply(event(name))).code).toBe(0);
+    const result = await kubectl(["patch", "mee", name, "--type=merge", "-p", JSON.stringify({ spec: { pfn: "0x5206" } })]);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/spec: Invalid value: .*spec is immutable/);
+  });
+
+  it("refuses an invalid status phase through the status subresource", async () => {
+    const name = uniqueName("status");
+    expect((await apply(event(name))).code).toBe(0);
+    const result = await kubectl(["patch", "mee", name, "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Exploded"}}']);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/status\.phase: Unsupported value: "Exploded"/);
+  });
+});
