@@ -1,0 +1,154 @@
+// ClusterActions on a real API server.
+import { randomBytes } from "node:crypto";
+import type { ContainmentPolicyStatus, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
+import { group, version } from "../../crds/naming.ts";
+import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
+import { cordonedByAnnotation, quarantineEventLabel, quarantineSizeLabel } from "../state.ts";
+import { ApiError } from "./rest.ts";
+import type { KubeRest } from "./rest.ts";
+
+export const fieldManager = "mce-operator";
+const crdPath = (plural: string, name: string): string => `/apis/${group}/${version}/${plural}/${name}/status`;
+const tolerateGone = (e: unknown): void => {
+  if (!(e instanceof ApiError) || e.status !== 404) throw e;
+};
+
+export class KubeActions implements ClusterActions {
+  private readonly rest: KubeRest;
+  private readonly component: string;
+  private readonly quarantinePriorityClass: string | undefined;
+
+  constructor(rest: KubeRest, options: { component?: string; quarantinePriorityClass?: string } = {}) {
+    this.rest = rest;
+    this.component = options.component ?? "mce-operator";
+    this.quarantinePriorityClass = options.quarantinePriorityClass;
+  }
+
+  private async applyStatus(plural: string, kind: string, name: string, status: unknown): Promise<void> {
+    await this.rest.request("PATCH", crdPath(plural, name), {
+      query: { fieldManager, force: true },
+      patch: "apply",
+      body: { apiVersion: `${group}/${version}`, kind, metadata: { name }, status },
+    });
+  }
+
+  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<void> {
+    return this.applyStatus("memoryerrorevents", "MemoryErrorEvent", name, status);
+  }
+
+  applyHealthStatus(name: string, status: NodeMemoryHealthStatus): Promise<void> {
+    return this.applyStatus("nodememoryhealths", "NodeMemoryHealth", name, status);
+  }
+
+  applyPolicyStatus(name: string, status: ContainmentPolicyStatus): Promise<void> {
+    return this.applyStatus("containmentpolicies", "ContainmentPolicy", name, status);
+  }
+
+  async evictPod(namespace: string, name: string): Promise<EvictionOutcome> {
+    try {
+      await this.rest.request("POST", `/api/v1/namespaces/${namespace}/pods/${name}/eviction`, {
+        body: { apiVersion: "policy/v1", kind: "Eviction", metadata: { name, namespace } },
+      });
+      return { kind: "evicted" };
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return { kind: "gone" };
+      if (e instanceof ApiError && e.status === 429) return { kind: "blocked", message: e.message };
+      throw e;
+    }
+  }
+
+  async deletePod(namespace: string, name: string): Promise<void> {
+    await this.rest.request("DELETE", `/api/v1/namespaces/${namespace}/pods/${name}`).catch(tolerateGone);
+  }
+
+  async taintNode(nodeName: string, key: string, reason: string): Promise<void> {
+    const node = await this.rest.request<{ metadata: { resourceVersion: string }; spec: { taints?: { key: string }[] } }>("GET", `/api/v1/nodes/${nodeName}`);
+    const taints = node.spec.taints ?? [];
+    if (taints.some((t) => t.key === key)) return;
+    // A JSON patch with the resourceVersion test fails instead of overwriting a taint added meanwhile.
+    await this.rest.request("PATCH", `/api/v1/nodes/${nodeName}`, {
+      patch: "json",
+      body: [
+        { op: "test", path: "/metadata/resourceVersion", value: node.metadata.resourceVersion },
+        { op: "add", path: "/spec/taints", value: [...taints, { key, value: reason, effect: "NoSchedule", timeAdded: new Date().toISOString() }] },
+      ],
+    });
+  }
+
+  async cordonNode(nodeName: string): Promise<void> {
+    await this.rest.request("PATCH", `/api/v1/nodes/${nodeName}`, {
+      patch: "merge",
+      body: { metadata: { annotations: { [cordonedByAnnotation]: "true" } }, spec: { unschedulable: true } },
+    });
+  }
+
+  async setNodeCondition(nodeName: string, condition: { status: "True" | "False"; reason: string; message: string }): Promise<void> {
+    const now = new Date().toISOString();
+    await this.rest.request("PATCH", `/api/v1/nodes/${nodeName}/status`, {
+      patch: "strategic",
+      body: { status: { conditions: [{ type: "HugepageMemoryDegraded", ...condition, lastHeartbeatTime: now, lastTransitionTime: now }] } },
+    });
+  }
+
+  async createQuarantinePod(pod: QuarantinePod): Promise<void> {
+    const quantity = `${pod.bytes / 2 ** 20}Mi`;
+    try {
+      await this.rest.request("POST", `/api/v1/namespaces/${pod.namespace}/pods`, {
+        body: {
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: {
+            name: pod.name,
+            namespace: pod.namespace,
+            labels: { "app.kubernetes.io/managed-by": "mce-operator", [quarantineEventLabel]: pod.eventName, [quarantineSizeLabel]: pod.size },
+            annotations: { "mce-operator.io/reason": `holds ${quantity} of hugepages-${pod.size} that the kernel removed after memory error ${pod.eventName}` },
+            ownerReferences: [{ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", name: pod.eventName, uid: pod.eventUID }],
+          },
+          spec: {
+            // Bound to the node directly: the scheduler counts it against the node's hugepages, and it can
+            // never land anywhere else.
+            nodeName: pod.nodeName,
+            priorityClassName: this.quarantinePriorityClass,
+            automountServiceAccountToken: false,
+            enableServiceLinks: false,
+            terminationGracePeriodSeconds: 0,
+            tolerations: [{ operator: "Exists" }],
+            securityContext: { runAsNonRoot: true, runAsUser: 65535, seccompProfile: { type: "RuntimeDefault" } },
+            containers: [
+              {
+                name: "quarantine",
+                image: "registry.k8s.io/pause:3.10",
+                resources: { requests: { cpu: "1m", [`hugepages-${pod.size}`]: quantity }, limits: { cpu: "1m", [`hugepages-${pod.size}`]: quantity } },
+                securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } },
+              },
+            ],
+          },
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 409) throw e;
+    }
+  }
+
+  async recordEvent(about: ObjectRef, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+    const namespace = about.namespace ?? "default";
+    const now = new Date().toISOString();
+    await this.rest.request("POST", `/api/v1/namespaces/${namespace}/events`, {
+      body: {
+        apiVersion: "v1",
+        kind: "Event",
+        metadata: { name: `${about.name}.${randomBytes(8).toString("hex")}`, namespace },
+        involvedObject: { kind: about.kind, name: about.name, namespace: about.namespace, uid: about.uid, apiVersion: about.apiVersion },
+        type,
+        reason,
+        message: message.slice(0, 1024),
+        source: { component: this.component },
+        reportingComponent: this.component,
+        reportingInstance: this.component,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      },
+    });
+  }
+}

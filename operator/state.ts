@@ -1,0 +1,235 @@
+// The operator's view of the cluster: slim copies of what the model needs, kept by the reflectors, and
+// the functions that turn them into the model's input. At 30,000 pods a full V1Pod each would cost
+// hundreds of MiB; a PodInfo is a few hundred bytes.
+import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
+import { parseQuantity } from "../crds/quantity.ts";
+import { HUGEPAGE_SIZES, hugepageBytes, parseHex } from "../kernel/pfn.ts";
+import type { HugepageSize } from "../kernel/pfn.ts";
+import type { ClusterBudget, DisruptionBudgetState, MemoryError, NodeState, PodState, PoisonedHugepage } from "./model/containment.ts";
+
+/** Label on the placeholder pods that hold quarantined capacity, naming the event. */
+export const quarantineEventLabel = "mce-operator.io/quarantine-for";
+export const quarantineSizeLabel = "mce-operator.io/quarantine-size";
+/** Annotation the operator sets on a node it cordoned, so it never undoes a person's cordon. */
+export const cordonedByAnnotation = "mce-operator.io/cordoned";
+export const defaultTaintKey = "mce-operator.io/memory-failing";
+
+export interface PodInfo extends PodState {
+  deleting: boolean;
+  /** For a quarantine placeholder: the event it holds capacity for. */
+  quarantineFor?: string | undefined;
+}
+
+export interface NodeInfo {
+  name: string;
+  labels: Record<string, string>;
+  unschedulable: boolean;
+  cordonedByUs: boolean;
+  taintKeys: string[];
+  allocatableBytes: Partial<Record<HugepageSize, number>>;
+  degradedCondition?: { status: string; reason: string; message: string } | undefined;
+}
+
+type Raw = Record<string, unknown>;
+const obj = (v: unknown): Raw => (typeof v === "object" && v !== null ? (v as Raw) : {});
+const str = (v: unknown): string => (typeof v === "string" ? v : "");
+const strings = (v: unknown): Record<string, string> => Object.fromEntries(Object.entries(obj(v)).filter((e): e is [string, string] => typeof e[1] === "string"));
+
+export function podInfo(raw: Raw): PodInfo {
+  const metadata = obj(raw.metadata);
+  const spec = obj(raw.spec);
+  const requests: Partial<Record<HugepageSize, number>> = {};
+  for (const c of (spec.containers ?? []) as Raw[])
+    for (const size of HUGEPAGE_SIZES) {
+      const q = strings(obj(obj(c.resources).requests))[`hugepages-${size}`];
+      if (q) requests[size] = (requests[size] ?? 0) + parseQuantity(q);
+    }
+  const labels = strings(metadata.labels);
+  const annotations = strings(metadata.annotations);
+  // Only our own annotations matter; dropping the rest keeps the cache small.
+  const ours = Object.fromEntries(Object.entries(annotations).filter(([k]) => k.startsWith("mce-operator.io/")));
+  return {
+    uid: str(metadata.uid),
+    namespace: str(metadata.namespace),
+    name: str(metadata.name),
+    nodeName: str(spec.nodeName),
+    labels,
+    annotations: ours,
+    priority: typeof spec.priority === "number" ? spec.priority : 0,
+    hugepageRequestBytes: requests,
+    deleting: metadata.deletionTimestamp !== undefined || ["Succeeded", "Failed"].includes(String(obj(raw.status).phase)),
+    quarantineFor: labels[quarantineEventLabel],
+  };
+}
+
+export function nodeInfo(raw: Raw): NodeInfo {
+  const metadata = obj(raw.metadata);
+  const spec = obj(raw.spec);
+  const status = obj(raw.status);
+  const allocatable = strings(status.allocatable);
+  const condition = ((status.conditions ?? []) as Raw[]).find((c) => c.type === "HugepageMemoryDegraded");
+  return {
+    name: str(metadata.name),
+    labels: strings(metadata.labels),
+    unschedulable: spec.unschedulable === true,
+    cordonedByUs: strings(metadata.annotations)[cordonedByAnnotation] === "true",
+    taintKeys: ((spec.taints ?? []) as Raw[]).map((t) => String(t.key)),
+    allocatableBytes: Object.fromEntries(HUGEPAGE_SIZES.flatMap((s) => (allocatable[`hugepages-${s}`] ? [[s, parseQuantity(allocatable[`hugepages-${s}`] ?? "0")]] : []))),
+    degradedCondition: condition && { status: String(condition.status), reason: String(condition.reason), message: String(condition.message) },
+  };
+}
+
+export function pdbInfo(raw: Raw): DisruptionBudgetState {
+  const metadata = obj(raw.metadata);
+  return {
+    namespace: str(metadata.namespace),
+    name: str(metadata.name),
+    selector: obj(obj(raw.spec).selector),
+    disruptionsAllowed: Number(obj(raw.status).disruptionsAllowed ?? 0),
+  };
+}
+
+/** When the operator last tainted or cordoned the node, from the events that did it. */
+function lastNodeAction(events: readonly MemoryErrorEvent[]): number | undefined {
+  const times = events.flatMap((e) => (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt ? [Date.parse(e.status.decidedAt)] : []));
+  return times.length > 0 ? Math.max(...times) : undefined;
+}
+const inPoolEffects = new Set(["ReleasedOnUnmap", "HeldForever", "Unknown"]);
+
+export class ClusterState {
+  readonly events = new Map<string, MemoryErrorEvent>();
+  readonly health = new Map<string, NodeMemoryHealth>();
+  readonly policies = new Map<string, ContainmentPolicy>();
+  readonly nodes = new Map<string, NodeInfo>();
+  readonly pdbs = new Map<string, DisruptionBudgetState>();
+  readonly pods = new Map<string, PodInfo>();
+  private readonly podsByNode = new Map<string, Map<string, PodInfo>>();
+  private readonly eventsByNode = new Map<string, Set<string>>();
+
+  upsertPod(key: string, pod: PodInfo): void {
+    this.deletePod(key);
+    this.pods.set(key, pod);
+    if (!pod.nodeName) return;
+    const onNode = this.podsByNode.get(pod.nodeName) ?? new Map<string, PodInfo>();
+    this.podsByNode.set(pod.nodeName, onNode);
+    onNode.set(pod.uid, pod);
+  }
+
+  deletePod(key: string): void {
+    const old = this.pods.get(key);
+    if (!old) return;
+    this.pods.delete(key);
+    this.podsByNode.get(old.nodeName)?.delete(old.uid);
+  }
+
+  upsertEvent(event: MemoryErrorEvent): void {
+    this.events.set(event.metadata.name, event);
+    const names = this.eventsByNode.get(event.spec.nodeName) ?? new Set<string>();
+    this.eventsByNode.set(event.spec.nodeName, names);
+    names.add(event.metadata.name);
+  }
+
+  deleteEvent(name: string): void {
+    const old = this.events.get(name);
+    this.events.delete(name);
+    if (old) this.eventsByNode.get(old.spec.nodeName)?.delete(name);
+  }
+
+  podsOn(nodeName: string): PodInfo[] {
+    return [...(this.podsByNode.get(nodeName)?.values() ?? [])];
+  }
+
+  podByUid(nodeName: string, uid: string): PodInfo | undefined {
+    return this.podsByNode.get(nodeName)?.get(uid);
+  }
+
+  eventsOn(nodeName: string): MemoryErrorEvent[] {
+    return [...(this.eventsByNode.get(nodeName) ?? [])].flatMap((n) => this.events.get(n) ?? []);
+  }
+
+  /** The node as the model sees it, from the Node, its NodeMemoryHealth and its other events. */
+  nodeState(nodeName: string, except?: string): NodeState {
+    const node = this.nodes.get(nodeName);
+    const health = this.health.get(nodeName);
+    const others = this.eventsOn(nodeName).filter((e) => e.metadata.name !== except);
+    const boot = health?.spec.bootID;
+    const mapperPodsAlive = (e: MemoryErrorEvent): boolean => (e.spec.mappers ?? []).some((m) => m.podUID && this.podByUid(nodeName, m.podUID) && !this.podByUid(nodeName, m.podUID)?.deleting);
+    const poisoned: PoisonedHugepage[] = others.flatMap((e) => {
+      const page = e.spec.hugepage;
+      const effect = e.status?.prediction?.poolEffect;
+      if (!page || !effect || effect === "None" || (boot && e.spec.bootID !== boot)) return [];
+      // A private page leaves the pool once its last mapper is gone.
+      const inPool = effect === "ReleasedOnUnmap" ? mapperPodsAlive(e) : inPoolEffects.has(effect);
+      return [{ size: page.size, headPfn: parseHex(page.headPfn, `${e.metadata.name} spec.hugepage.headPfn`), inPool }];
+    });
+    return {
+      name: nodeName,
+      labels: node?.labels ?? {},
+      kernelRelease: health?.spec.kernelVersion,
+      earlyKill: health?.spec.capabilities?.earlyKill ?? false,
+      pools: (health?.spec.hugepagePools ?? []).map((p) => ({ size: p.size, numaNode: p.numaNode, total: p.total, free: p.free })),
+      allocatableBytes: node?.allocatableBytes ?? {},
+      tainted: node ? this.taintedByUs(node) : false,
+      cordoned: node?.cordonedByUs ?? false,
+      lastNodeActionAt: lastNodeAction(others),
+      history: others.map((e) => ({ at: Date.parse(e.spec.observedAt), severity: e.spec.severity })),
+      poisonedHugepages: poisoned,
+    };
+  }
+
+  /** The node carries the taint key of one of the policies. */
+  taintedByUs(node: NodeInfo): boolean {
+    const keys = new Set([...this.policies.values()].map((p) => p.spec.escalation?.taintKey ?? defaultTaintKey));
+    return node.taintKeys.some((k) => keys.has(k) || k === defaultTaintKey);
+  }
+
+  /** Nodes tainted or cordoned by the operator, node actions taken recently, evictions in flight. */
+  budget(): ClusterBudget {
+    const actionedNodes = new Set([...this.nodes.values()].filter((n) => n.cordonedByUs || this.taintedByUs(n)).map((n) => n.name));
+    const nodeActionTimes: number[] = [];
+    let evictionsInFlight = 0;
+    for (const e of this.events.values()) {
+      if (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt) nodeActionTimes.push(Date.parse(e.status.decidedAt));
+      for (const p of e.status?.pods ?? []) if (p.action === "Evict" && (p.state === "InProgress" || p.state === "Blocked")) evictionsInFlight += 1;
+    }
+    return { totalNodes: this.nodes.size, actionedNodes, nodeActionTimes, evictionsInFlight };
+  }
+
+  /** The model's view of an event. */
+  static memoryError(event: MemoryErrorEvent): MemoryError {
+    const { spec } = event;
+    const where = `MemoryErrorEvent ${event.metadata.name}`;
+    return {
+      nodeName: spec.nodeName,
+      pfn: parseHex(spec.pfn, `${where} spec.pfn`),
+      severity: spec.severity,
+      pageType: spec.pageType,
+      result: spec.result,
+      hugepage: spec.hugepage && { size: spec.hugepage.size, headPfn: parseHex(spec.hugepage.headPfn, `${where} spec.hugepage.headPfn`), numaNode: spec.hugepage.numaNode },
+      mappers: spec.mappers ?? [],
+      observedAt: Date.parse(spec.observedAt),
+    };
+  }
+
+  /** Hugepage bytes the kubelet advertises on a node beyond what its pools can give, per size. */
+  staleCapacity(nodeName: string): Partial<Record<HugepageSize, number>> {
+    const node = this.nodes.get(nodeName);
+    const health = this.health.get(nodeName);
+    if (!node || !health) return {};
+    const state = this.nodeState(nodeName);
+    // A dissolved or soft-offlined page has left the pool, even if the agent has not reported since.
+    const reportedAt = Date.parse(health.spec.observedAt);
+    const unreported = this.eventsOn(nodeName).filter(
+      (e) => e.spec.bootID === health.spec.bootID && ["Dissolved", "Migrated"].includes(e.status?.prediction?.poolEffect ?? "") && Date.parse(e.spec.observedAt) > reportedAt,
+    );
+    return Object.fromEntries(
+      HUGEPAGE_SIZES.map((size) => {
+        const reported = state.pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
+        const total = reported - unreported.filter((e) => e.spec.hugepage?.size === size).length;
+        const held = state.poisonedHugepages.filter((p) => p.size === size && p.inPool).length;
+        return [size, Math.max(0, (node.allocatableBytes[size] ?? 0) - (total - held) * hugepageBytes(size))];
+      }),
+    );
+  }
+}
+

@@ -1,0 +1,75 @@
+// ClusterActions in memory, recording every call, for the reconciler's unit tests.
+import type { ContainmentPolicyStatus, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
+import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
+
+export class FakeCluster implements ClusterActions {
+  readonly calls: string[] = [];
+  readonly eventStatus = new Map<string, MemoryErrorEventStatus>();
+  readonly healthStatus = new Map<string, NodeMemoryHealthStatus>();
+  readonly policyStatus = new Map<string, ContainmentPolicyStatus>();
+  readonly quarantinePods = new Map<string, QuarantinePod>();
+  readonly recorded: { about: ObjectRef; type: string; reason: string; message: string }[] = [];
+  /** What the next evictions answer, per pod "namespace/name"; evicted when absent. */
+  readonly evictionAnswers = new Map<string, EvictionOutcome[]>();
+  /** Statuses written for an event, in order. */
+  readonly history = new Map<string, MemoryErrorEventStatus[]>();
+  /** Makes the named call throw, to stand in for an API server that is down. */
+  failing: string | undefined;
+
+  private call(what: string): void {
+    if (this.failing && what.startsWith(this.failing)) throw new Error(`${what}: connection refused`);
+    this.calls.push(what);
+  }
+
+  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<void> {
+    this.call(`status ${name}`);
+    this.eventStatus.set(name, structuredClone(status));
+    this.history.set(name, [...(this.history.get(name) ?? []), structuredClone(status)]);
+    return Promise.resolve();
+  }
+  applyHealthStatus(name: string, status: NodeMemoryHealthStatus): Promise<void> {
+    this.call(`health ${name}`);
+    this.healthStatus.set(name, status);
+    return Promise.resolve();
+  }
+  applyPolicyStatus(name: string, status: ContainmentPolicyStatus): Promise<void> {
+    this.call(`policy ${name}`);
+    this.policyStatus.set(name, status);
+    return Promise.resolve();
+  }
+  evictPod(namespace: string, name: string): Promise<EvictionOutcome> {
+    this.call(`evict ${namespace}/${name}`);
+    return Promise.resolve(this.evictionAnswers.get(`${namespace}/${name}`)?.shift() ?? { kind: "evicted" });
+  }
+  deletePod(namespace: string, name: string): Promise<void> {
+    this.call(`delete ${namespace}/${name}`);
+    this.quarantinePods.delete(`${namespace}/${name}`);
+    return Promise.resolve();
+  }
+  taintNode(nodeName: string, key: string): Promise<void> {
+    this.call(`taint ${nodeName} ${key}`);
+    return Promise.resolve();
+  }
+  cordonNode(nodeName: string): Promise<void> {
+    this.call(`cordon ${nodeName}`);
+    return Promise.resolve();
+  }
+  setNodeCondition(nodeName: string, condition: { status: string; reason: string }): Promise<void> {
+    this.call(`condition ${nodeName} ${condition.status} ${condition.reason}`);
+    return Promise.resolve();
+  }
+  createQuarantinePod(pod: QuarantinePod): Promise<void> {
+    this.call(`quarantine ${pod.nodeName} ${pod.size} ${pod.bytes}`);
+    this.quarantinePods.set(`${pod.namespace}/${pod.name}`, pod);
+    return Promise.resolve();
+  }
+  recordEvent(about: ObjectRef, type: string, reason: string, message: string): Promise<void> {
+    this.recorded.push({ about, type, reason, message });
+    return Promise.resolve();
+  }
+
+  /** The calls that change the cluster, leaving out status writes. */
+  get effects(): string[] {
+    return this.calls.filter((c) => !/^(status|health|policy) /.test(c));
+  }
+}
