@@ -4,11 +4,13 @@
 import { readFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { operatorUsage, runOperator } from "./main.ts";
 import { renderTimeline } from "./simulate/render.ts";
 import { parseScenario } from "./simulate/scenario.ts";
 import { simulate } from "./simulate/simulate.ts";
 
 const usage = `usage:
+  mce-operator run [flags]            (the operator; run --help for its flags)
   mce-operator simulate SCENARIO.yaml [--output text|json]
   mce-operator                        (simulates examples/dpdk-private-2m.yaml)`;
 
@@ -38,8 +40,15 @@ export function runSimulate(args: string[]): { code: number; stdout: string; std
   }
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === "run") {
+    if (rest.includes("--help")) {
+      process.stdout.write(`${operatorUsage}\n`);
+      return 0;
+    }
+    return runOperator(rest);
+  }
   let result;
   if (command === undefined) result = runSimulate([relative(process.cwd(), join(root, "examples", "dpdk-private-2m.yaml"))]);
   else if (command === "simulate") result = runSimulate(rest);
@@ -54,5 +63,7 @@ if (import.meta.main) {
   process.stdout.on("error", (e: NodeJS.ErrnoException) => {
     if (e.code !== "EPIPE") throw e;
   });
-  process.exitCode = main(process.argv.slice(2));
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 }

@@ -133,6 +133,10 @@ export class Controller {
     for (const r of this.reflectors) r.start();
   }
 
+  get isActing(): boolean {
+    return this.acting;
+  }
+
   get synced(): boolean {
     return this.reflectors.every((r) => r.hasSynced);
   }

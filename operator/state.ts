@@ -211,21 +211,25 @@ export class ClusterState {
     };
   }
 
-  /** Hugepage bytes the kubelet advertises on a node beyond what its pools can give, per size. */
+  /**
+   * Hugepage bytes the kubelet advertises on a node beyond what its pools can give, per size; empty
+   * while the agent's last report predates the node's last change (an error, or a mapper leaving),
+   * because until then the reported pools may still count pages the kernel has taken away.
+   */
   staleCapacity(nodeName: string): Partial<Record<HugepageSize, number>> {
     const node = this.nodes.get(nodeName);
     const health = this.health.get(nodeName);
     if (!node || !health) return {};
-    const state = this.nodeState(nodeName);
-    // A dissolved or soft-offlined page has left the pool, even if the agent has not reported since.
-    const reportedAt = Date.parse(health.spec.observedAt);
-    const unreported = this.eventsOn(nodeName).filter(
-      (e) => e.spec.bootID === health.spec.bootID && ["Dissolved", "Migrated"].includes(e.status?.prediction?.poolEffect ?? "") && Date.parse(e.spec.observedAt) > reportedAt,
+    const events = this.eventsOn(nodeName).filter((e) => e.spec.bootID === health.spec.bootID);
+    const changedAt = Math.max(
+      0,
+      ...events.flatMap((e) => [Date.parse(e.spec.observedAt), ...(e.status?.pods ?? []).map((p) => (p.lastAttemptAt ? Date.parse(p.lastAttemptAt) : 0))]),
     );
+    if (Date.parse(health.spec.observedAt) <= changedAt) return {};
+    const state = this.nodeState(nodeName);
     return Object.fromEntries(
       HUGEPAGE_SIZES.map((size) => {
-        const reported = state.pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
-        const total = reported - unreported.filter((e) => e.spec.hugepage?.size === size).length;
+        const total = state.pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
         const held = state.poisonedHugepages.filter((p) => p.size === size && p.inPool).length;
         return [size, Math.max(0, (node.allocatableBytes[size] ?? 0) - (total - held) * hugepageBytes(size))];
       }),

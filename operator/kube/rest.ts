@@ -3,6 +3,8 @@
 // one error type that carries the HTTP status and the API server's own message.
 import { HttpMethod, RequestContext, Watch } from "@kubernetes/client-node";
 import type { KubeConfig } from "@kubernetes/client-node";
+// client-node's TLS settings come as an undici dispatcher, which Node's built-in fetch may not accept.
+import { fetch } from "undici";
 
 export class ApiError extends Error {
   readonly status: number;
@@ -57,7 +59,7 @@ export class KubeRest {
   async request<T>(method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE", path: string, options: { query?: Query; body?: unknown; patch?: PatchType } = {}): Promise<T> {
     const context = new RequestContext(this.url(path, options.query), HttpMethod[method]);
     await this.kubeConfig.applySecurityAuthentication(context);
-    const headers = context.getHeaders() as Record<string, string>;
+    const headers = context.getHeaders();
     if (options.body !== undefined) headers["Content-Type"] = options.patch ? patchContentType[options.patch] : "application/json";
     headers.Accept = "application/json";
     this.requests += 1;
@@ -65,7 +67,6 @@ export class KubeRest {
       method,
       headers,
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
-      // @ts-expect-error undici's dispatcher option is not in the DOM fetch types; it carries the client TLS settings.
       dispatcher: context.getDispatcher(),
       signal: AbortSignal.timeout(30_000),
     });

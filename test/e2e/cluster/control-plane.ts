@@ -411,3 +411,29 @@ export async function controlPlaneStatus(state: ClusterState): Promise<Component
     }),
   );
 }
+
+/**
+ * Stops one component (SIGTERM to its process group, SIGKILL after the grace
+ * period), for outage tests; returns its command line (binary and arguments),
+ * read from /proc, so startComponent can bring the same component back.
+ */
+export function stopComponent(state: ClusterState, name: ComponentName): string[] {
+  const component = state.components.find((c) => c.name === name);
+  if (component === undefined) throw new Error(`no ${name} in the cluster at ${state.dir}`);
+  const argv = readFileSync(`/proc/${component.pid}/cmdline`, "utf8").split("\0").slice(0, -1);
+  stopGroups([component.pid]);
+  return argv;
+}
+
+/** Starts a component stopped by stopComponent with the same command line, records its new pid in state.json and waits until it is ready. */
+export async function startComponent(state: ClusterState, name: ComponentName, [binary = name, ...args]: string[]): Promise<void> {
+  const at = state.components.findIndex((c) => c.name === name);
+  const old = state.components[at];
+  if (old === undefined) throw new Error(`no ${name} in the cluster at ${state.dir}`);
+  const pki = join(state.dir, "pki");
+  const tls = old.health.startsWith("https:") ? { ca: join(pki, "ca.crt"), client: { cert: join(pki, "admin.crt"), key: join(pki, "admin.key") } } : undefined;
+  const component = launch({ name, binary, args, health: old.health, ...(tls && { tls }) }, join(state.dir, "logs"));
+  state.components[at] = component;
+  writeFileSync(stateFile(state.dir), JSON.stringify(state, null, 2));
+  await waitReady(component, tls, Date.now() + readyTimeoutMs);
+}

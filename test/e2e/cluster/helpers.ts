@@ -1,8 +1,6 @@
 // Helpers for e2e tests: clients for the cluster the global setup provided,
 // KWOK nodes with hugepage capacity, hugepage pods, PDBs, namespaces, bound
 // service-account tokens, kubectl, and waiting with a clear failure message.
-/* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment --
-   client-node's models are data-only classes; the API takes plain objects. */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
