@@ -132,6 +132,7 @@ export async function startOperator(config: OperatorConfig, log: Logger = jsonLo
   else kubeConfig.loadFromCluster();
   const rest = new KubeRest(kubeConfig);
   const metrics = new OperatorMetrics();
+  rest.onRequest = (verb) => { metrics.apiRequests.inc({ verb }); };
   const actions = new KubeActions(rest, { quarantinePriorityClass: config.quarantinePriorityClass });
   const controller = new Controller(rest, actions, metrics, log, { namespace: config.namespace, concurrency: config.concurrency, resyncMs: config.resyncMs, clock: systemClock });
   const elector = config.leaderElect

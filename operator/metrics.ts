@@ -18,6 +18,7 @@ export class OperatorMetrics {
   readonly nodeActionsHeld = new Counter({ name: "mce_operator_node_actions_held_total", help: "Taints and cordons held back by the safety budget, the circuit breaker or the cooldown.", labelNames: ["action"], registers: [this.registry] });
   readonly queueDepth = new Gauge({ name: "mce_operator_queue_depth", help: "Keys waiting or being reconciled.", registers: [this.registry] });
   readonly reconcileErrors = new Counter({ name: "mce_operator_reconcile_errors_total", help: "Reconciles that failed and were retried with backoff, by kind.", labelNames: ["kind"], registers: [this.registry] });
+  readonly apiRequests = new Counter({ name: "mce_operator_api_requests_total", help: "Requests sent to the API server, by verb (WATCH counts watch connections).", labelNames: ["verb"], registers: [this.registry] });
   readonly leader = new Gauge({ name: "mce_operator_leader", help: "1 while this replica holds the leader lease.", registers: [this.registry] });
 
   constructor(defaults = true) {

@@ -40,8 +40,8 @@ export interface WatchEvent {
 export class KubeRest {
   private readonly kubeConfig: KubeConfig;
   private readonly watcher: Watch;
-  /** Requests sent, for the benchmark's requests-per-event figure. */
-  requests = 0;
+  /** Told of every request sent (the verb), for the API-requests metric. */
+  onRequest: (verb: string) => void = () => undefined;
 
   constructor(kubeConfig: KubeConfig) {
     this.kubeConfig = kubeConfig;
@@ -62,7 +62,7 @@ export class KubeRest {
     const headers = context.getHeaders();
     if (options.body !== undefined) headers["Content-Type"] = options.patch ? patchContentType[options.patch] : "application/json";
     headers.Accept = "application/json";
-    this.requests += 1;
+    this.onRequest(method);
     const response = await fetch(context.getUrl(), {
       method,
       headers,
@@ -85,7 +85,7 @@ export class KubeRest {
 
   /** Streams watch events until the server or `abort` ends it; `done` gets the error, if any. */
   async watch(path: string, query: Query, onEvent: (event: WatchEvent) => void, done: (error: unknown) => void): Promise<AbortController> {
-    this.requests += 1;
+    this.onRequest("WATCH");
     return this.watcher.watch(path, { ...query, allowWatchBookmarks: true }, (type: string, object: Record<string, unknown>) => {
       onEvent({ type: type as WatchEvent["type"], object });
     }, done);
