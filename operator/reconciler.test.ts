@@ -87,10 +87,10 @@ describe("Reconciler", () => {
     await reconciler.reconcileEvent("e1");
     const first = cluster.calls.indexOf("status e1");
     expect(first).toBeLessThan(cluster.calls.indexOf("evict apps/dpdk"));
-    expect(cluster.history.get("e1")?.[0]?.pods?.[0]).toMatchObject({ name: "dpdk", action: "Evict", state: "Planned" });
+    expect(cluster.history.get("e1")?.[0]?.pods?.[0]).toMatchObject({ name: "dpdk", action: "Evict", state: "InProgress", attempts: 1 });
     expect(cluster.effects).toEqual(["evict apps/dpdk", "quarantine worker-1 2Mi 2097152"]);
     expect(cluster.eventStatus.get("e1")).toMatchObject({ phase: "Contained", pods: [{ state: "Done", attempts: 1 }], quarantine: [{ state: "Quarantined" }] });
-    expect(cluster.recorded.map((r) => r.reason)).toEqual(["MemoryErrorDecided", "EvictedForMemoryError", "HugepageQuarantined"]);
+    expect(cluster.recorded.map((r) => r.reason).sort()).toEqual(["EvictedForMemoryError", "HugepageQuarantined", "MemoryErrorDecided"]);
     expect(enqueued).toContain("worker-1");
   });
 

@@ -14,7 +14,7 @@ import type {
 import { group, version } from "../crds/naming.ts";
 import { formatBytes } from "../crds/quantity.ts";
 import { HUGEPAGE_SIZES } from "../kernel/pfn.ts";
-import type { ClusterActions, ObjectRef } from "./actions.ts";
+import type { ClusterActions, EvictionOutcome, ObjectRef } from "./actions.ts";
 import type { Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { decideContainment } from "./model/containment.ts";
@@ -25,6 +25,16 @@ import type { WorkResult } from "./queue.ts";
 import { ClusterState, defaultTaintKey } from "./state.ts";
 
 type Condition = NonNullable<MemoryErrorEventStatus["conditions"]>[number];
+
+/** What one pass will do: the status with actions marked InProgress, and the side effects to make. */
+interface Plan {
+  status: MemoryErrorEventStatus;
+  changed: boolean;
+  evictions: MemoryErrorEventStatusPod[];
+  toCreate: MemoryErrorEventStatusQuarantine[];
+  toRelease: MemoryErrorEventStatusQuarantine[];
+  taintOrCordon: boolean;
+}
 type Phase = NonNullable<MemoryErrorEventStatus["phase"]>;
 
 export interface ReconcilerOptions {
@@ -92,60 +102,70 @@ export class Reconciler {
     this.state.upsertEvent({ ...event, status });
   }
 
+  /**
+   * One pass over an event: decide if not yet decided; mark every action about to be carried out
+   * InProgress and record that (with the decision) in one status write; carry the actions out; record
+   * their outcomes and the phase in a second write. A crash between the two leaves InProgress actions
+   * that the next pass checks against the cluster before trying again.
+   */
   async reconcileEvent(name: string): Promise<WorkResult> {
     const event = this.state.events.get(name);
     if (!event) return undefined;
     const log = this.log.child({ memoryErrorEvent: name, node: event.spec.nodeName });
+    const now = this.options.now();
     let status = event.status ?? {};
+    let decidedNow = false;
     if (!status.decidedAt || status.observedGeneration !== event.metadata.generation) {
-      const decided = await this.decide(event, log);
-      if (!decided) return { requeueAfterMs: 30_000 };
-      status = decided;
+      const decided = this.decide(event, now, log);
+      if (decided.undecided) {
+        if (JSON.stringify(decided.status) !== JSON.stringify(event.status)) await this.writeStatus(event, decided.status);
+        return decided.undecided === "conflict" ? { requeueAfterMs: 30_000 } : undefined;
+      }
+      status = decided.status;
+      decidedNow = true;
     }
     const policy = status.policy ? this.state.policies.get(status.policy) : undefined;
     const requeue: number[] = [];
-    status = await this.carryOutPods(event, status, policy, requeue, log);
-    status = await this.carryOutQuarantine(event, status, log);
-    status = await this.carryOutNodeAction(event, status, policy, log);
-    const phase = phaseOf(status);
-    if (phase !== status.phase) {
-      const contained = phase === "Contained" || phase === "Escalated" || phase === "Ignored";
-      status = {
-        ...status,
-        phase,
-        conditions: setCondition(
-          status.conditions,
-          { type: "Contained", status: contained ? "True" : "False", reason: phase, message: contained ? "every action is carried out" : phase === "Failed" ? "an action could not be carried out: see pods[]" : "actions in progress" },
-          this.options.now(),
-          event.metadata.generation,
-        ),
-      };
-      await this.writeStatus(event, status);
-      log.info("memory error phase", { phase });
+    const plan = this.plan(event, status, policy, now, requeue);
+    if (decidedNow || plan.changed) await this.writeStatus(event, plan.status);
+    let after: MemoryErrorEventStatus;
+    try {
+      after = await this.act(event, plan, policy, requeue, log);
+    } catch (e) {
+      this.options.enqueueNode(event.spec.nodeName);
+      throw e;
     }
+    const phase = phaseOf(after);
+    if (phase !== after.phase) {
+      const contained = phase === "Contained" || phase === "Escalated" || phase === "Ignored";
+      const message = contained ? "every action is carried out" : phase === "Failed" ? "an action could not be carried out: see pods[]" : "actions in progress";
+      after = { ...after, phase, conditions: setCondition(after.conditions, { type: "Contained", status: contained ? "True" : "False", reason: phase, message }, now, event.metadata.generation) };
+      if (phase !== "Pending") log.info("memory error phase", { phase });
+    }
+    if (JSON.stringify(after) !== JSON.stringify(plan.status)) await this.writeStatus(event, after);
     this.options.enqueueNode(event.spec.nodeName);
-    return requeue.length > 0 ? { requeueAfterMs: Math.min(...requeue) } : undefined;
+    return requeue.length > 0 ? { requeueAfterMs: Math.max(1, Math.min(...requeue)) } : undefined;
   }
 
-  /** Decides with the model and records the decision before anything is carried out. */
-  private async decide(event: MemoryErrorEvent, log: Logger): Promise<MemoryErrorEventStatus | undefined> {
-    const now = this.options.now();
+  /** Decides with the model. Nothing is written here: the caller records the decision with its plan. */
+  private decide(event: MemoryErrorEvent, now: number, log: Logger): { status: MemoryErrorEventStatus; undecided?: "conflict" | "none" } {
     const nodeName = event.spec.nodeName;
     const match = policyForNode([...this.state.policies.values()], this.state.nodes.get(nodeName)?.labels ?? {});
     const generation = event.metadata.generation;
     if (match.kind !== "matched") {
       const conflict = match.kind === "conflict";
       const message = conflict ? `policies ${match.policies.join(", ")} select node ${nodeName} equally specifically` : `no ContainmentPolicy selects node ${nodeName}`;
-      const status: MemoryErrorEventStatus = {
-        ...event.status,
-        observedGeneration: generation,
-        phase: conflict ? "Pending" : "Ignored",
-        decidedAt: conflict ? undefined : iso(now),
-        conditions: setCondition(event.status?.conditions, { type: "Decided", status: "False", reason: conflict ? "PolicyConflict" : "NoPolicy", message }, now, generation),
-      };
-      await this.writeStatus(event, status);
       log.warn("memory error not decided", { reason: message });
-      return conflict ? undefined : status;
+      return {
+        undecided: conflict ? "conflict" : "none",
+        status: {
+          ...event.status,
+          observedGeneration: generation,
+          phase: conflict ? "Pending" : "Ignored",
+          decidedAt: conflict ? undefined : iso(now),
+          conditions: setCondition(event.status?.conditions, { type: "Decided", status: "False", reason: conflict ? "PolicyConflict" : "NoPolicy", message }, now, generation),
+        },
+      };
     }
     let decision: Decision;
     try {
@@ -159,17 +179,27 @@ export class Reconciler {
         now,
       });
     } catch (e) {
-      const status: MemoryErrorEventStatus = {
-        observedGeneration: generation,
-        phase: "Failed",
-        decidedAt: iso(now),
-        conditions: setCondition(event.status?.conditions, { type: "Decided", status: "False", reason: "DecisionFailed", message: (e as Error).message }, now, generation),
-      };
-      await this.writeStatus(event, status);
       log.error("cannot decide", { error: e });
-      return status;
+      return {
+        undecided: "none",
+        status: {
+          observedGeneration: generation,
+          phase: "Failed",
+          decidedAt: iso(now),
+          conditions: setCondition(event.status?.conditions, { type: "Decided", status: "False", reason: "DecisionFailed", message: (e as Error).message }, now, generation),
+        },
+      };
     }
     const { prediction } = decision;
+    this.metrics.memoryErrors.inc({ severity: event.spec.severity, page_type: event.spec.pageType ?? "", result: event.spec.result ?? "" });
+    this.metrics.decisionLatency.observe(Math.max(0, now - Date.parse(event.spec.observedAt)) / 1000);
+    if (decision.nodeAction.state === "HeldByBudget") {
+      this.metrics.nodeActionsHeld.inc({ action: decision.nodeAction.action });
+      this.metrics.breakerOpen.set(/circuit breaker/.test(decision.nodeAction.reason ?? "") ? 1 : 0);
+    }
+    const summary = `${prediction.reason}; ${decision.pods.length} pod action(s), ${decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine"}, node ${decision.nodeAction.action}${decision.dryRun ? " (DryRun: nothing is carried out)" : ""}`;
+    this.event(mceRef(event), "Warning", "MemoryErrorDecided", summary);
+    log.info("memory error decided", { policy: match.policy.metadata.name, dryRun: decision.dryRun, poolEffect: prediction.poolEffect, pods: decision.pods.length, nodeAction: decision.nodeAction.action });
     const status: MemoryErrorEventStatus = {
       observedGeneration: generation,
       phase: "Pending",
@@ -188,21 +218,11 @@ export class Reconciler {
       pods: decision.pods,
       quarantine: decision.quarantine,
       nodeAction: decision.nodeAction,
+      earlySignals: event.status?.earlySignals,
       conditions: setCondition(event.status?.conditions, { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: prediction.reason.slice(0, 1024) }, now, generation),
     };
     status.phase = phaseOf(status);
-    await this.writeStatus(event, status);
-    this.metrics.memoryErrors.inc({ severity: event.spec.severity, page_type: event.spec.pageType ?? "", result: event.spec.result ?? "" });
-    const created = Date.parse(event.metadata.creationTimestamp ?? event.spec.observedAt);
-    this.metrics.decisionLatency.observe(Math.max(0, now - created) / 1000);
-    if (decision.nodeAction.state === "HeldByBudget") {
-      this.metrics.nodeActionsHeld.inc({ action: decision.nodeAction.action });
-      this.metrics.breakerOpen.set(/circuit breaker/.test(decision.nodeAction.reason ?? "") ? 1 : 0);
-    }
-    const summary = `${prediction.reason}; ${decision.pods.length} pod action(s), ${decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine"}, node ${decision.nodeAction.action}${decision.dryRun ? " (DryRun: nothing is carried out)" : ""}`;
-    await this.event(mceRef(event), "Warning", "MemoryErrorDecided", summary);
-    log.info("memory error decided", { policy: match.policy.metadata.name, dryRun: decision.dryRun, poolEffect: prediction.poolEffect, pods: decision.pods.length, nodeAction: decision.nodeAction.action });
-    return status;
+    return { status };
   }
 
   private budget(): ReturnType<ClusterState["budget"]> {
@@ -211,192 +231,179 @@ export class Reconciler {
     return { ...budget, actionedNodes: actioned, nodeActionTimes: [...budget.nodeActionTimes, ...this.reservedNodes.values()] };
   }
 
-  private async event(about: ObjectRef, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
-    // A Kubernetes Event is for people; failing to record one must not stop containment.
-    await this.actions.recordEvent(about, type, reason, message).catch((e: unknown) => {
+  /** A Kubernetes Event is for people: recording one never holds up or stops containment. */
+  private event(about: ObjectRef, type: "Normal" | "Warning", reason: string, message: string): void {
+    this.actions.recordEvent(about, type, reason, message).catch((e: unknown) => {
       this.log.warn("cannot record event", { reason, object: `${about.kind}/${about.name}`, error: e });
     });
   }
 
-  private async carryOutPods(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: ContainmentPolicy | undefined, requeue: number[], log: Logger): Promise<MemoryErrorEventStatus> {
-    let current = status;
-    for (const entry of status.pods ?? []) {
-      if (terminalPodStates.has(entry.state)) continue;
-      const update = (next: Partial<MemoryErrorEventStatusPod>): MemoryErrorEventStatus => ({ ...current, pods: (current.pods ?? []).map((p) => (p.uid === entry.uid ? { ...p, ...next } : p)) });
-      if (entry.action === "EarlySignal") current = await this.trackEarlySignal(event, current, entry, policy, update, requeue);
-      else if (entry.action === "Evict" || entry.action === "Delete") current = await this.evict(event, current, entry, policy, update, requeue, log);
-    }
-    return current;
-  }
-
-  /** The agent of the node sends the signal; the operator marks it InProgress and waits for the outcome. */
-  private async trackEarlySignal(
-    event: MemoryErrorEvent,
-    status: MemoryErrorEventStatus,
-    entry: MemoryErrorEventStatusPod,
-    policy: ContainmentPolicy | undefined,
-    update: (next: Partial<MemoryErrorEventStatusPod>) => MemoryErrorEventStatus,
-    requeue: number[],
-  ): Promise<MemoryErrorEventStatus> {
-    const outcome = status.earlySignals?.find((s) => s.uid === entry.uid) ?? event.status?.earlySignals?.find((s) => s.uid === entry.uid);
-    const now = this.options.now();
-    let next: Partial<MemoryErrorEventStatusPod> | undefined;
-    if (outcome) {
-      next = { state: outcome.state, reason: `${entry.reason ?? ""}; agent: ${outcome.message ?? outcome.state}`.slice(0, 1024), lastAttemptAt: outcome.at };
-      this.metrics.actions.inc({ action: "early_signal", outcome: outcome.state.toLowerCase() });
-      await this.event({ kind: "Pod", name: entry.name, namespace: entry.namespace, uid: entry.uid, apiVersion: "v1" }, outcome.state === "Done" ? "Normal" : "Warning", "EarlySignal", `memory error ${event.metadata.name}: ${outcome.message ?? outcome.state}`);
-    } else {
-      const timeoutMs = parseDuration(policy?.spec.podActions?.earlySignal?.timeout ?? "60s", "spec.podActions.earlySignal.timeout");
-      const deadline = Date.parse(status.decidedAt ?? iso(now)) + timeoutMs;
-      if (now >= deadline) {
-        next = { state: "TimedOut", reason: `${entry.reason ?? ""}; the node's agent did not report within ${formatDuration(timeoutMs)}` };
-        this.metrics.actions.inc({ action: "early_signal", outcome: "timed_out" });
-      } else {
-        if (entry.state === "Planned") next = { state: "InProgress", attempts: 1, lastAttemptAt: iso(now) };
-        requeue.push(deadline - now);
-      }
-    }
-    if (!next) return status;
-    const updated = update(next);
-    await this.writeStatus(event, updated);
-    return updated;
-  }
-
-  private async evict(
-    event: MemoryErrorEvent,
-    status: MemoryErrorEventStatus,
-    entry: MemoryErrorEventStatusPod,
-    policy: ContainmentPolicy | undefined,
-    update: (next: Partial<MemoryErrorEventStatusPod>) => MemoryErrorEventStatus,
-    requeue: number[],
-    log: Logger,
-  ): Promise<MemoryErrorEventStatus> {
-    const now = this.options.now();
-    const pod = this.state.podByUid(event.spec.nodeName, entry.uid);
-    const podRef: ObjectRef = { kind: "Pod", name: entry.name, namespace: entry.namespace, uid: entry.uid, apiVersion: "v1" };
-    const eviction = policy?.spec.podActions?.eviction;
-    if (!pod || pod.deleting) {
-      // Gone or going: either our earlier eviction went through before a crash, or something else removed it.
-      const done = update({ state: "Done", reason: `${entry.reason ?? ""}; the pod is gone`.slice(0, 1024) });
-      await this.writeStatus(event, done);
-      return done;
-    }
-    const attempts = entry.attempts ?? 0;
-    const limit = policy?.spec.safety?.maxEvictionsInFlight ?? 10;
-    if (entry.state === "Planned" && this.state.budget().evictionsInFlight >= limit) {
-      requeue.push(1000);
-      return status;
-    }
-    if (entry.state === "Blocked" && entry.lastAttemptAt) {
-      const backoffMs = Math.min(parseDuration(eviction?.backoff ?? "5s", "spec.podActions.eviction.backoff") * 2 ** Math.max(0, attempts - 1), maxBackoffMs);
-      const due = Date.parse(entry.lastAttemptAt) + backoffMs;
-      if (now < due) {
-        requeue.push(due - now);
-        return status;
-      }
-    }
-    // Evictions start when the decision is made, so the refusals have lasted since then.
-    const firstAttemptAt = status.decidedAt;
-    const deleteAfterMs = eviction?.fallbackToDelete && eviction.deleteAfter ? parseDuration(eviction.deleteAfter, "spec.podActions.eviction.deleteAfter") : undefined;
-    const fallback = entry.state === "Blocked" && deleteAfterMs !== undefined && firstAttemptAt !== undefined && now - Date.parse(firstAttemptAt) >= deleteAfterMs;
-    // Recorded before it is done: after a crash, InProgress with the pod still there means try again.
-    const inProgress = update({ action: fallback ? "Delete" : entry.action, state: "InProgress", attempts: attempts + 1, lastAttemptAt: iso(now) });
-    await this.writeStatus(event, inProgress);
-    let next: Partial<MemoryErrorEventStatusPod>;
-    if (fallback) {
-      await this.actions.deletePod(entry.namespace, entry.name);
-      next = { state: "Done", reason: `${entry.reason ?? ""}; eviction stayed refused for ${eviction?.deleteAfter ?? ""}: deleted by the policy's fallback` };
-      this.metrics.actions.inc({ action: "delete", outcome: "done" });
-      await this.event(podRef, "Warning", "DeletedForMemoryError", `deleted after eviction stayed refused: memory error ${event.metadata.name} poisoned a hugepage it maps`);
-    } else {
-      const outcome = await this.actions.evictPod(entry.namespace, entry.name);
-      if (outcome.kind === "blocked") {
-        const pdb = [...this.state.pdbs.values()].find((b) => b.namespace === pod.namespace && selectorMatches(b.selector, pod.labels))?.name;
-        const timedOut = attempts + 1 >= (eviction?.maxAttempts ?? 30) && deleteAfterMs === undefined;
-        next = { state: timedOut ? "TimedOut" : "Blocked", blockedBy: pdb, reason: `${(entry.reason ?? "").split("; blocked")[0] ?? ""}; blocked: ${outcome.message}`.slice(0, 1024) };
-        this.metrics.evictionsBlocked.inc();
-        this.metrics.actions.inc({ action: "evict", outcome: timedOut ? "timed_out" : "blocked" });
-        if (!timedOut) requeue.push(parseDuration(eviction?.backoff ?? "5s", "backoff") * 2 ** attempts);
-      } else {
-        next = { state: "Done" };
-        this.metrics.actions.inc({ action: "evict", outcome: outcome.kind === "gone" ? "gone" : "done" });
-        await this.event(podRef, "Warning", "EvictedForMemoryError", `evicted early: memory error ${event.metadata.name} poisoned hugepage ${event.spec.hugepage?.headPfn ?? event.spec.pfn} that this pod maps; it would crash with SIGBUS on access`);
-      }
-    }
-    return this.finishPod(event, inProgress, entry, next, podRef, log);
-  }
-
-  private async finishPod(event: MemoryErrorEvent, status: MemoryErrorEventStatus, entry: MemoryErrorEventStatusPod, next: Partial<MemoryErrorEventStatusPod>, podRef: ObjectRef, log: Logger): Promise<MemoryErrorEventStatus> {
-    const done: MemoryErrorEventStatus = { ...status, pods: (status.pods ?? []).map((p) => (p.uid === entry.uid ? { ...p, ...next } : p)) };
-    await this.writeStatus(event, done);
-    log.info("pod action", { pod: `${podRef.namespace ?? ""}/${podRef.name}`, action: entry.action, state: next.state, blockedBy: next.blockedBy });
-    return done;
-  }
-
-  private async carryOutQuarantine(event: MemoryErrorEvent, status: MemoryErrorEventStatus, log: Logger): Promise<MemoryErrorEventStatus> {
-    const quarantine = status.quarantine ?? [];
-    if (!quarantine.some((q) => q.state === "Planned" || q.state === "Quarantined")) return status;
-    const stale = this.state.staleCapacity(event.spec.nodeName);
-    const next: MemoryErrorEventStatusQuarantine[] = [];
-    for (const q of quarantine) {
-      const name = quarantinePodName(event.metadata.name, q.size);
-      const namespace = this.options.namespace;
-      const present = this.state.pods.has(`${namespace}/${name}`);
-      if (q.state === "Quarantined" && stale[q.size] === 0 && this.state.health.has(event.spec.nodeName)) {
-        await this.actions.deletePod(namespace, name);
-        this.metrics.actions.inc({ action: "release", outcome: "done" });
-        await this.event(nodeRef(event.spec.nodeName), "Normal", "HugepageQuarantineReleased", `released ${formatBytes(q.bytes)} of hugepages-${q.size}: the kubelet's advertised capacity caught up`);
-        log.info("quarantine released", { size: q.size, bytes: q.bytes });
-        next.push({ ...q, state: "Released" });
-      } else if (q.state === "Planned" || (q.state === "Quarantined" && !present)) {
-        await this.actions.createQuarantinePod({ namespace, name, eventName: event.metadata.name, eventUID: event.metadata.uid ?? "", nodeName: event.spec.nodeName, size: q.size, bytes: q.bytes });
-        if (q.state === "Planned") {
-          this.metrics.actions.inc({ action: "quarantine", outcome: "done" });
-          await this.event(nodeRef(event.spec.nodeName), "Warning", "HugepageQuarantined", `holding ${formatBytes(q.bytes)} of hugepages-${q.size} out of scheduling: the kernel removed it after memory error ${event.metadata.name}, the kubelet still advertises it`);
-        }
-        next.push({ ...q, state: "Quarantined" });
-      } else next.push(q);
-    }
-    if (JSON.stringify(next) === JSON.stringify(quarantine)) return status;
-    const updated = { ...status, quarantine: next };
-    await this.writeStatus(event, updated);
-    return updated;
-  }
-
-  private async carryOutNodeAction(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: ContainmentPolicy | undefined, log: Logger): Promise<MemoryErrorEventStatus> {
-    const action = status.nodeAction;
-    if (action?.state !== "Planned" || action.action === "None") return status;
+  /** Works out, without side effects, what to do now; marks it InProgress in the returned status. */
+  private plan(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: ContainmentPolicy | undefined, now: number, requeue: number[]): Plan {
     const nodeName = event.spec.nodeName;
+    const eviction = policy?.spec.podActions?.eviction;
+    const backoffMs = parseDuration(eviction?.backoff ?? "5s", "spec.podActions.eviction.backoff");
+    const deleteAfterMs = eviction?.fallbackToDelete && eviction.deleteAfter ? parseDuration(eviction.deleteAfter, "spec.podActions.eviction.deleteAfter") : undefined;
+    let slots = (policy?.spec.safety?.maxEvictionsInFlight ?? 10) - this.state.budget().evictionsInFlight;
+    const evictions: MemoryErrorEventStatusPod[] = [];
+    const pods = (status.pods ?? []).map((entry): MemoryErrorEventStatusPod => {
+      if (terminalPodStates.has(entry.state)) return entry;
+      if (entry.action === "EarlySignal") return this.planEarlySignal(status, entry, policy, now, requeue);
+      const pod = this.state.podByUid(nodeName, entry.uid);
+      // Gone or going: our own eviction went through before a crash, or something else removed it.
+      if (!pod || pod.deleting) return { ...entry, state: "Done", reason: `${entry.reason ?? ""}; the pod is gone`.slice(0, 1024) };
+      const attempts = entry.attempts ?? 0;
+      if (entry.state === "Blocked" && entry.lastAttemptAt) {
+        const due = Date.parse(entry.lastAttemptAt) + Math.min(backoffMs * 2 ** Math.max(0, attempts - 1), maxBackoffMs);
+        if (now < due) {
+          requeue.push(due - now);
+          return entry;
+        }
+      }
+      if (entry.state === "Planned" && slots <= 0) {
+        requeue.push(1000);
+        return entry;
+      }
+      if (entry.state === "Planned") slots -= 1;
+      // Evictions start when the decision is made, so refusals have lasted since then.
+      const fallback = entry.state === "Blocked" && deleteAfterMs !== undefined && status.decidedAt !== undefined && now - Date.parse(status.decidedAt) >= deleteAfterMs;
+      const next: MemoryErrorEventStatusPod = { ...entry, action: fallback ? "Delete" : entry.action, state: "InProgress", attempts: attempts + 1, lastAttemptAt: iso(now) };
+      evictions.push(next);
+      return next;
+    });
+    const stale = this.state.staleCapacity(nodeName);
+    const quarantine = status.quarantine ?? [];
+    const toCreate = quarantine.filter((q) => q.state === "Planned" || (q.state === "Quarantined" && !this.state.pods.has(`${this.options.namespace}/${quarantinePodName(event.metadata.name, q.size)}`) && stale[q.size] !== 0));
+    const toRelease = quarantine.filter((q) => q.state === "Quarantined" && stale[q.size] === 0);
+    let nodeAction = status.nodeAction;
+    let taintOrCordon = false;
+    if (nodeAction?.state === "Planned" && nodeAction.action !== "None") {
+      const held = this.checkNodeBudget(nodeName, policy, now);
+      if (held) {
+        nodeAction = { ...nodeAction, state: "HeldByBudget", reason: `${nodeAction.reason ?? ""}; held at action time: ${held}` };
+        this.metrics.nodeActionsHeld.inc({ action: nodeAction.action });
+      } else {
+        // Reserved in the same synchronous step as the check: two passes can never both take the last slot.
+        this.reservedNodes.set(nodeName, now);
+        taintOrCordon = true;
+      }
+    }
+    const next: MemoryErrorEventStatus = { ...status, pods, nodeAction };
+    return { status: next, changed: JSON.stringify(next) !== JSON.stringify(status), evictions, toCreate, toRelease, taintOrCordon };
+  }
+
+  private planEarlySignal(status: MemoryErrorEventStatus, entry: MemoryErrorEventStatusPod, policy: ContainmentPolicy | undefined, now: number, requeue: number[]): MemoryErrorEventStatusPod {
+    const outcome = status.earlySignals?.find((s) => s.uid === entry.uid);
+    if (outcome) {
+      this.metrics.actions.inc({ action: "early_signal", outcome: outcome.state.toLowerCase() });
+      this.event({ kind: "Pod", name: entry.name, namespace: entry.namespace, uid: entry.uid, apiVersion: "v1" }, outcome.state === "Done" ? "Normal" : "Warning", "EarlySignal", outcome.message ?? outcome.state);
+      return { ...entry, state: outcome.state, reason: `${entry.reason ?? ""}; agent: ${outcome.message ?? outcome.state}`.slice(0, 1024), lastAttemptAt: outcome.at };
+    }
+    const timeoutMs = parseDuration(policy?.spec.podActions?.earlySignal?.timeout ?? "60s", "spec.podActions.earlySignal.timeout");
+    const deadline = Date.parse(status.decidedAt ?? iso(now)) + timeoutMs;
+    if (now >= deadline) {
+      this.metrics.actions.inc({ action: "early_signal", outcome: "timed_out" });
+      return { ...entry, state: "TimedOut", reason: `${entry.reason ?? ""}; the node's agent did not report within ${formatDuration(timeoutMs)}`.slice(0, 1024) };
+    }
+    requeue.push(deadline - now);
+    return entry.state === "Planned" ? { ...entry, state: "InProgress", attempts: 1, lastAttemptAt: iso(now) } : entry;
+  }
+
+  /** Why a taint or cordon must wait now, or undefined when the budget and the breaker allow it. */
+  private checkNodeBudget(nodeName: string, policy: ContainmentPolicy | undefined, now: number): string | undefined {
     const safety = policy?.spec.safety;
-    // Checked and reserved in one synchronous step, so two reconciles can never both take the last slot.
     const budget = this.budget();
     const allowed = Math.floor((budget.totalNodes * (safety?.maxUnavailableNodesPercent ?? 10)) / 100);
-    const now = this.options.now();
     const breakerMs = parseDuration(safety?.circuitBreaker?.window ?? "1h", "spec.safety.circuitBreaker.window");
     const recent = budget.nodeActionTimes.filter((t) => t > now - breakerMs).length;
-    const over = !budget.actionedNodes.has(nodeName) && budget.actionedNodes.size + 1 > allowed;
-    const breaker = recent >= (safety?.circuitBreaker?.maxNodeActions ?? 5);
-    if (over || breaker) {
-      const held = { ...status, nodeAction: { ...action, state: "HeldByBudget" as const, reason: `${action.reason ?? ""}; held at action time: ${over ? `the budget of ${allowed} node(s) is taken` : "the circuit breaker is open"}` } };
-      this.metrics.nodeActionsHeld.inc({ action: action.action });
-      this.metrics.breakerOpen.set(breaker ? 1 : 0);
-      await this.writeStatus(event, held);
-      return held;
+    const breakerOpen = recent >= (safety?.circuitBreaker?.maxNodeActions ?? 5);
+    this.metrics.breakerOpen.set(breakerOpen ? 1 : 0);
+    if (!budget.actionedNodes.has(nodeName) && budget.actionedNodes.size + 1 > allowed) return `the budget of ${allowed} node(s) is taken`;
+    if (breakerOpen) return "the circuit breaker is open";
+    return undefined;
+  }
+
+  /** Carries the plan out and returns the status with every outcome. */
+  private async act(event: MemoryErrorEvent, plan: Plan, policy: ContainmentPolicy | undefined, requeue: number[], log: Logger): Promise<MemoryErrorEventStatus> {
+    const nodeName = event.spec.nodeName;
+    const maxAttempts = policy?.spec.podActions?.eviction?.maxAttempts ?? 30;
+    const fallbackConfigured = policy?.spec.podActions?.eviction?.fallbackToDelete === true && policy.spec.podActions.eviction.deleteAfter !== undefined;
+    const backoffMs = parseDuration(policy?.spec.podActions?.eviction?.backoff ?? "5s", "spec.podActions.eviction.backoff");
+    const settled = await Promise.allSettled(plan.evictions.map((entry) => this.evictOne(entry)));
+    const outcomes = new Map<string, Partial<MemoryErrorEventStatusPod>>();
+    settled.forEach((result, i) => {
+      const entry = plan.evictions[i];
+      if (!entry || result.status === "rejected") return;
+      const outcome = result.value;
+      if (outcome.kind !== "blocked") {
+        outcomes.set(entry.uid, { state: "Done" });
+        return;
+      }
+      const pod = this.state.podByUid(nodeName, entry.uid);
+      const pdb = pod && [...this.state.pdbs.values()].find((b) => b.namespace === pod.namespace && selectorMatches(b.selector, pod.labels))?.name;
+      const timedOut = (entry.attempts ?? 0) >= maxAttempts && !fallbackConfigured;
+      outcomes.set(entry.uid, { state: timedOut ? "TimedOut" : "Blocked", blockedBy: pdb, reason: `${(entry.reason ?? "").split("; blocked")[0] ?? ""}; blocked: ${outcome.message}`.slice(0, 1024) });
+      this.metrics.evictionsBlocked.inc();
+      this.metrics.actions.inc({ action: "evict", outcome: timedOut ? "timed_out" : "blocked" });
+      if (!timedOut) requeue.push(Math.min(backoffMs * 2 ** Math.max(0, (entry.attempts ?? 1) - 1), maxBackoffMs));
+    });
+    let status: MemoryErrorEventStatus = { ...plan.status, pods: (plan.status.pods ?? []).map((p) => ({ ...p, ...outcomes.get(p.uid) })) };
+    for (const [uid, o] of outcomes) log.info("pod action", { pod: status.pods?.find((p) => p.uid === uid)?.name, state: o.state, blockedBy: o.blockedBy });
+
+    const quarantine = new Map((status.quarantine ?? []).map((q) => [q.size, q]));
+    for (const q of plan.toCreate) {
+      await this.actions.createQuarantinePod({ namespace: this.options.namespace, name: quarantinePodName(event.metadata.name, q.size), eventName: event.metadata.name, eventUID: event.metadata.uid ?? "", nodeName, size: q.size, bytes: q.bytes });
+      if (q.state === "Planned") {
+        this.metrics.actions.inc({ action: "quarantine", outcome: "done" });
+        this.event(nodeRef(nodeName), "Warning", "HugepageQuarantined", `holding ${formatBytes(q.bytes)} of hugepages-${q.size} out of scheduling: the kernel removed it after memory error ${event.metadata.name}, the kubelet still advertises it`);
+      }
+      quarantine.set(q.size, { ...q, state: "Quarantined" });
     }
-    this.reservedNodes.set(nodeName, now);
-    try {
-      if (action.action === "Cordon") await this.actions.cordonNode(nodeName);
-      else await this.actions.taintNode(nodeName, policy?.spec.escalation?.taintKey ?? defaultTaintKey, "HugepageMemoryFailing");
-    } catch (e) {
-      this.reservedNodes.delete(nodeName);
-      throw e;
+    for (const q of plan.toRelease) {
+      await this.actions.deletePod(this.options.namespace, quarantinePodName(event.metadata.name, q.size));
+      this.metrics.actions.inc({ action: "release", outcome: "done" });
+      this.event(nodeRef(nodeName), "Normal", "HugepageQuarantineReleased", `released ${formatBytes(q.bytes)} of hugepages-${q.size}: the kubelet's advertised capacity caught up`);
+      log.info("quarantine released", { size: q.size, bytes: q.bytes });
+      quarantine.set(q.size, { ...q, state: "Released" });
     }
-    this.metrics.actions.inc({ action: action.action.toLowerCase(), outcome: "done" });
-    await this.event(nodeRef(nodeName), "Warning", action.action === "Cordon" ? "CordonedForMemoryErrors" : "TaintedForMemoryErrors", action.reason ?? "");
-    log.warn(`node ${action.action === "Cordon" ? "cordoned" : "tainted"}`, { reason: action.reason });
-    const done = { ...status, nodeAction: { ...action, state: "Done" as const } };
-    await this.writeStatus(event, done);
-    return done;
+    if (status.quarantine) status = { ...status, quarantine: status.quarantine.map((q) => quarantine.get(q.size) ?? q) };
+
+    const action = status.nodeAction;
+    if (plan.taintOrCordon && action) {
+      try {
+        if (action.action === "Cordon") await this.actions.cordonNode(nodeName);
+        else await this.actions.taintNode(nodeName, policy?.spec.escalation?.taintKey ?? defaultTaintKey, "HugepageMemoryFailing");
+      } catch (e) {
+        this.reservedNodes.delete(nodeName);
+        throw e;
+      }
+      this.metrics.actions.inc({ action: action.action.toLowerCase(), outcome: "done" });
+      this.event(nodeRef(nodeName), "Warning", action.action === "Cordon" ? "CordonedForMemoryErrors" : "TaintedForMemoryErrors", action.reason ?? "");
+      log.warn(`node ${action.action === "Cordon" ? "cordoned" : "tainted"}`, { reason: action.reason });
+      status = { ...status, nodeAction: { ...action, state: "Done" } };
+    }
+    for (const entry of plan.evictions) {
+      const o = outcomes.get(entry.uid);
+      if (o?.state !== "Done") continue;
+      this.metrics.actions.inc({ action: entry.action === "Delete" ? "delete" : "evict", outcome: "done" });
+      const podRef: ObjectRef = { kind: "Pod", name: entry.name, namespace: entry.namespace, uid: entry.uid, apiVersion: "v1" };
+      this.event(podRef, "Warning", entry.action === "Delete" ? "DeletedForMemoryError" : "EvictedForMemoryError", `memory error ${event.metadata.name} poisoned hugepage ${event.spec.hugepage?.headPfn ?? event.spec.pfn} that this pod maps; it would crash with SIGBUS on access`);
+    }
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) {
+      // Record what did happen, then let the queue retry the rest with backoff.
+      await this.writeStatus(event, status);
+      throw failed.reason;
+    }
+    return status;
+  }
+
+  private async evictOne(entry: MemoryErrorEventStatusPod): Promise<EvictionOutcome> {
+    if (entry.action === "Delete") {
+      await this.actions.deletePod(entry.namespace, entry.name);
+      return { kind: "evicted" };
+    }
+    return this.actions.evictPod(entry.namespace, entry.name);
   }
 
   /** Node health, the Node condition and the quarantine gauge, from the node's events. */
