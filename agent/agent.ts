@@ -1,0 +1,213 @@
+// The agent composed: kernel-line sources → error assembly → MemoryErrorEvents (with the index's
+// mappers) → durable queue → reporter; the index refreshed and NodeMemoryHealth applied on timers.
+import type { NodeMemoryHealth, NodeMemoryHealthSpec } from "../crds/generated.ts";
+import { group, version } from "../crds/naming.ts";
+import type { HugepageSize } from "../kernel/pfn.ts";
+import { ErrorAssembler, type Assembled } from "./assembler.ts";
+import type { Clock } from "./clock.ts";
+import { buildMemoryErrorEvent, type EventContext, type PodDirectory } from "./event.ts";
+import type { HostFiles, HostMemory } from "./host.ts";
+import type { HealthSink } from "./kube.ts";
+import type { Logger } from "./log.ts";
+import type { HugetlbIndex } from "./mappings.ts";
+import type { AgentMetrics } from "./metrics.ts";
+import { Reporter, type Backoff, type EventSink } from "./reporter.ts";
+import type { KernelLine, LineSource, SourceName } from "./source.ts";
+import type { AgentState } from "./state.ts";
+
+export interface AgentOptions {
+  nodeName: string;
+  bootID: string;
+  kernelVersion?: string | undefined;
+  host: HostFiles;
+  state: AgentState;
+  index: HugetlbIndex;
+  pods: PodDirectory;
+  sink: EventSink;
+  health: HealthSink;
+  sources: LineSource[];
+  /** Which kernel sources are being read, for NodeMemoryHealth capabilities. */
+  reading: { kmsg: boolean; tracefs: boolean };
+  /** Corrected-error count from rasdaemon, for hosts without EDAC counters. */
+  rasdaemonCorrected?: () => number | undefined;
+  clock: Clock;
+  log: Logger;
+  metrics: AgentMetrics;
+  indexIntervalMs?: number;
+  healthIntervalMs?: number;
+  backoff?: Backoff;
+}
+
+// Lines of one error arrive within milliseconds; a machine check without a verdict waits this long.
+const EXPIRE_TICK_MS = 1000;
+// The spec barely changes: apply when it does, and otherwise this often so observedAt stays fresh.
+const HEALTH_HEARTBEAT_MS = 5 * 60_000;
+
+export class Agent {
+  readonly #o: AgentOptions;
+  readonly #reporter: Reporter;
+  readonly #assemblers = new Map<SourceName, ErrorAssembler>();
+  readonly #lastSequence = new Map<SourceName, number>();
+  #memory: HostMemory;
+  #healthApplied: { key: string; at: number } | undefined;
+  #healthDue = true;
+  #pfnsHiddenLogged = false;
+
+  constructor(options: AgentOptions) {
+    this.#o = options;
+    this.#reporter = new Reporter({ state: options.state, sink: options.sink, clock: options.clock, log: options.log, metrics: options.metrics, backoff: options.backoff });
+    this.#memory = options.host.memory();
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const { indexIntervalMs = 5000, healthIntervalMs = 30_000 } = this.#o;
+    // The index must know the mappings before the first kernel line is read.
+    this.#refreshIndex();
+    this.#reporter.notify();
+    await Promise.all([
+      this.#reporter.run(signal),
+      ...this.#o.sources.map((source) => this.#follow(source, signal)),
+      this.#every(indexIntervalMs, signal, () => {
+        this.#refreshIndex();
+      }),
+      this.#every(EXPIRE_TICK_MS, signal, () => {
+        this.#expire();
+      }),
+      this.#every(healthIntervalMs, signal, () => this.#applyHealth()),
+    ]);
+    this.#o.state.flush();
+  }
+
+  async #every(ms: number, signal: AbortSignal, work: () => void | Promise<void>): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        await work();
+      } catch (error) {
+        this.#o.log.error("periodic work failed", { error });
+      }
+      await this.#o.clock.sleep(ms, signal);
+    }
+  }
+
+  async #follow(source: LineSource, signal: AbortSignal): Promise<void> {
+    const { log, clock } = this.#o;
+    const assembler = new ErrorAssembler();
+    this.#assemblers.set(source.name, assembler);
+    while (!signal.aborted) {
+      try {
+        for await (const line of source.lines(signal)) this.#onLine(line, assembler);
+        log.info("kernel line source ended", { source: source.name, stopping: signal.aborted });
+        return;
+      } catch (error) {
+        log.error("kernel line source failed; reopening in 5s", { source: source.name, error });
+        await clock.sleep(5000, signal);
+      }
+    }
+  }
+
+  #onLine(line: KernelLine, assembler: ErrorAssembler): void {
+    this.#o.metrics.kernelLines.inc({ source: line.source });
+    if (line.sequence !== undefined) this.#lastSequence.set(line.source, line.sequence);
+    this.#handle(line.source, assembler, assembler.push(line));
+  }
+
+  #expire(): void {
+    for (const [source, assembler] of this.#assemblers) this.#handle(source, assembler, assembler.expire(this.#o.clock.now()));
+    this.#o.state.flush();
+  }
+
+  #handle(source: SourceName, assembler: ErrorAssembler, out: Assembled): void {
+    const { state, metrics, log, index, host, nodeName, bootID } = this.#o;
+    for (const notice of out.notices) {
+      switch (notice.kind) {
+        case "unrecognized":
+          metrics.parseErrors.inc({ source });
+          log.warn("kernel line looks like a memory-failure line but fits no known shape; not reported", { source, line: notice.line.text, reason: notice.reason });
+          break;
+        case "killed-on-access": {
+          const process = index.process(notice.pid);
+          log.warn("process touched a poisoned page and got SIGBUS BUS_MCEERR_AR", { source, pid: notice.pid, command: notice.command, virtualAddress: `0x${notice.virtualAddress.toString(16)}`, podUID: process?.pod?.podUID });
+          break;
+        }
+        case "unpoison":
+          log.info("page unpoisoned", { source, pfn: notice.pfn === undefined ? undefined : `0x${notice.pfn.toString(16)}`, line: notice.line.text });
+          break;
+        case "expired":
+          metrics.expiredLines.inc(notice.lines.length);
+          log.warn("memory-failure lines no error completed; dropped", { source, lines: notice.lines.map((l) => l.text) });
+          break;
+      }
+    }
+    const last = this.#lastSequence.get(source);
+    const held = assembler.holdBack;
+    const cursor = last === undefined ? undefined : { source, sequence: held === undefined ? last : Math.min(last, held - 1) };
+    if (out.errors.length === 0) {
+      if (cursor !== undefined) state.advance(cursor.source, cursor.sequence);
+      return;
+    }
+    const context: EventContext = {
+      nodeName,
+      bootID,
+      pods: this.#o.pods,
+      earlyKill: this.#memory.capabilities.earlyKill,
+      poolSizes: [...new Set(this.#memory.hugepagePools.filter((pool) => pool.total > 0).map((pool): HugepageSize => pool.size))],
+      numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
+    };
+    const queued = out.errors.map(({ error, line }) => {
+      metrics.errors.inc({ source, severity: error.severity });
+      const event = buildMemoryErrorEvent(error, source, line.at, index.mappersOf(error.pfn), (pid) => index.process(pid), context);
+      log.info("memory error seen", { memoryErrorEvent: event.metadata.name, source, pfn: event.spec.pfn, severity: event.spec.severity, pageType: event.spec.pageType, result: event.spec.result, mappers: event.spec.mappers?.length ?? 0 });
+      return { event, readAt: line.at };
+    });
+    for (const dropped of state.enqueue(queued, cursor)) {
+      metrics.queueDropped.inc({ severity: dropped.spec.severity });
+      log.warn("event queue full: dropped the oldest corrected error", { memoryErrorEvent: dropped.metadata.name });
+    }
+    this.#reporter.notify();
+    // The pool changes as the kernel finishes with the page.
+    this.#healthDue = true;
+  }
+
+  #refreshIndex(): void {
+    const { index, metrics, log } = this.#o;
+    const report = index.refresh();
+    metrics.indexScan.observe(report.durationMs / 1000);
+    metrics.indexProcesses.set(report.processes);
+    metrics.indexHugepages.set(report.hugepages);
+    if (report.pfnsHidden && !this.#pfnsHiddenLogged) {
+      this.#pfnsHiddenLogged = true;
+      log.error("pagemap shows hugepages without their pfn: the agent lacks CAP_SYS_ADMIN and cannot tell who maps a poisoned hugepage", {});
+    }
+  }
+
+  async #applyHealth(): Promise<void> {
+    const { host, clock, metrics, log, nodeName, bootID, kernelVersion, reading, rasdaemonCorrected } = this.#o;
+    this.#memory = host.memory();
+    const { hugepagePools, hardwareCorruptedBytes, memoryFailureCounters, edacCorrected, capabilities } = this.#memory;
+    const correctedErrors = edacCorrected ?? rasdaemonCorrected?.();
+    const spec: Omit<NodeMemoryHealthSpec, "observedAt"> = {
+      nodeName,
+      bootID,
+      ...(kernelVersion !== undefined && { kernelVersion }),
+      hugepagePools,
+      ...(hardwareCorruptedBytes !== undefined && { hardwareCorruptedBytes }),
+      ...(memoryFailureCounters.length > 0 && { memoryFailureCounters }),
+      ...(correctedErrors !== undefined && { correctedErrors }),
+      capabilities: { ...capabilities, ...reading },
+    };
+    const key = JSON.stringify(spec);
+    const now = clock.now();
+    if (!this.#healthDue && this.#healthApplied?.key === key && now - this.#healthApplied.at < HEALTH_HEARTBEAT_MS) return;
+    const health: NodeMemoryHealth = { apiVersion: `${group}/${version}`, kind: "NodeMemoryHealth", metadata: { name: nodeName }, spec: { ...spec, observedAt: new Date(now).toISOString() } };
+    try {
+      await this.#o.health.apply(health);
+      metrics.healthApplies.inc({ outcome: "ok" });
+      this.#healthApplied = { key, at: now };
+      this.#healthDue = false;
+      log.debug("node memory health applied", { nodeMemoryHealth: nodeName });
+    } catch (error) {
+      metrics.healthApplies.inc({ outcome: "error" });
+      log.warn("could not apply node memory health; will retry", { nodeMemoryHealth: nodeName, error });
+    }
+  }
+}

@@ -1,0 +1,109 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { ErrorAssembler, type Assembled } from "./assembler.ts";
+import type { KernelLine } from "./source.ts";
+
+const line = (text: string, sequence: number, at = 0): KernelLine => ({ source: "kmsg", sequence, text, at });
+
+function feed(assembler: ErrorAssembler, texts: string[], at = 0): Assembled {
+  const out: Assembled = { errors: [], notices: [] };
+  texts.forEach((text, i) => {
+    const step = assembler.push(line(text, i + 1, at));
+    out.errors.push(...step.errors);
+    out.notices.push(...step.notices);
+  });
+  return out;
+}
+
+describe("ErrorAssembler", () => {
+  it("turns the observed 6.1 log into its errors, as the batch assembler does", () => {
+    const text = readFileSync(new URL("../kernel/testdata/observed-6.1.dmesg", import.meta.url), "utf8");
+    const out = feed(new ErrorAssembler(), text.split("\n"));
+    expect(out.errors.map(({ error }) => [error.pfn.toString(16), error.severity, error.source, error.pageType, error.result])).toEqual([
+      ["5205", "ActionOptional", "Kmsg", "huge page", "Recovered"],
+      ["3e09", "ActionOptional", "Kmsg", "huge page", "Recovered"],
+      ["3e11", "ActionOptional", "Kmsg", "huge page", "Recovered"],
+      ["4600", "ActionOptional", "Injected", "free huge page", "Recovered"],
+      ["4205", "SoftOffline", "Kmsg", undefined, undefined],
+      ["100005", "ActionOptional", "Injected", "huge page", "Failed"],
+      ["5203", "ActionOptional", "MachineCheck", "huge page", "Recovered"],
+    ]);
+    expect(out.errors[2]?.error.signalled).toEqual([
+      { command: "hwp", pid: 601 },
+      { command: "hwp", pid: 602 },
+    ]);
+    expect(out.errors[6]?.error.lines).toHaveLength(8);
+    expect(out.notices.filter((n) => n.kind === "killed-on-access")).toHaveLength(1);
+    expect(out.notices.filter((n) => n.kind === "unpoison")).toHaveLength(1);
+  });
+
+  it("holds lines of an error in flight and keeps the cursor behind them", () => {
+    const assembler = new ErrorAssembler();
+    assembler.push(line("6,1,0,-;usb 1-1: new device", 1));
+    expect(assembler.holdBack).toBeUndefined();
+    const first = assembler.push(line("3,2,0,-;Memory failure: 0x3e09: Sending SIGBUS to hwp:462 due to hardware memory corruption", 2));
+    expect(first.errors).toEqual([]);
+    expect(assembler.holdBack).toBe(2);
+    const second = assembler.push(line("3,3,0,-;Memory failure: 0x3e09: recovery action for huge page: Recovered", 3));
+    expect(second.errors[0]?.line.sequence).toBe(3);
+    expect(second.errors[0]?.error.lines).toHaveLength(2);
+    expect(assembler.holdBack).toBeUndefined();
+  });
+
+  it("keeps the errors of interleaved pfns apart", () => {
+    const out = feed(new ErrorAssembler(), [
+      "Memory failure: 0x1000: Sending SIGBUS to a:1 due to hardware memory corruption",
+      "Memory failure: 0x2000: Sending SIGBUS to b:2 due to hardware memory corruption",
+      "Memory failure: 0x2000: recovery action for huge page: Recovered",
+      "Memory failure: 0x1000: recovery action for huge page: Recovered",
+    ]);
+    expect(out.errors.map(({ error }) => [error.pfn, error.signalled.map((s) => s.pid)])).toEqual([
+      [0x2000, [2]],
+      [0x1000, [1]],
+    ]);
+  });
+
+  it("reports a corrected machine check no verdict follows, once it is old", () => {
+    const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+    feed(
+      assembler,
+      ["mce: [Hardware Error]: Machine check events logged", "mce: [Hardware Error]: CPU 1: Machine Check: 0 Bank 7: 9c00004001010091", "mce: [Hardware Error]: TSC 0 ADDR 1234000 MISC 8c"],
+      0,
+    );
+    expect(assembler.expire(999).errors).toEqual([]);
+    const out = assembler.expire(1000);
+    expect(out.errors.map(({ error }) => [error.pfn, error.severity, error.source, error.physicalAddress])).toEqual([[0x1234, "Corrected", "MachineCheck", 0x1234000]]);
+    expect(assembler.holdBack).toBeUndefined();
+  });
+
+  it("lets orphan lines go with a notice once they are old", () => {
+    const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+    feed(assembler, ["Memory failure: 0x1000: Sending SIGBUS to a:1 due to hardware memory corruption"]);
+    const out = assembler.expire(5000);
+    expect(out.errors).toEqual([]);
+    expect(out.notices).toMatchObject([{ kind: "expired" }]);
+  });
+
+  it("bounds what it holds", () => {
+    const assembler = new ErrorAssembler({ maxHeld: 2 });
+    const out = feed(assembler, [1, 2, 3].map((pid) => `Memory failure: 0x${pid}000: Sending SIGBUS to a:${pid} due to hardware memory corruption`));
+    expect(out.notices).toMatchObject([{ kind: "expired", lines: [{ sequence: 1 }] }]);
+    expect(assembler.holdBack).toBe(2);
+  });
+
+  it("reports a line that looks like ours but fits no shape", () => {
+    const out = feed(new ErrorAssembler(), ["Memory failure: 0x5205: something new the kernel says"]);
+    expect(out.notices).toMatchObject([{ kind: "unrecognized" }]);
+    expect(out.errors).toEqual([]);
+  });
+
+  it("reads tracefs lines", () => {
+    const text = readFileSync(new URL("../kernel/testdata/trace_pipe.txt", import.meta.url), "utf8");
+    const assembler = new ErrorAssembler({ maxAgeMs: 0 });
+    const out = feed(assembler, text.split("\n"));
+    expect(out.errors.map(({ error }) => [error.pfn.toString(16), error.source])).toEqual([
+      ["5203", "MachineCheck"],
+      ["5003", "Tracefs"],
+    ]);
+  });
+});

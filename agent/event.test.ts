@@ -1,0 +1,64 @@
+import { describe, expect, it } from "vitest";
+import type { KernelError } from "../kernel/assemble.ts";
+import { validateResource } from "../crds/validate.ts";
+import { buildMemoryErrorEvent, containersOf, type EventContext, type PodInfo } from "./event.ts";
+import type { Mapper } from "./mappings.ts";
+
+const uid = "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60";
+const containerID = "c0ffee".padEnd(64, "0");
+const pod: PodInfo = { uid, namespace: "nfv", name: "upf-dpdk-0", containers: containersOf([{ name: "dpdk", containerID: `containerd://${containerID}` }, { name: "init" }]), annotations: {} };
+const context: EventContext = { nodeName: "edge-worker-1", bootID: "0f6c1b1e-6d2a-4c55-9d8e-2b1f0c9e7a11", pods: { pod: (u) => (u === uid ? pod : undefined) }, earlyKill: false, poolSizes: ["2Mi"], numaNodeOfPfn: () => 0 };
+const mapper: Mapper = { pid: 4242, command: "dpdk-testpmd", pod: { podUID: uid, qos: "Guaranteed", containerID, runtime: "containerd" }, size: "2Mi", headPfn: 0x5200, virtualStart: 0x7f56bd800000, virtualEnd: 0x7f56bda00000, shared: false };
+const error: KernelError = { pfn: 0x5205, severity: "ActionOptional", source: "Kmsg", pageType: "huge page", result: "Recovered", signalled: [], lines: ["Memory failure: 0x5205: recovery action for huge page: Recovered"] };
+
+describe("buildMemoryErrorEvent", () => {
+  it("names, labels and fills the event, pod and container resolved", () => {
+    const event = buildMemoryErrorEvent(error, "kmsg", Date.parse("2026-01-01T00:00:00Z"), [mapper], () => undefined, context);
+    expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
+    expect(event.metadata).toEqual({ name: "edge-worker-1-0f6c1b1e-5205", labels: { "mce-operator.io/node": "edge-worker-1" } });
+    expect(event.spec).toEqual({
+      nodeName: "edge-worker-1",
+      bootID: context.bootID,
+      observedAt: "2026-01-01T00:00:00.000Z",
+      source: "Kmsg",
+      pfn: "0x5205",
+      severity: "ActionOptional",
+      pageType: "huge page",
+      result: "Recovered",
+      hugepage: { size: "2Mi", headPfn: "0x5200", numaNode: 0 },
+      mappers: [
+        { pid: 4242, command: "dpdk-testpmd", podUID: uid, podNamespace: "nfv", podName: "upf-dpdk-0", container: "dpdk", containerID, mapping: "Private", virtualStart: "0x7f56bd800000", virtualEnd: "0x7f56bda00000", killPolicy: "Default", signalledByKernel: false },
+      ],
+      kernelLines: error.lines,
+    });
+  });
+
+  it("marks mappers the kernel signalled and adds ones the index had not seen", () => {
+    const signalled: KernelError = { ...error, signalled: [{ command: "dpdk-testpmd", pid: 4242 }, { command: "hwp", pid: 531 }] };
+    const event = buildMemoryErrorEvent(signalled, "kmsg", 0, [mapper], (pid) => (pid === 531 ? { pid, command: "hwp", pod: { podUID: uid, qos: "Burstable" } } : undefined), context);
+    expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
+    expect(event.spec.mappers?.map((m) => [m.pid, m.signalledByKernel, m.killPolicy, m.podName])).toEqual([
+      [4242, true, "Default", "upf-dpdk-0"],
+      [531, true, "Early", "upf-dpdk-0"],
+    ]);
+  });
+
+  it("gives a free hugepage the node's only pool size, and a shared mapping its file", () => {
+    const free = buildMemoryErrorEvent({ ...error, pageType: "free huge page" }, "replay", 0, [], () => undefined, context);
+    expect([free.spec.source, free.spec.hugepage, free.spec.mappers]).toEqual(["Replay", { size: "2Mi", headPfn: "0x5200", numaNode: 0 }, undefined]);
+    const shared = buildMemoryErrorEvent(error, "kmsg", 0, [{ ...mapper, shared: true, file: "/dev/hugepages/cache", pod: undefined }], () => undefined, { ...context, poolSizes: ["2Mi", "1Gi"] });
+    expect(shared.spec.mappers?.[0]).toMatchObject({ mapping: "Shared", hugetlbfsFile: "/dev/hugepages/cache" });
+    expect(shared.spec.mappers?.[0]?.podUID).toBeUndefined();
+  });
+
+  it("leaves out the hugepage when its size cannot be known", () => {
+    const event = buildMemoryErrorEvent({ ...error, pageType: "dirty LRU page" }, "kmsg", 0, [], () => undefined, context);
+    expect(event.spec.hugepage).toBeUndefined();
+  });
+
+  it("keeps a machine check's address and a corrected severity", () => {
+    const event = buildMemoryErrorEvent({ pfn: 0x1234, severity: "Corrected", source: "MachineCheck", physicalAddress: 0x1234000, signalled: [], lines: ["x"] }, "kmsg", 0, [], () => undefined, context);
+    expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
+    expect([event.spec.physicalAddress, event.spec.severity, event.spec.source]).toEqual(["0x1234000", "Corrected", "MachineCheck"]);
+  });
+});

@@ -1,0 +1,121 @@
+// A memory error as the MemoryErrorEvent the agent reports: what the kernel said, plus who maps the
+// hugepage (from the index, known before the error) and what the kernel's own lines add.
+import type { KernelError } from "../kernel/assemble.ts";
+import { formatPfn, hugepageHeadPfn, type HugepageSize } from "../kernel/pfn.ts";
+import type { MemoryErrorEvent, MemoryErrorEventSpec, MemoryErrorEventSpecMapper } from "../crds/generated.ts";
+import { group, memoryErrorEventName, nodeLabel, version } from "../crds/naming.ts";
+import { containerIDOfStatus } from "./cgroup.ts";
+import type { Mapper, ProcessInfo } from "./mappings.ts";
+import type { SourceName } from "./source.ts";
+
+export interface PodInfo {
+  uid: string;
+  namespace: string;
+  name: string;
+  /** Container name by runtime container id (the id without its `containerd://` scheme). */
+  containers: ReadonlyMap<string, string>;
+  annotations: Readonly<Record<string, string>>;
+}
+
+/** The pods on this node, by uid. */
+export interface PodDirectory {
+  pod(uid: string): PodInfo | undefined;
+}
+
+/** Container names by id from a pod's status.containerStatuses (and init and ephemeral ones). */
+export function containersOf(statuses: readonly { name: string; containerID?: string | undefined }[]): Map<string, string> {
+  return new Map(statuses.flatMap((status) => (status.containerID === undefined || status.containerID === "" ? [] : [[containerIDOfStatus(status.containerID), status.name] as const])));
+}
+
+export interface EventContext {
+  nodeName: string;
+  bootID: string;
+  pods: PodDirectory;
+  /** vm.memory_failure_early_kill; a process the kernel signalled while it is off had opted in itself. */
+  earlyKill?: boolean | undefined;
+  /** The hugepage sizes with a pool on this node: a free hugepage's size is the only one there is. */
+  poolSizes: readonly HugepageSize[];
+  numaNodeOfPfn: (pfn: number) => number | undefined;
+}
+
+const MAX_MAPPERS = 256;
+const MAX_LINES = 64;
+const MAX_LINE = 1024;
+
+export function buildMemoryErrorEvent(
+  error: KernelError,
+  source: SourceName,
+  observedAt: number,
+  mappers: readonly Mapper[],
+  describe: (pid: number) => ProcessInfo | undefined,
+  context: EventContext,
+): MemoryErrorEvent {
+  const signalled = new Set(error.signalled.map((s) => s.pid));
+  const specMappers: MemoryErrorEventSpecMapper[] = mappers.map((mapper) => ({
+    ...processFields(mapper, context.pods),
+    mapping: mapper.shared ? "Shared" : "Private",
+    ...(mapper.file !== undefined && { hugetlbfsFile: mapper.file }),
+    virtualStart: hex(mapper.virtualStart),
+    virtualEnd: hex(mapper.virtualEnd),
+    // The kill policy of another process cannot be read from /proc (PR_MCE_KILL_GET works only on self).
+    killPolicy: "Default",
+    signalledByKernel: signalled.has(mapper.pid),
+  }));
+  // The kernel may name a process the index had not seen map the page yet.
+  for (const { pid, command } of error.signalled) {
+    if (specMappers.some((m) => m.pid === pid)) continue;
+    const known = describe(pid);
+    specMappers.push({
+      ...processFields(known ?? { pid, command }, context.pods),
+      command,
+      mapping: "Private",
+      killPolicy: context.earlyKill === false ? "Early" : "Default",
+      signalledByKernel: true,
+    });
+  }
+  const size = mappers[0]?.size ?? (error.pageType?.includes("huge") === true && context.poolSizes.length === 1 ? context.poolSizes[0] : undefined);
+  const spec: MemoryErrorEventSpec = {
+    nodeName: context.nodeName,
+    bootID: context.bootID,
+    observedAt: new Date(observedAt).toISOString(),
+    source: source === "replay" && error.source === "Kmsg" ? "Replay" : error.source,
+    pfn: formatPfn(error.pfn),
+    ...(error.physicalAddress !== undefined && { physicalAddress: hex(error.physicalAddress) }),
+    severity: error.severity,
+    ...(error.pageType !== undefined && { pageType: error.pageType.slice(0, 128) }),
+    ...(error.result !== undefined && { result: error.result.slice(0, 64) }),
+    ...(size !== undefined && { hugepage: hugepageOf(error.pfn, size, context) }),
+    ...(specMappers.length > 0 && { mappers: specMappers.slice(0, MAX_MAPPERS) }),
+    kernelLines: error.lines.slice(0, MAX_LINES).map((line) => line.slice(0, MAX_LINE)),
+  };
+  return {
+    apiVersion: `${group}/${version}`,
+    kind: "MemoryErrorEvent",
+    metadata: { name: memoryErrorEventName(context.nodeName, context.bootID, error.pfn), labels: { [nodeLabel]: context.nodeName } },
+    spec,
+  };
+}
+
+function hugepageOf(pfn: number, size: HugepageSize, context: EventContext): NonNullable<MemoryErrorEventSpec["hugepage"]> {
+  const headPfn = hugepageHeadPfn(pfn, size);
+  const numaNode = context.numaNodeOfPfn(headPfn);
+  return { size, headPfn: formatPfn(headPfn), ...(numaNode !== undefined && { numaNode }) };
+}
+
+function processFields(process: ProcessInfo, pods: PodDirectory): Pick<MemoryErrorEventSpecMapper, "pid" | "command" | "podUID" | "podNamespace" | "podName" | "container" | "containerID"> {
+  const cgroup = process.pod;
+  const pod = cgroup === undefined ? undefined : pods.pod(cgroup.podUID);
+  const container = cgroup?.containerID === undefined ? undefined : pod?.containers.get(cgroup.containerID);
+  return {
+    pid: process.pid,
+    command: process.command.slice(0, 64),
+    ...(cgroup !== undefined && { podUID: cgroup.podUID }),
+    ...(pod !== undefined && { podNamespace: pod.namespace, podName: pod.name }),
+    ...(container !== undefined && { container }),
+    ...(cgroup?.containerID !== undefined && { containerID: cgroup.containerID }),
+  };
+}
+
+function hex(value: number): string {
+  return `0x${value.toString(16)}`;
+}

@@ -1,0 +1,128 @@
+// A host's /proc and /sys as files in a directory, for tests and the benchmark: the agent reads
+// everything under --host-root, so a prepared tree stands in for a node.
+import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { hugepageBytes, PAGE_SIZE_BYTES, type HugepageSize } from "../kernel/pfn.ts";
+
+export interface FakeVma {
+  start: number;
+  size: HugepageSize;
+  shared?: boolean;
+  path?: string;
+  /** The pfn of each hugepage in order; null for one not faulted in. */
+  pfns: (number | null)[];
+}
+
+export interface FakeProcess {
+  pid: number;
+  comm: string;
+  /** /proc/PID/cgroup contents. */
+  cgroup: string;
+  vmas?: FakeVma[];
+  /** Write pfns as zero with the present bit, as pagemap does for a reader without CAP_SYS_ADMIN. */
+  hidePfns?: boolean;
+}
+
+const PRESENT = 1n << 63n;
+
+function smapsOf(process: FakeProcess): string {
+  // A base-page VMA first, as every process has, so the parser must skip it.
+  const text = ["00400000-00452000 r-xp 00000000 08:01 1234   /usr/bin/app", "Size:                328 kB", "KernelPageSize:        4 kB", "MMUPageSize:           4 kB", "VmFlags: rd ex mr mw me dw"];
+  for (const vma of process.vmas ?? []) {
+    const bytes = hugepageBytes(vma.size);
+    const end = vma.start + bytes * vma.pfns.length;
+    const perms = vma.shared === true ? "rw-s" : "rw-p";
+    text.push(
+      `${vma.start.toString(16)}-${end.toString(16)} ${perms} 00000000 00:10 4242  ${vma.path ?? "/anon_hugepage (deleted)"}`,
+      `Size:            ${(end - vma.start) / 1024} kB`,
+      `KernelPageSize:     ${bytes / 1024} kB`,
+      `MMUPageSize:        ${bytes / 1024} kB`,
+      "VmFlags: rd wr mr mw me de ht sd",
+    );
+  }
+  return `${text.join("\n")}\n`;
+}
+
+export function writeFakeProcess(procDir: string, process: FakeProcess): void {
+  const dir = join(procDir, String(process.pid));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "comm"), `${process.comm}\n`);
+  writeFileSync(join(dir, "cgroup"), process.cgroup);
+  const smaps = smapsOf(process);
+  writeFileSync(join(dir, "smaps"), smaps);
+  writeFileSync(join(dir, "maps"), smaps.split("\n").filter((line) => /^[0-9a-f]+-/.test(line)).join("\n"));
+  // pagemap: 8 bytes per 4 KiB virtual page, written sparsely at each hugepage's first page.
+  const fd = openSync(join(dir, "pagemap"), "w");
+  try {
+    const entry = Buffer.alloc(8);
+    for (const vma of process.vmas ?? []) {
+      vma.pfns.forEach((pfn, i) => {
+        if (pfn === null) return;
+        entry.writeBigUInt64LE(PRESENT | BigInt(process.hidePfns === true ? 0 : pfn));
+        writeSync(fd, entry, 0, 8, ((vma.start + i * hugepageBytes(vma.size)) / PAGE_SIZE_BYTES) * 8);
+      });
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export interface FakePool {
+  size: HugepageSize;
+  numaNode: number;
+  total: number;
+  free: number;
+  reserved?: number;
+  surplus?: number;
+}
+
+export interface FakeHost {
+  bootID?: string;
+  release?: string;
+  hardwareCorruptedKb?: number;
+  pools?: FakePool[];
+  /** Per NUMA node: total, ignored, failed, delayed, recovered (kernels from about 6.3). */
+  memoryFailure?: Record<number, [number, number, number, number, number]>;
+  /** Per memory controller: corrected, uncorrected counts. */
+  edac?: [number, number][];
+  earlyKill?: boolean;
+  recovery?: boolean;
+  softOffline?: boolean;
+  hwpoisonDebugfs?: boolean;
+}
+
+function put(root: string, path: string, text: string): void {
+  const full = join(root, path);
+  mkdirSync(join(full, ".."), { recursive: true });
+  writeFileSync(full, text);
+}
+
+const POOL_DIR: Record<HugepageSize, string> = { "2Mi": "hugepages-2048kB", "1Gi": "hugepages-1048576kB" };
+
+export function writeFakeHost(root: string, host: FakeHost): void {
+  mkdirSync(join(root, "proc"), { recursive: true });
+  put(root, "proc/sys/kernel/random/boot_id", `${host.bootID ?? "0f6c1b1e-6d2a-4c55-9d8e-2b1f0c9e7a11"}\n`);
+  put(root, "proc/sys/kernel/osrelease", `${host.release ?? "6.1.0-56-amd64"}\n`);
+  put(root, "proc/meminfo", `MemTotal:       4012345 kB\nHardwareCorrupted: ${String(host.hardwareCorruptedKb ?? 0).padStart(5)} kB\nHugePages_Total:      32\n`);
+  if (host.earlyKill !== undefined) put(root, "proc/sys/vm/memory_failure_early_kill", host.earlyKill ? "1\n" : "0\n");
+  if (host.recovery !== undefined) put(root, "proc/sys/vm/memory_failure_recovery", host.recovery ? "1\n" : "0\n");
+  if (host.softOffline === true) put(root, "sys/devices/system/memory/soft_offline_page", "");
+  if (host.hwpoisonDebugfs === true) put(root, "sys/kernel/debug/hwpoison/corrupt-pfn", "");
+  for (const pool of host.pools ?? []) {
+    const dir = `sys/devices/system/node/node${pool.numaNode}/hugepages/${POOL_DIR[pool.size]}`;
+    put(root, `${dir}/nr_hugepages`, `${pool.total}\n`);
+    put(root, `${dir}/free_hugepages`, `${pool.free}\n`);
+    put(root, `${dir}/surplus_hugepages`, `${pool.surplus ?? 0}\n`);
+    // resv_hugepages exists only in the global directory.
+    put(root, `sys/kernel/mm/hugepages/${POOL_DIR[pool.size]}/resv_hugepages`, `${pool.reserved ?? 0}\n`);
+  }
+  for (const [node, counts] of Object.entries(host.memoryFailure ?? {})) {
+    ["total", "ignored", "failed", "delayed", "recovered"].forEach((name, i) => {
+      put(root, `sys/devices/system/node/node${node}/memory_failure/${name}`, `${counts[i] ?? 0}\n`);
+    });
+  }
+  (host.edac ?? []).forEach(([ce, ue], i) => {
+    put(root, `sys/devices/system/edac/mc/mc${i}/ce_count`, `${ce}\n`);
+    put(root, `sys/devices/system/edac/mc/mc${i}/ue_count`, `${ue}\n`);
+  });
+}

@@ -1,0 +1,70 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { writeFakeHost } from "./fake-host.ts";
+import { HostFiles } from "./host.ts";
+
+function host(setup: Parameters<typeof writeFakeHost>[1]): HostFiles {
+  const root = mkdtempSync(join(tmpdir(), "host-"));
+  writeFakeHost(root, setup);
+  return new HostFiles(root);
+}
+
+describe("HostFiles", () => {
+  it("reads boot id and kernel release", () => {
+    const files = host({ bootID: "abc-123", release: "6.8.0-31-generic" });
+    expect([files.bootID(), files.kernelRelease()]).toEqual(["abc-123", "6.8.0-31-generic"]);
+  });
+
+  it("reads pools per NUMA node and size, HardwareCorrupted, counters, EDAC and capabilities", () => {
+    const files = host({
+      hardwareCorruptedKb: 8,
+      pools: [
+        { size: "2Mi", numaNode: 0, total: 32, free: 30 },
+        { size: "1Gi", numaNode: 0, total: 1, free: 1 },
+        { size: "2Mi", numaNode: 1, total: 16, free: 16, surplus: 2 },
+      ],
+      memoryFailure: { 0: [3, 0, 1, 0, 2] },
+      edac: [
+        [5, 0],
+        [2, 1],
+      ],
+      earlyKill: false,
+      recovery: true,
+      softOffline: true,
+    });
+    const memory = files.memory();
+    expect(memory.hugepagePools).toEqual([
+      { size: "1Gi", numaNode: 0, total: 1, free: 1, reserved: undefined, surplus: 0 },
+      { size: "2Mi", numaNode: 0, total: 32, free: 30, reserved: undefined, surplus: 0 },
+      { size: "2Mi", numaNode: 1, total: 16, free: 16, reserved: undefined, surplus: 2 },
+    ]);
+    expect(memory.hardwareCorruptedBytes).toBe(8192);
+    expect(memory.memoryFailureCounters).toEqual([{ numaNode: 0, total: 3, ignored: 0, failed: 1, delayed: 0, recovered: 2 }]);
+    expect([memory.edacCorrected, memory.edacUncorrected]).toEqual([7, 1]);
+    expect(memory.capabilities).toEqual({ earlyKill: false, recovery: true, softOffline: true, injection: false });
+  });
+
+  it("gives reserved pages on a single-node host", () => {
+    const files = host({ pools: [{ size: "2Mi", numaNode: 0, total: 32, free: 30, reserved: 4 }] });
+    expect(files.memory().hugepagePools).toEqual([{ size: "2Mi", numaNode: 0, total: 32, free: 30, reserved: 4, surplus: 0 }]);
+  });
+
+  it("leaves out what an older kernel or a host without EDAC lacks", () => {
+    const memory = host({}).memory();
+    expect(memory).toEqual({ hugepagePools: [], hardwareCorruptedBytes: 0, memoryFailureCounters: [], capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false } });
+  });
+
+  it("finds the NUMA node of a pfn from memory blocks", () => {
+    const files = host({});
+    mkdirSync(files.path("sys/devices/system/node/node1/memory40"), { recursive: true });
+    mkdirSync(files.path("sys/devices/system/node/node0/memory0"), { recursive: true });
+    mkdirSync(files.path("sys/devices/system/memory"), { recursive: true });
+    // 128 MiB blocks: pfn 0x140000 is 5 GiB, block 40.
+    writeFileSync(files.path("sys/devices/system/memory/block_size_bytes"), "8000000\n");
+    expect(files.numaNodeOfPfn(0x140000)).toBe(1);
+    expect(files.numaNodeOfPfn(0x5200)).toBe(0);
+    expect(files.numaNodeOfPfn(0x10000000)).toBeUndefined();
+  });
+});

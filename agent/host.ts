@@ -1,0 +1,143 @@
+// What the host's /proc and /sys say about its memory: hugepage pools, corrupted memory, the
+// kernel's memory-failure and EDAC counters, its memory-failure settings, release and boot id.
+// Every path sits under the host root, and a file a kernel lacks is simply absent from the result.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
+import type { NodeMemoryHealthSpecCapabilities, NodeMemoryHealthSpecHugepagePool, NodeMemoryHealthSpecMemoryFailureCounter } from "../crds/generated.ts";
+
+export interface HostMemory {
+  hugepagePools: NodeMemoryHealthSpecHugepagePool[];
+  hardwareCorruptedBytes?: number | undefined;
+  memoryFailureCounters: NodeMemoryHealthSpecMemoryFailureCounter[];
+  /** Sum of EDAC ce_count over memory controllers, when EDAC is there. */
+  edacCorrected?: number | undefined;
+  edacUncorrected?: number | undefined;
+  capabilities: Pick<NodeMemoryHealthSpecCapabilities, "earlyKill" | "recovery" | "softOffline" | "injection">;
+}
+
+export class HostFiles {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  path(...parts: string[]): string {
+    return join(this.root, ...parts);
+  }
+
+  text(...parts: string[]): string | undefined {
+    try {
+      return readFileSync(this.path(...parts), "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+
+  integer(...parts: string[]): number | undefined {
+    const text = this.text(...parts)?.trim();
+    return text === undefined || !/^\d+$/.test(text) ? undefined : Number(text);
+  }
+
+  entries(...parts: string[]): string[] {
+    try {
+      return readdirSync(this.path(...parts));
+    } catch {
+      return [];
+    }
+  }
+
+  exists(...parts: string[]): boolean {
+    return existsSync(this.path(...parts));
+  }
+
+  bootID(): string | undefined {
+    return this.text("proc/sys/kernel/random/boot_id")?.trim();
+  }
+
+  kernelRelease(): string | undefined {
+    return this.text("proc/sys/kernel/osrelease")?.trim();
+  }
+
+  /** `/proc/sys/vm/<name>` as a boolean; undefined when the kernel lacks it. */
+  sysctl(name: string): boolean | undefined {
+    const value = this.integer("proc/sys/vm", name);
+    return value === undefined ? undefined : value !== 0;
+  }
+
+  memory(): HostMemory {
+    const corruptedKb = /^HardwareCorrupted:\s+(\d+) kB$/m.exec(this.text("proc/meminfo") ?? "")?.[1];
+    return {
+      hugepagePools: this.#pools(),
+      hardwareCorruptedBytes: corruptedKb === undefined ? undefined : Number(corruptedKb) * 1024,
+      memoryFailureCounters: this.#memoryFailureCounters(),
+      ...this.#edac(),
+      capabilities: {
+        earlyKill: this.sysctl("memory_failure_early_kill"),
+        recovery: this.sysctl("memory_failure_recovery"),
+        softOffline: this.exists("sys/devices/system/memory/soft_offline_page"),
+        injection: this.exists("sys/kernel/debug/hwpoison"),
+      },
+    };
+  }
+
+  /** The NUMA node whose memory block holds `pfn`; undefined without NUMA information. */
+  numaNodeOfPfn(pfn: number): number | undefined {
+    const blockSize = this.text("sys/devices/system/memory/block_size_bytes")?.trim();
+    if (blockSize === undefined || !/^[0-9a-fA-F]+$/.test(blockSize)) return undefined;
+    const block = Math.floor((pfn * PAGE_SIZE_BYTES) / parseInt(blockSize, 16));
+    return this.#numaNodes().find((node) => this.exists(`sys/devices/system/node/node${node}`, `memory${block}`));
+  }
+
+  #numaNodes(): number[] {
+    return this.entries("sys/devices/system/node")
+      .flatMap((name) => /^node(\d+)$/.exec(name)?.[1] ?? [])
+      .map(Number)
+      .sort((a, b) => a - b);
+  }
+
+  #pools(): NodeMemoryHealthSpecHugepagePool[] {
+    const pools: NodeMemoryHealthSpecHugepagePool[] = [];
+    const nodes = this.#numaNodes();
+    const global = "sys/kernel/mm/hugepages";
+    // Only the global directory has resv_hugepages; it is per node only when there is one node.
+    const reserved = (dir: string): number | undefined => (nodes.length <= 1 ? this.integer(global, dir, "resv_hugepages") : undefined);
+    const read = (base: string, dir: string, size: HugepageSize, numaNode: number): void => {
+      const total = this.integer(base, dir, "nr_hugepages");
+      const free = this.integer(base, dir, "free_hugepages");
+      if (total === undefined || free === undefined) return;
+      pools.push({ size, numaNode, total, free, reserved: reserved(dir), surplus: this.integer(base, dir, "surplus_hugepages") });
+    };
+    const sized = (base: string): [string, HugepageSize][] =>
+      this.entries(base).flatMap((dir): [string, HugepageSize][] => {
+        const size = sizeFromKernelPageSizeKb(Number(/^hugepages-(\d+)kB$/.exec(dir)?.[1]));
+        return size === undefined ? [] : [[dir, size]];
+      });
+    if (nodes.length === 0) {
+      for (const [dir, size] of sized(global)) read(global, dir, size, 0);
+      return pools;
+    }
+    for (const node of nodes) {
+      const base = `sys/devices/system/node/node${node}/hugepages`;
+      for (const [dir, size] of sized(base)) read(base, dir, size, node);
+    }
+    return pools;
+  }
+
+  #memoryFailureCounters(): NodeMemoryHealthSpecMemoryFailureCounter[] {
+    return this.#numaNodes().flatMap((numaNode) => {
+      const dir = `sys/devices/system/node/node${numaNode}/memory_failure`;
+      if (!this.exists(dir)) return [];
+      const at = (name: string): number | undefined => this.integer(dir, name);
+      return [{ numaNode, total: at("total"), ignored: at("ignored"), failed: at("failed"), delayed: at("delayed"), recovered: at("recovered") }];
+    });
+  }
+
+  #edac(): Pick<HostMemory, "edacCorrected" | "edacUncorrected"> {
+    const controllers = this.entries("sys/devices/system/edac/mc").filter((name) => /^mc\d+$/.test(name));
+    if (controllers.length === 0) return {};
+    const sum = (file: string): number => controllers.reduce((total, mc) => total + (this.integer("sys/devices/system/edac/mc", mc, file) ?? 0), 0);
+    return { edacCorrected: sum("ce_count"), edacUncorrected: sum("ue_count") };
+  }
+}

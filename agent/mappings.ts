@@ -1,0 +1,261 @@
+// The index of hugetlb mappings: which process (and so which pod and container) maps which hugepage.
+// Without early kill the kernel names nobody until a mapper touches the poisoned page, and by then
+// pagemap shows the page as gone, so this must be known before the error. Refreshed incrementally:
+// /proc/PID/maps is cheap and changes whenever the VMAs do, so smaps is read again only for new
+// processes and ones whose maps changed, at most `maxSmapsPerRefresh` per refresh; pfns come from
+// pagemap, one 8-byte read per hugepage, every refresh (hugepages fault in lazily).
+import { createHash } from "node:crypto";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
+import { join } from "node:path";
+import { hugepageBytes, hugepageHeadPfn, HUGEPAGE_SIZES, PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
+import { podOfProcCgroup, type PodCgroup } from "./cgroup.ts";
+import type { Clock } from "./clock.ts";
+
+export interface HugetlbVma {
+  start: number;
+  end: number;
+  size: HugepageSize;
+  /** `rw-s`: a hugetlbfs file (or shared anonymous hugetlb) mapped MAP_SHARED; lost to every mapper. */
+  shared: boolean;
+  /** The backing file as smaps prints it (`/anon_hugepage (deleted)` for anonymous hugetlb). */
+  path?: string | undefined;
+}
+
+const VMA_HEADER = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+ *(.*)$/;
+const KERNEL_PAGE_SIZE = /^KernelPageSize:\s+(\d+) kB$/;
+
+/** The hugetlb VMAs of an smaps file: those whose KernelPageSize is a hugepage size we manage. */
+export function parseHugetlbVmas(smaps: string): HugetlbVma[] {
+  const vmas: HugetlbVma[] = [];
+  let current: Omit<HugetlbVma, "size"> | undefined;
+  for (const line of smaps.split("\n")) {
+    const header = VMA_HEADER.exec(line);
+    if (header !== null) {
+      const path = header[4] === "" ? undefined : header[4];
+      current = { start: parseInt(header[1] ?? "", 16), end: parseInt(header[2] ?? "", 16), shared: header[3]?.[3] === "s", path };
+      continue;
+    }
+    const kernelPageSize = KERNEL_PAGE_SIZE.exec(line);
+    if (kernelPageSize === null || current === undefined) continue;
+    const size = sizeFromKernelPageSizeKb(Number(kernelPageSize[1]));
+    if (size !== undefined) vmas.push({ ...current, size });
+    current = undefined;
+  }
+  return vmas;
+}
+
+const PRESENT = 1n << 63n;
+const PFN_MASK = (1n << 55n) - 1n;
+
+export type PagemapEntry = { present: false } | { present: true; pfn: number };
+
+/** One pagemap entry: bit 63 present, bits 0-54 the pfn (zero when the reader lacks CAP_SYS_ADMIN). */
+export function decodePagemapEntry(value: bigint): PagemapEntry {
+  return (value & PRESENT) === 0n ? { present: false } : { present: true, pfn: Number(value & PFN_MASK) };
+}
+
+export interface Mapper {
+  pid: number;
+  command: string;
+  pod?: PodCgroup | undefined;
+  size: HugepageSize;
+  headPfn: number;
+  virtualStart: number;
+  virtualEnd: number;
+  shared: boolean;
+  /** The hugetlbfs file of a shared mapping; absent for anonymous hugetlb. */
+  file?: string | undefined;
+}
+
+export interface ProcessInfo {
+  pid: number;
+  command: string;
+  pod?: PodCgroup | undefined;
+}
+
+interface Tracked extends ProcessInfo {
+  mapsDigest: string;
+  vmas: HugetlbVma[];
+  /** Its smaps must be read again (new, or maps changed) but the per-refresh budget ran out. */
+  stale: boolean;
+  mappers: Mapper[];
+}
+
+export interface RefreshReport {
+  processes: number;
+  smapsRead: number;
+  /** Processes whose smaps still wait for a later refresh. */
+  smapsDeferred: number;
+  hugepages: number;
+  durationMs: number;
+  /** pagemap gave present pages with pfn 0: the agent lacks CAP_SYS_ADMIN and can map nothing. */
+  pfnsHidden: boolean;
+}
+
+export interface IndexOptions {
+  /** The host's /proc (`<host-root>/proc`). */
+  procDir: string;
+  clock: Clock;
+  maxSmapsPerRefresh?: number;
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    // The process exited, or we may not read it: either way it maps nothing we can know.
+    return undefined;
+  }
+}
+
+/** A process's command and pod as /proc says now; undefined once it has exited. */
+export function readProcess(procDir: string, pid: number): ProcessInfo | undefined {
+  const dir = join(procDir, String(pid));
+  const command = readText(join(dir, "comm"))?.trimEnd();
+  if (command === undefined) return undefined;
+  return { pid, command, pod: podOfProcCgroup(readText(join(dir, "cgroup")) ?? "") };
+}
+
+const ANONYMOUS = "/anon_hugepage (deleted)";
+
+export class HugetlbIndex {
+  readonly #procDir: string;
+  readonly #clock: Clock;
+  readonly #maxSmaps: number;
+  readonly #processes = new Map<number, Tracked>();
+  #byHugepage = new Map<string, Mapper[]>();
+
+  constructor({ procDir, clock, maxSmapsPerRefresh = 100 }: IndexOptions) {
+    this.#procDir = procDir;
+    this.#clock = clock;
+    this.#maxSmaps = maxSmapsPerRefresh;
+  }
+
+  get processes(): number {
+    return this.#processes.size;
+  }
+
+  get hugepages(): number {
+    return this.#byHugepage.size;
+  }
+
+  /** Every process mapping the hugepage that holds raw `pfn`, under each hugepage size it could be. */
+  mappersOf(pfn: number): Mapper[] {
+    return HUGEPAGE_SIZES.flatMap((size) => this.#byHugepage.get(key(size, hugepageHeadPfn(pfn, size))) ?? []);
+  }
+
+  /** What the index knows of a pid, or what /proc says of it now. */
+  process(pid: number): ProcessInfo | undefined {
+    const tracked = this.#processes.get(pid);
+    if (tracked !== undefined) return { pid, command: tracked.command, pod: tracked.pod };
+    return this.#describe(pid);
+  }
+
+  refresh(): RefreshReport {
+    const started = this.#clock.now();
+    const pids = new Set(
+      readdirSync(this.#procDir)
+        .filter((name) => /^\d+$/.test(name))
+        .map(Number),
+    );
+    for (const pid of this.#processes.keys()) if (!pids.has(pid)) this.#processes.delete(pid);
+    let budget = this.#maxSmaps;
+    let smapsRead = 0;
+    let deferred = 0;
+    let pfnsHidden = false;
+    for (const pid of pids) {
+      const maps = readText(join(this.#procDir, String(pid), "maps"));
+      if (maps === undefined) {
+        this.#processes.delete(pid);
+        continue;
+      }
+      const digest = createHash("sha1").update(maps).digest("base64");
+      let tracked = this.#processes.get(pid);
+      if (tracked === undefined) {
+        const info = this.#describe(pid);
+        if (info === undefined) continue;
+        tracked = { ...info, mapsDigest: "", vmas: [], stale: true, mappers: [] };
+        this.#processes.set(pid, tracked);
+      }
+      if (digest !== tracked.mapsDigest) {
+        tracked.mapsDigest = digest;
+        tracked.stale = true;
+      }
+      if (tracked.stale) {
+        if (budget === 0) {
+          deferred++;
+        } else {
+          budget--;
+          smapsRead++;
+          tracked.vmas = parseHugetlbVmas(readText(join(this.#procDir, String(pid), "smaps")) ?? "");
+          tracked.stale = false;
+        }
+      }
+      if (tracked.vmas.length > 0 && this.#readPfns(tracked)) pfnsHidden = true;
+      else if (tracked.vmas.length === 0) tracked.mappers = [];
+    }
+    this.#byHugepage = new Map();
+    for (const tracked of this.#processes.values()) {
+      for (const mapper of tracked.mappers) {
+        const k = key(mapper.size, mapper.headPfn);
+        const list = this.#byHugepage.get(k);
+        if (list === undefined) this.#byHugepage.set(k, [mapper]);
+        else list.push(mapper);
+      }
+    }
+    return { processes: this.#processes.size, smapsRead, smapsDeferred: deferred, hugepages: this.#byHugepage.size, durationMs: this.#clock.now() - started, pfnsHidden };
+  }
+
+  #describe(pid: number): ProcessInfo | undefined {
+    return readProcess(this.#procDir, pid);
+  }
+
+  /** Reads the pfn of each hugepage of the process's hugetlb VMAs; true when pfns read as zero. */
+  #readPfns(tracked: Tracked): boolean {
+    let fd: number;
+    try {
+      fd = openSync(join(this.#procDir, String(tracked.pid), "pagemap"), "r");
+    } catch {
+      tracked.mappers = [];
+      return false;
+    }
+    const entry = Buffer.alloc(8);
+    const mappers: Mapper[] = [];
+    let hidden = false;
+    try {
+      for (const vma of tracked.vmas) {
+        const bytes = hugepageBytes(vma.size);
+        for (let start = vma.start; start + bytes <= vma.end; start += bytes) {
+          if (readSync(fd, entry, 0, 8, (start / PAGE_SIZE_BYTES) * 8) !== 8) continue;
+          const decoded = decodePagemapEntry(entry.readBigUInt64LE(0));
+          if (!decoded.present) continue;
+          if (decoded.pfn === 0) {
+            hidden = true;
+            continue;
+          }
+          mappers.push({
+            pid: tracked.pid,
+            command: tracked.command,
+            pod: tracked.pod,
+            size: vma.size,
+            headPfn: hugepageHeadPfn(decoded.pfn, vma.size),
+            virtualStart: start,
+            virtualEnd: start + bytes,
+            shared: vma.shared,
+            file: vma.shared && vma.path !== ANONYMOUS ? vma.path : undefined,
+          });
+        }
+      }
+    } catch {
+      // Exited while we read it.
+    } finally {
+      closeSync(fd);
+    }
+    tracked.mappers = mappers;
+    return hidden;
+  }
+}
+
+function key(size: HugepageSize, headPfn: number): string {
+  return `${size}:${headPfn}`;
+}

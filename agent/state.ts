@@ -1,0 +1,122 @@
+// The agent's durable state in --state-dir: the cursor (boot id and sequence per source) and the queue
+// of events not yet delivered, in one file replaced atomically (write a temp file, fsync, rename), so
+// an event is queued and the cursor moved past its lines together or not at all: a kill -9 at any
+// moment neither loses an event nor reports one twice (a re-sent one meets 409 AlreadyExists).
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import type { MemoryErrorEvent } from "../crds/generated.ts";
+import type { Logger } from "./log.ts";
+import type { SourceName } from "./source.ts";
+
+export interface QueuedEvent {
+  event: MemoryErrorEvent;
+  /** When the kernel line was read, for the report latency. */
+  readAt: number;
+}
+
+interface Persisted {
+  version: 1;
+  bootID: string;
+  cursors: Partial<Record<SourceName, number>>;
+  queue: QueuedEvent[];
+}
+
+export interface StateOptions {
+  dir: string;
+  bootID: string;
+  log: Logger;
+  /** Most events queued; past it the oldest corrected-error events go, never an uncorrected one. */
+  capacity?: number;
+}
+
+const FILE = "agent-state.json";
+
+export class AgentState {
+  readonly #path: string;
+  readonly #capacity: number;
+  readonly #data: Persisted;
+  #dirty = false;
+
+  constructor({ dir, bootID, log, capacity = 1000 }: StateOptions) {
+    mkdirSync(dir, { recursive: true });
+    this.#path = join(dir, FILE);
+    this.#capacity = capacity;
+    const saved = load(this.#path, log);
+    // kmsg sequences restart with every boot; events of the old boot still wait to be delivered.
+    const sameBoot = saved?.bootID === bootID;
+    if (saved !== undefined && !sameBoot) log.info("new boot since the last run: kernel cursors start over", { previousBootID: saved.bootID, bootID, queued: saved.queue.length });
+    this.#data = { version: 1, bootID, cursors: sameBoot ? saved.cursors : {}, queue: saved?.queue ?? [] };
+  }
+
+  cursor(source: SourceName): number | undefined {
+    return this.#data.cursors[source];
+  }
+
+  get queue(): readonly QueuedEvent[] {
+    return this.#data.queue;
+  }
+
+  /** Queues events and moves the cursor in one atomic write; returns the events dropped to stay in bounds. */
+  enqueue(events: QueuedEvent[], cursor?: { source: SourceName; sequence: number }): MemoryErrorEvent[] {
+    const dropped: MemoryErrorEvent[] = [];
+    for (const item of events) {
+      if (this.#data.queue.some((queued) => queued.event.metadata.name === item.event.metadata.name)) continue;
+      this.#data.queue.push(item);
+      if (this.#data.queue.length <= this.#capacity) continue;
+      const corrected = this.#data.queue.findIndex((queued) => queued.event.spec.severity === "Corrected");
+      if (corrected >= 0) dropped.push(...this.#data.queue.splice(corrected, 1).map((queued) => queued.event));
+    }
+    if (cursor !== undefined) this.#data.cursors[cursor.source] = cursor.sequence;
+    this.#write();
+    return dropped;
+  }
+
+  /** Moves a cursor past lines that made no event; written by the next write or flush. */
+  advance(source: SourceName, sequence: number): void {
+    if (this.#data.cursors[source] === sequence) return;
+    this.#data.cursors[source] = sequence;
+    this.#dirty = true;
+  }
+
+  /** Takes a delivered (or rejected) event off the queue. */
+  remove(name: string): void {
+    this.#data.queue = this.#data.queue.filter((queued) => queued.event.metadata.name !== name);
+    this.#write();
+  }
+
+  flush(): void {
+    if (this.#dirty) this.#write();
+  }
+
+  #write(): void {
+    const temp = `${this.#path}.tmp`;
+    const fd = openSync(temp, "w", 0o600);
+    try {
+      writeSync(fd, JSON.stringify(this.#data));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, this.#path);
+    this.#dirty = false;
+  }
+}
+
+function load(path: string, log: Logger): Persisted | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+  try {
+    const data = JSON.parse(text) as { version?: unknown; queue?: unknown };
+    if (data.version !== 1 || !Array.isArray(data.queue)) throw new Error(`unknown state version ${String(data.version)}`);
+    return data as Persisted;
+  } catch (error) {
+    // Only a bug or a disk fault gets here (writes are atomic); keep the file for a human.
+    renameSync(path, `${path}.corrupt`);
+    log.error("state file unreadable; kept aside, starting with an empty cursor and queue", { file: path, error });
+    return undefined;
+  }
+}
