@@ -13,9 +13,20 @@ export default defineConfig({
         test: {
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
+          exclude: ["test/e2e/kernel/**"],
           globalSetup: ["test/e2e/cluster/global-setup.ts"],
           testTimeout: 120_000,
           hookTimeout: 300_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "kernel",
+          include: ["test/e2e/kernel/**/*.test.ts"],
+          globalSetup: ["test/e2e/cluster/global-setup.ts"],
+          testTimeout: 300_000,
+          hookTimeout: 600_000,
           fileParallelism: false,
         },
       },
