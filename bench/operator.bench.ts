@@ -3,7 +3,6 @@
 // event-to-eviction latency (p50, p99), the operator's RSS and CPU, and API requests per event; saves
 // bench/results/operator.json. BENCH_SCALES=100,300 limits the scales; BENCH_EVENTS sets the storm size.
 import { spawn } from "node:child_process";
-import { parse } from "yaml";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +11,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { group, memoryErrorEventName, nodeLabel, version } from "../crds/naming.ts";
 import { KubeRest } from "../operator/kube/rest.ts";
 import { kwokNodeAnnotation, startControlPlane, stopControlPlane } from "../test/e2e/cluster/control-plane.ts";
+import { applyCrdFiles } from "../test/e2e/cluster/objects.ts";
 
 const scales = (process.env.BENCH_SCALES ?? "100,300,1000").split(",").map(Number);
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 300);
@@ -201,11 +201,7 @@ async function main(): Promise<void> {
     const kc = new KubeConfig();
     kc.loadFromFile(cluster.kubeconfig);
     const rest = new KubeRest(kc);
-    const crds = ["memoryerrorevents", "nodememoryhealths", "containmentpolicies"];
-    for (const file of crds) {
-      await rest.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", { body: parse(readFileSync(`crds/${file}.yaml`, "utf8")) });
-    }
-    await new Promise((r) => setTimeout(r, 3000));
+    await applyCrdFiles(rest);
     for (const ns of ["bench", "mce-system"]) await rest.request("POST", "/api/v1/namespaces", { body: { metadata: { name: ns } } });
     await new Promise((r) => setTimeout(r, 2000));
     await rest.request("POST", `${crd}/containmentpolicies`, {

@@ -37,6 +37,8 @@ const statusCode = (error: unknown): number | undefined => {
   return typeof code === "number" ? code : undefined;
 };
 
+const isTimeout = (error: unknown): boolean => error instanceof Error && error.name === "TimeoutError";
+
 export class Reflector<T> {
   readonly store = new Map<string, T>();
   private readonly client: ListWatchClient;
@@ -105,7 +107,8 @@ export class Reflector<T> {
       }
       // stop() may have been called while the request was in flight.
       if (this.isStopped()) return;
-      if (error === undefined) continue;
+      // A quiet watch ends at the client's inactivity timeout: resume from where it was, at once.
+      if (error === undefined || isTimeout(error)) continue;
       if (statusCode(error) === 410) {
         this.resourceVersion = "";
         continue;
@@ -142,7 +145,8 @@ export class Reflector<T> {
         this.backoffMs = 0;
       };
       this.client
-        .watch(this.options.path, { ...this.options.query, resourceVersion: this.resourceVersion }, onEvent, (error: unknown) => {
+        // The server ends the watch before client-node's 30 s inactivity timeout would abort it.
+        .watch(this.options.path, { ...this.options.query, resourceVersion: this.resourceVersion, timeoutSeconds: 20 + Math.floor(Math.random() * 8) }, onEvent, (error: unknown) => {
           resolve(expired ? { status: 410 } : (error ?? undefined));
         })
         .then((abort) => (this.abort = abort))
