@@ -1,7 +1,8 @@
 // Benchmark of the operator on the real local control plane: KWOK nodes at 100, 300 and 1,000 (30 pods
 // each, 5% with hugepages), then a storm of MemoryErrorEvents. Prints event-to-decision and
 // event-to-eviction latency (p50, p99), the operator's RSS and CPU, and API requests per event; saves
-// bench/results/operator.json. BENCH_SCALES=100,300 limits the scales; BENCH_EVENTS sets the storm size.
+// bench/results/operator.json. BENCH_SCALES=100,300 limits the scales; BENCH_EVENTS sets the storm size and
+// BENCH_RATE its rate in events per second (0 sends them all at once).
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +16,7 @@ import { applyCrdFiles } from "../test/e2e/cluster/objects.ts";
 
 const scales = (process.env.BENCH_SCALES ?? "100,300,1000").split(",").map(Number);
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 300);
+const RATE = Number(process.env.BENCH_RATE ?? 10);
 const PODS_PER_NODE = 30;
 const HUGEPAGE_EVERY = 20; // 5%
 const crd = `/apis/${group}/${version}`;
@@ -133,7 +135,9 @@ async function storm(rest: KubeRest, nodes: number, kubeconfig: string, runIndex
     const uids = new Map(podList.map((p) => [p.metadata.name, p.metadata.uid]));
     const names = new Set<string>();
     const stormStart = Date.now();
-    await pool(targets, 16, async (k) => {
+    // Events arrive at RATE per second (0: all at once), each created by its own request.
+    await pool(targets, RATE > 0 ? 1 : 16, async (k) => {
+      if (RATE > 0) await new Promise((r) => setTimeout(r, 1000 / RATE));
       const nodeName = `bench-${Math.floor(k / PODS_PER_NODE)}`;
       const pfn = 0x1000000 + runIndex * 0x100000 + k * 512 + 7;
       const name = memoryErrorEventName(nodeName, "bench", pfn);
@@ -224,7 +228,7 @@ async function main(): Promise<void> {
     stopControlPlane(cluster);
   }
   mkdirSync("bench/results", { recursive: true });
-  writeFileSync("bench/results/operator.json", `${JSON.stringify({ date: new Date().toISOString(), node: process.version, results }, null, 2)}\n`);
+  writeFileSync("bench/results/operator.json", `${JSON.stringify({ date: new Date().toISOString(), node: process.version, eventsPerSecond: RATE || "burst", results }, null, 2)}\n`);
   console.log("saved bench/results/operator.json");
 }
 

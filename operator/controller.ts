@@ -1,6 +1,8 @@
-// Wires the pieces: reflectors keep ClusterState current and enqueue keys; one work queue feeds the
+// Wires the pieces: reflectors keep ClusterState current and enqueue keys; work queues feed the
 // reconciler; a periodic resync re-queues everything (level-triggered: a missed watch event costs at
-// most one resync period); leader election decides whether this replica acts at all.
+// most one resync period); leader election decides whether this replica acts at all. Memory errors have
+// a queue of their own, so node health and policy status, which can wait a moment, never delay a
+// decision or an eviction; their keys are also held back briefly so a burst on one node coalesces.
 import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
 import { group, version } from "../crds/naming.ts";
 import type { ClusterActions } from "./actions.ts";
@@ -20,11 +22,14 @@ export interface ControllerOptions {
   clock: Clock;
 }
 
+const backgroundDelayMs = 1000;
 const crd = (plural: string): string => `/apis/${group}/${version}/${plural}`;
 
 export class Controller {
   readonly state = new ClusterState();
   readonly queue: WorkQueue;
+  /** Node health and policy status: lower priority, coalesced. */
+  readonly background: WorkQueue;
   readonly reconciler: Reconciler;
   private readonly reflectors: { start(): void; stop(): void; readonly hasSynced: boolean; readonly synced: Promise<void> }[] = [];
   private readonly log: Logger;
@@ -45,10 +50,12 @@ export class Controller {
       },
     });
     this.queue = new WorkQueue((key) => this.work(key), { concurrency: options.concurrency, clock: options.clock });
-    this.queue.onError = (key, error, retryInMs) => {
-      metrics.reconcileErrors.inc({ kind: key.split("/")[0] ?? "" });
-      log.warn("reconcile failed, retrying", { key, error, retryInMs });
-    };
+    this.background = new WorkQueue((key) => this.work(key), { concurrency: 2, clock: options.clock });
+    for (const q of [this.queue, this.background])
+      q.onError = (key, error, retryInMs) => {
+        metrics.reconcileErrors.inc({ kind: key.split("/")[0] ?? "" });
+        log.warn("reconcile failed, retrying", { key, error, retryInMs });
+      };
     const onError = (what: string) => (error: unknown, retryInMs: number) => {
       log.warn("watch failed, restarting", { resource: what, error, retryInMs });
     };
@@ -161,6 +168,7 @@ export class Controller {
   stop(): void {
     this.stopActing();
     this.queue.stop();
+    this.background.stop();
     for (const r of this.reflectors) r.stop();
   }
 
@@ -175,8 +183,10 @@ export class Controller {
   }
 
   private enqueue(key: string): void {
-    if (this.acting) this.queue.add(key);
-    this.metrics.queueDepth.set(this.queue.depth);
+    if (!this.acting) return;
+    if (key.startsWith("event/")) this.queue.add(key);
+    else this.background.addAfter(key, backgroundDelayMs);
+    this.metrics.queueDepth.set(this.queue.depth + this.background.depth);
   }
 
   private enqueuePolicies(): void {
@@ -199,7 +209,7 @@ export class Controller {
       if (kind === "node") return await this.reconciler.reconcileNode(name);
       return await this.reconciler.reconcilePolicy(name);
     } finally {
-      this.metrics.queueDepth.set(this.queue.depth);
+      this.metrics.queueDepth.set(this.queue.depth + this.background.depth);
     }
   }
 }

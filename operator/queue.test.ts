@@ -75,6 +75,26 @@ describe("WorkQueue", () => {
     expect(clock.pending).toEqual([]);
   });
 
+  it("keeps the earlier time when a waiting key is added again later", async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const q = new WorkQueue(() => {
+      calls += 1;
+      return Promise.resolve(undefined);
+    }, { concurrency: 1, clock });
+    q.addAfter("k", 1000);
+    clock.advance(900);
+    q.addAfter("k", 1000);
+    q.addAfter("k", 5000);
+    expect(clock.pending).toEqual([100]);
+    clock.advance(100);
+    await q.idle();
+    expect(calls).toBe(1);
+    q.addAfter("k", 1000);
+    q.addAfter("k", 10);
+    expect(clock.pending).toEqual([10]);
+  });
+
   it("requeues after the delay a worker asks for", async () => {
     const clock = new FakeClock();
     let calls = 0;

@@ -30,7 +30,7 @@ export class WorkQueue {
   private readonly queued = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly dirty = new Set<string>();
-  private readonly delayed = new Map<string, unknown>();
+  private readonly delayed = new Map<string, { due: number; handle: unknown }>();
   private readonly failures = new Map<string, number>();
   private readonly options: Required<QueueOptions>;
   private readonly work: (key: string) => Promise<WorkResult>;
@@ -61,21 +61,24 @@ export class WorkQueue {
     this.pump();
   }
 
+  /** Adds the key after a delay; a key already waiting keeps the earlier of the two times. */
   addAfter(key: string, ms: number): void {
     if (this.stopped) return;
     if (ms <= 0) {
       this.add(key);
       return;
     }
+    const due = this.options.clock.now() + ms;
     const previous = this.delayed.get(key);
-    if (previous !== undefined) this.options.clock.clearTimeout(previous);
-    this.delayed.set(
-      key,
-      this.options.clock.setTimeout(() => {
-        this.delayed.delete(key);
-        this.add(key);
-      }, ms),
-    );
+    if (previous !== undefined) {
+      if (previous.due <= due) return;
+      this.options.clock.clearTimeout(previous.handle);
+    }
+    const handle = this.options.clock.setTimeout(() => {
+      this.delayed.delete(key);
+      this.add(key);
+    }, ms);
+    this.delayed.set(key, { due, handle });
   }
 
   /** Resolves when nothing is queued or running (delayed keys do not count). */
@@ -86,7 +89,7 @@ export class WorkQueue {
 
   stop(): void {
     this.stopped = true;
-    for (const handle of this.delayed.values()) this.options.clock.clearTimeout(handle);
+    for (const { handle } of this.delayed.values()) this.options.clock.clearTimeout(handle);
     this.delayed.clear();
   }
 

@@ -103,7 +103,7 @@ const observed: ObservedRow[] = [
     node: node(),
     ao: { hwp: "None" },
     ar: false,
-    pool: { totalDelta: -1, freeDelta: 0 },
+    pool: { totalDelta: -1, freeDelta: -1 },
     effect: "Migrated",
   },
   {

@@ -202,7 +202,8 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
       lostBytes: bytes,
       memoryLostBytes: PAGE_SIZE_BYTES,
       mappers,
-      pool: { size, totalDelta: -1, freeDelta: error.mappers.length > 0 ? 0 : -1, when: "now" },
+      // In use, the copy is taken from the free pool and the old page dissolved once freed: free -1 either way.
+      pool: { size, totalDelta: -1, freeDelta: -1, when: "now" },
       reason: `soft offline of ${where}: data moved to a new hugepage, the old one leaves the pool; nobody is signalled`,
     };
   const free = error.pageType === "free huge page" || (error.pageType === undefined && error.mappers.length === 0);
