@@ -96,6 +96,18 @@ describe("EarlySignaller", () => {
     expect(applied[0]?.map((e) => e.uid)).toEqual([uid]);
   });
 
+  it("does not signal again when a watch event older than its own write arrives", async () => {
+    const { applied, signalled, signaller } = setup();
+    await signaller.reconcile(event(planned));
+    // The operator's write, made before the agent's, reaches the watch after it.
+    await signaller.reconcile(event(planned));
+    expect(signalled).toHaveLength(1);
+    expect(applied.map((entries) => entries.map((e) => e.state))).toEqual([["Done"], ["Done"]]);
+    // Once the status shows the outcome, nothing more is written.
+    await signaller.reconcile(event({ ...planned, earlySignals: applied[0] ?? [] }));
+    expect(applied).toHaveLength(2);
+  });
+
   it("fails, signalling nobody, when the pod's processes are gone or the pids now belong to someone else", async () => {
     const { applied, signalled, signaller } = setup({ 601: other });
     await signaller.reconcile(event(planned));

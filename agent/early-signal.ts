@@ -96,8 +96,9 @@ export class EarlySignaller {
     }
     this.#carriedOut.set(name, carried);
     for (const pod of planned) carried.set(pod.uid, await this.#signal(event, pod));
+    // Kept until the status this agent watches shows them: a watch event older than the write must
+    // not look like a signal still to send.
     await this.#options.api.applyEarlySignals(name, [...recorded, ...carried.values()]);
-    this.#carriedOut.delete(name);
   }
 
   async #signal(event: MemoryErrorEvent, pod: MemoryErrorEventStatusPod): Promise<MemoryErrorEventStatusEarlySignal> {

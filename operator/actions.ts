@@ -1,6 +1,6 @@
 // The narrow interface through which the operator changes the cluster. The reconciler sees only this;
 // operator/kube/actions.ts implements it on the API server, operator/testing/fake-cluster.ts in memory.
-import type { ContainmentPolicyStatus, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../crds/generated.ts";
+import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../crds/generated.ts";
 import type { HugepageSize } from "../kernel/pfn.ts";
 
 export type EvictionOutcome =
@@ -28,8 +28,8 @@ export interface QuarantinePod {
 }
 
 export interface ClusterActions {
-  /** Server-side apply of the operator's part of an event's status (field manager mce-operator). */
-  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<void>;
+  /** Server-side apply of the operator's part of an event's status (field manager mce-operator); resolves to the object the API server now holds. */
+  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<MemoryErrorEvent>;
   applyHealthStatus(name: string, status: NodeMemoryHealthStatus): Promise<void>;
   applyPolicyStatus(name: string, status: ContainmentPolicyStatus): Promise<void>;
   evictPod(namespace: string, name: string): Promise<EvictionOutcome>;

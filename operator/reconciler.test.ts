@@ -69,6 +69,11 @@ describe("Reconciler", () => {
   let now: number;
   let reconciler: Reconciler;
   const enqueued: string[] = [];
+  /** Puts an event in the fake API server and in the cache, as the watch would. */
+  const hold = (event: MemoryErrorEvent): void => {
+    cluster.events.set(event.metadata.name, event);
+    state.upsertEvent(event);
+  };
 
   beforeEach(() => {
     state = new ClusterState();
@@ -83,7 +88,7 @@ describe("Reconciler", () => {
   it("records the decision before it evicts, then evicts the mapper only", async () => {
     addPod(state, "dpdk", "worker-1");
     addPod(state, "bystander", "worker-1");
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     await reconciler.reconcileEvent("e1");
     const first = cluster.calls.indexOf("status e1");
     expect(first).toBeLessThan(cluster.calls.indexOf("evict apps/dpdk"));
@@ -101,7 +106,7 @@ describe("Reconciler", () => {
       { kind: "blocked", message: "Cannot evict pod as it would violate the pod's disruption budget." },
       { kind: "blocked", message: "Cannot evict pod as it would violate the pod's disruption budget." },
     ]);
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     const first = await reconciler.reconcileEvent("e1");
     expect(first?.requeueAfterMs).toBe(5000);
     expect(cluster.eventStatus.get("e1")?.pods?.[0]).toMatchObject({ state: "Blocked", blockedBy: "dpdk-pdb", attempts: 1 });
@@ -122,7 +127,7 @@ describe("Reconciler", () => {
     state.policies.set("default", policy({ podActions: { eviction: { fallbackToDelete: true, deleteAfter: "1m", backoff: "1s" } } }));
     addPod(state, "dpdk", "worker-1");
     cluster.evictionAnswers.set("apps/dpdk", Array.from({ length: 100 }, () => ({ kind: "blocked" as const, message: "429" })));
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     for (let i = 0; i < 12; i++) {
       await reconciler.reconcileEvent("e1");
       now += 10_000;
@@ -135,7 +140,7 @@ describe("Reconciler", () => {
     state.policies.set("default", policy({ podActions: { eviction: { maxAttempts: 2, backoff: "1s" } } }));
     addPod(state, "dpdk", "worker-1");
     cluster.evictionAnswers.set("apps/dpdk", Array.from({ length: 10 }, () => ({ kind: "blocked" as const, message: "429" })));
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     for (let i = 0; i < 5; i++) {
       await reconciler.reconcileEvent("e1");
       now += 60_000;
@@ -146,14 +151,14 @@ describe("Reconciler", () => {
 
   it("after a crash between eviction and status write, does not evict again", async () => {
     addPod(state, "dpdk", "worker-1");
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     await reconciler.reconcileEvent("e1");
     // Replay: the status as it was recorded just before the eviction, and the pod now terminating.
     const inProgress = cluster.history.get("e1")?.find((s) => s.pods?.[0]?.state === "InProgress");
     expect(inProgress).toBeDefined();
     const event = state.events.get("e1");
     if (!event || !inProgress) throw new Error("missing");
-    state.upsertEvent({ ...event, status: inProgress });
+    hold({ ...event, status: inProgress });
     state.upsertPod("apps/dpdk", { ...podInfo({ metadata: { name: "dpdk", namespace: "apps", uid: "uid-dpdk", deletionTimestamp: "2026-11-25T12:00:01Z" }, spec: { nodeName: "worker-1" } }) });
     const restarted = new Reconciler(state, cluster, new OperatorMetrics(false), silentLogger, { namespace: "mce-system", now: () => now, enqueueNode: () => undefined });
     await restarted.reconcileEvent("e1");
@@ -163,13 +168,13 @@ describe("Reconciler", () => {
 
   it("hands the early signal to the agent and follows it to done", async () => {
     addPod(state, "cache", "worker-1", { "mce-operator.io/early-signal": "true" });
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "cache", shared: true }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "cache", shared: true }]));
     const result = await reconciler.reconcileEvent("e1");
     expect(cluster.eventStatus.get("e1")?.pods?.[0]).toMatchObject({ action: "EarlySignal", state: "InProgress", signal: "SIGUSR1" });
     expect(result?.requeueAfterMs).toBe(60_000 - 100 + 100);
     const event = state.events.get("e1");
     if (!event?.status) throw new Error("missing");
-    state.upsertEvent({ ...event, status: { ...event.status, earlySignals: [{ uid: "uid-cache", state: "Done", signal: "SIGUSR1", pids: [100], lostRanges: ["0x7f0000200000-0x7f0000400000"], message: "sent SIGUSR1 to pid 100" }] } });
+    hold({ ...event, status: { ...event.status, earlySignals: [{ uid: "uid-cache", state: "Done", signal: "SIGUSR1", pids: [100], lostRanges: ["0x7f0000200000-0x7f0000400000"], message: "sent SIGUSR1 to pid 100" }] } });
     await reconciler.reconcileEvent("e1");
     expect(cluster.eventStatus.get("e1")).toMatchObject({ phase: "Contained", pods: [{ state: "Done" }] });
     expect(cluster.effects.some((c) => c.startsWith("evict"))).toBe(false);
@@ -177,7 +182,7 @@ describe("Reconciler", () => {
 
   it("times an early signal out when the agent never reports", async () => {
     addPod(state, "cache", "worker-1", { "mce-operator.io/early-signal": "true" });
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "cache" }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "cache" }]));
     await reconciler.reconcileEvent("e1");
     now += 61_000;
     await reconciler.reconcileEvent("e1");
@@ -185,7 +190,7 @@ describe("Reconciler", () => {
   });
 
   it("releases the quarantine when the kubelet's capacity catches up", async () => {
-    state.upsertEvent(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
+    hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
     await reconciler.reconcileEvent("e1");
     const name = quarantinePodName("e1", "2Mi");
     expect(cluster.quarantinePods.has(`mce-system/${name}`)).toBe(true);
@@ -205,7 +210,7 @@ describe("Reconciler", () => {
   it("changes nothing in DryRun and still records the whole decision", async () => {
     state.policies.set("default", policy({ mode: "DryRun" }));
     addPod(state, "dpdk", "worker-1");
-    state.upsertEvent(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     await reconciler.reconcileEvent("e1");
     expect(cluster.effects).toEqual([]);
     expect(cluster.eventStatus.get("e1")).toMatchObject({ dryRun: true, phase: "Contained", pods: [{ action: "Evict", state: "DryRun" }], quarantine: [{ state: "DryRun" }] });
@@ -214,7 +219,7 @@ describe("Reconciler", () => {
   it("never taints more nodes than the budget, even when decisions race", async () => {
     state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 20, circuitBreaker: { maxNodeActions: 100 } } }));
     for (let i = 2; i <= 10; i++) addNode(state, `worker-${i}`);
-    for (let i = 1; i <= 10; i++) state.upsertEvent(memoryEvent(`e${i}`, `worker-${i}`, []));
+    for (let i = 1; i <= 10; i++) hold(memoryEvent(`e${i}`, `worker-${i}`, []));
     await Promise.all(Array.from({ length: 10 }, (_, i) => reconciler.reconcileEvent(`e${i + 1}`)));
     expect(cluster.effects.filter((c) => c.startsWith("taint"))).toHaveLength(2);
     const held = [...cluster.eventStatus.values()].filter((s) => s.nodeAction?.state === "HeldByBudget");
@@ -225,7 +230,7 @@ describe("Reconciler", () => {
     state.policies.set("a", policy({ nodeSelector: { matchLabels: { pool: "x" } } }, "a"));
     state.policies.set("b", policy({ nodeSelector: { matchLabels: { rack: "r1" } } }, "b"));
     addNode(state, "worker-9", { pool: "x", rack: "r1" });
-    state.upsertEvent(memoryEvent("e9", "worker-9", []));
+    hold(memoryEvent("e9", "worker-9", []));
     expect((await reconciler.reconcileEvent("e9"))?.requeueAfterMs).toBe(30_000);
     expect(cluster.eventStatus.get("e9")?.conditions?.[0]).toMatchObject({ type: "Decided", status: "False", reason: "PolicyConflict" });
     await reconciler.reconcilePolicy("a");
@@ -233,7 +238,7 @@ describe("Reconciler", () => {
   });
 
   it("keeps node health, the Node condition and the policy's matched nodes", async () => {
-    state.upsertEvent(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
+    hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
     await reconciler.reconcileEvent("e1");
     await reconciler.reconcileNode("worker-1");
     expect(cluster.healthStatus.get("worker-1")).toMatchObject({ health: "Degraded", uncorrectedErrors: 1, poisonedHugepages: 1, quarantinedCapacity: "2Mi", nodeAction: "None" });

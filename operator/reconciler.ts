@@ -97,9 +97,11 @@ export class Reconciler {
   }
 
   private async writeStatus(event: MemoryErrorEvent, status: MemoryErrorEventStatus): Promise<void> {
-    await this.actions.applyEventStatus(event.metadata.name, status);
-    // Keep the cache ahead of the watch, so the next step and the budget see what was just recorded.
-    this.state.upsertEvent({ ...event, status });
+    // earlySignals belong to the node's agent: the operator's apply never claims them.
+    const held = await this.actions.applyEventStatus(event.metadata.name, { ...status, earlySignals: undefined });
+    // Keep the cache ahead of the watch with what the API server now holds (the agent may have
+    // added its earlySignals meanwhile), so the next step and the budget see what was just recorded.
+    this.state.upsertEvent(held);
   }
 
   /**

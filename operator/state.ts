@@ -89,6 +89,11 @@ export function pdbInfo(raw: Raw): DisruptionBudgetState {
   };
 }
 
+/** etcd's resourceVersions grow with every write; anything not a plain number is taken as new. */
+function olderVersion(a: string | undefined, b: string | undefined): boolean {
+  return a !== undefined && b !== undefined && /^\d+$/.test(a) && /^\d+$/.test(b) && BigInt(a) < BigInt(b);
+}
+
 /** When the operator last tainted or cordoned the node, from the events that did it. */
 function lastNodeAction(events: readonly MemoryErrorEvent[]): number | undefined {
   const times = events.flatMap((e) => (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt ? [Date.parse(e.status.decidedAt)] : []));
@@ -122,7 +127,10 @@ export class ClusterState {
     this.podsByNode.get(old.nodeName)?.delete(old.uid);
   }
 
+  /** Caches an event unless the cache already holds a newer version (a watch event can trail our own write). */
   upsertEvent(event: MemoryErrorEvent): void {
+    const cached = this.events.get(event.metadata.name);
+    if (cached && olderVersion(event.metadata.resourceVersion, cached.metadata.resourceVersion)) return;
     this.events.set(event.metadata.name, event);
     const names = this.eventsByNode.get(event.spec.nodeName) ?? new Set<string>();
     this.eventsByNode.set(event.spec.nodeName, names);

@@ -1,6 +1,6 @@
 // ClusterActions on a real API server.
 import { randomBytes } from "node:crypto";
-import type { ContainmentPolicyStatus, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
+import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import { group, version } from "../../crds/naming.ts";
 import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
 import { cordonedByAnnotation, quarantineEventLabel, quarantineSizeLabel } from "../state.ts";
@@ -24,24 +24,24 @@ export class KubeActions implements ClusterActions {
     this.quarantinePriorityClass = options.quarantinePriorityClass;
   }
 
-  private async applyStatus(plural: string, kind: string, name: string, status: unknown): Promise<void> {
-    await this.rest.request("PATCH", crdPath(plural, name), {
+  private async applyStatus<T>(plural: string, kind: string, name: string, status: unknown): Promise<T> {
+    return this.rest.request<T>("PATCH", crdPath(plural, name), {
       query: { fieldManager, force: true },
       patch: "apply",
       body: { apiVersion: `${group}/${version}`, kind, metadata: { name }, status },
     });
   }
 
-  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<void> {
+  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<MemoryErrorEvent> {
     return this.applyStatus("memoryerrorevents", "MemoryErrorEvent", name, status);
   }
 
-  applyHealthStatus(name: string, status: NodeMemoryHealthStatus): Promise<void> {
-    return this.applyStatus("nodememoryhealths", "NodeMemoryHealth", name, status);
+  async applyHealthStatus(name: string, status: NodeMemoryHealthStatus): Promise<void> {
+    await this.applyStatus("nodememoryhealths", "NodeMemoryHealth", name, status);
   }
 
-  applyPolicyStatus(name: string, status: ContainmentPolicyStatus): Promise<void> {
-    return this.applyStatus("containmentpolicies", "ContainmentPolicy", name, status);
+  async applyPolicyStatus(name: string, status: ContainmentPolicyStatus): Promise<void> {
+    await this.applyStatus("containmentpolicies", "ContainmentPolicy", name, status);
   }
 
   async evictPod(namespace: string, name: string): Promise<EvictionOutcome> {

@@ -1,5 +1,5 @@
 // ClusterActions in memory, recording every call, for the reconciler's unit tests.
-import type { ContainmentPolicyStatus, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
+import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
 
 export class FakeCluster implements ClusterActions {
@@ -21,11 +21,20 @@ export class FakeCluster implements ClusterActions {
     this.calls.push(what);
   }
 
-  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<void> {
+  /** Objects the fake API server holds, so an apply can answer with the whole object. */
+  readonly events = new Map<string, MemoryErrorEvent>();
+
+  applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<MemoryErrorEvent> {
     this.call(`status ${name}`);
-    this.eventStatus.set(name, structuredClone(status));
-    this.history.set(name, [...(this.history.get(name) ?? []), structuredClone(status)]);
-    return Promise.resolve();
+    const clean = JSON.parse(JSON.stringify(status)) as MemoryErrorEventStatus;
+    this.eventStatus.set(name, clean);
+    this.history.set(name, [...(this.history.get(name) ?? []), clean]);
+    const held = this.events.get(name);
+    if (!held) throw new Error(`no MemoryErrorEvent ${name} in the fake API server`);
+    // The agent's earlySignals stay as the agent wrote them.
+    const updated = { ...held, status: { ...clean, earlySignals: held.status?.earlySignals } };
+    this.events.set(name, updated);
+    return Promise.resolve(structuredClone(updated));
   }
   applyHealthStatus(name: string, status: NodeMemoryHealthStatus): Promise<void> {
     this.call(`health ${name}`);
