@@ -1,0 +1,427 @@
+// The chart on the real API server: `helm install` with the pinned helm; then the operator and two
+// agents run as processes authenticated with tokens of the chart's own service accounts, bound to the
+// chart's own pods on KWOK nodes, and do their whole job through a recording proxy: every request they
+// make must be allowed (no 403) and every permission the chart grants them must be used. An agent's
+// token is refused, with the admission policy's message, for another node's objects. A real Prometheus
+// scrapes them with the chart's rules and the new-error alert fires.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { MemoryErrorEvent, NodeMemoryHealth } from "../../crds/generated.ts";
+import { group, lostRangesAnnotation, memoryErrorEventName, nodeLabel, version } from "../../crds/naming.ts";
+import { writeFakeHost, writeFakeProcess } from "../../agent/fake-host.ts";
+import {
+  apiStatus,
+  clients,
+  createHugepageNode,
+  createHugepagePod,
+  createPdb,
+  deleteNode,
+  kubectl,
+  podBoundToken,
+  uniqueName,
+  waitFor,
+  waitForPodRunning,
+} from "./cluster/helpers.ts";
+import {
+  chartDir,
+  covers,
+  grantName,
+  grantsOf,
+  helm,
+  metricsPort,
+  recordingProxy,
+  requestAttributes,
+  startProcess,
+  startPrometheus,
+  template,
+  tokenKubeconfig,
+  valuesFile,
+  type Grant,
+  type PolicyRule,
+  type Process,
+  type PrometheusServer,
+  type RecordingProxy,
+} from "./chart/harness.ts";
+
+const c = clients();
+const run = uniqueName("chart");
+const release = run;
+const namespace = run;
+const selectorLabel = "mce-operator.io/e2e-chart";
+const bootA = "a1b2c3d4-0000-4000-8000-00000000000a";
+const bootB = "b1b2c3d4-0000-4000-8000-00000000000b";
+const base = 0x7f2a00000000;
+const pfn = { evicted: 0x10005, guarded: 0x10205, signalled: 0x10405, free: 0x20005 };
+const values = {
+  operator: { nodeSelector: { [selectorLabel]: run } },
+  agent: { nodeSelector: { [selectorLabel]: run } },
+  // A DryRun default policy that selects none of this test's nodes: rendered and accepted, inert.
+  defaultPolicy: { enabled: true, name: `${run}-default`, nodeSelector: { matchLabels: { [selectorLabel]: `${run}-none` } } },
+  metrics: { dashboard: { enabled: true } },
+};
+
+const dir = mkdtempSync(join(tmpdir(), "mce-chart-e2e-"));
+const children: ChildProcess[] = [];
+const processes: Process[] = [];
+const proxies: RecordingProxy[] = [];
+let nodeA = "";
+let nodeB = "";
+let installed = false;
+let objects: Awaited<ReturnType<typeof template>> = [];
+const agentKubeconfig: Record<string, string> = {};
+
+const custom = (): CustomObjectsApi => c.kubeConfig.makeApiClient(CustomObjectsApi);
+const getEvent = async (name: string): Promise<MemoryErrorEvent> => (await custom().getClusterCustomObject({ group, version, plural: "memoryerrorevents", name })) as MemoryErrorEvent;
+const podGone = async (ns: string, name: string): Promise<boolean> => {
+  try {
+    const p = await c.core.readNamespacedPod({ namespace: ns, name });
+    return p.metadata?.deletionTimestamp !== undefined;
+  } catch (e) {
+    if (apiStatus(e) === 404) return true;
+    throw e;
+  }
+};
+const cgroupOf = (pod: V1Pod): string => `0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${(pod.metadata?.uid ?? "").replaceAll("-", "_")}.slice/cri-containerd-${"cd".repeat(32)}.scope\n`;
+
+/** The chart's pods of one component, Running, on the given node (or any). */
+async function chartPod(component: "operator" | "agent", node?: string): Promise<V1Pod> {
+  return waitFor(`the chart's ${component} pod${node === undefined ? "" : ` on ${node}`} Running`, async () => {
+    const list = await c.core.listNamespacedPod({ namespace, labelSelector: `app.kubernetes.io/instance=${release},app.kubernetes.io/component=${component}` });
+    return list.items.find((p) => p.status?.phase === "Running" && (node === undefined || p.spec?.nodeName === node));
+  }, { timeoutMs: 60_000 });
+}
+
+/** A kubeconfig with a token bound to the pod, through a fresh recording proxy (or straight to the API server). */
+async function kubeconfigFor(pod: V1Pod, name: string, proxied: boolean): Promise<{ kubeconfig: string; proxy?: RecordingProxy }> {
+  const token = await podBoundToken(c, pod, { expirationSeconds: 3600 });
+  if (!proxied) return { kubeconfig: tokenKubeconfig(inject("kubeconfig"), token, name) };
+  const proxy = await recordingProxy(inject("kubeconfig"));
+  proxies.push(proxy);
+  return { kubeconfig: tokenKubeconfig(inject("kubeconfig"), token, name, proxy.url), proxy };
+}
+
+function rulesOf(kind: string, name: RegExp): PolicyRule[] {
+  const found = objects.find((o) => o.kind === kind && name.test(o.metadata.name)) as unknown as { rules: PolicyRule[] } | undefined;
+  if (!found) throw new Error(`no ${kind} ${String(name)} in the rendered chart`);
+  return found.rules;
+}
+
+beforeAll(async () => {
+  nodeA = (await createHugepageNode(c, { hugepages: { "hugepages-2Mi": "64Mi" }, labels: { [selectorLabel]: run } })).metadata?.name ?? "";
+  nodeB = (await createHugepageNode(c, { hugepages: { "hugepages-2Mi": "64Mi" }, labels: { [selectorLabel]: run } })).metadata?.name ?? "";
+  const file = valuesFile(values);
+  const install = await helm(["install", release, chartDir, "--namespace", namespace, "--create-namespace", "-f", file, "--wait=hookOnly"], inject("kubeconfig"));
+  installed = install.code === 0;
+  if (!installed) throw new Error(`helm install failed: ${install.stderr}`);
+  objects = await template(values, release, namespace);
+}, 300_000);
+
+afterAll(async () => {
+  for (const p of processes) await p.stop();
+  for (const child of children) child.kill("SIGKILL");
+  for (const proxy of proxies) await proxy.close();
+  if (installed) await helm(["uninstall", release, "--namespace", namespace, "--wait"], inject("kubeconfig"));
+  await kubectl(["delete", "namespace", namespace, "--wait=false"]);
+  await kubectl(["delete", "namespace", `${run}-work`, "--wait=false"]);
+  await kubectl(["delete", "mee", "-l", `${selectorLabel}=${run}`, "--wait=false"]);
+  for (const n of [nodeA, nodeB]) {
+    if (n === "") continue;
+    await kubectl(["delete", "mee", "-l", `${nodeLabel}=${n}`, "--wait=false"]);
+    await kubectl(["delete", "nmh", n, "--wait=false"]);
+    await deleteNode(c, n);
+  }
+  await kubectl(["delete", "cpol", `${run}-enforce`, "--wait=false"]);
+}, 120_000);
+
+describe("helm install", () => {
+  it("every object of the chart is accepted by the API server and the workloads come up on the nodes", async () => {
+    const listed = await helm(["get", "manifest", release, "--namespace", namespace], inject("kubeconfig"));
+    expect(listed.code, listed.stderr).toBe(0);
+    // Each rendered object exists on the server.
+    for (const o of objects) {
+      const args = ["get", `${o.kind.toLowerCase()}.${o.apiVersion.includes("/") ? (o.apiVersion.split("/")[0] ?? "") : ""}`.replace(/\.$/, ""), o.metadata.name, "-o", "name"];
+      const got = await kubectl(o.metadata.namespace === undefined ? args : [...args, "-n", o.metadata.namespace]);
+      expect(got.code, `${o.kind} ${o.metadata.name}: ${got.stderr}`).toBe(0);
+    }
+    expect(objects.map((o) => o.kind).sort()).toEqual(
+      ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap", "ContainmentPolicy", "DaemonSet", "Deployment", "PodDisruptionBudget", "PriorityClass", "PriorityClass", "PriorityClass", "Role", "RoleBinding", "Service", "Service", "ServiceAccount", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].sort(),
+    );
+    // The DaemonSet put an agent on each of this test's nodes; both operator replicas run.
+    await chartPod("agent", nodeA);
+    await chartPod("agent", nodeB);
+    await waitFor("two operator replicas Running", async () => {
+      const list = await c.core.listNamespacedPod({ namespace, labelSelector: `app.kubernetes.io/instance=${release},app.kubernetes.io/component=operator` });
+      return list.items.filter((p) => p.status?.phase === "Running").length === 2;
+    }, { timeoutMs: 60_000 });
+    const policy = await kubectl(["get", "validatingadmissionpolicy", `${release}-mce-operator-agent-own-node`, "-o", "jsonpath={.status.typeChecking}"]);
+    expect(policy.stdout).not.toMatch(/warning/i);
+  });
+});
+
+describe("least privilege: the operator and two agents with the chart's own service accounts", () => {
+  let operator: Process;
+  let agentA: Process;
+  let agentB: Process;
+  let prometheus: PrometheusServer | undefined;
+  let operatorProxy: RecordingProxy | undefined;
+  const agentProxies: RecordingProxy[] = [];
+  const work = `${run}-work`;
+  const pods: Record<"evicted" | "guarded" | "signalled", V1Pod> = {} as Record<"evicted" | "guarded" | "signalled", V1Pod>;
+  let workloadExit: Promise<NodeJS.Signals | number | null>;
+  let errorsAt = 0;
+
+  beforeAll(async () => {
+    await kubectl(["create", "namespace", work]);
+    await waitFor(`ServiceAccount ${work}/default`, async () => (await kubectl(["get", "sa", "default", "-n", work])).code === 0);
+    // The policy the operator enforces on this test's nodes: evict, fall back to delete behind a PDB,
+    // early signal for the opted-in pod, quarantine, taint after two errors and cordon after three.
+    const policy = {
+      apiVersion: `${group}/${version}`,
+      kind: "ContainmentPolicy",
+      metadata: { name: `${run}-enforce` },
+      spec: {
+        mode: "Enforce",
+        nodeSelector: { matchLabels: { [selectorLabel]: run } },
+        podActions: { eviction: { backoff: "500ms", fallbackToDelete: true, deleteAfter: "3s" }, earlySignal: { timeout: "2m" } },
+        escalation: { taintAfter: 2, cordonAfter: 3, window: "1h" },
+        safety: { maxUnavailableNodesPercent: 100, circuitBreaker: { maxNodeActions: 1000, window: "1h" }, cooldown: "1s" },
+      },
+    };
+    const applied = await kubectl(["apply", "--server-side", "--field-manager=e2e", "-f", "-"], { input: JSON.stringify(policy) });
+    expect(applied.code, applied.stderr).toBe(0);
+
+    for (const [key, labels] of [["evicted", { app: "evicted" }], ["guarded", { app: "guarded" }], ["signalled", { app: "signalled" }]] as const) {
+      const created = await createHugepagePod(c, { namespace: work, nodeName: nodeA, hugepages: { "hugepages-2Mi": "2Mi" }, labels });
+      pods[key] = await waitForPodRunning(c, work, created.metadata?.name ?? "");
+    }
+    await kubectl(["annotate", "pod", "-n", work, pods.signalled.metadata?.name ?? "", "mce-operator.io/early-signal=true"]);
+    await createPdb(c, { namespace: work, matchLabels: { app: "guarded" }, minAvailable: 1 });
+
+    // Node A's host: three processes map hugepages; the opted-in one is a real process to signal.
+    const workload = spawn(process.execPath, ["-e", "process.on('SIGUSR1', () => process.exit(0)); setInterval(() => {}, 1000);"], { stdio: "ignore" });
+    children.push(workload);
+    workloadExit = new Promise((resolve) => workload.once("exit", (code, signal) => {
+      resolve(signal ?? code);
+    }));
+    const rootA = join(dir, "host-a");
+    const rootB = join(dir, "host-b");
+    writeFakeHost(rootA, { bootID: bootA, pools: [{ size: "2Mi", numaNode: 0, total: 32, free: 29 }], earlyKill: false, recovery: true });
+    // Node B's kernel pool is one page short of what its kubelet advertises (64Mi): the free hugepage the
+    // error dissolves, so the quarantine holds.
+    writeFakeHost(rootB, { bootID: bootB, pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }], earlyKill: false, recovery: true });
+    writeFakeProcess(join(rootA, "proc"), { pid: 31001, comm: "dpdk-app", cgroup: cgroupOf(pods.evicted), vmas: [{ start: base, size: "2Mi", pfns: [0x10000] }] });
+    writeFakeProcess(join(rootA, "proc"), { pid: 31002, comm: "guarded-app", cgroup: cgroupOf(pods.guarded), vmas: [{ start: base, size: "2Mi", pfns: [0x10200] }] });
+    writeFakeProcess(join(rootA, "proc"), { pid: workload.pid ?? 0, comm: "cache", cgroup: cgroupOf(pods.signalled), vmas: [{ start: base, size: "2Mi", shared: true, path: "/dev/hugepages/cache", pfns: [0x10400] }] });
+    // The errors come 12 s after the agents start (time for their watches and for Prometheus), 1.5 s
+    // apart on node A (longer than the policy's cooldown): the early signal first, with no node action
+    // beside it, then the second error taints and the third cordons. Node B's single error only
+    // quarantines.
+    const delay = 12;
+    const replayA = join(dir, "replay-a.txt");
+    writeFileSync(replayA, [pfn.signalled, pfn.evicted, pfn.guarded].map((p, i) => `${delay + i * 1.5} Memory failure: 0x${p.toString(16)}: recovery action for huge page: Recovered\n`).join(""));
+    const replayB = join(dir, "replay-b.txt");
+    writeFileSync(replayB, `${delay} Memory failure: 0x${pfn.free.toString(16)}: recovery action for free huge page: Recovered\n`);
+
+    // Tokens of the chart's service accounts, bound to the chart's own pods on the KWOK nodes.
+    const [podA, podB, operatorPod] = await Promise.all([chartPod("agent", nodeA), chartPod("agent", nodeB), chartPod("operator")]);
+    const a = await kubeconfigFor(podA, "agent-a", true);
+    const b = await kubeconfigFor(podB, "agent-b", true);
+    const op = await kubeconfigFor(operatorPod, "operator", true);
+    agentKubeconfig.a = (await kubeconfigFor(podA, "agent-a-direct", false)).kubeconfig;
+    agentKubeconfig.b = (await kubeconfigFor(podB, "agent-b-direct", false)).kubeconfig;
+    if (a.proxy) agentProxies.push(a.proxy);
+    if (b.proxy) agentProxies.push(b.proxy);
+    operatorProxy = op.proxy;
+
+    const agentArgs = (node: string, kubeconfig: string, root: string, replay: string): string[] => {
+      const state = join(dir, `state-${node}`);
+      mkdirSync(state, { recursive: true });
+      return ["agent/main.ts", "--node-name", node, "--kubeconfig", kubeconfig, "--host-root", root, "--state-dir", state, "--replay", replay, "--metrics-port", "0", "--health-interval", "1", "--index-interval", "1", "--log-level", "debug"];
+    };
+    errorsAt = Date.now() + delay * 1000;
+    agentA = startProcess("agent-a", agentArgs(nodeA, a.kubeconfig, rootA, replayA), dir);
+    agentB = startProcess("agent-b", agentArgs(nodeB, b.kubeconfig, rootB, replayB), dir);
+    const quarantineClass = `${release}-mce-operator-quarantine`;
+    operator = startProcess("operator", ["operator/cli.ts", "run", `--kubeconfig=${op.kubeconfig}`, `--namespace=${namespace}`, "--identity=e2e-operator", "--metrics-address=127.0.0.1", "--metrics-port=0", "--lease-duration=4s", "--renew-deadline=3s", "--retry-period=500ms", "--resync=5s", "--log-level=debug", `--quarantine-priority-class=${quarantineClass}`], dir);
+    processes.push(agentA, agentB, operator);
+
+    const [portA, portB, portOperator] = await Promise.all([metricsPort(agentA, "serving /metrics and /healthz", "port"), metricsPort(agentB, "serving /metrics and /healthz", "port"), metricsPort(operator, "operator started", "metrics")]);
+    prometheus = await startPrometheus(
+      [
+        { port: portOperator, labels: { component: "operator" } },
+        { port: portA, labels: { component: "agent", node: nodeA } },
+        { port: portB, labels: { component: "agent", node: nodeB } },
+      ],
+      join(chartDir, "files", "alerts.yaml"),
+      mkdtempSync(join(tmpdir(), "mce-prometheus-")),
+    );
+  }, 180_000);
+
+  afterAll(async () => {
+    await prometheus?.stop();
+  });
+
+  it("agents report, the operator decides and acts: evict, delete behind a PDB, early signal, quarantine, taint, cordon", async () => {
+    const names = {
+      evicted: memoryErrorEventName(nodeA, bootA, pfn.evicted),
+      guarded: memoryErrorEventName(nodeA, bootA, pfn.guarded),
+      signalled: memoryErrorEventName(nodeA, bootA, pfn.signalled),
+      free: memoryErrorEventName(nodeB, bootB, pfn.free),
+    };
+    // Reported by the agents, with the pods they found mapping the page.
+    const evicted = await waitFor(`MemoryErrorEvent ${names.evicted}`, () => getEvent(names.evicted), { timeoutMs: 40_000 });
+    expect(evicted.spec.mappers?.[0]).toMatchObject({ podName: pods.evicted.metadata?.name, podNamespace: work });
+    expect(evicted.metadata.labels?.[nodeLabel]).toBe(nodeA);
+    await waitFor(`MemoryErrorEvent ${names.free}`, () => getEvent(names.free), { timeoutMs: 20_000 });
+
+    // Decided and carried out by the operator.
+    await waitFor("the mapper evicted", () => podGone(work, pods.evicted.metadata?.name ?? ""), { timeoutMs: 30_000 });
+    await waitFor("the pod behind the PDB deleted after eviction stayed refused", () => podGone(work, pods.guarded.metadata?.name ?? ""), { timeoutMs: 60_000 });
+    expect(await workloadExit).toBe(0);
+    const signalledPod = await c.core.readNamespacedPod({ namespace: work, name: pods.signalled.metadata?.name ?? "" });
+    expect(signalledPod.metadata?.annotations?.[lostRangesAnnotation]).toBeDefined();
+    // The agent recorded the outcome in status (server-side apply on the status subresource) and the
+    // operator followed it. (Only that it was recorded is asserted here: the outcome's final state is
+    // the early-signal tests' business.)
+    const signalled = await waitFor("the early signal recorded in status", async () => {
+      const e = await getEvent(names.signalled);
+      return e.status?.earlySignals?.[0]?.uid === pods.signalled.metadata?.uid && e.status?.pods?.[0]?.action === "EarlySignal" && e;
+    }, { timeoutMs: 30_000 });
+    expect(signalled.status?.earlySignals?.[0]?.signal).toBe("SIGUSR1");
+    const freeEvent = await waitFor("quarantine on node B", async () => {
+      const e = await getEvent(names.free);
+      return e.status?.quarantine?.[0]?.state === "Quarantined" && e;
+    }, { timeoutMs: 30_000 });
+    expect(freeEvent.status?.quarantine?.[0]).toMatchObject({ size: "2Mi", bytes: 2 * 2 ** 20 });
+    const placeholders = await c.core.listNamespacedPod({ namespace, labelSelector: `mce-operator.io/quarantine-for=${names.free}` });
+    expect(placeholders.items[0]?.spec?.priorityClassName).toBe(`${release}-mce-operator-quarantine`);
+    const node = await waitFor("node A tainted and cordoned", async () => {
+      const n = await c.core.readNode({ name: nodeA });
+      return n.spec?.unschedulable === true && (n.spec.taints ?? []).some((t) => t.key === "mce-operator.io/memory-failing") && n;
+    }, { timeoutMs: 30_000 });
+    await waitFor("node A's HugepageMemoryDegraded condition", async () => {
+      const n = await c.core.readNode({ name: nodeA });
+      return n.status?.conditions?.some((x) => x.type === "HugepageMemoryDegraded" && x.status === "True") === true;
+    }, { timeoutMs: 30_000 });
+    expect(node.metadata?.name).toBe(nodeA);
+    const health = (await custom().getClusterCustomObject({ group, version, plural: "nodememoryhealths", name: nodeA })) as NodeMemoryHealth;
+    expect(health.status?.health).toBeDefined();
+  }, 240_000);
+
+  it("no request was refused, and every permission the chart grants was used", async () => {
+    // Let the operator renew its lease a few times and settle.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const components = [
+      { name: "operator", proxies: operatorProxy ? [operatorProxy] : [], grants: [...grantsOf(rulesOf("ClusterRole", /-operator$/)), ...grantsOf(rulesOf("Role", /-operator$/), namespace)] as Grant[] },
+      { name: "agent", proxies: agentProxies, grants: grantsOf(rulesOf("ClusterRole", /-agent$/)) },
+    ];
+    for (const component of components) {
+      const requests = component.proxies.flatMap((p) => p.requests);
+      expect(requests.length, component.name).toBeGreaterThan(10);
+      const refused = requests.filter((r) => r.status === 401 || r.status === 403);
+      expect(refused, `${component.name}: requests the API server refused`).toEqual([]);
+      // A server-side apply that creates its object (201) is authorized as create as well as patch.
+      const attributes = requests.flatMap((r) => {
+        const a = requestAttributes(r.method, r.url);
+        return a?.verb === "patch" && r.status === 201 ? [{ r, a }, { r, a: { ...a, verb: "create" } }] : [{ r, a }];
+      });
+      const uncovered = attributes.filter(({ a }) => a === undefined || !component.grants.some((g) => covers(g, a))).map(({ r }) => `${r.method} ${r.url}`);
+      expect(uncovered, `${component.name}: requests no rule of the chart covers`).toEqual([]);
+      const unused = component.grants.filter((g) => !attributes.some(({ a }) => a !== undefined && covers(g, a))).map(grantName);
+      expect(unused, `${component.name}: permissions the chart grants and the component never used`).toEqual([]);
+    }
+    // Their own logs agree: nothing forbidden.
+    for (const p of processes) expect(JSON.stringify(p.logs())).not.toMatch(/\b403\b|forbidden/i);
+  }, 60_000);
+
+  it("Prometheus scrapes them with the chart's rules and the new-error alert fires after the injected error", async () => {
+    if (!prometheus) throw new Error("Prometheus did not start");
+    const url = prometheus.url;
+    const targets = (await (await fetch(`${url}/api/v1/targets`)).json()) as { data: { activeTargets: { health: string; labels: Record<string, string> }[] } };
+    expect(targets.data.activeTargets.map((t) => t.health)).toEqual(["up", "up", "up"]);
+    interface Alert { labels: Record<string, string>; state: string; activeAt: string }
+    const alerts = async (): Promise<Alert[]> => ((await (await fetch(`${url}/api/v1/alerts`)).json()) as { data: { alerts: Alert[] } }).data.alerts;
+    const firing = await waitFor("MCEUncorrectedMemoryError firing for node A", async () => {
+      const found = (await alerts()).find((a) => a.labels.alertname === "MCEUncorrectedMemoryError" && a.labels.node === nodeA && a.state === "firing");
+      return found;
+    }, { timeoutMs: 60_000, intervalMs: 1000 });
+    expect(firing.labels).toMatchObject({ severity: "warning", kernel_severity: "ActionOptional" });
+    // It became active only after the errors were injected, not before.
+    expect(Date.parse(firing.activeAt)).toBeGreaterThanOrEqual(errorsAt - 1000);
+    // Node B's free hugepage is quarantined: the capacity alert is pending or firing for it.
+    const capacity = await waitFor("MCEHugepageCapacityQuarantined for node B", async () => (await alerts()).find((a) => a.labels.alertname === "MCEHugepageCapacityQuarantined" && a.labels.node === nodeB), { timeoutMs: 30_000, intervalMs: 1000 });
+    expect(capacity.labels.size).toBe("2Mi");
+    expect((await alerts()).filter((a) => a.labels.alertname === "MCEAgentMissing")).toEqual([]);
+  }, 120_000);
+});
+
+describe("the admission policy binds each agent to its own node", () => {
+  const event = (node: string, labelNode: string, name = uniqueName(`${node}-x`)): string =>
+    JSON.stringify({
+      apiVersion: `${group}/${version}`,
+      kind: "MemoryErrorEvent",
+      metadata: { name, labels: { [nodeLabel]: labelNode, [selectorLabel]: run } },
+      spec: { nodeName: node, bootID: "vap-test", observedAt: new Date().toISOString(), source: "Injected", pfn: "0x1005", severity: "ActionOptional" },
+    });
+  const as = (who: "a" | "b", args: string[], input?: string): ReturnType<typeof kubectl> => kubectl(["--kubeconfig", agentKubeconfig[who] ?? "", ...args], input === undefined ? {} : { input });
+
+  it("lets agent A write its own node's event, and refuses A's token for node B with the policy's message", async () => {
+    expect(agentKubeconfig.a, "the least-privilege tests set up the agents' tokens").toBeDefined();
+    const own = await as("a", ["create", "-f", "-"], event(nodeA, nodeA));
+    expect(own.code, own.stderr).toBe(0);
+
+    const other = await as("a", ["create", "-f", "-"], event(nodeB, nodeB));
+    expect(other.code).not.toBe(0);
+    expect(other.stderr).toMatch(new RegExp(`mce-agent of node ${nodeA} may only write objects of its own node: memoryerrorevents \\S+ is for node "${nodeB}"`));
+    expect(other.stderr).toMatch(/ValidatingAdmissionPolicy/);
+
+    // Its own node in spec, another in the label the operator and agents select by: refused too.
+    const mixed = await as("a", ["create", "-f", "-"], event(nodeA, nodeB));
+    expect(mixed.code).not.toBe(0);
+    expect(mixed.stderr).toMatch(new RegExp(`is for node "${nodeB}"`));
+  });
+
+  it("refuses A's token changing node B's event status, NodeMemoryHealth and pods", async () => {
+    const bEvent = memoryErrorEventName(nodeB, bootB, pfn.free);
+    const status = await as("a", ["apply", "--server-side", "--field-manager=mce-agent", "--subresource=status", "-f", "-"], JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: bEvent }, status: { earlySignals: [] } }));
+    expect(status.code).not.toBe(0);
+    expect(status.stderr).toMatch(new RegExp(`may only write objects of its own node: memoryerrorevents ${bEvent} is for node "${nodeB}"`));
+
+    const health = await as("a", ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "-f", "-"], JSON.stringify({ apiVersion: `${group}/${version}`, kind: "NodeMemoryHealth", metadata: { name: nodeB }, spec: { nodeName: nodeB, bootID: "forged", observedAt: new Date().toISOString() } }));
+    expect(health.code).not.toBe(0);
+    expect(health.stderr).toMatch(new RegExp(`may only write objects of its own node: nodememoryhealths ${nodeB} is for node "${nodeB}"`));
+
+    const podOnB = await chartPod("agent", nodeB);
+    // A bare merge patch, as the agent sends: kubectl would read the pod first, which the agent may not.
+    const patchPod = async (who: "a" | "b", annotations: Record<string, string>): Promise<{ code: number; body: string }> => {
+      const kc = new KubeConfig();
+      kc.loadFromFile(agentKubeconfig[who] ?? "");
+      try {
+        await kc.makeApiClient(CoreV1Api).patchNamespacedPod({ namespace, name: podOnB.metadata?.name ?? "", body: { metadata: { annotations } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+        return { code: 200, body: "" };
+      } catch (e) {
+        if (!(e instanceof ApiException)) throw e;
+        const text = typeof e.body === "string" ? e.body : JSON.stringify(e.body);
+        return { code: e.code, body: (JSON.parse(text) as { message?: string }).message ?? text };
+      }
+    };
+    const forged = await patchPod("a", { [lostRangesAnnotation]: "forged" });
+    expect(forged.code).toBe(403);
+    expect(forged.body).toMatch(new RegExp(`may only write objects of its own node: pods \\S+ is for node "${nodeB}"`));
+    // B's own token may.
+    const own = await patchPod("b", { "mce-operator.io/e2e-own": "true" });
+    expect(own, own.body).toEqual({ code: 200, body: "" });
+  });
+
+  it("refuses the agent's service account with a token that names no node", async () => {
+    const request = await c.core.createNamespacedServiceAccountToken({ namespace, name: `${release}-mce-operator-agent`, body: { spec: { audiences: [], expirationSeconds: 600 } } });
+    const kubeconfig = tokenKubeconfig(inject("kubeconfig"), request.status?.token ?? "", "agent-unbound");
+    const result = await kubectl(["--kubeconfig", kubeconfig, "create", "-f", "-"], { input: event(nodeA, nodeA) });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/must use a token bound to a pod on a node/);
+  });
+});
