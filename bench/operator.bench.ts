@@ -98,7 +98,8 @@ interface Result {
 
 /** Starts the operator and resolves with its metrics port once its caches are synced. */
 async function startOperator(kubeconfig: string): Promise<{ child: ReturnType<typeof spawn>; port: number }> {
-  const child = spawn("node_modules/.bin/node", ["operator/cli.ts", "run", `--kubeconfig=${kubeconfig}`, "--namespace=mce-system", "--metrics-address=127.0.0.1", "--metrics-port=0", "--leader-elect=false", "--concurrency=8"], {
+  // The heap limit the chart sets (operator.maxHeapMiB).
+  const child = spawn("node_modules/.bin/node", ["--max-old-space-size=256", "operator/cli.ts", "run", `--kubeconfig=${kubeconfig}`, "--namespace=mce-system", "--metrics-address=127.0.0.1", "--metrics-port=0", "--leader-elect=false", ], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const port = await new Promise<number>((resolve, reject) => {

@@ -61,7 +61,7 @@ export const operatorUsage = `mce-operator run [flags]   (every flag also reads 
   --lease-name NAME            default mce-operator
   --identity ID                default $POD_NAME or host-pid
   --lease-duration D           default 15s; --renew-deadline D default 10s; --retry-period D default 2s
-  --concurrency N              reconciles at once (default 4)
+  --concurrency N              memory errors reconciled at once (default 16)
   --resync D                   re-queue everything this often (default 5m)
   --log-level debug|info|warn|error
   --quarantine-priority-class NAME`;
@@ -107,7 +107,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     leaseDurationMs: duration("lease-duration", "15s"),
     renewDeadlineMs: duration("renew-deadline", "10s"),
     retryPeriodMs: duration("retry-period", "2s"),
-    concurrency: integer("concurrency", 4, 1, 256),
+    concurrency: integer("concurrency", 16, 1, 256),
     resyncMs: duration("resync", "5m"),
     logLevel: logLevel as Level,
     quarantinePriorityClass: get("quarantine-priority-class"),
