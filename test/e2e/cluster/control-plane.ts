@@ -349,6 +349,17 @@ export async function startControlPlane(dir: string): Promise<ClusterState> {
       });
       await Promise.all(launched.map(({ component, tls }) => waitReady(component, tls, deadline)));
     }
+    // The controller-manager answers /healthz before it has built its controllers, and exits if the
+    // apiserver goes away before it has (an outage test early in a run did that). The default
+    // ServiceAccount appears only once the controllers run.
+    const pkiDir = join(dir, "pki");
+    const controllers = state.components.find((c) => c.name === "kube-controller-manager");
+    if (controllers)
+      await waitReady(
+        { ...controllers, health: `${server}/api/v1/namespaces/default/serviceaccounts/default` },
+        { ca: join(pkiDir, "ca.crt"), client: { cert: join(pkiDir, "admin.crt"), key: join(pkiDir, "admin.key") } },
+        deadline,
+      );
   } catch (error) {
     stopControlPlane(state);
     throw error;
