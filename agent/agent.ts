@@ -9,7 +9,7 @@ import { buildMemoryErrorEvent, type EventContext, type PodDirectory } from "./e
 import type { HostFiles, HostMemory } from "./host.ts";
 import type { HealthSink } from "./kube.ts";
 import type { Logger } from "./log.ts";
-import type { HugetlbIndex } from "./mappings.ts";
+import { readKillPolicy, type HugetlbIndex } from "./mappings.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import { Reporter, type Backoff, type EventSink } from "./reporter.ts";
 import type { KernelLine, LineSource, SourceName } from "./source.ts";
@@ -152,6 +152,7 @@ export class Agent {
       earlyKill: this.#memory.capabilities.earlyKill,
       poolSizes: [...new Set(this.#memory.hugepagePools.filter((pool) => pool.total > 0).map((pool): HugepageSize => pool.size))],
       numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
+      killPolicyOf: (pid) => readKillPolicy(host.path("proc"), pid),
     };
     const queued = out.errors.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });

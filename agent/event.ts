@@ -5,7 +5,7 @@ import { formatPfn, hugepageHeadPfn, type HugepageSize } from "../kernel/pfn.ts"
 import type { MemoryErrorEvent, MemoryErrorEventSpec, MemoryErrorEventSpecMapper } from "../crds/generated.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../crds/naming.ts";
 import { containerIDOfStatus } from "./cgroup.ts";
-import type { Mapper, ProcessInfo } from "./mappings.ts";
+import type { KillPolicy, Mapper, ProcessInfo } from "./mappings.ts";
 import type { SourceName } from "./source.ts";
 
 export interface PodInfo {
@@ -36,6 +36,8 @@ export interface EventContext {
   /** The hugepage sizes with a pool on this node: a free hugepage's size is the only one there is. */
   poolSizes: readonly HugepageSize[];
   numaNodeOfPfn: (pfn: number) => number | undefined;
+  /** A process's PR_MCE_KILL policy now; absent or undefined means unknown, reported as Default. */
+  killPolicyOf?: (pid: number) => KillPolicy | undefined;
 }
 
 const MAX_MAPPERS = 256;
@@ -57,8 +59,7 @@ export function buildMemoryErrorEvent(
     ...(mapper.file !== undefined && { hugetlbfsFile: mapper.file }),
     virtualStart: hex(mapper.virtualStart),
     virtualEnd: hex(mapper.virtualEnd),
-    // The kill policy of another process cannot be read from /proc (PR_MCE_KILL_GET works only on self).
-    killPolicy: "Default",
+    killPolicy: context.killPolicyOf?.(mapper.pid) ?? "Default",
     signalledByKernel: signalled.has(mapper.pid),
   }));
   // The kernel may name a process the index had not seen map the page yet.
@@ -69,7 +70,7 @@ export function buildMemoryErrorEvent(
       ...processFields(known ?? { pid, command }, context.pods),
       command,
       mapping: "Private",
-      killPolicy: context.earlyKill === false ? "Early" : "Default",
+      killPolicy: context.killPolicyOf?.(pid) ?? (context.earlyKill === false ? "Early" : "Default"),
       signalledByKernel: true,
     });
   }

@@ -1,10 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManualClock } from "./clock.ts";
 import { writeFakeProcess } from "./fake-host.ts";
-import { decodePagemapEntry, HugetlbIndex, parseHugetlbVmas } from "./mappings.ts";
+import { decodePagemapEntry, HugetlbIndex, parseHugetlbVmas, parseKillPolicy } from "./mappings.ts";
 
 const uid = "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60";
 const id = "c0ffee".padEnd(64, "0");
@@ -110,6 +110,18 @@ describe("HugetlbIndex", () => {
     expect(index.mappersOf(0x5200)).toHaveLength(1);
   });
 
+  it("keeps a hugepage that goes from present to not present under its VMA: the kernel poisoned it", () => {
+    writeFakeProcess(procDir, { pid: 7, comm: "app", cgroup: host, vmas: [{ start: base, size: "2Mi", pfns: [0x5200] }] });
+    index.refresh();
+    writeFakeProcess(procDir, { pid: 7, comm: "app", cgroup: host, vmas: [{ start: base, size: "2Mi", pfns: [null] }] });
+    // What 6.1's pagemap gives for a poisoned hugepage: not present, not a swap entry.
+    const fd = openSync(join(procDir, "7", "pagemap"), "r+");
+    writeSync(fd, Buffer.from("0000000000008000", "hex"), 0, 8, (base / 4096) * 8);
+    closeSync(fd);
+    index.refresh();
+    expect(index.mappersOf(0x5205).map((m) => [m.pid, m.virtualStart])).toEqual([[7, base]]);
+  });
+
   it("says when pfns read as zero (no CAP_SYS_ADMIN)", () => {
     writeFakeProcess(procDir, { pid: 7, comm: "app", cgroup: host, hidePfns: true, vmas: [{ start: base, size: "2Mi", pfns: [0x5200] }] });
     expect(index.refresh()).toMatchObject({ pfnsHidden: true, hugepages: 0 });
@@ -126,7 +138,21 @@ describe("HugetlbIndex", () => {
     expect(index.mappersOf(0x5400).map((m) => m.pid)).toEqual([2]);
     rmSync(join(procDir, "1"), { recursive: true });
     expect(index.refresh().processes).toBe(2);
+    // One refresh later the exited process is still named (it mapped the page when it was poisoned)…
+    expect(index.mappersOf(0x5200).map((m) => m.pid)).toEqual([1]);
+    index.refresh();
+    // …and after the next it is forgotten.
     expect(index.mappersOf(0x5200)).toEqual([]);
+  });
+
+  it("still names the mappers of a page soft offline moved before its line was read", () => {
+    writeFakeProcess(procDir, { pid: 4, comm: "db", cgroup: host, vmas: [{ start: base, size: "2Mi", pfns: [0x5200] }] });
+    index.refresh();
+    // MADV_SOFT_OFFLINE migrated the data: the same virtual range now sits on another hugepage.
+    writeFakeProcess(procDir, { pid: 4, comm: "db", cgroup: host, vmas: [{ start: base, size: "2Mi", pfns: [0x7a00] }] });
+    index.refresh();
+    expect(index.mappersOf(0x5205).map((m) => [m.pid, m.headPfn])).toEqual([[4, 0x5200]]);
+    expect(index.mappersOf(0x7a00).map((m) => m.pid)).toEqual([4]);
   });
 
   it("caps smaps reads per refresh and catches up later", () => {
@@ -148,5 +174,16 @@ describe("HugetlbIndex", () => {
     rmSync(join(procDir, "5", "comm"));
     writeFileSync(join(procDir, "self"), "");
     expect(index.refresh().processes).toBe(0);
+  });
+});
+
+describe("parseKillPolicy", () => {
+  // task->flags as 6.1 showed them for hwp with no prctl, PR_MCE_KILL_LATE and PR_MCE_KILL_EARLY.
+  const stat = (flags: number): string => `129 (hw p) (x) S 1 129 129 0 -1 ${flags} 95 0 0 0 0 0 0 0 20 0 1 0 398 4784128 229 18446744073709551615`;
+  it("reads PF_MCE_PROCESS and PF_MCE_EARLY from field 9, whatever comm holds", () => {
+    expect(parseKillPolicy(stat(4194304))).toBe("Default");
+    expect(parseKillPolicy(stat(4194432))).toBe("Late");
+    expect(parseKillPolicy(stat(138412160))).toBe("Early");
+    expect(parseKillPolicy("garbage")).toBeUndefined();
   });
 });

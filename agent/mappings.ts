@@ -116,6 +116,28 @@ export function readProcess(procDir: string, pid: number): ProcessInfo | undefin
   return { pid, command, pod: podOfProcCgroup(readText(join(dir, "cgroup")) ?? "") };
 }
 
+export type KillPolicy = "Default" | "Early" | "Late";
+
+// task->flags, field 9 of /proc/PID/stat: prctl(PR_MCE_KILL_SET) sets PF_MCE_PROCESS, and PF_MCE_EARLY
+// for early kill (include/linux/sched.h; both values seen on 6.1 in the kernel tier). PR_MCE_KILL_GET
+// works only on the caller, so this is the one way to know another process's policy.
+const PF_MCE_PROCESS = 0x80;
+const PF_MCE_EARLY = 0x08000000;
+
+/** A process's memory-failure kill policy from its /proc/PID/stat; undefined when unreadable. */
+export function parseKillPolicy(stat: string): KillPolicy | undefined {
+  // comm may hold spaces and parentheses: fields are counted after the last ')'; state is field 3.
+  const flags = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[6]);
+  if (!Number.isInteger(flags)) return undefined;
+  if ((flags & PF_MCE_PROCESS) === 0) return "Default";
+  return (flags & PF_MCE_EARLY) === 0 ? "Late" : "Early";
+}
+
+export function readKillPolicy(procDir: string, pid: number): KillPolicy | undefined {
+  const stat = readText(join(procDir, String(pid), "stat"));
+  return stat === undefined ? undefined : parseKillPolicy(stat);
+}
+
 const ANONYMOUS = "/anon_hugepage (deleted)";
 
 export class HugetlbIndex {
@@ -124,6 +146,8 @@ export class HugetlbIndex {
   readonly #maxSmaps: number;
   readonly #processes = new Map<number, Tracked>();
   #byHugepage = new Map<string, Mapper[]>();
+  /** The map before the last refresh: soft offline moves a page at once, so by the time its line is read the index may already show it at its new pfn. */
+  #previousByHugepage = new Map<string, Mapper[]>();
 
   constructor({ procDir, clock, maxSmapsPerRefresh = 100 }: IndexOptions) {
     this.#procDir = procDir;
@@ -141,7 +165,9 @@ export class HugetlbIndex {
 
   /** Every process mapping the hugepage that holds raw `pfn`, under each hugepage size it could be. */
   mappersOf(pfn: number): Mapper[] {
-    return HUGEPAGE_SIZES.flatMap((size) => this.#byHugepage.get(key(size, hugepageHeadPfn(pfn, size))) ?? []);
+    const lookup = (map: Map<string, Mapper[]>): Mapper[] => HUGEPAGE_SIZES.flatMap((size) => map.get(key(size, hugepageHeadPfn(pfn, size))) ?? []);
+    const now = lookup(this.#byHugepage);
+    return now.length > 0 ? now : lookup(this.#previousByHugepage);
   }
 
   /** What the index knows of a pid, or what /proc says of it now. */
@@ -194,6 +220,7 @@ export class HugetlbIndex {
       if (tracked.vmas.length > 0 && this.#readPfns(tracked)) pfnsHidden = true;
       else if (tracked.vmas.length === 0) tracked.mappers = [];
     }
+    this.#previousByHugepage = this.#byHugepage;
     this.#byHugepage = new Map();
     for (const tracked of this.#processes.values()) {
       for (const mapper of tracked.mappers) {
@@ -221,6 +248,7 @@ export class HugetlbIndex {
     }
     const entry = Buffer.alloc(8);
     const mappers: Mapper[] = [];
+    const before = new Map(tracked.mappers.map((mapper) => [`${mapper.size}:${mapper.virtualStart}`, mapper]));
     let hidden = false;
     try {
       for (const vma of tracked.vmas) {
@@ -228,7 +256,13 @@ export class HugetlbIndex {
         for (let start = vma.start; start + bytes <= vma.end; start += bytes) {
           if (readSync(fd, entry, 0, 8, (start / PAGE_SIZE_BYTES) * 8) !== 8) continue;
           const decoded = decodePagemapEntry(entry.readBigUInt64LE(0));
-          if (!decoded.present) continue;
+          if (!decoded.present) {
+            // A poisoned hugepage reads as not present while its VMA stays, and the error's lines may be
+            // read after this refresh: the process still maps it (and gets BUS_MCEERR_AR on access).
+            const kept = before.get(`${vma.size}:${start}`);
+            if (kept !== undefined) mappers.push(kept);
+            continue;
+          }
           if (decoded.pfn === 0) {
             hidden = true;
             continue;
