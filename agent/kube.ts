@@ -1,12 +1,12 @@
 // The agent's Kubernetes I/O, behind the narrow interfaces the rest of the agent uses: create events,
 // apply its NodeMemoryHealth, watch its node's pods and events, and the early signal's writes.
-import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig, ListWatch, PatchStrategy, setHeaderOptions, Watch, type KubernetesListObject, type KubernetesObject, type V1Pod } from "@kubernetes/client-node";
 import type { MemoryErrorEvent, MemoryErrorEventStatusEarlySignal, NodeMemoryHealth } from "../crds/generated.ts";
 import { crdInfo } from "../crds/generated.ts";
 import { group, nodeLabel, version } from "../crds/naming.ts";
 import type { Clock } from "./clock.ts";
 import type { EarlySignalApi, PodRef } from "./early-signal.ts";
 import { containersOf, type PodDirectory, type PodInfo } from "./event.ts";
+import { APPLY_PATCH, apiStatusOf, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH, runInformer } from "./http.ts";
 import type { Logger } from "./log.ts";
 import type { EventSink } from "./reporter.ts";
 
@@ -14,63 +14,60 @@ export const FIELD_MANAGER = "mce-agent";
 
 const events = crdInfo.MemoryErrorEvent.plural;
 const healths = crdInfo.NodeMemoryHealth.plural;
+const customPath = `/apis/${group}/${version}`;
 
-export function loadKubeConfig(file: string | undefined): KubeConfig {
-  const config = new KubeConfig();
-  if (file === undefined) config.loadFromCluster();
-  else config.loadFromFile(file);
-  return config;
+/** A client for the kubeconfig `file`, or for the in-cluster service account when there is none. */
+export function loadKubeConfig(file: string | undefined): KubeClient {
+  return new KubeClient(file === undefined ? inClusterConfig() : loadKubeconfigFile(file), { userAgent: FIELD_MANAGER });
 }
 
 export interface HealthSink {
   apply(health: NodeMemoryHealth): Promise<void>;
 }
 
-const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
-const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const applyQuery = { fieldManager: FIELD_MANAGER, force: true };
 
-/** Carries the HTTP status on `code`, as the reporter reads it, whatever the client threw. */
-function statusOf(error: unknown): number | undefined {
-  return error instanceof ApiException ? error.code : undefined;
+/** Kubernetes' time format: RFC 3339 in whole seconds. */
+function rfc3339(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
 }
 
 export class KubeApi implements EventSink, HealthSink, EarlySignalApi {
-  readonly #custom: CustomObjectsApi;
-  readonly #core: CoreV1Api;
+  readonly #client: KubeClient;
   readonly #nodeName: string;
   readonly #clock: Clock;
 
-  constructor(config: KubeConfig, nodeName: string, clock: Clock) {
-    this.#custom = config.makeApiClient(CustomObjectsApi);
-    this.#core = config.makeApiClient(CoreV1Api);
+  constructor(client: KubeClient, nodeName: string, clock: Clock) {
+    this.#client = client;
     this.#nodeName = nodeName;
     this.#clock = clock;
   }
 
   async create(event: MemoryErrorEvent): Promise<"created" | "exists"> {
     try {
-      await this.#custom.createClusterCustomObject({ group, version, plural: events, body: event, fieldManager: FIELD_MANAGER });
+      await this.#client.request("POST", `${customPath}/${events}`, { query: { fieldManager: FIELD_MANAGER }, body: event });
       return "created";
     } catch (error) {
-      if (statusOf(error) === 409) return "exists";
+      if (apiStatusOf(error) === 409) return "exists";
       throw error;
     }
   }
 
   async apply(health: NodeMemoryHealth): Promise<void> {
-    await this.#custom.patchClusterCustomObject({ group, version, plural: healths, name: health.metadata.name, body: health, fieldManager: FIELD_MANAGER, force: true }, apply);
+    await this.#client.request("PATCH", `${customPath}/${healths}/${encodeURIComponent(health.metadata.name)}`, { query: applyQuery, body: health, contentType: APPLY_PATCH });
   }
 
   async annotatePod(pod: PodRef, annotations: Record<string, string>): Promise<void> {
-    await this.#core.patchNamespacedPod({ namespace: pod.namespace, name: pod.name, body: { metadata: { annotations } } }, merge);
+    await this.#client.request("PATCH", `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`, { body: { metadata: { annotations } }, contentType: MERGE_PATCH });
   }
 
   async podEvent(pod: PodRef, key: string, reason: string, message: string): Promise<void> {
-    const now = new Date(this.#clock.now());
+    const now = rfc3339(this.#clock.now());
     try {
-      await this.#core.createNamespacedEvent({
-        namespace: pod.namespace,
+      await this.#client.request("POST", `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/events`, {
         body: {
+          apiVersion: "v1",
+          kind: "Event",
           // Named after the memory error and pod, so a retry cannot post the notice twice.
           metadata: { name: `${key}.${pod.uid.slice(0, 8)}`, namespace: pod.namespace },
           involvedObject: { apiVersion: "v1", kind: "Pod", namespace: pod.namespace, name: pod.name, uid: pod.uid },
@@ -86,79 +83,65 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi {
         },
       });
     } catch (error) {
-      if (statusOf(error) !== 409) throw error;
+      if (apiStatusOf(error) !== 409) throw error;
     }
   }
 
   async applyEarlySignals(eventName: string, earlySignals: MemoryErrorEventStatusEarlySignal[]): Promise<void> {
-    await this.#custom.patchClusterCustomObjectStatus(
-      { group, version, plural: events, name: eventName, body: { apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: eventName }, status: { earlySignals } }, fieldManager: FIELD_MANAGER, force: true },
-      apply,
-    );
+    await this.#client.request("PATCH", `${customPath}/${events}/${encodeURIComponent(eventName)}/status`, {
+      query: applyQuery,
+      body: { apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: eventName }, status: { earlySignals } },
+      contentType: APPLY_PATCH,
+    });
   }
 }
 
-/**
- * Keeps a ListWatch running: client-node's stops on an error (the API server went away), so it is
- * started again after a capped backoff until `signal` aborts.
- */
-function keepWatching(informer: ListWatch<KubernetesObject>, what: string, clock: Clock, log: Logger, signal: AbortSignal): void {
-  let delay = 1000;
-  informer.on("connect", () => {
-    delay = 1000;
-  });
-  informer.on("error", (error: unknown) => {
-    if (signal.aborted) return;
-    log.warn("watch failed; restarting", { watch: what, error, retryInMs: delay });
-    void clock.sleep(delay, signal).then(() => {
-      if (!signal.aborted) informer.start().catch((e: unknown) => { log.warn("watch restart failed", { watch: what, error: e }); });
-    });
-    delay = Math.min(delay * 2, 30_000);
-  });
-  signal.addEventListener(
-    "abort",
-    () => {
-      void informer.stop();
+/** Runs an informer until `signal` aborts, logging each failure and the backoff before the next attempt. */
+function keepWatching(client: KubeClient, what: string, path: string, query: Record<string, string>, handlers: { onUpsert: (object: Record<string, unknown>) => void; onDelete?: (uid: string | undefined) => void }, clock: Clock, log: Logger, signal: AbortSignal): void {
+  runInformer(client, {
+    path,
+    query,
+    onUpsert: handlers.onUpsert,
+    onDelete: (meta) => handlers.onDelete?.(meta.uid),
+    onError: (error, retryInMs) => {
+      log.warn("watch failed; restarting", { watch: what, error, retryInMs });
     },
-    { once: true },
-  );
-  informer.start().catch((error: unknown) => { log.warn("watch start failed", { watch: what, error }); });
+    sleep: (ms, s) => clock.sleep(ms, s),
+  }, signal).catch((error: unknown) => {
+    log.error("watch stopped", { watch: what, error });
+  });
+}
+
+interface PodObject {
+  metadata?: { uid?: string; namespace?: string; name?: string; annotations?: Record<string, string> };
+  status?: Partial<Record<"initContainerStatuses" | "containerStatuses" | "ephemeralContainerStatuses", { name: string; containerID?: string }[]>>;
 }
 
 /** The pods on this node (field selector spec.nodeName), by uid, from a watch. */
-export function watchPods(config: KubeConfig, nodeName: string, clock: Clock, log: Logger, signal: AbortSignal): PodDirectory {
-  const core = config.makeApiClient(CoreV1Api);
-  const fieldSelector = `spec.nodeName=${nodeName}`;
-  const informer = new ListWatch<V1Pod>("/api/v1/pods", new Watch(config), () => core.listPodForAllNamespaces({ fieldSelector }), false, undefined, fieldSelector);
+export function watchPods(client: KubeClient, nodeName: string, clock: Clock, log: Logger, signal: AbortSignal): PodDirectory {
   const byUID = new Map<string, PodInfo>();
-  const keep = (pod: V1Pod): void => {
+  const keep = (object: Record<string, unknown>): void => {
+    const pod = object as PodObject;
     const uid = pod.metadata?.uid;
     if (uid === undefined) return;
     const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? []), ...(pod.status?.ephemeralContainerStatuses ?? [])];
     byUID.set(uid, { uid, namespace: pod.metadata?.namespace ?? "", name: pod.metadata?.name ?? "", containers: containersOf(statuses), annotations: pod.metadata?.annotations ?? {} });
   };
-  informer.on("add", keep);
-  informer.on("update", keep);
-  informer.on("delete", (pod) => {
-    if (pod.metadata?.uid !== undefined) byUID.delete(pod.metadata.uid);
-  });
-  keepWatching(informer, `pods on ${nodeName}`, clock, log, signal);
+  keepWatching(client, `pods on ${nodeName}`, "/api/v1/pods", { fieldSelector: `spec.nodeName=${nodeName}` }, {
+    onUpsert: keep,
+    onDelete: (uid) => {
+      if (uid !== undefined) byUID.delete(uid);
+    },
+  }, clock, log, signal);
   return { pod: (uid) => byUID.get(uid) };
 }
 
 /** Calls `onEvent` for every MemoryErrorEvent of this node as it is added or changed. */
-export function watchMemoryErrorEvents(config: KubeConfig, nodeName: string, onEvent: (event: MemoryErrorEvent) => void, clock: Clock, log: Logger, signal: AbortSignal): void {
-  const custom = config.makeApiClient(CustomObjectsApi);
-  const labelSelector = `${nodeLabel}=${nodeName}`;
-  type Event = MemoryErrorEvent & KubernetesObject;
-  // The custom objects client returns untyped JSON.
-  const list = async (): Promise<KubernetesListObject<Event>> => (await custom.listClusterCustomObject({ group, version, plural: events, labelSelector })) as KubernetesListObject<Event>;
-  const informer = new ListWatch<Event>(`/apis/${group}/${version}/${events}`, new Watch(config), list, false, labelSelector);
-  informer.on("add", (event) => {
-    onEvent(event);
-  });
-  informer.on("update", (event) => {
-    onEvent(event);
-  });
-  keepWatching(informer, `memory error events of ${nodeName}`, clock, log, signal);
+export function watchMemoryErrorEvents(client: KubeClient, nodeName: string, onEvent: (event: MemoryErrorEvent) => void, clock: Clock, log: Logger, signal: AbortSignal): void {
+  keepWatching(client, `memory error events of ${nodeName}`, `${customPath}/${events}`, { labelSelector: `${nodeLabel}=${nodeName}` }, {
+    // The API server's JSON, of the CRD's schema.
+    onUpsert: (object) => {
+      onEvent(object as unknown as MemoryErrorEvent);
+    },
+  }, clock, log, signal);
 }
