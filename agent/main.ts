@@ -1,10 +1,9 @@
 // mce-agent: one per node (DaemonSet). Flags and environment in, the agent composed and run, /metrics
 // and /healthz served, a clean stop on SIGTERM.
 import { statSync } from "node:fs";
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import express from "express";
 import { Agent } from "./agent.ts";
 import { systemClock } from "./clock.ts";
 import { EarlySignaller, type EarlySignalName } from "./early-signal.ts";
@@ -127,20 +126,22 @@ async function probeKmsg(path: string): Promise<string | undefined> {
   }
 }
 
+/** Two routes need no web framework: node:http keeps the agent's memory down (express costs ~20 MiB). */
 async function serveMetrics(metrics: AgentMetrics, port: number, log: Logger): Promise<Server> {
-  const app = express();
-  app.get("/metrics", (_req, res) => {
-    void metrics.registry.metrics().then((text) => res.type(metrics.registry.contentType).send(text));
-  });
-  app.get("/healthz", (_req, res) => {
-    res.send("ok\n");
+  const server = createServer((req, res) => {
+    if (req.method === "GET" && req.url === "/metrics") {
+      void metrics.registry.metrics().then((text) => {
+        res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(text);
+      });
+    } else if (req.method === "GET" && req.url === "/healthz") {
+      res.writeHead(200, { "Content-Type": "text/plain" }).end("ok\n");
+    } else {
+      res.writeHead(404, { "Content-Type": "text/plain" }).end("not found\n");
+    }
   });
   return new Promise((resolveServer, reject) => {
-    const server = app.listen(port, (error?: Error) => {
-      if (error !== undefined) {
-        reject(error);
-        return;
-      }
+    server.once("error", reject);
+    server.listen(port, () => {
       const address = server.address();
       log.info("serving /metrics and /healthz", { port: typeof address === "object" && address !== null ? address.port : port });
       resolveServer(server);
@@ -215,7 +216,13 @@ async function main(): Promise<number> {
     unavailable,
   });
 
-  const kube = loadKubeConfig(config.kubeconfig);
+  let kube: ReturnType<typeof loadKubeConfig>;
+  try {
+    kube = loadKubeConfig(config.kubeconfig);
+  } catch (error) {
+    log.error("cannot load the Kubernetes client configuration", { kubeconfig: config.kubeconfig ?? "in-cluster", error: error instanceof Error ? error.message : String(error) });
+    return 2;
+  }
   const api = new KubeApi(kube, config.nodeName, clock);
   const abort = new AbortController();
   const pods = watchPods(kube, config.nodeName, clock, log, abort.signal);
