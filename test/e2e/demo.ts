@@ -17,7 +17,7 @@ import type { MemoryErrorEvent } from "../../crds/generated.ts";
 import { group, version } from "../../crds/naming.ts";
 import { formatBytes, parseQuantity } from "../../crds/quantity.ts";
 import { HUGEPAGE_SIZES, hugepageBytes, pagesPerHugepage, parseHex } from "../../kernel/pfn.ts";
-import { KubeRest } from "../../operator/kube/rest.ts";
+import { ApiError, isUnreachable, KubeRest } from "../../operator/kube/rest.ts";
 import { parseDuration } from "../../operator/model/duration.ts";
 import { selectorMatches } from "../../operator/model/selector.ts";
 import { parseScenario } from "../../operator/simulate/scenario.ts";
@@ -160,7 +160,18 @@ async function follow(rest: KubeRest, expectEvents: boolean): Promise<void> {
   const seen = new Map<string, string>();
   const startedAt = Date.now();
   for (;;) {
-    const events = (await rest.request<{ items: MemoryErrorEvent[] }>("GET", `/apis/${group}/${version}/memoryerrorevents`)).items;
+    // A CRD just established may answer 429 while its storage initializes: look again shortly.
+    const events = await rest.request<{ items: MemoryErrorEvent[] }>("GET", `/apis/${group}/${version}/memoryerrorevents`).then(
+      (list) => list.items,
+      (e: unknown) => {
+        if (!isUnreachable(e) && !(e instanceof ApiError && e.status === 429)) throw e;
+        return undefined;
+      },
+    );
+    if (events === undefined) {
+      await new Promise((r) => setTimeout(r, 500));
+      continue;
+    }
     for (const e of events) {
       const key = JSON.stringify([e.status?.phase, e.status?.pods?.map((p) => p.state), e.status?.quarantine?.map((q) => q.state), e.status?.nodeAction?.state]);
       const previous = seen.get(e.metadata.name);
