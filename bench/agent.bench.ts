@@ -87,6 +87,12 @@ function buildAgent(): void {
 async function idleFootprint(entries: string[]): Promise<Idle[]> {
   const dir = mkdtempSync(join(tmpdir(), "bench-agent-"));
   const cluster = await startControlPlane(join(dir, "cluster"));
+  // Interrupted, the benchmark still takes its cluster down.
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.once(signal, () => {
+      stopControlPlane(cluster);
+      process.exit(130);
+    });
   try {
     spawnSync(toolPath("kubectl"), ["--kubeconfig", cluster.kubeconfig, "apply", "--server-side", "-f", "crds/memoryerrorevents.yaml", "-f", "crds/nodememoryhealths.yaml"], { stdio: "ignore" });
     const root = join(dir, "root");

@@ -134,10 +134,12 @@ async function storm(rest: KubeRest, nodes: number, kubeconfig: string, runIndex
     const targets = [...new Set(Array.from({ length: EVENTS }, (_, i) => Math.floor(((i * 7919) % (nodes * PODS_PER_NODE)) / HUGEPAGE_EVERY) * HUGEPAGE_EVERY))];
     const podList = (await rest.request<{ items: { metadata: { name: string; uid: string } }[] }>("GET", "/api/v1/namespaces/bench/pods", { query: { labelSelector: "huge=true" } })).items;
     const uids = new Map(podList.map((p) => [p.metadata.name, p.metadata.uid]));
+    // Pods evicted by an earlier, smaller storm are gone: only those still running are targets.
+    const live = targets.filter((k) => uids.has(`pod-${k}`));
     const names = new Set<string>();
     const stormStart = Date.now();
     // Events arrive at RATE per second (0: all at once), each created by its own request.
-    await pool(targets, RATE > 0 ? 1 : 16, async (k) => {
+    await pool(live, RATE > 0 ? 1 : 16, async (k) => {
       if (RATE > 0) await new Promise((r) => setTimeout(r, 1000 / RATE));
       const nodeName = `bench-${Math.floor(k / PODS_PER_NODE)}`;
       const pfn = 0x1000000 + runIndex * 0x100000 + k * 512 + 7;
@@ -201,6 +203,12 @@ async function storm(rest: KubeRest, nodes: number, kubeconfig: string, runIndex
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "mce-bench-"));
   const cluster = await startControlPlane(dir);
+  // Interrupted, the benchmark still takes its cluster down.
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.once(signal, () => {
+      stopControlPlane(cluster);
+      process.exit(130);
+    });
   const results: Result[] = [];
   try {
     const kc = new KubeConfig();

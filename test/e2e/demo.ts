@@ -45,11 +45,12 @@ function teardown(): void {
   rmSync(work, { recursive: true, force: true });
 }
 
-process.once("SIGINT", () => {
-  say("\ntearing down");
-  teardown();
-  process.exitCode = 130;
-});
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.once(signal, () => {
+    say("\ntearing down");
+    teardown();
+    process.exitCode = 130;
+  });
 
 function expandNodes(s: Scenario): (ScenarioNode & { name: string })[] {
   return s.nodes.flatMap((n) => Array.from({ length: n.replicas ?? 1 }, (_, i) => ({ ...n, name: n.replicas ? `${n.name}-${i}` : n.name })));
