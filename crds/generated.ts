@@ -226,7 +226,7 @@ export interface MemoryErrorEventStatusPrediction {
   kernelProfile?: string;
   /** False when the node's kernel is outside every measured profile and the conservative prediction was used. */
   verified?: boolean;
-  /** What happens to the hugepage: None (a corrected or repeated error poisons nothing new), Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (leaves the pool when the last mapper unmaps), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown. */
+  /** What happens to the hugepage: None (a corrected or repeated error poisons nothing new), Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (a mapped page: leaves nr_hugepages at once, freed but 4 KiB when unmapped), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown. */
   poolEffect?: "None" | "Dissolved" | "ReleasedOnUnmap" | "HeldForever" | "Migrated" | "NotHugepage" | "Unknown";
   /** Hugepage capacity the node has lost or will lose to this error, in bytes. */
   lostBytes?: number;
@@ -1124,7 +1124,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 },
                 "poolEffect": {
                   "type": "string",
-                  "description": "What happens to the hugepage: None (a corrected or repeated error poisons nothing new), Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (leaves the pool when the last mapper unmaps), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown.",
+                  "description": "What happens to the hugepage: None (a corrected or repeated error poisons nothing new), Dissolved (a free hugepage is split, 4 KiB lost), ReleasedOnUnmap (a mapped page: leaves nr_hugepages at once, freed but 4 KiB when unmapped), HeldForever (a shared hugetlbfs page never returns), Migrated (soft offline moved the data; the page leaves the pool), NotHugepage, Unknown.",
                   "enum": [
                     "None",
                     "Dissolved",

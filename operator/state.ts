@@ -5,6 +5,7 @@ import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../c
 import { parseQuantity } from "../crds/quantity.ts";
 import { HUGEPAGE_SIZES, hugepageBytes, parseHex } from "../kernel/pfn.ts";
 import type { HugepageSize } from "../kernel/pfn.ts";
+import { countedInPool } from "./model/containment.ts";
 import type { ClusterBudget, DisruptionBudgetState, MemoryError, NodeState, PodState, PoisonedHugepage } from "./model/containment.ts";
 
 /** Label on the placeholder pods that hold quarantined capacity, naming the event. */
@@ -99,7 +100,6 @@ function lastNodeAction(events: readonly MemoryErrorEvent[]): number | undefined
   const times = events.flatMap((e) => (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt ? [Date.parse(e.status.decidedAt)] : []));
   return times.length > 0 ? Math.max(...times) : undefined;
 }
-const inPoolEffects = new Set(["ReleasedOnUnmap", "HeldForever", "Unknown"]);
 
 export class ClusterState {
   readonly events = new Map<string, MemoryErrorEvent>();
@@ -161,14 +161,11 @@ export class ClusterState {
     const health = this.health.get(nodeName);
     const others = this.eventsOn(nodeName).filter((e) => e.metadata.name !== except);
     const boot = health?.spec.bootID;
-    const mapperPodsAlive = (e: MemoryErrorEvent): boolean => (e.spec.mappers ?? []).some((m) => m.podUID && this.podByUid(nodeName, m.podUID) && !this.podByUid(nodeName, m.podUID)?.deleting);
     const poisoned: PoisonedHugepage[] = others.flatMap((e) => {
       const page = e.spec.hugepage;
       const effect = e.status?.prediction?.poolEffect;
       if (!page || !effect || effect === "None" || (boot && e.spec.bootID !== boot)) return [];
-      // A private page leaves the pool once its last mapper is gone.
-      const inPool = effect === "ReleasedOnUnmap" ? mapperPodsAlive(e) : inPoolEffects.has(effect);
-      return [{ size: page.size, headPfn: parseHex(page.headPfn, `${e.metadata.name} spec.hugepage.headPfn`), inPool }];
+      return [{ size: page.size, headPfn: parseHex(page.headPfn, `${e.metadata.name} spec.hugepage.headPfn`), inPool: countedInPool(effect) }];
     });
     return {
       name: nodeName,

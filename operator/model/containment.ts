@@ -244,16 +244,24 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     ...base,
     poolEffect: "ReleasedOnUnmap",
     lostBytes: bytes,
-    memoryLostBytes: size === "1Gi" ? PAGE_SIZE_BYTES : bytes,
+    // Once the last mapper unmaps it, all but the poisoned 4 KiB return to free memory.
+    memoryLostBytes: PAGE_SIZE_BYTES,
     mappers,
     pageType: "huge page",
     kernelResult,
     signalAddressLsb,
-    pool: { size, totalDelta: -1, freeDelta: -1, when: "when the last mapper unmaps it" },
+    // Measured on 6.1: nr_hugepages drops at the error; free, against the pool before the mapper took the
+    // page, is one short once the mapper is gone.
+    pool: { size, totalDelta: -1, freeDelta: -1, when: "the total at once; the mapper keeps its mapping until it exits" },
     reason:
-      (size === "1Gi" ? `in-use ${where}: the kernel reports Failed (EBUSY) and drops it when unmapped; ` : `private ${where}: `) +
-      `lost to its mapper; ${who}`,
+      (size === "1Gi" ? `in-use ${where}: the kernel reports Failed (EBUSY); ` : `private ${where}: `) +
+      `lost to its mapper and taken out of the pool; ${who}`,
   };
+}
+
+/** A poisoned hugepage nr_hugepages still counts: a shared hugetlbfs page for ever (or, not knowing, any). */
+export function countedInPool(effect: PoolEffect): boolean {
+  return effect === "HeldForever" || effect === "Unknown";
 }
 
 /** Hugepage bytes the kubelet advertises beyond what the pool can really give. */
@@ -269,7 +277,7 @@ function quarantineFor(prediction: KernelPrediction, error: MemoryError, node: N
   if (!size || prediction.lostBytes === 0 || policy.capacityQuarantine?.enabled === false) return [];
   const inPool = node.poisonedHugepages.filter((p) => p.size === size && p.inPool).length;
   const before = staleCapacity(size, node, 0, inPool);
-  const stillInPool = prediction.poolEffect === "ReleasedOnUnmap" || prediction.poolEffect === "HeldForever" || prediction.poolEffect === "Unknown";
+  const stillInPool = countedInPool(prediction.poolEffect);
   // A page still counted in nr_hugepages is not subtracted twice: it leaves the total only when unmapped.
   const after = stillInPool ? staleCapacity(size, node, 0, inPool + 1) : staleCapacity(size, node, prediction.pool?.totalDelta ?? 0, inPool);
   const bytes = after - before;

@@ -6,7 +6,7 @@ import { parseQuantity } from "../../crds/quantity.ts";
 import { assembleKernelErrors } from "../../kernel/assemble.ts";
 import { formatPfn, HUGEPAGE_SIZES as sizes, hugepageBytes, hugepageHeadPfn, pagesPerHugepage, parseHex } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
-import { decideContainment } from "../model/containment.ts";
+import { countedInPool, decideContainment } from "../model/containment.ts";
 import type { Decision, Mapper, MemoryError, NodeState, PodState } from "../model/containment.ts";
 import { parseDuration } from "../model/duration.ts";
 import { policyForNode, selectorMatches } from "../model/selector.ts";
@@ -158,10 +158,10 @@ function applyOutcome(node: LiveNode, pods: LivePod[], decision: Decision, size:
   const change = prediction.pool;
   if (size && change) {
     const pool = node.pools.find((p) => p.size === size);
-    if (pool && (prediction.poolEffect === "Dissolved" || prediction.poolEffect === "Migrated"))
-      node.pools = node.pools.map((p) => (p === pool ? { ...p, total: p.total + change.totalDelta, free: Math.max(0, p.free + change.freeDelta) } : p));
-    if (prediction.poolEffect !== "None")
-      node.poisonedHugepages = [...node.poisonedHugepages, { size, headPfn, inPool: prediction.poolEffect === "ReleasedOnUnmap" || prediction.poolEffect === "HeldForever" || prediction.poolEffect === "Unknown" }];
+    // A free page (dissolved or soft offlined) leaves total and free; a mapped one only the total, now.
+    const wasFree = prediction.poolEffect === "Dissolved" || (prediction.poolEffect === "Migrated" && prediction.mappers.length === 0);
+    if (pool) node.pools = node.pools.map((p) => (p === pool ? { ...p, total: p.total + change.totalDelta, free: Math.max(0, p.free + (wasFree ? change.freeDelta : 0)) } : p));
+    if (prediction.poolEffect !== "None") node.poisonedHugepages = [...node.poisonedHugepages, { size, headPfn, inPool: countedInPool(prediction.poolEffect) }];
   }
   if (!decision.dryRun) {
     for (const q of quarantine) node.quarantinedBytes[q.size] = (node.quarantinedBytes[q.size] ?? 0) + q.bytes;
