@@ -113,7 +113,9 @@ export class Reflector<T> {
         this.resourceVersion = "";
         continue;
       }
-      this.backoffMs = Math.min(this.backoffMs ? this.backoffMs * 2 : 250, 30_000);
+      // 429 (a CRD's storage still initializing, or API priority and fairness) asks for a retry soon, not a
+      // growing backoff that would keep a just-installed operator unsynced for half a minute.
+      this.backoffMs = statusCode(error) === 429 ? 1000 : Math.min(this.backoffMs ? this.backoffMs * 2 : 250, 30_000);
       this.options.onError?.(error, this.backoffMs);
       await sleep(this.backoffMs);
     }

@@ -87,7 +87,11 @@ export async function applyObject(obj: unknown): Promise<void> {
 export async function applyCrds(): Promise<void> {
   const result = await kubectl(["apply", "--server-side", "--field-manager=e2e", "-f", "crds/"]);
   if (result.code !== 0) throw new Error(result.stderr);
-  for (const crd of ["memoryerrorevents", "nodememoryhealths", "containmentpolicies"]) await kubectl(["wait", "--for=condition=Established", "--timeout=30s", `crd/${crd}.${group}`]);
+  for (const crd of ["memoryerrorevents", "nodememoryhealths", "containmentpolicies"]) {
+    await kubectl(["wait", "--for=condition=Established", "--timeout=30s", `crd/${crd}.${group}`]);
+    // Established comes before the storage serves lists (429 "storage is (re)initializing").
+    await waitFor(`${crd} served`, async () => (await kubectl(["get", `${crd}.${group}`, "-o", "name"])).code === 0);
+  }
   await kubectl(["create", "namespace", "mce-system"]);
 }
 

@@ -6,6 +6,7 @@ import type { KubeRest } from "../../../operator/kube/rest.ts";
 
 interface Crd {
   metadata: { name: string };
+  spec: { group: string; names: { plural: string }; versions: { name: string }[] };
   status?: { conditions?: { type: string; status: string }[] };
 }
 
@@ -20,7 +21,9 @@ export async function applyCrdFiles(rest: KubeRest, dir = "crds"): Promise<void>
       });
     for (let i = 0; ; i++) {
       const got = await rest.request<Crd>("GET", `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`);
-      if (got.status?.conditions?.some((c) => c.type === "Established" && c.status === "True")) break;
+      const established = got.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
+      // Established comes before the storage serves lists (429 "storage is (re)initializing").
+      if (established && (await rest.request("GET", `/apis/${crd.spec.group}/${crd.spec.versions[0]?.name ?? ""}/${crd.spec.names.plural}`, { query: { limit: 1 } }).then(() => true, () => false))) break;
       if (i > 100) throw new Error(`${crd.metadata.name} not Established after 10 s`);
       await new Promise((r) => setTimeout(r, 100));
     }
