@@ -1,10 +1,15 @@
 // The agent's own small Kubernetes HTTP client: a kubeconfig or the in-cluster service account in,
-// JSON requests and list-then-watch out, over undici. It exists so the agent never loads
-// @kubernetes/client-node, whose generated models alone cost about 86 MiB of RSS on every node.
+// JSON requests and list-then-watch out, over node:http(s). It exists so the agent never loads
+// @kubernetes/client-node, whose generated models alone cost about 86 MiB of RSS on every node; for the
+// same reason it uses node's own HTTP client (undici costs ~27 MiB) and loads the YAML parser (~12 MiB)
+// only to read a kubeconfig file, never in the cluster.
 import { readFileSync } from "node:fs";
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { createRequire } from "node:module";
 import { dirname, isAbsolute, join } from "node:path";
-import { Agent, fetch } from "undici";
-import { parse } from "yaml";
+
+const parseYaml = (text: string): unknown => (createRequire(import.meta.url)("yaml") as typeof import("yaml")).parse(text);
 
 export const APPLY_PATCH = "application/apply-patch+yaml";
 export const MERGE_PATCH = "application/merge-patch+json";
@@ -97,7 +102,7 @@ function named(list: unknown, field: string, name: string, file: string): Record
 export function loadKubeconfigFile(file: string, context?: string): ClusterConfig {
   let document: unknown;
   try {
-    document = parse(readFileSync(file, "utf8"));
+    document = parseYaml(readFileSync(file, "utf8"));
   } catch (error) {
     throw new Error(`cannot read kubeconfig ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
@@ -180,22 +185,20 @@ export interface KubeClientOptions {
 export class KubeClient {
   readonly server: string;
   readonly #config: ClusterConfig;
-  readonly #dispatcher: Agent;
+  readonly #agent: HttpAgent;
   readonly #requestTimeoutMs: number;
+  readonly #watchIdleMs: number;
   readonly #userAgent: string;
 
   constructor(config: ClusterConfig, options: KubeClientOptions = {}) {
     this.#config = config;
     this.server = config.server.replace(/\/+$/, "");
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#watchIdleMs = options.watchIdleMs ?? 330_000;
     this.#userAgent = options.userAgent ?? "mce-agent";
-    const idle = options.watchIdleMs ?? 330_000;
-    this.#dispatcher = new Agent({
-      connect: { ca: config.ca, cert: config.cert, key: config.key, rejectUnauthorized: config.insecureSkipTLSVerify !== true },
-      // A watch's body is silent between events: undici's body timeout is the watch's inactivity limit.
-      bodyTimeout: idle,
-      headersTimeout: idle,
-    });
+    this.#agent = this.server.startsWith("https:")
+      ? new HttpsAgent({ keepAlive: true, ca: config.ca, cert: config.cert, key: config.key, rejectUnauthorized: config.insecureSkipTLSVerify !== true })
+      : new HttpAgent({ keepAlive: true });
   }
 
   url(path: string, query: Query = {}): string {
@@ -212,34 +215,35 @@ export class KubeClient {
     return headers;
   }
 
-  async #send(method: string, path: string, options: RequestOptions, signal: AbortSignal): Promise<Awaited<ReturnType<typeof fetch>>> {
+  /** Sends a request; resolves with a 2xx response whose body is still to be read. `idleMs` limits silence on the socket. */
+  #send(method: string, path: string, options: RequestOptions, signal: AbortSignal, idleMs: number): Promise<IncomingMessage> {
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
-    let response;
-    try {
-      response = await fetch(this.url(path, options.query), {
-        method,
-        headers: this.#headers(body === undefined ? undefined : (options.contentType ?? JSON_CONTENT)),
-        body,
-        dispatcher: this.#dispatcher,
-        signal,
+    const url = new URL(this.url(path, options.query));
+    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(url, { method, headers: this.#headers(body === undefined ? undefined : (options.contentType ?? JSON_CONTENT)), agent: this.#agent, signal, timeout: idleMs }, (response) => {
+        const status = response.statusCode ?? 0;
+        if (status >= 200 && status < 300) resolve(response);
+        else apiError(method, path, response).then(reject, reject);
       });
-    } catch (error) {
-      throw unreachable(method, path, error);
-    }
-    if (!response.ok) throw await apiError(method, path, response);
-    return response;
+      req.on("timeout", () => req.destroy(Object.assign(new Error("timed out"), { name: "TimeoutError" })));
+      req.on("error", (error) => {
+        reject(unreachable(method, path, error));
+      });
+      req.end(body);
+    });
   }
 
   /** One request; the parsed JSON answer, or a KubeApiError carrying the status and the API server's message. */
   async request<T>(method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE", path: string, options: RequestOptions = {}): Promise<T> {
     const timeout = AbortSignal.timeout(this.#requestTimeoutMs);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
-    const response = await this.#send(method, path, options, signal);
     let text;
     try {
-      text = await response.text();
+      text = await readBody(await this.#send(method, path, options, signal, this.#requestTimeoutMs));
     } catch (error) {
-      throw unreachable(method, path, error);
+      if (error instanceof KubeApiError || (error instanceof Error && error.message.startsWith(`${method} ${path}: `))) throw error;
+      throw unreachable(method, path, timeout.aborted ? Object.assign(new Error("timed out"), { name: "TimeoutError" }) : error);
     }
     if (text === "") return {} as T;
     try {
@@ -257,12 +261,11 @@ export class KubeClient {
   async watch(path: string, query: Query, onEvent: (event: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     let response;
     try {
-      response = await this.#send("GET", path, { query: { ...query, watch: true } }, signal);
+      response = await this.#send("GET", path, { query: { ...query, watch: true } }, signal, this.#watchIdleMs);
     } catch (error) {
       if (signal.aborted) return;
       throw error;
     }
-    if (response.body === null) return;
     const decoder = new TextDecoder();
     let buffered = "";
     const line = (text: string): void => {
@@ -280,7 +283,7 @@ export class KubeClient {
       onEvent(event);
     };
     try {
-      for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+      for await (const chunk of response as AsyncIterable<Buffer>) {
         buffered += decoder.decode(chunk, { stream: true });
         let newline;
         while ((newline = buffered.indexOf("\n")) >= 0) {
@@ -291,7 +294,7 @@ export class KubeClient {
       }
       line(buffered + decoder.decode());
     } catch (error) {
-      // Leaving the loop by a throw (an ERROR event, a bad line) has cancelled the stream.
+      response.destroy();
       if (signal.aborted) return;
       if (error instanceof KubeApiError || (error instanceof Error && error.message.startsWith("watch "))) throw error;
       throw unreachable("watch", path, error);
@@ -299,32 +302,39 @@ export class KubeClient {
   }
 
   /** Closes the connection pool. */
-  async close(): Promise<void> {
-    await this.#dispatcher.close();
+  close(): Promise<void> {
+    this.#agent.destroy();
+    return Promise.resolve();
   }
+}
+
+async function readBody(response: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of response as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 /** A failure with no answer from the API server (refused, reset, timed out), its cause in the message. */
 function unreachable(method: string, path: string, error: unknown): Error {
-  let cause = error;
-  // undici says "fetch failed"; what failed is in the cause.
-  while (cause instanceof Error && cause.message === "fetch failed" && cause.cause !== undefined) cause = cause.cause;
+  const cause = error instanceof Error && error.name === "AbortError" && error.cause instanceof Error ? error.cause : error;
   const what = cause instanceof Error ? (cause.name === "TimeoutError" ? "timed out" : cause.message) : String(cause);
   const wrapped = new Error(`${method} ${path}: ${what}`, { cause: error });
-  if (cause instanceof Error && (cause.name === "TimeoutError" || (cause as { code?: unknown }).code === "UND_ERR_BODY_TIMEOUT")) wrapped.name = "TimeoutError";
+  if (cause instanceof Error && cause.name === "TimeoutError") wrapped.name = "TimeoutError";
   return wrapped;
 }
 
-async function apiError(method: string, path: string, response: Awaited<ReturnType<typeof fetch>>): Promise<KubeApiError> {
-  const text = await response.text().catch(() => "");
+async function apiError(method: string, path: string, response: IncomingMessage): Promise<KubeApiError> {
+  const text = await readBody(response).catch(() => "");
   let status: StatusObject = {};
   try {
     status = JSON.parse(text) as StatusObject;
   } catch {
     // Not a Status object (a proxy's page): the raw text is the message.
   }
-  const message = typeof status.message === "string" ? status.message : text.slice(0, 500) || response.statusText;
-  return new KubeApiError(response.status, status.reason ?? response.statusText, `${method} ${path}: ${response.status} ${status.reason ?? response.statusText}: ${message}`);
+  const code = response.statusCode ?? 0;
+  const statusText = response.statusMessage ?? "";
+  const message = typeof status.message === "string" ? status.message : text.slice(0, 500) || statusText;
+  return new KubeApiError(code, status.reason ?? statusText, `${method} ${path}: ${code} ${status.reason ?? statusText}: ${message}`);
 }
 
 // ---- list, then watch ----
