@@ -226,6 +226,25 @@ describe("Reconciler", () => {
     expect(held).toHaveLength(8);
   });
 
+  it("takes a held taint once the budget frees up, if the node's errors still call for it", async () => {
+    state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 50, circuitBreaker: { maxNodeActions: 100 } } }));
+    addNode(state, "worker-2");
+    // worker-2 already carries the operator's taint: with 2 nodes and 50%, the budget is taken.
+    state.nodes.set("worker-2", { ...(state.nodes.get("worker-2") ?? { name: "worker-2", labels: {}, unschedulable: false, cordonedByUs: false, allocatableBytes: {} }), taintKeys: ["mce-operator.io/memory-failing"] });
+    hold(memoryEvent("e1", "worker-1", []));
+    await reconciler.reconcileEvent("e1");
+    expect(cluster.eventStatus.get("e1")?.nodeAction?.state).toBe("HeldByBudget");
+    await reconciler.reconcileEvent("e1");
+    expect(cluster.effects.filter((c) => c.startsWith("taint"))).toEqual([]);
+    // A person removes worker-2's taint: at the next pass the held taint is taken.
+    state.nodes.set("worker-2", { ...(state.nodes.get("worker-2") ?? { name: "worker-2", labels: {}, unschedulable: false, cordonedByUs: false, allocatableBytes: {} }), taintKeys: [] });
+    now += 60_000;
+    await reconciler.reconcileEvent("e1");
+    expect(cluster.effects.filter((c) => c.startsWith("taint"))).toEqual(["taint worker-1 mce-operator.io/memory-failing"]);
+    expect(cluster.eventStatus.get("e1")?.nodeAction).toMatchObject({ action: "Taint", state: "Done" });
+    expect(cluster.eventStatus.get("e1")?.phase).toBe("Escalated");
+  });
+
   it("leaves an event on a node with tied policies undecided and says why", async () => {
     state.policies.set("a", policy({ nodeSelector: { matchLabels: { pool: "x" } } }, "a"));
     state.policies.set("b", policy({ nodeSelector: { matchLabels: { rack: "r1" } } }, "b"));

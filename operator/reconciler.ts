@@ -279,15 +279,19 @@ export class Reconciler {
     const toRelease = quarantine.filter((q) => q.state === "Quarantined" && stale[q.size] === 0);
     let nodeAction = status.nodeAction;
     let taintOrCordon = false;
-    if (nodeAction?.state === "Planned" && nodeAction.action !== "None") {
+    const retryHeld = nodeAction?.state === "HeldByBudget" && this.heldActionStillDue(event, nodeAction.action, policy, now);
+    if ((nodeAction?.state === "Planned" || retryHeld) && nodeAction && nodeAction.action !== "None") {
       const held = this.checkNodeBudget(nodeName, policy, now);
       if (held) {
-        nodeAction = { ...nodeAction, state: "HeldByBudget", reason: `${nodeAction.reason ?? ""}; held at action time: ${held}` };
-        this.metrics.nodeActionsHeld.inc({ action: nodeAction.action });
+        if (!retryHeld) {
+          nodeAction = { ...nodeAction, state: "HeldByBudget", reason: `${nodeAction.reason ?? ""}; held at action time: ${held}` };
+          this.metrics.nodeActionsHeld.inc({ action: nodeAction.action });
+        }
       } else {
         // Reserved in the same synchronous step as the check: two passes can never both take the last slot.
         this.reservedNodes.set(nodeName, now);
         taintOrCordon = true;
+        if (retryHeld) nodeAction = { ...nodeAction, state: "Planned", reason: `${nodeAction.reason ?? ""}; the budget allows it now` };
       }
     }
     const next: MemoryErrorEventStatus = { ...status, pods, nodeAction };
@@ -309,6 +313,22 @@ export class Reconciler {
     }
     requeue.push(deadline - now);
     return entry.state === "Planned" ? { ...entry, state: "InProgress", attempts: 1, lastAttemptAt: iso(now) } : entry;
+  }
+
+  /**
+   * A taint or cordon held back by the budget is taken once the budget allows it, as long as the node's
+   * errors still reach the threshold and this is the node's latest error (one retry per node), at the
+   * resync after the budget frees up.
+   */
+  private heldActionStillDue(event: MemoryErrorEvent, action: "None" | "Taint" | "Cordon", policy: ContainmentPolicy | undefined, now: number): boolean {
+    if (action === "None" || event.status?.dryRun === true || !policy) return false;
+    const events = this.state.eventsOn(event.spec.nodeName);
+    if (events.some((e) => Date.parse(e.spec.observedAt) > Date.parse(event.spec.observedAt))) return false;
+    const node = this.state.nodes.get(event.spec.nodeName);
+    if (!node || (action === "Cordon" ? node.cordonedByUs : node.cordonedByUs || this.state.taintedByUs(node))) return false;
+    const windowMs = parseDuration(policy.spec.escalation?.window ?? "24h", "spec.escalation.window");
+    const uncorrected = events.filter((e) => Date.parse(e.spec.observedAt) > now - windowMs && ["ActionOptional", "ActionRequired", "Fatal"].includes(e.spec.severity)).length;
+    return uncorrected >= (action === "Cordon" ? (policy.spec.escalation?.cordonAfter ?? 4) : (policy.spec.escalation?.taintAfter ?? 2));
   }
 
   /** Why a taint or cordon must wait now, or undefined when the budget and the breaker allow it. */
