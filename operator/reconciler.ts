@@ -17,7 +17,7 @@ import { HUGEPAGE_SIZES } from "../kernel/pfn.ts";
 import type { ClusterActions, EvictionOutcome, ObjectRef } from "./actions.ts";
 import type { Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
-import { decideContainment } from "./model/containment.ts";
+import { decideContainment, isUncorrected } from "./model/containment.ts";
 import type { Decision } from "./model/containment.ts";
 import { formatDuration, parseDuration } from "./model/duration.ts";
 import { policyForNode, selectorMatches } from "./model/selector.ts";
@@ -327,7 +327,7 @@ export class Reconciler {
     const node = this.state.nodes.get(event.spec.nodeName);
     if (!node || (action === "Cordon" ? node.cordonedByUs : node.cordonedByUs || this.state.taintedByUs(node))) return false;
     const windowMs = parseDuration(policy.spec.escalation?.window ?? "24h", "spec.escalation.window");
-    const uncorrected = events.filter((e) => Date.parse(e.spec.observedAt) > now - windowMs && ["ActionOptional", "ActionRequired", "Fatal"].includes(e.spec.severity)).length;
+    const uncorrected = events.filter((e) => Date.parse(e.spec.observedAt) > now - windowMs && isUncorrected(e.spec.severity)).length;
     return uncorrected >= (action === "Cordon" ? (policy.spec.escalation?.cordonAfter ?? 4) : (policy.spec.escalation?.taintAfter ?? 2));
   }
 
@@ -439,7 +439,7 @@ export class Reconciler {
     const windowMs = parseDuration(windowText, "spec.escalation.window");
     const now = this.options.now();
     const recent = events.filter((e) => Date.parse(e.spec.observedAt) > now - windowMs);
-    const uncorrected = recent.filter((e) => e.spec.severity !== "Corrected" && e.spec.severity !== "SoftOffline").length;
+    const uncorrected = recent.filter((e) => isUncorrected(e.spec.severity)).length;
     const corrected = recent.length - uncorrected;
     const cordonAfter = policy?.spec.escalation?.cordonAfter ?? 4;
     const healthWord = uncorrected === 0 ? "Healthy" : uncorrected < cordonAfter ? "Degraded" : "Failing";

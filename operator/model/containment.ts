@@ -152,7 +152,8 @@ export interface Decision {
   dryRun: boolean;
 }
 
-const uncorrected = (s: Severity): boolean => s === "ActionOptional" || s === "ActionRequired" || s === "Fatal";
+/** Errors that lost data: the ones escalation counts (corrected and soft-offline lose nothing). */
+export const isUncorrected = (s: Severity): boolean => s === "ActionOptional" || s === "ActionRequired" || s === "Fatal";
 
 function mapperOutcome(mapper: Mapper, earlyKill: boolean, warns: boolean, severity: Severity): MapperOutcome {
   const early = mapper.killPolicy === "Early" || (mapper.killPolicy === "Default" && earlyKill);
@@ -336,7 +337,7 @@ function judgeHealth(input: ContainmentInput): HealthVerdict & { effective: numb
   const windowText = policy.escalation?.window ?? "24h";
   const windowMs = parseDuration(windowText, "spec.escalation.window");
   const inWindow = [...node.history, { at: error.observedAt, severity: error.severity }].filter((e) => e.at > now - windowMs && e.at <= now);
-  const uncorrectedErrors = inWindow.filter((e) => uncorrected(e.severity)).length;
+  const uncorrectedErrors = inWindow.filter((e) => isUncorrected(e.severity)).length;
   const correctedErrors = inWindow.length - uncorrectedErrors;
   const perCorrected = policy.escalation?.countCorrected ?? 0;
   const effective = uncorrectedErrors + (perCorrected > 0 ? Math.floor(correctedErrors / perCorrected) : 0);
