@@ -69,6 +69,25 @@ export interface ContainmentPolicySpecCapacityQuarantine {
   enabled?: boolean;
 }
 
+export interface ContainmentPolicySpecPoolReplacementSize {
+  /** Hugepage size of the pool. */
+  size: "2Mi" | "1Gi";
+  /** Replacements of this size one node may be asked for within the window. */
+  maxPerWindow?: number;
+}
+
+/** Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes. */
+export interface ContainmentPolicySpecPoolReplacement {
+  /** Ask the node's agent for replacement hugepages (off by default). */
+  enabled?: boolean;
+  /** The pools that may be raised, with how many replacements each node may get per window. */
+  sizes?: ContainmentPolicySpecPoolReplacementSize[];
+  /** The window the per-node limits and the refusal pause count in (a Go duration). */
+  window?: string;
+  /** Free memory that must remain on the hugepage's NUMA node after the replacement is taken out of it (a quantity such as 1Gi); the agent checks it again just before it writes the pool size. */
+  minFreeMemory?: string;
+}
+
 /** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
 export interface ContainmentPolicySpecEscalation {
   /** The sliding window errors are counted over (a Go duration). */
@@ -119,6 +138,8 @@ export interface ContainmentPolicySpec {
   podActions?: ContainmentPolicySpecPodActions;
   /** Take hugepage capacity the kernel removed out of scheduling until the kubelet's advertised capacity catches up. */
   capacityQuarantine?: ContainmentPolicySpecCapacityQuarantine;
+  /** Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes. */
+  poolReplacement?: ContainmentPolicySpecPoolReplacement;
   /** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
   escalation?: ContainmentPolicySpecEscalation;
   /** Limits that keep containment from hurting more of the cluster than the errors do. */
@@ -289,6 +310,54 @@ export interface MemoryErrorEventStatusQuarantine {
   state?: "Planned" | "Quarantined" | "Released" | "DryRun";
 }
 
+/** The operator's decision on one replacement hugepage for the one this error took from the pool (ContainmentPolicy spec.poolReplacement), and how carrying it out went. The node's agent raises the pool by one once the kernel has finished with the poisoned page and reports in poolReplacementResult. */
+export interface MemoryErrorEventStatusPoolReplacement {
+  /** Replace (ask the node's agent for one replacement hugepage) or None (see reason). */
+  action: "Replace" | "None";
+  /** Planned (decided; waits its turn: one replacement per pool at a time), Requested (handed to the node's agent), Given (the kernel gave the hugepage), Refused (the kernel gave nothing: fragmentation or too little free memory), Skipped (the agent found a reason not to; see reason), DryRun (would have been asked for). */
+  state?: "Planned" | "Requested" | "Given" | "Refused" | "Skipped" | "DryRun";
+  /** Hugepage size of the pool. */
+  size?: "2Mi" | "1Gi";
+  /** NUMA node whose pool is raised. */
+  numaNode?: number;
+  /** The most hugepages the NUMA node's pool may hold after the replacement: its size before the errors (what the kubelet advertises) plus poisoned pages the kernel still counts. The agent never writes more. */
+  maxTotal?: number;
+  /** The agent waits until every process that mapped the poisoned hugepage has exited or unmapped it. */
+  afterMappersExit?: boolean;
+  /** Free memory that must remain on the NUMA node after the replacement, in bytes. */
+  minFreeBytes?: number;
+  /** What the model expects the kernel to do: Likely (free memory in one 2 MiB piece is there now), Uncertain (needs compaction, or a 1 GiB page: fragmentation often denies it). */
+  expected?: "Likely" | "Uncertain";
+  /** Hugepage capacity the replacement gives back, in bytes. */
+  givesBytes?: number;
+  /** Memory lost for good even when the replacement is given: 4 KiB of a dissolved or released page, the whole hugepage for a shared page the kernel holds for ever. */
+  lostForGoodBytes?: number;
+  /** When the operator handed it to the node's agent. */
+  requestedAt?: string;
+  /** Why, in words. */
+  reason?: string;
+}
+
+/** Written by the node's agent, never by the operator: what happened when it carried out poolReplacement. The operator copies the outcome into poolReplacement.state. */
+export interface MemoryErrorEventStatusPoolReplacementResult {
+  /** Waiting (a mapper still holds the poisoned hugepage), Given (the pool grew by one), Refused (the kernel gave nothing), Skipped (not attempted; see message). */
+  state: "Waiting" | "Given" | "Refused" | "Skipped";
+  /** The NUMA node's nr_hugepages before the agent wrote it. */
+  before?: number;
+  /** The value the agent wrote. */
+  requested?: number;
+  /** The value the kernel reported back. */
+  after?: number;
+  /** The NUMA node's free memory just before the write, in bytes. */
+  freeBytes?: number;
+  /** The sysfs file written. */
+  file?: string;
+  /** When the agent reported it. */
+  at?: string;
+  /** What happened, in words. */
+  message?: string;
+}
+
 /** What this error made the operator do to the node. */
 export interface MemoryErrorEventStatusNodeAction {
   /** None, Taint (NoSchedule taint), Cordon (spec.unschedulable). The operator never drains. */
@@ -319,6 +388,10 @@ export interface MemoryErrorEventStatus {
   earlySignals?: MemoryErrorEventStatusEarlySignal[];
   /** Hugepage capacity taken out of scheduling on the node because of this error. */
   quarantine?: MemoryErrorEventStatusQuarantine[];
+  /** The operator's decision on one replacement hugepage for the one this error took from the pool (ContainmentPolicy spec.poolReplacement), and how carrying it out went. The node's agent raises the pool by one once the kernel has finished with the poisoned page and reports in poolReplacementResult. */
+  poolReplacement?: MemoryErrorEventStatusPoolReplacement;
+  /** Written by the node's agent, never by the operator: what happened when it carried out poolReplacement. The operator copies the outcome into poolReplacement.state. */
+  poolReplacementResult?: MemoryErrorEventStatusPoolReplacementResult;
   /** What this error made the operator do to the node. */
   nodeAction?: MemoryErrorEventStatusNodeAction;
   /** Standard conditions (Decided, Contained, ActionsBlocked). */
@@ -338,6 +411,15 @@ export interface NodeMemoryHealthSpecHugepagePool {
   reserved?: number;
   /** Hugepages above nr_hugepages allocated from overcommit (surplus_hugepages). */
   surplus?: number;
+}
+
+export interface NodeMemoryHealthSpecNumaMemory {
+  /** NUMA node. */
+  numaNode: number;
+  /** MemFree of the NUMA node, in bytes. */
+  freeBytes: number;
+  /** Free memory of the NUMA node in naturally aligned 2 MiB pieces (buddy blocks of order 9 and up), which a 2 MiB hugepage can take without compaction. */
+  free2MiBlocks?: number;
 }
 
 export interface NodeMemoryHealthSpecMemoryFailureCounter {
@@ -385,6 +467,8 @@ export interface NodeMemoryHealthSpec {
   hugepagePools?: NodeMemoryHealthSpecHugepagePool[];
   /** /proc/meminfo HardwareCorrupted in bytes; grows by 4 KiB per poisoned raw page. */
   hardwareCorruptedBytes?: number;
+  /** Free memory per NUMA node, which decides whether a replacement hugepage can be allocated there (/sys/devices/system/node/nodeN/meminfo and /proc/buddyinfo). */
+  numaMemory?: NodeMemoryHealthSpecNumaMemory[];
   /** Kernel memory-failure counters per NUMA node (/sys/devices/system/node/nodeN/memory_failure, Linux 6.3 and later). */
   memoryFailureCounters?: NodeMemoryHealthSpecMemoryFailureCounter[];
   /** Corrected memory errors counted by EDAC or rasdaemon since boot. */
@@ -397,6 +481,25 @@ export interface NodeMemoryHealthStatusQuarantined {
   /** Hugepage size. */
   size: "2Mi" | "1Gi";
   /** Capacity quarantined, in bytes. */
+  bytes: number;
+}
+
+/** Replacement hugepages asked of the node's agent in the policy's poolReplacement window. */
+export interface NodeMemoryHealthStatusPoolReplacements {
+  /** Replacements handed to the agent. */
+  tried?: number;
+  /** Replacements the kernel gave. */
+  given?: number;
+  /** Replacements the kernel refused (gave nothing). */
+  refused?: number;
+  /** The kernel refused twice in the window; no replacement is asked for before this time. */
+  pausedUntil?: string;
+}
+
+export interface NodeMemoryHealthStatusCapacityLostForGood {
+  /** Hugepage size. */
+  size: "2Mi" | "1Gi";
+  /** Capacity lost, in bytes. */
   bytes: number;
 }
 
@@ -418,6 +521,10 @@ export interface NodeMemoryHealthStatus {
   quarantinedCapacity?: string;
   /** Quarantined capacity per hugepage size. */
   quarantined?: NodeMemoryHealthStatusQuarantined[];
+  /** Replacement hugepages asked of the node's agent in the policy's poolReplacement window. */
+  poolReplacements?: NodeMemoryHealthStatusPoolReplacements;
+  /** Hugepage capacity the node's pools lost to errors in this boot and no replacement gave back, per size (what stays lost until the node is repaired or rebooted). */
+  capacityLostForGood?: NodeMemoryHealthStatusCapacityLostForGood[];
   /** What the operator has done to the node (None, Taint, Cordon). */
   nodeAction?: "None" | "Taint" | "Cordon";
   /** Standard conditions (Decided, Contained, ActionsBlocked). */
@@ -637,6 +744,68 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "boolean",
                   "description": "Quarantine lost hugepage capacity.",
                   "default": true
+                }
+              }
+            },
+            "poolReplacement": {
+              "type": "object",
+              "description": "Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes.",
+              "default": {},
+              "properties": {
+                "enabled": {
+                  "type": "boolean",
+                  "description": "Ask the node's agent for replacement hugepages (off by default).",
+                  "default": false
+                },
+                "sizes": {
+                  "type": "array",
+                  "description": "The pools that may be raised, with how many replacements each node may get per window.",
+                  "maxItems": 2,
+                  "x-kubernetes-list-type": "map",
+                  "x-kubernetes-list-map-keys": [
+                    "size"
+                  ],
+                  "default": [
+                    {
+                      "size": "2Mi",
+                      "maxPerWindow": 4
+                    }
+                  ],
+                  "items": {
+                    "type": "object",
+                    "required": [
+                      "size"
+                    ],
+                    "properties": {
+                      "size": {
+                        "type": "string",
+                        "description": "Hugepage size of the pool.",
+                        "enum": [
+                          "2Mi",
+                          "1Gi"
+                        ]
+                      },
+                      "maxPerWindow": {
+                        "type": "integer",
+                        "description": "Replacements of this size one node may be asked for within the window.",
+                        "minimum": 1,
+                        "maximum": 1000,
+                        "default": 4
+                      }
+                    }
+                  }
+                },
+                "window": {
+                  "type": "string",
+                  "description": "The window the per-node limits and the refusal pause count in (a Go duration).",
+                  "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                  "default": "24h"
+                },
+                "minFreeMemory": {
+                  "type": "string",
+                  "description": "Free memory that must remain on the hugepage's NUMA node after the replacement is taken out of it (a quantity such as 1Gi); the agent checks it again just before it writes the pool size.",
+                  "pattern": "^[0-9]+(Ki|Mi|Gi|Ti)?$",
+                  "default": "1Gi"
                 }
               }
             },
@@ -1368,6 +1537,145 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 }
               }
             },
+            "poolReplacement": {
+              "type": "object",
+              "description": "The operator's decision on one replacement hugepage for the one this error took from the pool (ContainmentPolicy spec.poolReplacement), and how carrying it out went. The node's agent raises the pool by one once the kernel has finished with the poisoned page and reports in poolReplacementResult.",
+              "required": [
+                "action"
+              ],
+              "properties": {
+                "action": {
+                  "type": "string",
+                  "description": "Replace (ask the node's agent for one replacement hugepage) or None (see reason).",
+                  "enum": [
+                    "Replace",
+                    "None"
+                  ]
+                },
+                "state": {
+                  "type": "string",
+                  "description": "Planned (decided; waits its turn: one replacement per pool at a time), Requested (handed to the node's agent), Given (the kernel gave the hugepage), Refused (the kernel gave nothing: fragmentation or too little free memory), Skipped (the agent found a reason not to; see reason), DryRun (would have been asked for).",
+                  "enum": [
+                    "Planned",
+                    "Requested",
+                    "Given",
+                    "Refused",
+                    "Skipped",
+                    "DryRun"
+                  ]
+                },
+                "size": {
+                  "type": "string",
+                  "description": "Hugepage size of the pool.",
+                  "enum": [
+                    "2Mi",
+                    "1Gi"
+                  ]
+                },
+                "numaNode": {
+                  "type": "integer",
+                  "description": "NUMA node whose pool is raised.",
+                  "minimum": 0,
+                  "maximum": 1023
+                },
+                "maxTotal": {
+                  "type": "integer",
+                  "description": "The most hugepages the NUMA node's pool may hold after the replacement: its size before the errors (what the kubelet advertises) plus poisoned pages the kernel still counts. The agent never writes more.",
+                  "minimum": 0
+                },
+                "afterMappersExit": {
+                  "type": "boolean",
+                  "description": "The agent waits until every process that mapped the poisoned hugepage has exited or unmapped it."
+                },
+                "minFreeBytes": {
+                  "type": "integer",
+                  "description": "Free memory that must remain on the NUMA node after the replacement, in bytes.",
+                  "minimum": 0
+                },
+                "expected": {
+                  "type": "string",
+                  "description": "What the model expects the kernel to do: Likely (free memory in one 2 MiB piece is there now), Uncertain (needs compaction, or a 1 GiB page: fragmentation often denies it).",
+                  "enum": [
+                    "Likely",
+                    "Uncertain"
+                  ]
+                },
+                "givesBytes": {
+                  "type": "integer",
+                  "description": "Hugepage capacity the replacement gives back, in bytes.",
+                  "minimum": 0
+                },
+                "lostForGoodBytes": {
+                  "type": "integer",
+                  "description": "Memory lost for good even when the replacement is given: 4 KiB of a dissolved or released page, the whole hugepage for a shared page the kernel holds for ever.",
+                  "minimum": 0
+                },
+                "requestedAt": {
+                  "type": "string",
+                  "format": "date-time",
+                  "description": "When the operator handed it to the node's agent."
+                },
+                "reason": {
+                  "type": "string",
+                  "description": "Why, in words.",
+                  "maxLength": 1024
+                }
+              }
+            },
+            "poolReplacementResult": {
+              "type": "object",
+              "description": "Written by the node's agent, never by the operator: what happened when it carried out poolReplacement. The operator copies the outcome into poolReplacement.state.",
+              "required": [
+                "state"
+              ],
+              "properties": {
+                "state": {
+                  "type": "string",
+                  "description": "Waiting (a mapper still holds the poisoned hugepage), Given (the pool grew by one), Refused (the kernel gave nothing), Skipped (not attempted; see message).",
+                  "enum": [
+                    "Waiting",
+                    "Given",
+                    "Refused",
+                    "Skipped"
+                  ]
+                },
+                "before": {
+                  "type": "integer",
+                  "description": "The NUMA node's nr_hugepages before the agent wrote it.",
+                  "minimum": 0
+                },
+                "requested": {
+                  "type": "integer",
+                  "description": "The value the agent wrote.",
+                  "minimum": 0
+                },
+                "after": {
+                  "type": "integer",
+                  "description": "The value the kernel reported back.",
+                  "minimum": 0
+                },
+                "freeBytes": {
+                  "type": "integer",
+                  "description": "The NUMA node's free memory just before the write, in bytes.",
+                  "minimum": 0
+                },
+                "file": {
+                  "type": "string",
+                  "description": "The sysfs file written.",
+                  "maxLength": 256
+                },
+                "at": {
+                  "type": "string",
+                  "format": "date-time",
+                  "description": "When the agent reported it."
+                },
+                "message": {
+                  "type": "string",
+                  "description": "What happened, in words.",
+                  "maxLength": 1024
+                }
+              }
+            },
             "nodeAction": {
               "type": "object",
               "description": "What this error made the operator do to the node.",
@@ -1586,6 +1894,40 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "description": "/proc/meminfo HardwareCorrupted in bytes; grows by 4 KiB per poisoned raw page.",
               "minimum": 0
             },
+            "numaMemory": {
+              "type": "array",
+              "description": "Free memory per NUMA node, which decides whether a replacement hugepage can be allocated there (/sys/devices/system/node/nodeN/meminfo and /proc/buddyinfo).",
+              "maxItems": 1024,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "numaNode"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "numaNode",
+                  "freeBytes"
+                ],
+                "properties": {
+                  "numaNode": {
+                    "type": "integer",
+                    "description": "NUMA node.",
+                    "minimum": 0,
+                    "maximum": 1023
+                  },
+                  "freeBytes": {
+                    "type": "integer",
+                    "description": "MemFree of the NUMA node, in bytes.",
+                    "minimum": 0
+                  },
+                  "free2MiBlocks": {
+                    "type": "integer",
+                    "description": "Free memory of the NUMA node in naturally aligned 2 MiB pieces (buddy blocks of order 9 and up), which a 2 MiB hugepage can take without compaction.",
+                    "minimum": 0
+                  }
+                }
+              }
+            },
             "memoryFailureCounters": {
               "type": "array",
               "description": "Kernel memory-failure counters per NUMA node (/sys/devices/system/node/nodeN/memory_failure, Linux 6.3 and later).",
@@ -1739,6 +2081,63 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "bytes": {
                     "type": "integer",
                     "description": "Capacity quarantined, in bytes.",
+                    "minimum": 0
+                  }
+                }
+              }
+            },
+            "poolReplacements": {
+              "type": "object",
+              "description": "Replacement hugepages asked of the node's agent in the policy's poolReplacement window.",
+              "properties": {
+                "tried": {
+                  "type": "integer",
+                  "description": "Replacements handed to the agent.",
+                  "minimum": 0
+                },
+                "given": {
+                  "type": "integer",
+                  "description": "Replacements the kernel gave.",
+                  "minimum": 0
+                },
+                "refused": {
+                  "type": "integer",
+                  "description": "Replacements the kernel refused (gave nothing).",
+                  "minimum": 0
+                },
+                "pausedUntil": {
+                  "type": "string",
+                  "format": "date-time",
+                  "description": "The kernel refused twice in the window; no replacement is asked for before this time."
+                }
+              }
+            },
+            "capacityLostForGood": {
+              "type": "array",
+              "description": "Hugepage capacity the node's pools lost to errors in this boot and no replacement gave back, per size (what stays lost until the node is repaired or rebooted).",
+              "maxItems": 4,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "size"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "size",
+                  "bytes"
+                ],
+                "properties": {
+                  "size": {
+                    "type": "string",
+                    "description": "Hugepage size.",
+                    "enum": [
+                      "2Mi",
+                      "1Gi"
+                    ]
+                  },
+                  "bytes": {
+                    "type": "integer",
+                    "description": "Capacity lost, in bytes.",
                     "minimum": 0
                   }
                 }

@@ -5,6 +5,8 @@ export class OperatorMetrics {
   readonly registry = new Registry();
   readonly memoryErrors = new Counter({ name: "mce_operator_memory_errors_total", help: "Memory errors decided, by severity, the kernel's page type and result.", labelNames: ["severity", "page_type", "result"], registers: [this.registry] });
   readonly actions = new Counter({ name: "mce_operator_actions_total", help: "Containment actions carried out, by type (evict, delete, early_signal, quarantine, release, taint, cordon) and outcome.", labelNames: ["action", "outcome"], registers: [this.registry] });
+  readonly poolReplacements = new Counter({ name: "mce_operator_pool_replacements_total", help: "Replacement hugepages asked of the nodes' agents, by hugepage size and outcome (requested, given, refused, skipped).", labelNames: ["size", "outcome"], registers: [this.registry] });
+  readonly capacityLostBytes = new Gauge({ name: "mce_operator_hugepage_capacity_lost_bytes", help: "Hugepage capacity the node's pools lost to memory errors in this boot and no replacement gave back, by node and hugepage size.", labelNames: ["node", "size"], registers: [this.registry] });
   readonly quarantinedBytes = new Gauge({ name: "mce_operator_quarantined_bytes", help: "Hugepage capacity held out of scheduling, by node and hugepage size.", labelNames: ["node", "size"], registers: [this.registry] });
   readonly decisionLatency = new Histogram({
     name: "mce_operator_event_to_decision_seconds",

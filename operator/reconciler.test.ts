@@ -207,6 +207,91 @@ describe("Reconciler", () => {
     expect(cluster.eventStatus.get("e1")?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Released" }]);
   });
 
+  describe("pool replacement", () => {
+    /** What the agent writes, with its own field manager, after it has raised (or not) the pool. */
+    const agentReports = (name: string, result: Record<string, unknown>): void => {
+      const event = state.events.get(name);
+      if (!event?.status) throw new Error(`no status on ${name}`);
+      hold({ ...event, metadata: { ...event.metadata, resourceVersion: String(Date.now()) }, status: { ...event.status, poolReplacementResult: { at: new Date(now).toISOString(), ...result } as never } });
+    };
+    const reportPool = (total: number): void => {
+      const h = health("worker-1");
+      state.health.set("worker-1", { ...h, spec: { ...h.spec, observedAt: new Date(now).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total, free: total - 16 }] } });
+    };
+    beforeEach(() => {
+      state.policies.set("default", policy({ poolReplacement: { enabled: true } }));
+    });
+
+    it("asks the agent for a replacement of a dissolved free page and releases the quarantine once the pool is back", async () => {
+      hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.history.get("e1")?.[0]?.poolReplacement).toMatchObject({ action: "Replace", state: "Requested", size: "2Mi", numaNode: 0, maxTotal: 32, afterMappersExit: false });
+      const name = quarantinePodName("e1", "2Mi");
+      state.upsertPod(`mce-system/${name}`, podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }));
+      now += 1000;
+      reportPool(31);
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.effects.filter((c) => c.startsWith("delete"))).toEqual([]);
+      now += 1000;
+      agentReports("e1", { state: "Given", before: 31, requested: 32, after: 32, message: "the kernel gave 1 hugepages-2Mi: nr_hugepages 31 → 32" });
+      reportPool(32);
+      await reconciler.reconcileEvent("e1");
+      const status = cluster.eventStatus.get("e1");
+      expect(status?.poolReplacement).toMatchObject({ state: "Given" });
+      expect(status?.poolReplacement?.reason).toMatch(/agent: the kernel gave 1 hugepages-2Mi/);
+      expect(status?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Released" }]);
+      expect(cluster.effects).toContain(`delete mce-system/${name}`);
+      expect(cluster.recorded.find((r) => r.reason === "HugepageQuarantineReleased")?.message).toMatch(/replacement hugepage brought the pool back/);
+      expect(cluster.recorded.map((r) => r.reason)).toContain("HugepageReplaced");
+      // The agent's result is its own: the operator's apply never carries it.
+      expect(cluster.history.get("e1")?.every((s) => s.poolReplacementResult === undefined)).toBe(true);
+      await reconciler.reconcileNode("worker-1");
+      expect(cluster.healthStatus.get("worker-1")).toMatchObject({ poolReplacements: { tried: 1, given: 1, refused: 0 }, capacityLostForGood: [] });
+    });
+
+    it("keeps the quarantine with the reason when the kernel refuses, and pauses the node after two refusals", async () => {
+      hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
+      await reconciler.reconcileEvent("e1");
+      now += 1000;
+      agentReports("e1", { state: "Refused", before: 31, requested: 32, after: 31, message: "the kernel gave 0 of 1 hugepages-2Mi on NUMA node 0" });
+      reportPool(31);
+      await reconciler.reconcileEvent("e1");
+      const status = cluster.eventStatus.get("e1");
+      expect(status?.poolReplacement?.state).toBe("Refused");
+      expect(status?.poolReplacement?.reason).toMatch(/the quarantine of 2Mi hugepages-2Mi stays/);
+      expect(status?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Quarantined" }]);
+      expect(cluster.recorded.map((r) => r.reason)).toContain("HugepageReplacementRefused");
+
+      hold(memoryEvent("e2", "worker-1", [], { pageType: "free huge page", pfn: "0x6205", hugepage: { size: "2Mi", headPfn: "0x6200" } }));
+      await reconciler.reconcileEvent("e2");
+      agentReports("e2", { state: "Refused", before: 30, requested: 31, after: 30, message: "gave 0" });
+      await reconciler.reconcileEvent("e2");
+      hold(memoryEvent("e3", "worker-1", [], { pageType: "free huge page", pfn: "0x7205", hugepage: { size: "2Mi", headPfn: "0x7200" } }));
+      await reconciler.reconcileEvent("e3");
+      expect(cluster.eventStatus.get("e3")?.poolReplacement).toMatchObject({ action: "None" });
+      expect(cluster.eventStatus.get("e3")?.poolReplacement?.reason).toMatch(/refused 2 replacement\(s\)/);
+      await reconciler.reconcileNode("worker-1");
+      expect(cluster.healthStatus.get("worker-1")?.poolReplacements).toMatchObject({ tried: 2, given: 0, refused: 2, pausedUntil: new Date(T0 + 100 + 24 * 3_600_000).toISOString() });
+      expect(cluster.healthStatus.get("worker-1")?.capacityLostForGood).toEqual([{ size: "2Mi", bytes: 6 * MiB }]);
+    });
+
+    it("shows the agent waiting for a mapper, and never asks in DryRun", async () => {
+      addPod(state, "db", "worker-1");
+      hold(memoryEvent("e1", "worker-1", [{ pod: "db" }]));
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.eventStatus.get("e1")?.poolReplacement).toMatchObject({ state: "Requested", afterMappersExit: true });
+      agentReports("e1", { state: "Waiting", message: "waiting for 1 mapper(s) to exit: pid 100" });
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.eventStatus.get("e1")?.poolReplacement).toMatchObject({ state: "Requested" });
+      expect(cluster.eventStatus.get("e1")?.poolReplacement?.reason).toMatch(/; agent: waiting for 1 mapper\(s\) to exit: pid 100$/);
+
+      state.policies.set("default", policy({ mode: "DryRun", poolReplacement: { enabled: true } }));
+      hold(memoryEvent("e2", "worker-1", [], { pageType: "free huge page", pfn: "0x6205", hugepage: { size: "2Mi", headPfn: "0x6200" } }));
+      await reconciler.reconcileEvent("e2");
+      expect(cluster.eventStatus.get("e2")?.poolReplacement).toMatchObject({ action: "Replace", state: "DryRun" });
+    });
+  });
+
   it("changes nothing in DryRun and still records the whole decision", async () => {
     state.policies.set("default", policy({ mode: "DryRun" }));
     addPod(state, "dpdk", "worker-1");

@@ -20,6 +20,7 @@ import type { OperatorMetrics } from "./metrics.ts";
 import { decideContainment, isUncorrected } from "./model/containment.ts";
 import type { Decision } from "./model/containment.ts";
 import { formatDuration, parseDuration } from "./model/duration.ts";
+import { replacementPause } from "./model/replacement.ts";
 import { policyForNode, selectorMatches } from "./model/selector.ts";
 import type { WorkResult } from "./queue.ts";
 import { ClusterState, defaultTaintKey } from "./state.ts";
@@ -97,8 +98,8 @@ export class Reconciler {
   }
 
   private async writeStatus(event: MemoryErrorEvent, status: MemoryErrorEventStatus): Promise<void> {
-    // earlySignals belong to the node's agent: the operator's apply never claims them.
-    const held = await this.actions.applyEventStatus(event.metadata.name, { ...status, earlySignals: undefined });
+    // earlySignals and poolReplacementResult belong to the node's agent: the operator's apply never claims them.
+    const held = await this.actions.applyEventStatus(event.metadata.name, { ...status, earlySignals: undefined, poolReplacementResult: undefined });
     // Keep the cache ahead of the watch with what the API server now holds (the agent may have
     // added its earlySignals meanwhile), so the next step and the budget see what was just recorded.
     this.state.upsertEvent(held);
@@ -199,7 +200,8 @@ export class Reconciler {
       this.metrics.nodeActionsHeld.inc({ action: decision.nodeAction.action });
       this.metrics.breakerOpen.set(/circuit breaker/.test(decision.nodeAction.reason ?? "") ? 1 : 0);
     }
-    const summary = `${prediction.reason}; ${decision.pods.length} pod action(s), ${decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine"}, node ${decision.nodeAction.action}${decision.dryRun ? " (DryRun: nothing is carried out)" : ""}`;
+    const replacement = decision.poolReplacement?.action === "Replace" ? `, one replacement hugepages-${decision.poolReplacement.size ?? ""} asked of the agent` : "";
+    const summary = `${prediction.reason}; ${decision.pods.length} pod action(s), ${decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine"}${replacement}, node ${decision.nodeAction.action}${decision.dryRun ? " (DryRun: nothing is carried out)" : ""}`;
     this.event(mceRef(event), "Warning", "MemoryErrorDecided", summary);
     log.info("memory error decided", { policy: match.policy.metadata.name, dryRun: decision.dryRun, poolEffect: prediction.poolEffect, pods: decision.pods.length, nodeAction: decision.nodeAction.action });
     const status: MemoryErrorEventStatus = {
@@ -220,7 +222,9 @@ export class Reconciler {
       pods: decision.pods,
       quarantine: decision.quarantine,
       nodeAction: decision.nodeAction,
+      poolReplacement: decision.poolReplacement,
       earlySignals: event.status?.earlySignals,
+      poolReplacementResult: event.status?.poolReplacementResult,
       conditions: setCondition(event.status?.conditions, { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: prediction.reason.slice(0, 1024) }, now, generation),
     };
     status.phase = phaseOf(status);
@@ -294,7 +298,8 @@ export class Reconciler {
         if (retryHeld) nodeAction = { ...nodeAction, state: "Planned", reason: `${nodeAction.reason ?? ""}; the budget allows it now` };
       }
     }
-    const next: MemoryErrorEventStatus = { ...status, pods, nodeAction };
+    const poolReplacement = this.planPoolReplacement(event, status, policy, now);
+    const next: MemoryErrorEventStatus = { ...status, pods, nodeAction, poolReplacement };
     return { status: next, changed: JSON.stringify(next) !== JSON.stringify(status), evictions, toCreate, toRelease, taintOrCordon };
   }
 
@@ -313,6 +318,49 @@ export class Reconciler {
     }
     requeue.push(deadline - now);
     return entry.state === "Planned" ? { ...entry, state: "InProgress", attempts: 1, lastAttemptAt: iso(now) } : entry;
+  }
+
+  /**
+   * Hands a planned replacement to the node's agent (unless the kernel has refused twice on the node since
+   * it was decided), and copies the agent's outcome in once it reports. Releasing the quarantine needs
+   * nothing more: the agent publishes the raised pool, and the capacity is no longer stale.
+   */
+  private planPoolReplacement(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: ContainmentPolicy | undefined, now: number): MemoryErrorEventStatus["poolReplacement"] {
+    const replacement = status.poolReplacement;
+    if (replacement?.action !== "Replace" || !replacement.size) return replacement;
+    const size = replacement.size;
+    const nodeName = event.spec.nodeName;
+    if (replacement.state === "Planned") {
+      const pause = policy && replacementPause(this.state.nodeState(nodeName, event.metadata.name), policy.spec, now);
+      if (pause) {
+        this.metrics.poolReplacements.inc({ size, outcome: "skipped" });
+        return { ...replacement, state: "Skipped", reason: `${replacement.reason ?? ""}; not asked: ${pause.reason}`.slice(0, 1024) };
+      }
+      this.metrics.poolReplacements.inc({ size, outcome: "requested" });
+      return { ...replacement, state: "Requested", requestedAt: iso(now) };
+    }
+    const result = status.poolReplacementResult;
+    if (replacement.state !== "Requested" || !result) return replacement;
+    const agentSays = `agent: ${result.message ?? result.state}`;
+    if (result.state === "Waiting") {
+      const reason = `${(replacement.reason ?? "").split("; agent: ")[0] ?? ""}; ${agentSays}`.slice(0, 1024);
+      return reason === replacement.reason ? replacement : { ...replacement, reason };
+    }
+    this.metrics.poolReplacements.inc({ size, outcome: result.state.toLowerCase() });
+    const quarantined = status.quarantine?.find((q) => q.size === size && q.state === "Quarantined");
+    const consequence =
+      result.state === "Given"
+        ? quarantined
+          ? "the quarantine is released once the agent's next report shows the pool back"
+          : "the pool is back to its size before the error"
+        : quarantined
+          ? `the quarantine of ${formatBytes(quarantined.bytes)} hugepages-${size} stays: the capacity is lost until the node is repaired or rebooted`
+          : "the capacity stays lost";
+    const words = result.state === "Given" ? "HugepageReplaced" : result.state === "Refused" ? "HugepageReplacementRefused" : "HugepageReplacementSkipped";
+    const message = `${agentSays}; ${consequence}`;
+    this.event(nodeRef(nodeName), result.state === "Given" ? "Normal" : "Warning", words, `memory error ${event.metadata.name}: ${message}`);
+    this.log.info("pool replacement", { memoryErrorEvent: event.metadata.name, node: nodeName, size, state: result.state, before: result.before, after: result.after });
+    return { ...replacement, state: result.state, reason: `${(replacement.reason ?? "").split("; agent: ")[0] ?? ""}; ${message}`.slice(0, 1024) };
   }
 
   /**
@@ -384,7 +432,8 @@ export class Reconciler {
     for (const q of plan.toRelease) {
       await this.actions.deletePod(this.options.namespace, quarantinePodName(event.metadata.name, q.size));
       this.metrics.actions.inc({ action: "release", outcome: "done" });
-      this.event(nodeRef(nodeName), "Normal", "HugepageQuarantineReleased", `released ${formatBytes(q.bytes)} of hugepages-${q.size}: the kubelet's advertised capacity caught up`);
+      const refilled = status.poolReplacement?.state === "Given" && status.poolReplacement.size === q.size;
+      this.event(nodeRef(nodeName), "Normal", "HugepageQuarantineReleased", `released ${formatBytes(q.bytes)} of hugepages-${q.size}: ${refilled ? "a replacement hugepage brought the pool back to what the kubelet advertises" : "the kubelet's advertised capacity caught up"}`);
       log.info("quarantine released", { size: q.size, bytes: q.bytes });
       quarantine.set(q.size, { ...q, state: "Released" });
     }
@@ -451,6 +500,14 @@ export class Reconciler {
     const boot = health?.spec.bootID;
     const poisoned = new Set(events.filter((e) => e.spec.hugepage && (!boot || e.spec.bootID === boot) && e.status?.prediction?.poolEffect !== "None").map((e) => `${e.spec.hugepage?.size ?? ""}/${e.spec.hugepage?.headPfn ?? ""}`));
     const nodeAction = node?.cordonedByUs ? "Cordon" : node && this.state.taintedByUs(node) ? "Taint" : "None";
+    const thisBoot = events.filter((e) => !boot || e.spec.bootID === boot);
+    // Capacity a pool lost and no replacement gave back.
+    const lostForGood = HUGEPAGE_SIZES.map((size) => ({
+      size,
+      bytes: thisBoot.filter((e) => e.spec.hugepage?.size === size && e.status?.poolReplacement?.state !== "Given").reduce((sum, e) => sum + (e.status?.prediction?.lostBytes ?? 0), 0),
+    })).filter((l) => l.bytes > 0);
+    for (const size of HUGEPAGE_SIZES) this.metrics.capacityLostBytes.set({ node: nodeName, size }, lostForGood.find((l) => l.size === size)?.bytes ?? 0);
+    const poolReplacements = policy?.spec.poolReplacement?.enabled ? this.replacementCounts(nodeName, policy, now) : undefined;
     const message = `${uncorrected} uncorrected and ${corrected} corrected memory error(s) in ${windowText}; ${poisoned.size} poisoned hugepage(s); ${quarantined.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size}`).join(", ") || "nothing"} quarantined`;
     if (health) {
       const status: NodeMemoryHealthStatus = {
@@ -463,6 +520,8 @@ export class Reconciler {
         quarantinedCapacity: formatBytes(quarantined.reduce((sum, q) => sum + q.bytes, 0)),
         quarantined,
         nodeAction,
+        poolReplacements,
+        capacityLostForGood: lostForGood,
         conditions: setCondition(health.status?.conditions, { type: "Degraded", status: healthWord === "Healthy" ? "False" : "True", reason: healthWord, message }, now, health.metadata.generation),
       };
       if (JSON.stringify({ ...status, conditions: undefined }) !== JSON.stringify({ ...health.status, conditions: undefined })) {
@@ -476,6 +535,16 @@ export class Reconciler {
       this.state.nodes.set(nodeName, { ...node, degradedCondition: wanted });
     }
     return undefined;
+  }
+
+  /** Replacements asked of the node's agent in the policy's window, and the pause after two refusals. */
+  private replacementCounts(nodeName: string, policy: ContainmentPolicy, now: number): NonNullable<NodeMemoryHealthStatus["poolReplacements"]> {
+    const node = this.state.nodeState(nodeName);
+    const windowMs = parseDuration(policy.spec.poolReplacement?.window ?? "24h", "spec.poolReplacement.window");
+    const recent = (node.replacements ?? []).filter((r) => r.at > now - windowMs);
+    const count = (states: string[]): number => recent.filter((r) => states.includes(r.state)).length;
+    const pause = replacementPause(node, policy.spec, now);
+    return { tried: count(["Requested", "Given", "Refused"]), given: count(["Given"]), refused: count(["Refused"]), pausedUntil: pause && iso(pause.until) };
   }
 
   /** How many nodes a policy governs, and with which policies it ties. */

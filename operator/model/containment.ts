@@ -7,6 +7,7 @@ import type {
   MemoryErrorEventSpecMapper,
   MemoryErrorEventStatusNodeAction,
   MemoryErrorEventStatusPod,
+  MemoryErrorEventStatusPoolReplacement,
   MemoryErrorEventStatusPrediction,
   MemoryErrorEventStatusQuarantine,
   NodeMemoryHealthStatus,
@@ -15,6 +16,8 @@ import { formatPfn, hugepageBytes, PAGE_SIZE_BYTES } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
 import { selectProfile } from "../../kernel/profiles.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
+import { decidePoolReplacement } from "./replacement.ts";
+import type { ReplacementRecord } from "./replacement.ts";
 import { selectorMatches } from "./selector.ts";
 import type { LabelSelector } from "./selector.ts";
 
@@ -64,6 +67,10 @@ export interface NodeState {
   /** Earlier errors on this node, with when they were observed. */
   history: readonly { at: number; severity: Severity }[];
   poisonedHugepages: readonly PoisonedHugepage[];
+  /** Free memory per NUMA node, as the agent last reported it. */
+  numaMemory?: readonly { numaNode: number; freeBytes: number; free2MiBlocks?: number | undefined }[] | undefined;
+  /** Replacement hugepages asked for on this node by its other errors. */
+  replacements?: readonly ReplacementRecord[] | undefined;
 }
 
 export interface PodState {
@@ -146,6 +153,8 @@ export interface Decision {
   pods: MemoryErrorEventStatusPod[];
   quarantine: MemoryErrorEventStatusQuarantine[];
   nodeAction: MemoryErrorEventStatusNodeAction;
+  /** A replacement hugepage for the one the pool lost; absent when the policy leaves replacement off. */
+  poolReplacement?: MemoryErrorEventStatusPoolReplacement | undefined;
   health: HealthVerdict;
   /** The phase the event reaches once every action is carried out. */
   phase: "Contained" | "Escalated" | "Ignored";
@@ -383,10 +392,11 @@ export function decideContainment(input: ContainmentInput): Decision {
   const quarantine = quarantineFor(prediction, input.error, input.node, input.policy, dryRun);
   const { effective, ...health } = judgeHealth(input);
   const nodeAction = decideNodeAction(input, effective, dryRun);
+  const poolReplacement = decidePoolReplacement(prediction, input.error, input.node, input.policy, input.now, dryRun);
   const escalated = nodeAction.action !== "None" && nodeAction.state !== "HeldByBudget";
   const nothing = pods.length === 0 && quarantine.length === 0 && nodeAction.action === "None";
   const phase = escalated ? "Escalated" : nothing && (prediction.poolEffect === "None" || prediction.poolEffect === "NotHugepage") ? "Ignored" : "Contained";
-  return { prediction, pods, quarantine, nodeAction, health, phase, dryRun };
+  return { prediction, pods, quarantine, nodeAction, poolReplacement, health, phase, dryRun };
 }
 
 /** Software unpoison (a test facility) clears the poison mark only: a dissolved hugepage does not come back. */
