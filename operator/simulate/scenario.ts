@@ -50,6 +50,8 @@ const scenarioSchema: JsonSchema = {
             },
           },
           allocatable: perSize("what the kubelet advertises; defaults to the pools"),
+          freeMemory: { type: "string", description: "free memory on NUMA node 0 (a quantity such as 3Gi), for pool replacement", pattern: "^[0-9]+(Ki|Mi|Gi|Ti)?$" },
+          free2MiBlocks: int("free memory on NUMA node 0 in whole 2 MiB blocks (buddy order 9 and up)"),
         },
       },
     },
@@ -147,6 +149,8 @@ export interface ScenarioNode {
   earlyKill?: boolean;
   pools?: { size: HugepageSize; numaNode?: number; total: number; free: number }[];
   allocatable?: Partial<Record<HugepageSize, string>>;
+  freeMemory?: string;
+  free2MiBlocks?: number;
 }
 
 export interface ScenarioPod {

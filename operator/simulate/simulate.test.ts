@@ -11,7 +11,7 @@ const run = (file: string): SimulationResult => {
 
 describe("mce-operator simulate on the bundled examples", () => {
   it("covers every example", () => {
-    expect(readdirSync("examples").sort()).toEqual(["db-shared-hugetlbfs.yaml", "dpdk-private-2m.yaml", "failed-1g.yaml", "free-hugepage.yaml", "rack-storm.yaml"]);
+    expect(readdirSync("examples").sort()).toEqual(["db-shared-hugetlbfs.yaml", "dpdk-private-2m.yaml", "failed-1g.yaml", "free-hugepage.yaml", "rack-storm.yaml", "self-healing-pool.yaml"]);
   });
 
   it("DPDK on a private 2 MiB hugepage: evicts the mapper only, reads the machine check", () => {
@@ -44,6 +44,15 @@ describe("mce-operator simulate on the bundled examples", () => {
     expect(d?.prediction.kernelResult).toBe("Failed");
     expect(d?.pods.map((p) => [p.action, p.state])).toEqual([["Evict", "Blocked"]]);
     expect(d?.quarantine[0]).toMatchObject({ size: "1Gi", bytes: 2 ** 30 });
+  });
+
+  it("self-healing pools: the free 2 MiB page is replaced and its quarantine released; the 1 GiB one stays quarantined", () => {
+    const [free, gigantic] = run("examples/self-healing-pool.yaml").steps;
+    expect(free?.decision?.poolReplacement).toMatchObject({ action: "Replace", state: "Given", expected: "Likely", size: "2Mi", maxTotal: 512 });
+    expect(free?.capacity.find((c) => c.size === "2Mi")).toEqual({ size: "2Mi", advertisedBytes: 2 ** 30, realBytes: 2 ** 30, quarantinedBytes: 0 });
+    expect(gigantic?.decision?.poolReplacement).toMatchObject({ action: "Replace", state: "Refused", expected: "Uncertain", afterMappersExit: true });
+    expect(gigantic?.capacity.find((c) => c.size === "1Gi")).toMatchObject({ realBytes: 7 * 2 ** 30, quarantinedBytes: 2 ** 30 });
+    expect(runSimulate(["examples/self-healing-pool.yaml"]).stdout).toContain("replacement hugepages-2Mi [Given, likely]");
   });
 
   it("storm across half a rack: the circuit breaker holds all but three node actions", () => {

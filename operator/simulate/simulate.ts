@@ -67,6 +67,8 @@ function expandNodes(scenario: Scenario): LiveNode[] {
         cordoned: false,
         history: [],
         poisonedHugepages: [],
+        numaMemory: n.freeMemory === undefined ? undefined : [{ numaNode: 0, freeBytes: parseQuantity(n.freeMemory), free2MiBlocks: n.free2MiBlocks }],
+        replacements: [],
       };
     }),
   );
@@ -165,6 +167,7 @@ function applyOutcome(node: LiveNode, pods: LivePod[], decision: Decision, size:
   }
   if (!decision.dryRun) {
     for (const q of quarantine) node.quarantinedBytes[q.size] = (node.quarantinedBytes[q.size] ?? 0) + q.bytes;
+    replace(node, decision, now);
     if (nodeAction.state === "Planned") {
       node.lastNodeActionAt = now;
       if (nodeAction.action === "Cordon") node.cordoned = true;
@@ -173,6 +176,26 @@ function applyOutcome(node: LiveNode, pods: LivePod[], decision: Decision, size:
   }
   const evicted = new Set(decision.pods.filter((p) => p.action === "Evict" && p.state === "Planned" && !blocked.has(p.uid)).map((p) => p.uid));
   return pods.filter((p) => !evicted.has(p.uid));
+}
+
+/**
+ * A planned replacement, as the kernel is expected to answer it: given where the model calls it likely
+ * (the pool grows back and the quarantine is released), refused where it is uncertain (the capacity
+ * stays quarantined), so the timeline never promises capacity the kernel may not give.
+ */
+function replace(node: LiveNode, decision: Decision, now: number): void {
+  const r = decision.poolReplacement;
+  if (r?.action !== "Replace" || r.state !== "Planned" || !r.size) return;
+  const size = r.size;
+  const given = r.expected === "Likely";
+  r.state = given ? "Given" : "Refused";
+  r.reason = `${r.reason ?? ""}; assumed ${given ? "given" : "refused"} by the kernel`;
+  node.replacements = [...(node.replacements ?? []), { at: now, size, state: r.state }];
+  if (!given) return;
+  const bytes = hugepageBytes(size);
+  node.pools = node.pools.map((p) => (p.size === size && p.numaNode === r.numaNode ? { ...p, total: p.total + 1, free: p.free + 1 } : p));
+  node.quarantinedBytes[size] = Math.max(0, (node.quarantinedBytes[size] ?? 0) - bytes);
+  node.numaMemory = node.numaMemory?.map((m) => (m.numaNode === r.numaNode ? { ...m, freeBytes: m.freeBytes - bytes, free2MiBlocks: m.free2MiBlocks === undefined ? undefined : Math.max(0, m.free2MiBlocks - bytes / hugepageBytes("2Mi")) } : m));
 }
 
 export function simulate(scenario: Scenario): SimulationResult {
