@@ -47,7 +47,7 @@ describe("the chart's CRDs", () => {
 
 describe("helm lint and template", () => {
   it("lints clean with --strict, with the defaults and with every option on", async () => {
-    for (const set of [[], ["--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true,defaultPolicy.enabled=true"]]) {
+    for (const set of [[], ["--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true,defaultPolicy.enabled=true,agent.poolReplacement.enabled=true"]]) {
       const result = await helm(["lint", "--strict", chartDir, ...set]);
       expect(result.code, result.stdout + result.stderr).toBe(0);
       expect(result.stdout).not.toMatch(/\[(WARNING|ERROR)\]/);
@@ -109,6 +109,14 @@ describe("helm lint and template", () => {
     // Every capability is explained in values.yaml.
     const valuesText = readFileSync(join(chartDir, "values.yaml"), "utf8");
     for (const cap of container?.securityContext?.capabilities?.add ?? []) expect(valuesText).toMatch(new RegExp(`#\\s+${cap}\\s+\\S`));
+  });
+
+  it("makes only the NUMA nodes' hugepage pools writable when pool replacement is on", async () => {
+    const agent = podSpec(find(await template({ agent: { poolReplacement: { enabled: true } } }), "DaemonSet"));
+    const writable = (agent.containers[0]?.volumeMounts ?? []).filter((m) => m.readOnly !== true).map((m) => m.mountPath);
+    expect(writable.sort()).toEqual(["/host/sys/devices/system/node", "/host/sys/kernel/tracing", "/var/lib/mce-agent"]);
+    expect(agent.volumes?.find((v) => v.name === "numa-nodes")?.hostPath).toEqual({ path: "/sys/devices/system/node", type: "Directory" });
+    expect(agent.containers[0]?.securityContext?.privileged).toBe(false);
   });
 
   it("gives each component exactly the RBAC its code uses", async () => {
