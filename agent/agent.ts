@@ -1,6 +1,6 @@
 // The agent composed: kernel-line sources → error assembly → MemoryErrorEvents (with the index's
 // mappers) → durable queue → reporter; the index refreshed and NodeMemoryHealth applied on timers.
-import type { NodeMemoryHealth, NodeMemoryHealthSpec } from "../crds/generated.ts";
+import type { NodeMemoryHealth, NodeMemoryHealthSpec, NodeMemoryHealthSpecNumaMemory } from "../crds/generated.ts";
 import { group, version } from "../crds/naming.ts";
 import type { HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
@@ -42,6 +42,19 @@ export interface AgentOptions {
 const EXPIRE_TICK_MS = 1000;
 // The spec barely changes: apply when it does, and otherwise this often so observedAt stays fresh.
 const HEALTH_HEARTBEAT_MS = 5 * 60_000;
+// Free memory moves all the time: it alone is published when it moved this much (or with anything else).
+const FREE_BYTES_MOVED = 64 * 1024 * 1024;
+const MOVED_SHARE = 0.1;
+
+/** Whether free memory per NUMA node moved enough since `before` to be published on its own. */
+export function numaMemoryMoved(before: NodeMemoryHealthSpecNumaMemory[], now: NodeMemoryHealthSpecNumaMemory[]): boolean {
+  if (before.length !== now.length) return true;
+  const moved = (a: number | undefined, b: number | undefined, floor: number): boolean => a === undefined || b === undefined ? a !== b : Math.abs(a - b) >= Math.max(floor, MOVED_SHARE * a);
+  return now.some((node, i) => {
+    const old = before[i];
+    return old?.numaNode !== node.numaNode || moved(old.freeBytes, node.freeBytes, FREE_BYTES_MOVED) || moved(old.free2MiBlocks, node.free2MiBlocks, 1);
+  });
+}
 
 export class Agent {
   readonly #o: AgentOptions;
@@ -49,8 +62,11 @@ export class Agent {
   readonly #assemblers = new Map<SourceName, ErrorAssembler>();
   readonly #lastSequence = new Map<SourceName, number>();
   #memory: HostMemory;
-  #healthApplied: { key: string; at: number } | undefined;
+  #healthApplied: { key: string; numaMemory: NodeMemoryHealthSpecNumaMemory[]; at: number } | undefined;
   #healthDue = true;
+  /** Publications asked for now: one asked during a pass makes the health loop run again without its pause. */
+  #healthAsked = 0;
+  #wakeHealth: (() => void) | undefined;
   #pfnsHiddenLogged = false;
 
   constructor(options: AgentOptions) {
@@ -73,7 +89,7 @@ export class Agent {
       this.#every(EXPIRE_TICK_MS, signal, () => {
         this.#expire();
       }),
-      this.#every(healthIntervalMs, signal, () => this.#applyHealth()),
+      this.#healthLoop(healthIntervalMs, signal),
     ]);
     this.#o.state.flush();
   }
@@ -86,6 +102,37 @@ export class Agent {
         this.#o.log.error("periodic work failed", { error });
       }
       await this.#o.clock.sleep(ms, signal);
+    }
+  }
+
+  /**
+   * Publishes NodeMemoryHealth as soon as it can, whether or not the figures look changed: called after
+   * the agent changed a hugepage pool, so the operator sees the new size without waiting for the timer.
+   */
+  refreshHealth(): void {
+    this.#healthDue = true;
+    this.#healthAsked++;
+    this.#wakeHealth?.();
+  }
+
+  async #healthLoop(ms: number, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const asked = this.#healthAsked;
+      try {
+        await this.#applyHealth();
+      } catch (error) {
+        this.#o.log.error("periodic work failed", { error });
+      }
+      if (this.#healthAsked !== asked) continue;
+      const wake = new AbortController();
+      const stop = (): void => {
+        wake.abort();
+      };
+      signal.addEventListener("abort", stop, { once: true });
+      this.#wakeHealth = stop;
+      await this.#o.clock.sleep(ms, wake.signal);
+      this.#wakeHealth = undefined;
+      signal.removeEventListener("abort", stop);
     }
   }
 
@@ -183,8 +230,9 @@ export class Agent {
 
   async #applyHealth(): Promise<void> {
     const { host, clock, metrics, log, nodeName, bootID, kernelVersion, reading, rasdaemonCorrected } = this.#o;
+    const asked = this.#healthAsked;
     this.#memory = host.memory();
-    const { hugepagePools, hardwareCorruptedBytes, memoryFailureCounters, edacCorrected, capabilities } = this.#memory;
+    const { hugepagePools, hardwareCorruptedBytes, numaMemory, memoryFailureCounters, edacCorrected, capabilities } = this.#memory;
     const correctedErrors = edacCorrected ?? rasdaemonCorrected?.();
     const spec: Omit<NodeMemoryHealthSpec, "observedAt"> = {
       nodeName,
@@ -196,15 +244,23 @@ export class Agent {
       ...(correctedErrors !== undefined && { correctedErrors }),
       capabilities: { ...capabilities, ...reading },
     };
+    // Free memory, which changes at every read, is compared apart: published when it moved enough.
     const key = JSON.stringify(spec);
     const now = clock.now();
-    if (!this.#healthDue && this.#healthApplied?.key === key && now - this.#healthApplied.at < HEALTH_HEARTBEAT_MS) return;
-    const health: NodeMemoryHealth = { apiVersion: `${group}/${version}`, kind: "NodeMemoryHealth", metadata: { name: nodeName }, spec: { ...spec, observedAt: new Date(now).toISOString() } };
+    const last = this.#healthApplied;
+    if (!this.#healthDue && last?.key === key && !numaMemoryMoved(last.numaMemory, numaMemory) && now - last.at < HEALTH_HEARTBEAT_MS) return;
+    const health: NodeMemoryHealth = {
+      apiVersion: `${group}/${version}`,
+      kind: "NodeMemoryHealth",
+      metadata: { name: nodeName },
+      spec: { ...spec, ...(numaMemory.length > 0 && { numaMemory }), observedAt: new Date(now).toISOString() },
+    };
     try {
       await this.#o.health.apply(health);
       metrics.healthApplies.inc({ outcome: "ok" });
-      this.#healthApplied = { key, at: now };
-      this.#healthDue = false;
+      this.#healthApplied = { key, numaMemory, at: now };
+      // Asked for again while this was read or sent: the next pass publishes whatever it reads.
+      if (this.#healthAsked === asked) this.#healthDue = false;
       log.debug("node memory health applied", { nodeMemoryHealth: nodeName });
     } catch (error) {
       metrics.healthApplies.inc({ outcome: "error" });

@@ -83,6 +83,10 @@ export interface FakeHost {
   pools?: FakePool[];
   /** Per NUMA node: total, ignored, failed, delayed, recovered (kernels from about 6.3). */
   memoryFailure?: Record<number, [number, number, number, number, number]>;
+  /** MemFree of each NUMA node's sysfs meminfo, in kB. */
+  nodeMemFreeKb?: Record<number, number>;
+  /** /proc/buddyinfo lines: free blocks per order (0 to 10) of one zone of a NUMA node. */
+  buddyinfo?: { numaNode: number; zone: string; counts: number[] }[];
   /** Per memory controller: corrected, uncorrected counts. */
   edac?: [number, number][];
   earlyKill?: boolean;
@@ -120,6 +124,14 @@ export function writeFakeHost(root: string, host: FakeHost): void {
     ["total", "ignored", "failed", "delayed", "recovered"].forEach((name, i) => {
       put(root, `sys/devices/system/node/node${node}/memory_failure/${name}`, `${counts[i] ?? 0}\n`);
     });
+  }
+  for (const [node, freeKb] of Object.entries(host.nodeMemFreeKb ?? {})) {
+    // The layout of a real node meminfo: the node number leads every line.
+    put(root, `sys/devices/system/node/node${node}/meminfo`, [`Node ${node} MemTotal:       8126464 kB`, `Node ${node} MemFree:        ${String(freeKb).padStart(8)} kB`, `Node ${node} MemUsed:        1048576 kB`, `Node ${node} HugePages_Total:    32`, ""].join("\n"));
+  }
+  if (host.buddyinfo !== undefined) {
+    // As the kernel prints it: the zone name padded to 8, each count to 6, a space at the end.
+    put(root, "proc/buddyinfo", host.buddyinfo.map((z) => `Node ${z.numaNode}, zone ${z.zone.padStart(8)} ${z.counts.map((c) => String(c).padStart(6)).join(" ")} \n`).join(""));
   }
   (host.edac ?? []).forEach(([ce, ue], i) => {
     put(root, `sys/devices/system/edac/mc/mc${i}/ce_count`, `${ce}\n`);

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { writeFakeHost } from "./fake-host.ts";
-import { HostFiles } from "./host.ts";
+import { HostFiles, parseBuddyinfo2MiBlocks, parseNodeMemFree } from "./host.ts";
 
 function host(setup: Parameters<typeof writeFakeHost>[1]): HostFiles {
   const root = mkdtempSync(join(tmpdir(), "host-"));
@@ -53,7 +53,7 @@ describe("HostFiles", () => {
 
   it("leaves out what an older kernel or a host without EDAC lacks", () => {
     const memory = host({}).memory();
-    expect(memory).toEqual({ hugepagePools: [], hardwareCorruptedBytes: 0, memoryFailureCounters: [], capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false } });
+    expect(memory).toEqual({ hugepagePools: [], hardwareCorruptedBytes: 0, numaMemory: [], memoryFailureCounters: [], capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false } });
   });
 
   it("finds the NUMA node of a pfn from memory blocks", () => {
@@ -66,5 +66,37 @@ describe("HostFiles", () => {
     expect(files.numaNodeOfPfn(0x140000)).toBe(1);
     expect(files.numaNodeOfPfn(0x5200)).toBe(0);
     expect(files.numaNodeOfPfn(0x10000000)).toBeUndefined();
+  });
+
+  it("reads free memory per NUMA node from its meminfo, and free 2 MiB blocks from buddyinfo over the node's zones", () => {
+    const files = host({
+      nodeMemFreeKb: { 0: 1234567, 1: 2048 },
+      buddyinfo: [
+        // Orders 0..10: order 9 counts once, order 10 twice.
+        { numaNode: 0, zone: "DMA", counts: [1, 1, 0, 1, 2, 1, 1, 0, 1, 1, 3] },
+        { numaNode: 0, zone: "DMA32", counts: [5, 3, 2, 4, 1, 2, 1, 3, 2, 4, 300] },
+        { numaNode: 0, zone: "Normal", counts: [100, 50, 20, 9, 4, 2, 1, 0, 0, 2, 0] },
+        { numaNode: 1, zone: "Normal", counts: [7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0] },
+      ],
+    });
+    expect(files.memory().numaMemory).toEqual([
+      { numaNode: 0, freeBytes: 1234567 * 1024, free2MiBlocks: 1 + 3 * 2 + 4 + 300 * 2 + 2 },
+      { numaNode: 1, freeBytes: 2048 * 1024, free2MiBlocks: 0 },
+    ]);
+    expect(files.numaFreeBytes(1)).toBe(2048 * 1024);
+    expect(files.numaFreeBytes(2)).toBeUndefined();
+  });
+
+  it("leaves out a NUMA node without a meminfo, and the block count without buddyinfo", () => {
+    const files = host({ nodeMemFreeKb: { 1: 4096 }, pools: [{ size: "2Mi", numaNode: 0, total: 1, free: 1 }] });
+    expect(files.memory().numaMemory).toEqual([{ numaNode: 1, freeBytes: 4096 * 1024 }]);
+  });
+
+  it("parses meminfo and buddyinfo lines of other shapes with care", () => {
+    expect(parseNodeMemFree("Node 1 MemTotal: 10 kB\nNode 1 MemFree:  7 kB\n", 1)).toBe(7 * 1024);
+    expect(parseNodeMemFree("Node 1 MemFree:  7 kB\n", 0)).toBeUndefined();
+    expect(parseBuddyinfo2MiBlocks(undefined)).toBeUndefined();
+    const blocks = parseBuddyinfo2MiBlocks("Node 0, zone   Normal  1 2 3 4 5 6 7 8 9 10 11 \nnot a line\nNode 0, zone  Movable  0 0 0 0 0 0 0 0 0 1\n");
+    expect(blocks).toEqual(new Map([[0, 10 + 11 * 2 + 1]]));
   });
 });

@@ -4,11 +4,13 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
-import type { NodeMemoryHealthSpecCapabilities, NodeMemoryHealthSpecHugepagePool, NodeMemoryHealthSpecMemoryFailureCounter } from "../crds/generated.ts";
+import type { NodeMemoryHealthSpecCapabilities, NodeMemoryHealthSpecHugepagePool, NodeMemoryHealthSpecMemoryFailureCounter, NodeMemoryHealthSpecNumaMemory } from "../crds/generated.ts";
 
 export interface HostMemory {
   hugepagePools: NodeMemoryHealthSpecHugepagePool[];
   hardwareCorruptedBytes?: number | undefined;
+  /** Free memory per NUMA node; a node without a readable meminfo is left out. */
+  numaMemory: NodeMemoryHealthSpecNumaMemory[];
   memoryFailureCounters: NodeMemoryHealthSpecMemoryFailureCounter[];
   /** Sum of EDAC ce_count over memory controllers, when EDAC is there. */
   edacCorrected?: number | undefined;
@@ -71,6 +73,7 @@ export class HostFiles {
     return {
       hugepagePools: this.#pools(),
       hardwareCorruptedBytes: corruptedKb === undefined ? undefined : Number(corruptedKb) * 1024,
+      numaMemory: this.#numaMemory(),
       memoryFailureCounters: this.#memoryFailureCounters(),
       ...this.#edac(),
       capabilities: {
@@ -88,6 +91,21 @@ export class HostFiles {
     if (blockSize === undefined || !/^[0-9a-fA-F]+$/.test(blockSize)) return undefined;
     const block = Math.floor((pfn * PAGE_SIZE_BYTES) / parseInt(blockSize, 16));
     return this.#numaNodes().find((node) => this.exists(`sys/devices/system/node/node${node}`, `memory${block}`));
+  }
+
+  /** MemFree of NUMA node `numaNode` in bytes (its sysfs meminfo); undefined when that is not there. */
+  numaFreeBytes(numaNode: number): number | undefined {
+    return parseNodeMemFree(this.text(`sys/devices/system/node/node${numaNode}/meminfo`) ?? "", numaNode);
+  }
+
+  #numaMemory(): NodeMemoryHealthSpecNumaMemory[] {
+    const blocks = parseBuddyinfo2MiBlocks(this.text("proc/buddyinfo"));
+    return this.#numaNodes().flatMap((numaNode) => {
+      const freeBytes = this.numaFreeBytes(numaNode);
+      if (freeBytes === undefined) return [];
+      // A node buddyinfo lists no zone of has no free memory at all.
+      return [{ numaNode, freeBytes, ...(blocks !== undefined && { free2MiBlocks: blocks.get(numaNode) ?? 0 }) }];
+    });
   }
 
   #numaNodes(): number[] {
@@ -140,4 +158,33 @@ export class HostFiles {
     const sum = (file: string): number => controllers.reduce((total, mc) => total + (this.integer("sys/devices/system/edac/mc", mc, file) ?? 0), 0);
     return { edacCorrected: sum("ce_count"), edacUncorrected: sum("ue_count") };
   }
+}
+
+/** `Node 0 MemFree:   123456 kB` of a NUMA node's sysfs meminfo, in bytes. */
+export function parseNodeMemFree(meminfo: string, numaNode: number): number | undefined {
+  const kb = new RegExp(`^Node ${numaNode} MemFree:\\s+(\\d+) kB\\s*$`, "m").exec(meminfo)?.[1];
+  return kb === undefined ? undefined : Number(kb) * 1024;
+}
+
+// A 2 MiB block is a buddy block of this order (4 KiB pages: order 9); every larger block holds 2^(k-9) of them.
+const ORDER_2MI = Math.log2((2 * 1024 * 1024) / PAGE_SIZE_BYTES);
+const BUDDY_LINE = /^Node (\d+), zone\s+\S+((?:\s+\d+)+)\s*$/;
+
+/**
+ * Free naturally aligned 2 MiB pieces per NUMA node from /proc/buddyinfo (`Node N, zone X  c0 c1 ... c10`,
+ * one count per order): the sum over orders k >= 9 of count_k * 2^(k-9), over the node's zones.
+ * Undefined without the file; lines of another shape are skipped.
+ */
+export function parseBuddyinfo2MiBlocks(buddyinfo: string | undefined): Map<number, number> | undefined {
+  if (buddyinfo === undefined) return undefined;
+  const blocks = new Map<number, number>();
+  for (const line of buddyinfo.split("\n")) {
+    const match = BUDDY_LINE.exec(line);
+    if (match === null) continue;
+    const node = Number(match[1]);
+    const counts = (match[2] ?? "").trim().split(/\s+/).map(Number);
+    const pieces = counts.reduce((sum, count, order) => (order >= ORDER_2MI ? sum + count * 2 ** (order - ORDER_2MI) : sum), 0);
+    blocks.set(node, (blocks.get(node) ?? 0) + pieces);
+  }
+  return blocks;
 }

@@ -1,13 +1,15 @@
 // The agent's Kubernetes I/O, behind the narrow interfaces the rest of the agent uses: create events,
-// apply its NodeMemoryHealth, watch its node's pods and events, and the early signal's writes.
-import type { MemoryErrorEvent, MemoryErrorEventStatusEarlySignal, NodeMemoryHealth } from "../crds/generated.ts";
+// apply its NodeMemoryHealth, watch its node's pods and events, and the early signal's and pool
+// replacement's writes.
+import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusEarlySignal, MemoryErrorEventStatusPoolReplacementResult, NodeMemoryHealth } from "../crds/generated.ts";
 import { crdInfo } from "../crds/generated.ts";
 import { group, nodeLabel, version } from "../crds/naming.ts";
 import type { Clock } from "./clock.ts";
 import type { EarlySignalApi, PodRef } from "./early-signal.ts";
 import { containersOf, type PodDirectory, type PodInfo } from "./event.ts";
-import { APPLY_PATCH, apiStatusOf, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH, runInformer } from "./http.ts";
+import { APPLY_PATCH, apiStatusOf, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH, runInformer, type ObjectMeta } from "./http.ts";
 import type { Logger } from "./log.ts";
+import type { PoolReplacementApi } from "./pool-replacement.ts";
 import type { EventSink } from "./reporter.ts";
 
 export const FIELD_MANAGER = "mce-agent";
@@ -32,10 +34,35 @@ function rfc3339(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
 }
 
-export class KubeApi implements EventSink, HealthSink, EarlySignalApi {
+/** The parts of a MemoryErrorEvent's status the agent owns (field manager mce-agent, status subresource). */
+export type AgentStatus = Pick<MemoryErrorEventStatus, "earlySignals" | "poolReplacementResult">;
+
+interface OwnedStatus {
+  uid: string | undefined;
+  /** As the watch last showed it. */
+  observed: AgentStatus;
+  /** As this process last applied it: at least as new as anything the watch showed. */
+  own: AgentStatus;
+}
+
+function agentStatusOf(status: MemoryErrorEventStatus | undefined): AgentStatus {
+  const { earlySignals, poolReplacementResult } = status ?? {};
+  return { ...(earlySignals !== undefined && { earlySignals }), ...(poolReplacementResult !== undefined && { poolReplacementResult }) };
+}
+
+export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolReplacementApi {
   readonly #client: KubeClient;
   readonly #nodeName: string;
   readonly #clock: Clock;
+  /**
+   * Server-side apply removes a field its manager owned and leaves out of the next apply, so every
+   * status apply by mce-agent carries all the agent owns of that event, not only the part it changes:
+   * what this process applied, else what the watch last showed (after a restart). Only events the
+   * agent wrote something into are kept.
+   */
+  readonly #agentStatus = new Map<string, OwnedStatus>();
+  /** The status apply in flight per event: applies of one event go one at a time, each built when it is sent. */
+  readonly #statusWrites = new Map<string, Promise<void>>();
 
   constructor(client: KubeClient, nodeName: string, clock: Clock) {
     this.#client = client;
@@ -87,22 +114,65 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi {
     }
   }
 
+  /** Notes what the agent owns of `event`'s status as the watch shows it; call it for every event watched. */
+  observe(event: MemoryErrorEvent): void {
+    const name = event.metadata.name;
+    const observed = agentStatusOf(event.status);
+    let known = this.#agentStatus.get(name);
+    // The same name on another object: the event was deleted and made again.
+    if (known?.uid !== undefined && event.metadata.uid !== undefined && known.uid !== event.metadata.uid) known = undefined;
+    if (known === undefined && Object.keys(observed).length === 0) {
+      this.#agentStatus.delete(name);
+      return;
+    }
+    known ??= { uid: event.metadata.uid, observed: {}, own: {} };
+    known.uid ??= event.metadata.uid;
+    known.observed = observed;
+    this.#agentStatus.set(name, known);
+  }
+
+  /** The event is deleted: nothing of it is kept. */
+  forget(eventName: string): void {
+    this.#agentStatus.delete(eventName);
+  }
+
   async applyEarlySignals(eventName: string, earlySignals: MemoryErrorEventStatusEarlySignal[]): Promise<void> {
-    await this.#client.request("PATCH", `${customPath}/${events}/${encodeURIComponent(eventName)}/status`, {
-      query: applyQuery,
-      body: { apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: eventName }, status: { earlySignals } },
-      contentType: APPLY_PATCH,
-    });
+    await this.#applyStatus(eventName, { earlySignals });
+  }
+
+  async applyPoolReplacementResult(eventName: string, result: MemoryErrorEventStatusPoolReplacementResult): Promise<void> {
+    await this.#applyStatus(eventName, { poolReplacementResult: result });
+  }
+
+  async #applyStatus(eventName: string, part: AgentStatus): Promise<void> {
+    const known = this.#agentStatus.get(eventName) ?? { uid: undefined, observed: {}, own: {} };
+    this.#agentStatus.set(eventName, known);
+    Object.assign(known.own, part);
+    const send = async (): Promise<void> => {
+      const status: AgentStatus = { ...known.observed, ...known.own };
+      await this.#client.request("PATCH", `${customPath}/${events}/${encodeURIComponent(eventName)}/status`, {
+        query: applyQuery,
+        body: { apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: eventName }, status },
+        contentType: APPLY_PATCH,
+      });
+    };
+    const write = (this.#statusWrites.get(eventName) ?? Promise.resolve()).then(send, send);
+    this.#statusWrites.set(eventName, write);
+    try {
+      await write;
+    } finally {
+      if (this.#statusWrites.get(eventName) === write) this.#statusWrites.delete(eventName);
+    }
   }
 }
 
 /** Runs an informer until `signal` aborts, logging each failure and the backoff before the next attempt. */
-function keepWatching(client: KubeClient, what: string, path: string, query: Record<string, string>, handlers: { onUpsert: (object: Record<string, unknown>) => void; onDelete?: (uid: string | undefined) => void }, clock: Clock, log: Logger, signal: AbortSignal): void {
+function keepWatching(client: KubeClient, what: string, path: string, query: Record<string, string>, handlers: { onUpsert: (object: Record<string, unknown>) => void; onDelete?: (meta: ObjectMeta) => void }, clock: Clock, log: Logger, signal: AbortSignal): void {
   runInformer(client, {
     path,
     query,
     onUpsert: handlers.onUpsert,
-    onDelete: (meta) => handlers.onDelete?.(meta.uid),
+    onDelete: (meta) => handlers.onDelete?.(meta),
     onError: (error, retryInMs) => {
       log.warn("watch failed; restarting", { watch: what, error, retryInMs });
     },
@@ -129,19 +199,20 @@ export function watchPods(client: KubeClient, nodeName: string, clock: Clock, lo
   };
   keepWatching(client, `pods on ${nodeName}`, "/api/v1/pods", { fieldSelector: `spec.nodeName=${nodeName}` }, {
     onUpsert: keep,
-    onDelete: (uid) => {
+    onDelete: ({ uid }) => {
       if (uid !== undefined) byUID.delete(uid);
     },
   }, clock, log, signal);
   return { pod: (uid) => byUID.get(uid) };
 }
 
-/** Calls `onEvent` for every MemoryErrorEvent of this node as it is added or changed. */
-export function watchMemoryErrorEvents(client: KubeClient, nodeName: string, onEvent: (event: MemoryErrorEvent) => void, clock: Clock, log: Logger, signal: AbortSignal): void {
+/** Calls `onEvent` for every MemoryErrorEvent of this node as it is added or changed, and `onDelete` with the name of one deleted. */
+export function watchMemoryErrorEvents(client: KubeClient, nodeName: string, onEvent: (event: MemoryErrorEvent) => void, clock: Clock, log: Logger, signal: AbortSignal, onDelete?: (name: string) => void): void {
   keepWatching(client, `memory error events of ${nodeName}`, `${customPath}/${events}`, { labelSelector: `${nodeLabel}=${nodeName}` }, {
     // The API server's JSON, of the CRD's schema.
     onUpsert: (object) => {
       onEvent(object as unknown as MemoryErrorEvent);
     },
+    onDelete: ({ name }) => onDelete?.(name),
   }, clock, log, signal);
 }

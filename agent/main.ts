@@ -13,6 +13,7 @@ import { KubeApi, loadKubeConfig, watchMemoryErrorEvents, watchPods } from "./ku
 import { isLogLevel, jsonLogger, type Logger } from "./log.ts";
 import { HugetlbIndex, readProcess } from "./mappings.ts";
 import { AgentMetrics } from "./metrics.ts";
+import { hostPoolFiles, PoolReplacer } from "./pool-replacement.ts";
 import { RASDAEMON_DB, rasdaemonCorrectedErrors } from "./rasdaemon.ts";
 import { ReplaySource } from "./replay.ts";
 import { errnoCode, openDevice, type LineSource } from "./source.ts";
@@ -237,10 +238,6 @@ async function main(): Promise<number> {
     log,
     metrics,
   });
-  watchMemoryErrorEvents(kube, config.nodeName, (event) => {
-    signaller.offer(event, abort.signal);
-  }, clock, log, abort.signal);
-
   const agent = new Agent({
     nodeName: config.nodeName,
     bootID,
@@ -259,6 +256,26 @@ async function main(): Promise<number> {
     metrics,
     indexIntervalMs: config.indexIntervalMs,
     healthIntervalMs: config.healthIntervalMs,
+  });
+  const replacer = new PoolReplacer({
+    nodeName: config.nodeName,
+    api,
+    files: hostPoolFiles(host),
+    refreshHealth: () => {
+      agent.refreshHealth();
+    },
+    clock,
+    log,
+    metrics,
+  });
+  watchMemoryErrorEvents(kube, config.nodeName, (event) => {
+    // First, so a status apply carries what the agent already owns of this event.
+    api.observe(event);
+    signaller.offer(event, abort.signal);
+    replacer.offer(event, abort.signal);
+  }, clock, log, abort.signal, (name) => {
+    api.forget(name);
+    replacer.forget(name);
   });
   const server = await serveMetrics(metrics, config.metricsPort, log);
   const stop = (signal: NodeJS.Signals): void => {

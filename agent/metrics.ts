@@ -17,5 +17,6 @@ export class AgentMetrics {
   readonly indexHugepages = new Gauge({ name: "mce_agent_index_hugepages", help: "Mapped hugepages the hugetlb index knows.", registers: [this.registry] });
   readonly indexScan = new Histogram({ name: "mce_agent_index_scan_seconds", help: "Time of one incremental refresh of the hugetlb index.", buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [this.registry] });
   readonly earlySignals = new Counter({ name: "mce_agent_early_signals_total", help: "Early-signal actions carried out, by outcome (Done, Failed).", labelNames: ["state"], registers: [this.registry] });
+  readonly poolReplacements = new Counter({ name: "mce_agent_pool_replacements_total", help: "Pool replacements carried out, by hugepage size and outcome (Given, Refused, Skipped).", labelNames: ["size", "outcome"], registers: [this.registry] });
   readonly healthApplies = new Counter({ name: "mce_agent_node_health_applies_total", help: "NodeMemoryHealth applies, by outcome (ok, error).", labelNames: ["outcome"], registers: [this.registry] });
 }
