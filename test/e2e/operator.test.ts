@@ -41,20 +41,7 @@ async function pod(namespace: string, nodeName: string, app: string, extra: { an
 }
 
 /** A pod left to kube-scheduler, allowed only onto one node. */
-async function scheduledPod(namespace: string, nodeName: string, hugepages: string): Promise<V1Pod> {
-  const resources = { cpu: "100m", memory: "64Mi", "hugepages-2Mi": hugepages };
-  return c.core.createNamespacedPod({
-    namespace,
-    body: {
-      metadata: { name: uniqueName("scheduled") },
-      spec: {
-        nodeSelector: { "kubernetes.io/hostname": nodeName },
-        containers: [{ name: "app", image: "registry.k8s.io/pause:3.10", resources: { requests: resources, limits: resources } }],
-        terminationGracePeriodSeconds: 0,
-      },
-    },
-  });
-}
+const scheduledPod = (namespace: string, nodeName: string, hugepages: string): Promise<V1Pod> => createHugepagePod(c, { namespace, onlyOnto: nodeName, hugepages: { "hugepages-2Mi": hugepages } });
 
 const mapperOf = (p: V1Pod, shared = false): { podUID: string; namespace: string; name: string; shared: boolean } => ({ podUID: p.metadata?.uid ?? "", namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "", shared });
 const exists = async (namespace: string, name: string): Promise<boolean> => {

@@ -159,6 +159,8 @@ export interface HugepagePodSpec {
   labels?: Record<string, string>;
   /** Bind directly to this node instead of going through the scheduler. */
   nodeName?: string;
+  /** Leave the pod to kube-scheduler, allowed only onto this node. */
+  onlyOnto?: string;
   serviceAccountName?: string;
 }
 
@@ -174,6 +176,7 @@ export async function createHugepagePod({ core }: Clients, spec: HugepagePodSpec
       metadata: { name: spec.name ?? uniqueName("hugepage-pod"), labels: spec.labels },
       spec: {
         ...(spec.nodeName !== undefined && { nodeName: spec.nodeName }),
+        ...(spec.onlyOnto !== undefined && { nodeSelector: { "kubernetes.io/hostname": spec.onlyOnto } }),
         ...(spec.serviceAccountName !== undefined && { serviceAccountName: spec.serviceAccountName }),
         // kwok runs no containers, but the image must still be valid.
         containers: [{ name: "app", image: "registry.k8s.io/pause:3.10", resources: { requests: resources, limits: resources } }],
