@@ -2,7 +2,7 @@
 // faults them in with a known pattern, and logs what happens to it, one line per fact, to a file the
 // host reads: its pages' pfns, every SIGBUS (si_code, si_addr, si_addr_lsb) and SIGUSR1 with the time
 // it arrived. Then it obeys one-word commands from a FIFO: touch, pread, madvise, check, pfns, munmap,
-// exit. Built with gcc -static: the guest has no libc.
+// keep1g, exit. Built with gcc -static: the guest has no libc.
 //
 // usage: hwp -l LOG -c FIFO -s 2M|1G [-n PAGES] [-f HUGETLBFS_FILE] [-k default|early|late]
 #define _GNU_SOURCE
@@ -31,6 +31,7 @@ static int log_fd = -1;
 static char *base;
 static size_t page_bytes;
 static size_t pages = 1;
+static char *gone; // gone[i]: hugepage i was unmapped by keep1g
 static int file_fd = -1;
 static sigjmp_buf touch_jump;
 static volatile sig_atomic_t touching;
@@ -128,9 +129,35 @@ static void fill(void) {
 static void check(void) {
   size_t bad = 0;
   for (size_t i = 0; i < pages; i++)
-    for (size_t off = 0; off < page_bytes; off += 4096)
+    for (size_t off = 0; off < page_bytes && !gone[i]; off += 4096)
       if (base[i * page_bytes + off] != (char)(i + 1)) bad++;
   logf_("check bad=%zu", bad);
+}
+
+// Unmaps every hugepage but the first one in each 1 GiB-aligned physical range: freed back to the pool,
+// they can go to the buddy allocator, while each range keeps one hugetlb page in use. Logs the kept pfns.
+static void keep1g(void) {
+  unsigned long long kept[64];
+  size_t nkept = 0, unmapped = 0;
+  for (size_t i = 0; i < pages; i++) {
+    if (gone[i]) continue;
+    unsigned long long pfn = pfn_of(base + i * page_bytes);
+    size_t k = 0;
+    while (k < nkept && kept[k] >> 18 != pfn >> 18) k++;
+    if (pfn != 0 && k == nkept && nkept < sizeof kept / sizeof kept[0]) {
+      kept[nkept++] = pfn;
+      continue;
+    }
+    if (munmap(base + i * page_bytes, page_bytes) == 0) {
+      gone[i] = 1;
+      unmapped++;
+    }
+  }
+  char list[64 * 20];
+  size_t n = 0;
+  list[0] = 0;
+  for (size_t k = 0; k < nkept; k++) n += (size_t)snprintf(list + n, sizeof list - n, "%s0x%llx", k ? "," : "", kept[k]);
+  logf_("keep1g unmapped=%zu kept=%s", unmapped, list);
 }
 
 static void touch(unsigned long off) {
@@ -168,6 +195,8 @@ static void command(char *line) {
   } else if (strcmp(verb, "munmap") == 0) {
     int rc = munmap(base, pages * page_bytes);
     logf_("munmap rc=%d", rc);
+  } else if (strcmp(verb, "keep1g") == 0) {
+    keep1g();
   } else if (strcmp(verb, "exit") == 0) {
     logf_("exit");
     exit(0);
@@ -194,6 +223,8 @@ int main(int argc, char **argv) {
   log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (log_fd < 0) return 3;
   page_bytes = (size_t)1 << huge_shift;
+  gone = calloc(pages, 1);
+  if (gone == NULL) return 2;
 
   // PR_MCE_KILL_SET: early (1) or late (0) for this process; default follows vm.memory_failure_early_kill.
   if (strcmp(kill_policy, "default") != 0 && prctl(PR_MCE_KILL, PR_MCE_KILL_SET, strcmp(kill_policy, "early") == 0 ? PR_MCE_KILL_EARLY : PR_MCE_KILL_LATE, 0, 0) != 0) {
