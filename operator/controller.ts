@@ -78,10 +78,12 @@ export class Controller {
         path: crd("nodememoryhealths"),
         transform: (raw) => raw as unknown as NodeMemoryHealth,
         onUpsert: (_key, health) => {
-          state.health.set(health.metadata.name, health);
+          state.upsertHealth(health, options.clock.now());
           this.nodeChanged(health.metadata.name);
         },
-        onDelete: (_key, health) => state.health.delete(health.metadata.name),
+        onDelete: (_key, health) => {
+          state.deleteHealth(health.metadata.name);
+        },
         onError: onError("nodememoryhealths"),
       }),
       new Reflector<ContainmentPolicy>(client, {

@@ -234,6 +234,11 @@ describe("Reconciler", () => {
       expect(cluster.effects.filter((c) => c.startsWith("delete"))).toEqual([]);
       now += 1000;
       agentReports("e1", { state: "Given", before: 31, requested: 32, after: 32, message: "the kernel gave 1 hugepages-2Mi: nr_hugepages 31 → 32" });
+      // The agent's report of the pool it gave comes after its result; one from before would not release.
+      reportPool(32);
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.eventStatus.get("e1")?.quarantine?.[0]?.state).toBe("Quarantined");
+      now += 500;
       reportPool(32);
       await reconciler.reconcileEvent("e1");
       const status = cluster.eventStatus.get("e1");
@@ -247,6 +252,25 @@ describe("Reconciler", () => {
       expect(cluster.history.get("e1")?.every((s) => s.poolReplacementResult === undefined)).toBe(true);
       await reconciler.reconcileNode("worker-1");
       expect(cluster.healthStatus.get("worker-1")).toMatchObject({ poolReplacements: { tried: 1, given: 1, refused: 0 }, capacityLostForGood: [] });
+    });
+
+    it("releases after a replacement even when the node's clock is behind the operator's", async () => {
+      addPod(state, "db", "worker-1");
+      addPod(state, "cache", "worker-1");
+      // Stamped by the node, whose clock runs 5 s behind the operator's.
+      hold(memoryEvent("e1", "worker-1", [{ pod: "db", shared: true }, { pod: "cache", shared: true }], { observedAt: new Date(T0 - 5000).toISOString() }));
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.eventStatus.get("e1")).toMatchObject({ poolReplacement: { state: "Requested", maxTotal: 33 }, quarantine: [{ state: "Quarantined" }] });
+      const evictedAt = Date.parse(cluster.eventStatus.get("e1")?.pods?.[0]?.lastAttemptAt ?? "");
+      const name = quarantinePodName("e1", "2Mi");
+      state.upsertPod(`mce-system/${name}`, podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }));
+      // Its result and its report carry times before the evictions, though they came after them.
+      agentReports("e1", { state: "Given", before: 32, requested: 33, after: 33, at: new Date(evictedAt - 5000).toISOString(), message: "the kernel gave 1 hugepages-2Mi: nr_hugepages 32 → 33" });
+      now += 1000;
+      const h = health("worker-1");
+      state.upsertHealth({ ...h, spec: { ...h.spec, observedAt: new Date(evictedAt - 4900).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total: 33, free: 17 }] } }, now);
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.eventStatus.get("e1")?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Released" }]);
     });
 
     it("keeps the quarantine with the reason when the kernel refuses, and pauses the node after two refusals", async () => {

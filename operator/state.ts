@@ -104,6 +104,8 @@ function lastNodeAction(events: readonly MemoryErrorEvent[]): number | undefined
 export class ClusterState {
   readonly events = new Map<string, MemoryErrorEvent>();
   readonly health = new Map<string, NodeMemoryHealth>();
+  /** When the operator received each node's latest report, on its own clock (see staleCapacity). */
+  private readonly healthSeenAt = new Map<string, number>();
   readonly policies = new Map<string, ContainmentPolicy>();
   readonly nodes = new Map<string, NodeInfo>();
   readonly pdbs = new Map<string, DisruptionBudgetState>();
@@ -141,6 +143,23 @@ export class ClusterState {
     const old = this.events.get(name);
     this.events.delete(name);
     if (old) this.eventsByNode.get(old.spec.nodeName)?.delete(name);
+  }
+
+  /**
+   * Caches a node's health. A new report (the agent writes observedAt each time) is stamped with the
+   * operator's clock, so it can be ordered against what the operator itself did; one seen at start-up,
+   * when nothing tells when it arrived, keeps the agent's own observedAt.
+   */
+  upsertHealth(health: NodeMemoryHealth, now: number): void {
+    const name = health.metadata.name;
+    const old = this.health.get(name);
+    this.health.set(name, health);
+    if (old?.spec.observedAt !== health.spec.observedAt) this.healthSeenAt.set(name, old ? now : Date.parse(health.spec.observedAt));
+  }
+
+  deleteHealth(name: string): void {
+    this.health.delete(name);
+    this.healthSeenAt.delete(name);
   }
 
   podsOn(nodeName: string): PodInfo[] {
@@ -223,19 +242,22 @@ export class ClusterState {
 
   /**
    * Hugepage bytes the kubelet advertises on a node beyond what its pools can give, per size; empty
-   * while the agent's last report predates the node's last change (an error, or a mapper leaving),
-   * because until then the reported pools may still count pages the kernel has taken away.
+   * while the agent's last report predates the node's last change (an error, a replacement hugepage, or
+   * a mapper leaving), because until then the reported pools may still count pages the kernel has taken
+   * away or not count one it gave. Each change is compared on the clock it was stamped with: errors and
+   * replacements on the agent's (its report's observedAt), evictions on the operator's (when the report
+   * arrived), since a node's clock and the operator's may differ by more than the gap between them.
    */
   staleCapacity(nodeName: string): Partial<Record<HugepageSize, number>> {
     const node = this.nodes.get(nodeName);
     const health = this.health.get(nodeName);
     if (!node || !health) return {};
     const events = this.eventsOn(nodeName).filter((e) => e.spec.bootID === health.spec.bootID);
-    const changedAt = Math.max(
-      0,
-      ...events.flatMap((e) => [Date.parse(e.spec.observedAt), ...(e.status?.pods ?? []).map((p) => (p.lastAttemptAt ? Date.parse(p.lastAttemptAt) : 0))]),
-    );
-    if (Date.parse(health.spec.observedAt) <= changedAt) return {};
+    const at = (text: string | undefined): number => (text ? Date.parse(text) : 0);
+    const onNode = Math.max(0, ...events.flatMap((e) => [at(e.spec.observedAt), at(e.status?.poolReplacementResult?.at)]));
+    const byOperator = Math.max(0, ...events.flatMap((e) => (e.status?.pods ?? []).map((p) => at(p.lastAttemptAt))));
+    const reported = at(health.spec.observedAt);
+    if (reported <= onNode || (this.healthSeenAt.get(nodeName) ?? reported) <= byOperator) return {};
     const state = this.nodeState(nodeName);
     return Object.fromEntries(
       HUGEPAGE_SIZES.map((size) => {

@@ -18,6 +18,11 @@ export interface Outcome {
   /** The pool once every mapper is gone, against before the workloads started. */
   pool: { size: HugepageSize; total: number; free: number };
   hardwareCorruptedBytes: number;
+  /**
+   * A replacement hugepage asked of the agent: what the kernel gave (Given, Refused); predicted, what the
+   * model expects (Given where likely, "Given|Refused" where uncertain). The pool then counts it.
+   */
+  replacement?: string | undefined;
 }
 
 export interface Row {
@@ -51,7 +56,8 @@ export function predictedOutcome(prediction: KernelPrediction, names: ReadonlyMa
 const canonical = (o: Outcome): string => JSON.stringify([o.pageType, o.result, [...o.ao].sort(), [...o.ar].sort(), o.lsb, o.pool, o.hardwareCorruptedBytes]);
 
 export function agree(observed: Outcome, predicted: Outcome): boolean {
-  return canonical(observed) === canonical(predicted);
+  const replacementAgrees = observed.replacement === predicted.replacement || (observed.replacement !== undefined && (predicted.replacement?.split("|") ?? []).includes(observed.replacement));
+  return replacementAgrees && canonical(observed) === canonical(predicted);
 }
 
 const signed = (n: number): string => (n > 0 ? `+${n}` : String(n));
@@ -65,6 +71,7 @@ export function describeOutcome(o: Outcome): string {
     `AR ${list(o.ar)}${o.lsb === undefined ? "" : ` (lsb ${o.lsb})`}`,
     `${o.pool.size} total ${signed(o.pool.total)} free ${signed(o.pool.free)}`,
     `HardwareCorrupted ${signed(o.hardwareCorruptedBytes / 1024)} kB`,
+    ...(o.replacement === undefined ? [] : [`replacement ${o.replacement.replace("|", " or ")}`]),
   ].join("; ");
 }
 
