@@ -261,6 +261,7 @@ async function main(): Promise<number> {
     nodeName: config.nodeName,
     api,
     files: hostPoolFiles(host),
+    writes: state,
     refreshHealth: () => {
       agent.refreshHealth();
     },

@@ -9,6 +9,7 @@ import { writeFakeHost, writeFakeProcess } from "./fake-host.ts";
 import { HostFiles } from "./host.ts";
 import { memoryLogger } from "./log.ts";
 import { AgentMetrics } from "./metrics.ts";
+import { AgentState } from "./state.ts";
 import { hostPoolFiles, mapsCover, PoolReplacer, type PoolFiles, type PoolReplacementResult } from "./pool-replacement.ts";
 
 const GiB = 1024 ** 3;
@@ -76,8 +77,7 @@ class FakeFiles implements PoolFiles {
   }
 }
 
-function setup() {
-  const files = new FakeFiles();
+function setup(stateDir = mkdtempSync(join(tmpdir(), "pool-writes-")), files = new FakeFiles()) {
   const applied: PoolReplacementResult[] = [];
   const api = {
     failApply: false,
@@ -96,6 +96,7 @@ function setup() {
     nodeName: "edge-1",
     api,
     files,
+    writes: new AgentState({ dir: stateDir, bootID: "b", log }),
     refreshHealth: () => {
       healthRefreshes++;
     },
@@ -104,7 +105,7 @@ function setup() {
     metrics,
     recheckMs: 5000,
   });
-  return { files, api, applied, clock, log, metrics, replacer, refreshes: () => healthRefreshes };
+  return { files, api, applied, clock, log, metrics, replacer, stateDir, refreshes: () => healthRefreshes };
 }
 
 const file2Mi = "/host/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages";
@@ -132,11 +133,38 @@ describe("PoolReplacer", () => {
     files.totals.set("2Mi/0", 30);
     const results = new Map<string, PoolReplacementResult>();
     const api = { applyPoolReplacementResult: (name: string, result: PoolReplacementResult): Promise<void> => Promise.resolve(void results.set(name, result)) };
-    const concurrent = new PoolReplacer({ nodeName: "edge-1", api, files, refreshHealth: () => undefined, clock: new ManualClock(), log: memoryLogger(), metrics: new AgentMetrics() });
+    const writes = new AgentState({ dir: mkdtempSync(join(tmpdir(), "pool-writes-")), bootID: "b", log: memoryLogger() });
+    const concurrent = new PoolReplacer({ nodeName: "edge-1", api, files, writes, refreshHealth: () => undefined, clock: new ManualClock(), log: memoryLogger(), metrics: new AgentMetrics() });
     const named = (name: string): MemoryErrorEvent => ({ ...event({ poolReplacement: requested }), metadata: { name, uid: name } });
     await Promise.all([concurrent.reconcile(named("a")), concurrent.reconcile(named("b"))]);
     expect(files.writes).toEqual(["2Mi/0=31", "2Mi/0=32"]);
     expect([...results.values()].map((r) => `${String(r.before)}→${String(r.after)}`).sort()).toEqual(["30→31", "31→32"]);
+  });
+
+  it("after a kill -9 between the pool write and the status report, reports the hugepage given, never writing twice", async () => {
+    const first = setup();
+    first.api.failApply = true;
+    await expect(first.replacer.reconcile(event({ poolReplacement: { ...requested, maxTotal: 40 } }))).rejects.toThrow("apiserver down");
+    expect(first.files.writes).toEqual(["2Mi/0=32"]);
+    // A new process on the same state directory and host; the status still shows no result.
+    const second = setup(first.stateDir, first.files);
+    await second.replacer.reconcile(event({ poolReplacement: { ...requested, maxTotal: 40 } }));
+    expect(second.files.writes).toEqual(["2Mi/0=32"]);
+    expect(second.applied).toMatchObject([{ state: "Given", before: 31, requested: 32, after: 32, message: expect.stringContaining("written before the agent restarted") as unknown }]);
+    // Once status shows it, the record goes.
+    await second.replacer.reconcile(event({ poolReplacement: { ...requested, maxTotal: 40 }, poolReplacementResult: second.applied[0] }));
+    expect(new AgentState({ dir: first.stateDir, bootID: "b", log: memoryLogger() }).poolWrite(NAME)).toBeUndefined();
+  });
+
+  it("after a kill -9 before the pool write, makes the write", async () => {
+    const first = setup();
+    first.files.writeError = new Error("killed");
+    await first.replacer.reconcile(event({ poolReplacement: requested }));
+    first.files.writeError = undefined;
+    const second = setup(first.stateDir, first.files);
+    await second.replacer.reconcile(event({ poolReplacement: requested }));
+    expect(second.files.writes).toEqual(["2Mi/0=32"]);
+    expect(second.applied).toMatchObject([{ state: "Given", before: 31, after: 32 }]);
   });
 
   it("records Refused when the kernel reads back the old size (no contiguous memory)", async () => {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { MemoryErrorEvent, MemoryErrorEventStatusPoolReplacement, MemoryErrorEventStatusPoolReplacementResult } from "../crds/generated.ts";
 import { hugepageBytes, type HugepageSize } from "../kernel/pfn.ts";
 import type { Clock } from "./clock.ts";
+import type { PoolWrite } from "./state.ts";
 import type { HostFiles } from "./host.ts";
 import type { Logger } from "./log.ts";
 import type { AgentMetrics } from "./metrics.ts";
@@ -86,10 +87,18 @@ export function hostPoolFiles(host: HostFiles): PoolFiles {
   };
 }
 
+/** The pool writes under way, kept durably (the agent's state file): a kill -9 between the write and the status report must not make a given hugepage look skipped, or raise the pool twice. */
+export interface PoolWriteLog {
+  poolWrite(eventName: string): PoolWrite | undefined;
+  recordPoolWrite(eventName: string, write: PoolWrite): void;
+  clearPoolWrite(eventName: string): void;
+}
+
 export interface PoolReplacerOptions {
   nodeName: string;
   api: PoolReplacementApi;
   files: PoolFiles;
+  writes: PoolWriteLog;
   /** Asks for NodeMemoryHealth to be published now, so the operator sees the new pool size at once. */
   refreshHealth: () => void;
   clock: Clock;
@@ -228,6 +237,7 @@ export class PoolReplacer {
     // Never redone: the pool was written (or deliberately not) once for this event.
     if (recorded !== undefined && recorded.state !== "Waiting") {
       this.#carriedOut.delete(name);
+      this.#options.writes.clearPoolWrite(name);
       this.#finished.set(name, uid);
       return "done";
     }
@@ -332,7 +342,13 @@ export class PoolReplacer {
         message: `NUMA node ${numaNode} has ${mib(freeBytes)} free (${freeBytes} bytes); a ${size} hugepage would leave ${mib(freeBytes - hugepageBytes(size))}, below the ${mib(minFreeBytes)} that must stay free (minFreeBytes ${minFreeBytes})`,
       });
     }
+    const earlier = this.#options.writes.poolWrite(event.metadata.name);
+    if (earlier !== undefined && earlier.uid === event.metadata.uid && before >= earlier.requested) {
+      // Written by this agent before a restart, not yet reported: the kernel's answer is in the pool now.
+      return this.#outcome(event, plan, { state: "Given", before: earlier.before, requested: earlier.requested, after: before, file, at, message: `the kernel gave 1 of 1 hugepages-${size} on NUMA node ${numaNode}: nr_hugepages ${earlier.before} → ${before} (written before the agent restarted)` });
+    }
     const requested = before + 1;
+    this.#options.writes.recordPoolWrite(event.metadata.name, { uid: event.metadata.uid, before, requested });
     try {
       await files.writeTotal(size, numaNode, requested);
     } catch (error) {

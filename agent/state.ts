@@ -14,11 +14,20 @@ export interface QueuedEvent {
   readAt: number;
 }
 
+/** A pool write about to be made for one error's replacement hugepage (see PoolReplacer). */
+export interface PoolWrite {
+  uid: string | undefined;
+  before: number;
+  requested: number;
+}
+
 interface Persisted {
   version: 1;
   bootID: string;
   cursors: Partial<Record<SourceName, number>>;
   queue: QueuedEvent[];
+  /** By event name, until status shows the outcome; pools belong to one boot. */
+  poolWrites?: Record<string, PoolWrite>;
 }
 
 export interface StateOptions {
@@ -45,7 +54,7 @@ export class AgentState {
     // kmsg sequences restart with every boot; events of the old boot still wait to be delivered.
     const sameBoot = saved?.bootID === bootID;
     if (saved !== undefined && !sameBoot) log.info("new boot since the last run: kernel cursors start over", { previousBootID: saved.bootID, bootID, queued: saved.queue.length });
-    this.#data = { version: 1, bootID, cursors: sameBoot ? saved.cursors : {}, queue: saved?.queue ?? [] };
+    this.#data = { version: 1, bootID, cursors: sameBoot ? saved.cursors : {}, queue: saved?.queue ?? [], poolWrites: sameBoot ? (saved.poolWrites ?? {}) : {} };
   }
 
   cursor(source: SourceName): number | undefined {
@@ -81,6 +90,22 @@ export class AgentState {
   /** Takes a delivered (or rejected) event off the queue. */
   remove(name: string): void {
     this.#data.queue = this.#data.queue.filter((queued) => queued.event.metadata.name !== name);
+    this.#write();
+  }
+
+  poolWrite(eventName: string): PoolWrite | undefined {
+    return this.#data.poolWrites?.[eventName];
+  }
+
+  /** Recorded durably before the write, so a restart can tell a write that went through from one never made. */
+  recordPoolWrite(eventName: string, write: PoolWrite): void {
+    this.#data.poolWrites = { ...this.#data.poolWrites, [eventName]: write };
+    this.#write();
+  }
+
+  clearPoolWrite(eventName: string): void {
+    if (this.#data.poolWrites?.[eventName] === undefined) return;
+    this.#data.poolWrites = Object.fromEntries(Object.entries(this.#data.poolWrites).filter(([name]) => name !== eventName));
     this.#write();
   }
 
