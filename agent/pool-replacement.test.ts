@@ -173,7 +173,7 @@ describe("PoolReplacer", () => {
     await replacer.reconcile(event({ poolReplacement: { ...requested, size: "1Gi", maxTotal: 2 } }));
     expect(files.writes).toEqual(["1Gi/0=2"]);
     expect(applied).toMatchObject([{ state: "Refused", before: 1, requested: 2, after: 1, file: "/host/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages" }]);
-    expect(applied[0]?.message).toMatch(/^the kernel gave 0 of 1 hugepages-1Gi on NUMA node 0: no free contiguous memory \(fragmentation\)/);
+    expect(applied[0]?.message).toMatch(/^the kernel gave 0 of 1 hugepages-1Gi on NUMA node 0: it found no free contiguous range \(memory fragmented, or a poisoned page in the way\)/);
     expect(log.entries.map((e) => e.level)).toEqual(["warn"]);
     expect(await counted(metrics)).toEqual({ "1Gi/Refused": 1 });
   });

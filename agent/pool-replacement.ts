@@ -369,7 +369,7 @@ export class PoolReplacer {
       ...free,
       file,
       at,
-      message: `the kernel gave 0 of 1 hugepages-${size} on NUMA node ${numaNode}: no free contiguous memory (fragmentation); nr_hugepages stays ${after}`,
+      message: `the kernel gave 0 of 1 hugepages-${size} on NUMA node ${numaNode}: it found no free contiguous range (memory fragmented, or a poisoned page in the way); nr_hugepages stays ${after}`,
     });
   }
 

@@ -475,7 +475,6 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
     const result = settled.status?.poolReplacementResult;
     const outcome = settled.status?.poolReplacement?.state ?? "";
     notes.push(`agent: ${result?.message ?? outcome}`);
-    const quarantine = settled.status?.quarantine?.[0];
     if (outcome === "Given") {
       let seen: unknown;
       const released = await waitFor(`${name}: quarantine released`, async () => {
@@ -498,7 +497,7 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
       const kept = await readEvent(name);
       expect(kept?.status?.quarantine).toMatchObject([{ size: s.size, state: "Quarantined" }]);
       expect(kept?.status?.poolReplacement?.reason).toMatch(/the quarantine of .* stays/);
-      notes.push(`quarantine of ${quarantine?.bytes ?? 0} bytes stays: ${(kept?.status?.poolReplacement?.reason ?? "").split("; ").pop() ?? ""}`);
+      notes.push(`operator: ${(kept?.status?.poolReplacement?.reason ?? "").split("; ").pop() ?? ""}`);
     }
     const after = await readMemory(guest.vm);
     const verdict = verdictOf(await kernelLog(guest.vm), pfn);
