@@ -475,6 +475,8 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
     const result = settled.status?.poolReplacementResult;
     const outcome = settled.status?.poolReplacement?.state ?? "";
     notes.push(`agent: ${result?.message ?? outcome}`);
+    // Both stamped by the node's clock: from the kernel's line to the agent's answer.
+    if (result?.at !== undefined && s.page !== "private") notes.push(`answered ${((Date.parse(result.at) - Date.parse(event.spec.observedAt)) / 1000).toFixed(2)} s after the error`);
     if (outcome === "Given") {
       let seen: unknown;
       const released = await waitFor(`${name}: quarantine released`, async () => {
