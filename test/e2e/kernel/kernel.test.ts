@@ -422,15 +422,17 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
   let fragmented: Awaited<ReturnType<typeof fragmentFor1GiB>> | undefined;
   try {
     let pfn: number;
-    const injectedAt = Date.now();
+    let injectedAt: number;
     if (s.page === "free") {
       pfn = ((await freeHugepages(guest.vm, s.size, 1))[0] ?? 0) + 3;
+      injectedAt = Date.now();
       await inject.corruptPfn(guest.vm, pfn);
     } else {
       const first = mappers[0]?.workload;
       if (first === undefined) throw new Error("a mapped page needs a mapper");
       await waitForIndex(guest.vm, (known) => known === 1 + (s.page === "shared" ? 1 : mappers.length));
       pfn = (first.pfns[0] ?? 0) + 5;
+      injectedAt = Date.now();
       if (s.size === "1Gi") await first.command("madvise hwpoison 5000", /madvise \S+ off=\S+ rc=(-?\d+)/);
       else await inject.corruptPfn(guest.vm, pfn);
     }
