@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, inject, it } from "vitest";
 import type { MemoryErrorEvent, NodeMemoryHealth } from "../../crds/generated.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../../crds/naming.ts";
 import { writeFakeHost } from "../../agent/fake-host.ts";
-import { readState, startComponent, stopComponent } from "./cluster/control-plane.ts";
+import { readState, restartComponent, startComponent, stopComponent } from "./cluster/control-plane.ts";
 import { apiStatus, clients, kubectl, uniqueName, waitFor } from "./cluster/helpers.ts";
 
 const bootID = "7d2e4c1a-0b9f-4e3d-8c2b-5a6f7e8d9c0b";
@@ -130,6 +130,9 @@ describe("agent reporting", () => {
       const argv = stopComponent(state, "kube-apiserver");
       await new Promise((resolve) => setTimeout(resolve, 30_000));
       await startComponent(state, "kube-apiserver", argv);
+      // Its clients' watches back off for tens of seconds after an outage, and a ReplicaSet controller
+      // waits for its cache to catch up before it acts: the next tests need a cluster that works now.
+      for (const name of ["kube-controller-manager", "kube-scheduler", "kwok"] as const) await restartComponent(state, name);
       const events = await waitForEvents(node, pfns.length, 60_000);
       expectExactly(events, node, pfns);
       const failures = logLines(agent).filter((l) => l.msg.startsWith("could not deliver"));

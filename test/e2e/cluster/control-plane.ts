@@ -436,6 +436,11 @@ export function stopComponent(state: ClusterState, name: ComponentName): string[
   return argv;
 }
 
+/** Stops a component and starts it again with the same command line: fresh informers, no backoff left over. */
+export async function restartComponent(state: ClusterState, name: ComponentName): Promise<void> {
+  await startComponent(state, name, stopComponent(state, name));
+}
+
 /** Starts a component stopped by stopComponent with the same command line, records its new pid in state.json and waits until it is ready. */
 export async function startComponent(state: ClusterState, name: ComponentName, [binary = name, ...args]: string[]): Promise<void> {
   const at = state.components.findIndex((c) => c.name === name);
