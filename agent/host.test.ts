@@ -43,7 +43,7 @@ describe("HostFiles", () => {
     expect(memory.hardwareCorruptedBytes).toBe(8192);
     expect(memory.memoryFailureCounters).toEqual([{ numaNode: 0, total: 3, ignored: 0, failed: 1, delayed: 0, recovered: 2 }]);
     expect([memory.edacCorrected, memory.edacUncorrected]).toEqual([7, 1]);
-    expect(memory.capabilities).toEqual({ earlyKill: false, recovery: true, softOffline: true, injection: false });
+    expect(memory.capabilities).toEqual({ earlyKill: false, recovery: true, softOffline: true, injection: false, poolResize: true });
   });
 
   it("gives reserved pages on a single-node host", () => {
@@ -53,7 +53,7 @@ describe("HostFiles", () => {
 
   it("leaves out what an older kernel or a host without EDAC lacks", () => {
     const memory = host({}).memory();
-    expect(memory).toEqual({ hugepagePools: [], hardwareCorruptedBytes: 0, numaMemory: [], memoryFailureCounters: [], capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false } });
+    expect(memory).toEqual({ hugepagePools: [], hardwareCorruptedBytes: 0, numaMemory: [], memoryFailureCounters: [], capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false, poolResize: undefined } });
   });
 
   it("finds the NUMA node of a pfn from memory blocks", () => {

@@ -1,7 +1,7 @@
 // What the host's /proc and /sys say about its memory: hugepage pools, corrupted memory, the
 // kernel's memory-failure and EDAC counters, its memory-failure settings, release and boot id.
 // Every path sits under the host root, and a file a kernel lacks is simply absent from the result.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
 import type { NodeMemoryHealthSpecCapabilities, NodeMemoryHealthSpecHugepagePool, NodeMemoryHealthSpecMemoryFailureCounter, NodeMemoryHealthSpecNumaMemory } from "../crds/generated.ts";
@@ -15,7 +15,7 @@ export interface HostMemory {
   /** Sum of EDAC ce_count over memory controllers, when EDAC is there. */
   edacCorrected?: number | undefined;
   edacUncorrected?: number | undefined;
-  capabilities: Pick<NodeMemoryHealthSpecCapabilities, "earlyKill" | "recovery" | "softOffline" | "injection">;
+  capabilities: Pick<NodeMemoryHealthSpecCapabilities, "earlyKill" | "recovery" | "softOffline" | "injection" | "poolResize">;
 }
 
 export class HostFiles {
@@ -81,8 +81,25 @@ export class HostFiles {
         recovery: this.sysctl("memory_failure_recovery"),
         softOffline: this.exists("sys/devices/system/memory/soft_offline_page"),
         injection: this.exists("sys/kernel/debug/hwpoison"),
+        poolResize: this.#poolsWritable(),
       },
     };
+  }
+
+  /** Whether this process may write a NUMA node's nr_hugepages (a read-only /sys says EROFS); undefined without pools. */
+  #poolsWritable(): boolean | undefined {
+    for (const node of this.#numaNodes()) {
+      const dir = `sys/devices/system/node/node${node}/hugepages`;
+      const pool = this.entries(dir).find((d) => d.startsWith("hugepages-"));
+      if (pool === undefined) continue;
+      try {
+        accessSync(this.path(dir, pool, "nr_hugepages"), constants.W_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    }
+    return undefined;
   }
 
   /** The NUMA node whose memory block holds `pfn`; undefined without NUMA information. */

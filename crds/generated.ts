@@ -447,6 +447,8 @@ export interface NodeMemoryHealthSpecCapabilities {
   softOffline?: boolean;
   /** Error injection is available (debugfs hwpoison/corrupt-pfn). */
   injection?: boolean;
+  /** The agent can write the hugepage pools' nr_hugepages under /sys/devices/system/node, so it can allocate a replacement hugepage (the chart's agent.poolReplacement.enabled mounts them writable). */
+  poolResize?: boolean;
   /** The ras/memory_failure_event trace event can be read. */
   tracefs?: boolean;
   /** /dev/kmsg can be read. */
@@ -1999,6 +2001,10 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 "injection": {
                   "type": "boolean",
                   "description": "Error injection is available (debugfs hwpoison/corrupt-pfn)."
+                },
+                "poolResize": {
+                  "type": "boolean",
+                  "description": "The agent can write the hugepage pools' nr_hugepages under /sys/devices/system/node, so it can allocate a replacement hugepage (the chart's agent.poolReplacement.enabled mounts them writable)."
                 },
                 "tracefs": {
                   "type": "boolean",

@@ -199,6 +199,7 @@ export class ClusterState {
       history: others.map((e) => ({ at: Date.parse(e.spec.observedAt), severity: e.spec.severity })),
       poisonedHugepages: poisoned,
       numaMemory: health?.spec.numaMemory,
+      poolResize: health?.spec.capabilities?.poolResize,
       replacements: others.flatMap((e) => {
         const r = e.status?.poolReplacement;
         return r?.action === "Replace" && r.size && r.state ? [{ at: Date.parse(r.requestedAt ?? e.status?.decidedAt ?? e.spec.observedAt), size: r.size, state: r.state }] : [];

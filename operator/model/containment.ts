@@ -67,6 +67,8 @@ export interface NodeState {
   /** Earlier errors on this node, with when they were observed. */
   history: readonly { at: number; severity: Severity }[];
   poisonedHugepages: readonly PoisonedHugepage[];
+  /** Whether the node's agent can write its hugepage pools; undefined when it has not said. */
+  poolResize?: boolean | undefined;
   /** Free memory per NUMA node, as the agent last reported it. */
   numaMemory?: readonly { numaNode: number; freeBytes: number; free2MiBlocks?: number | undefined }[] | undefined;
   /** Replacement hugepages asked for on this node by its other errors. */

@@ -103,6 +103,11 @@ describe("decidePoolReplacement", () => {
     expect(decide(onOne, numa)).toMatchObject({ action: "Replace", numaNode: 1, maxTotal: 16 });
   });
 
+  it("does not ask an agent that cannot write its pools", () => {
+    expectDecision(decide(freePage, node({ ...roomy, poolResize: false })), { action: "None" }, /cannot write its hugepage pools .*agent.poolReplacement.enabled/);
+    expect(decide(freePage, node({ ...roomy, poolResize: true }))).toMatchObject({ action: "Replace" });
+  });
+
   it("cannot bound a pool the kubelet does not advertise", () => {
     expectDecision(decide(freePage, node({ ...roomy, allocatableBytes: {} })), { action: "None" }, /does not advertise hugepages-2Mi/);
   });

@@ -67,6 +67,7 @@ export function decidePoolReplacement(prediction: KernelPrediction, error: Memor
   const bytes = hugepageBytes(size);
   const limit = settings.sizes?.find((s) => s.size === size);
   if (!limit) return none(`the policy names no hugepages-${size} pool for replacement`);
+  if (node.poolResize === false) return none("the node's agent cannot write its hugepage pools (/sys is read-only to it; the chart's agent.poolReplacement.enabled mounts them writable)");
   const sizePools = node.pools.filter((p) => p.size === size);
   const numaNode = page.numaNode ?? (sizePools.length === 1 ? sizePools[0]?.numaNode : undefined);
   if (numaNode === undefined) return none(`the hugepage's NUMA node is unknown and the node has ${sizePools.length} hugepages-${size} pools`);
