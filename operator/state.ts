@@ -3,9 +3,9 @@
 // hundreds of MiB; a PodInfo is a few hundred bytes.
 import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
 import { parseQuantity } from "../crds/quantity.ts";
-import { HUGEPAGE_SIZES, hugepageBytes, parseHex } from "../kernel/pfn.ts";
+import { HUGEPAGE_SIZES, parseHex } from "../kernel/pfn.ts";
 import type { HugepageSize } from "../kernel/pfn.ts";
-import { countedInPool } from "./model/containment.ts";
+import { countedInPool, staleCapacity } from "./model/containment.ts";
 import type { ClusterBudget, DisruptionBudgetState, MemoryError, NodeState, PodState, PoisonedHugepage } from "./model/containment.ts";
 
 /** Label on the placeholder pods that hold quarantined capacity, naming the event. */
@@ -260,13 +260,7 @@ export class ClusterState {
     const reported = at(health.spec.observedAt);
     if (reported <= onNode || (this.healthSeenAt.get(nodeName) ?? reported) <= byOperator) return {};
     const state = this.nodeState(nodeName);
-    return Object.fromEntries(
-      HUGEPAGE_SIZES.map((size) => {
-        const total = state.pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
-        const held = state.poisonedHugepages.filter((p) => p.size === size && p.inPool).length;
-        return [size, Math.max(0, (node.allocatableBytes[size] ?? 0) - (total - held) * hugepageBytes(size))];
-      }),
-    );
+    return Object.fromEntries(HUGEPAGE_SIZES.map((size) => [size, staleCapacity(size, state, 0, state.poisonedHugepages.filter((p) => p.size === size && p.inPool).length)]));
   }
 }
 

@@ -295,6 +295,11 @@ describe("capacity quarantine", () => {
     expect(d.quarantine).toEqual([]);
   });
 
+  it("quarantines nothing where the kubelet advertises no hugepages of the size (nothing can be scheduled into them)", () => {
+    const d = decideContainment(input({ error: memoryError({ pageType: "free huge page" }), node: node({ allocatableBytes: {} }) }));
+    expect(d.quarantine).toEqual([]);
+  });
+
   it("quarantines a failed 1 GiB page whole", () => {
     const d = decideContainment(
       input({

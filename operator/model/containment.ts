@@ -276,12 +276,14 @@ export function countedInPool(effect: PoolEffect): boolean {
   return effect === "HeldForever" || effect === "Unknown";
 }
 
-/** Hugepage bytes the kubelet advertises beyond what the pool can really give. */
-function staleCapacity(size: HugepageSize, node: NodeState, totalDelta: number, poisonedInPool: number): number {
+/**
+ * Hugepage bytes the kubelet advertises beyond what the pools can really give: their total after
+ * `totalDelta`, less `poisonedInPool` pages nr_hugepages still counts. Nothing where it advertises none.
+ */
+export function staleCapacity(size: HugepageSize, node: Pick<NodeState, "pools" | "allocatableBytes">, totalDelta: number, poisonedInPool: number): number {
   const bytes = hugepageBytes(size);
   const total = node.pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
-  const advertised = node.allocatableBytes[size] ?? total * bytes;
-  return Math.max(0, advertised - (total + totalDelta - poisonedInPool) * bytes);
+  return Math.max(0, (node.allocatableBytes[size] ?? 0) - (total + totalDelta - poisonedInPool) * bytes);
 }
 
 function quarantineFor(prediction: KernelPrediction, error: MemoryError, node: NodeState, policy: ContainmentPolicySpec, dryRun: boolean): MemoryErrorEventStatusQuarantine[] {
