@@ -1,8 +1,8 @@
 // The agent composed: kernel-line sources → error assembly → MemoryErrorEvents (with the index's
 // mappers) → durable queue → reporter; the index refreshed and NodeMemoryHealth applied on timers.
-import type { NodeMemoryHealth, NodeMemoryHealthSpec, NodeMemoryHealthSpecNumaMemory } from "../crds/generated.ts";
+import type { NodeMemoryHealth, NodeMemoryHealthSpec, NodeMemoryHealthSpecHugepagePool, NodeMemoryHealthSpecNumaMemory } from "../crds/generated.ts";
 import { group, version } from "../crds/naming.ts";
-import type { HugepageSize } from "../kernel/pfn.ts";
+import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
 import type { Clock } from "./clock.ts";
 import { buildMemoryErrorEvent, type EventContext, type PodDirectory } from "./event.ts";
@@ -56,12 +56,20 @@ export function numaMemoryMoved(before: NodeMemoryHealthSpecNumaMemory[], now: N
   });
 }
 
+/** The sizes whose pools hold fewer hugepages in `now` than in `before`, summed over NUMA nodes. */
+export function shrunkPoolSizes(before: readonly NodeMemoryHealthSpecHugepagePool[], now: readonly NodeMemoryHealthSpecHugepagePool[]): HugepageSize[] {
+  const total = (pools: readonly NodeMemoryHealthSpecHugepagePool[], size: HugepageSize): number => pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
+  return HUGEPAGE_SIZES.filter((size) => total(now, size) < total(before, size));
+}
+
 export class Agent {
   readonly #o: AgentOptions;
   readonly #reporter: Reporter;
   readonly #assemblers = new Map<SourceName, ErrorAssembler>();
   readonly #lastSequence = new Map<SourceName, number>();
   #memory: HostMemory;
+  /** The pools as read before #memory: the last reading may have come between a dissolution and its line. */
+  #poolsBefore: NodeMemoryHealthSpecHugepagePool[] = [];
   #healthApplied: { key: string; numaMemory: NodeMemoryHealthSpecNumaMemory[]; at: number } | undefined;
   #healthDue = true;
   /** Publications asked for now: one asked during a pass makes the health loop run again without its pause. */
@@ -198,6 +206,7 @@ export class Agent {
       pods: this.#o.pods,
       earlyKill: this.#memory.capabilities.earlyKill,
       poolSizes: [...new Set(this.#memory.hugepagePools.filter((pool) => pool.total > 0).map((pool): HugepageSize => pool.size))],
+      shrunkPoolSizes: this.#shrunkPools(),
       numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
       killPolicyOf: (pid) => readKillPolicy(host.path("proc"), pid),
     };
@@ -216,6 +225,13 @@ export class Agent {
     this.#healthDue = true;
   }
 
+  /** The sizes whose pools shrank since the last reading, or else since the one before it. */
+  #shrunkPools(): HugepageSize[] {
+    const now = this.#o.host.memory().hugepagePools;
+    const since = shrunkPoolSizes(this.#memory.hugepagePools, now);
+    return since.length > 0 ? since : shrunkPoolSizes(this.#poolsBefore, now);
+  }
+
   #refreshIndex(): void {
     const { index, metrics, log } = this.#o;
     const report = index.refresh();
@@ -231,6 +247,7 @@ export class Agent {
   async #applyHealth(): Promise<void> {
     const { host, clock, metrics, log, nodeName, bootID, kernelVersion, reading, rasdaemonCorrected } = this.#o;
     const asked = this.#healthAsked;
+    this.#poolsBefore = this.#memory.hugepagePools;
     this.#memory = host.memory();
     const { hugepagePools, hardwareCorruptedBytes, numaMemory, memoryFailureCounters, edacCorrected, capabilities } = this.#memory;
     const correctedErrors = edacCorrected ?? rasdaemonCorrected?.();

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { KernelError } from "../kernel/assemble.ts";
 import { validateResource } from "../crds/validate.ts";
+import { shrunkPoolSizes } from "./agent.ts";
 import { buildMemoryErrorEvent, containersOf, type EventContext, type PodInfo } from "./event.ts";
 import type { Mapper } from "./mappings.ts";
 
@@ -49,6 +50,15 @@ describe("buildMemoryErrorEvent", () => {
     const shared = buildMemoryErrorEvent(error, "kmsg", 0, [{ ...mapper, shared: true, file: "/dev/hugepages/cache", pod: undefined }], () => undefined, { ...context, poolSizes: ["2Mi", "1Gi"] });
     expect(shared.spec.mappers?.[0]).toMatchObject({ mapping: "Shared", hugetlbfsFile: "/dev/hugepages/cache" });
     expect(shared.spec.mappers?.[0]?.podUID).toBeUndefined();
+  });
+
+  it("with pools of both sizes, gives a free hugepage the size of the one pool that just shrank, and none when both or neither did", () => {
+    const free = { ...error, pageType: "free huge page" };
+    const both = { ...context, poolSizes: ["2Mi", "1Gi"] as const };
+    expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: ["1Gi"] }).spec.hugepage).toEqual({ size: "1Gi", headPfn: "0x0", numaNode: 0 });
+    expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: ["2Mi", "1Gi"] }).spec.hugepage).toBeUndefined();
+    expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: [] }).spec.hugepage).toBeUndefined();
+    expect(shrunkPoolSizes([{ size: "2Mi", numaNode: 0, total: 32, free: 32 }, { size: "2Mi", numaNode: 1, total: 8, free: 8 }, { size: "1Gi", numaNode: 0, total: 2, free: 2 }], [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }, { size: "2Mi", numaNode: 1, total: 9, free: 9 }, { size: "1Gi", numaNode: 0, total: 1, free: 1 }])).toEqual(["1Gi"]);
   });
 
   it("leaves out the hugepage when its size cannot be known", () => {

@@ -35,6 +35,8 @@ export interface EventContext {
   earlyKill?: boolean | undefined;
   /** The hugepage sizes with a pool on this node: a free hugepage's size is the only one there is. */
   poolSizes: readonly HugepageSize[];
+  /** With pools of several sizes: those whose total fell since the agent last read them (a dissolved free hugepage's). */
+  shrunkPoolSizes?: readonly HugepageSize[] | undefined;
   numaNodeOfPfn: (pfn: number) => number | undefined;
   /** A process's PR_MCE_KILL policy now; absent or undefined means unknown, reported as Default. */
   killPolicyOf?: (pid: number) => KillPolicy | undefined;
@@ -74,7 +76,9 @@ export function buildMemoryErrorEvent(
       signalledByKernel: true,
     });
   }
-  const size = mappers[0]?.size ?? (error.pageType?.includes("huge") === true && context.poolSizes.length === 1 ? context.poolSizes[0] : undefined);
+  // A free hugepage has no mapper to tell its size: the only pool there is, or the only one that just shrank.
+  const candidates = context.poolSizes.length === 1 ? context.poolSizes : (context.shrunkPoolSizes ?? []);
+  const size = mappers[0]?.size ?? (error.pageType?.includes("huge") === true && candidates.length === 1 ? candidates[0] : undefined);
   const spec: MemoryErrorEventSpec = {
     nodeName: context.nodeName,
     bootID: context.bootID,
