@@ -18,7 +18,7 @@ describe("agent/Dockerfile", () => {
   it("names only paths that exist, and the final image holds the entrypoint and everything it imports", () => {
     const check = checkDockerfile(join(repoRoot, "agent", "Dockerfile"), build.out);
     expect(check.problems).toEqual([]);
-    expect(check.entrypoint).toEqual(["node", "dist/agent/main.js"]);
+    expect(check.entrypoint).toEqual(["node", "--lite-mode", "--max-semi-space-size=1", "dist/agent/main.js"]);
     expect(check.modules).toEqual(expect.arrayContaining(["/app/dist/agent/main.js", "/app/dist/agent/kube.js", "/app/dist/kernel/lines.js"]));
     // The agent and the operator are two programs: nothing of the operator is in the agent's image.
     expect(check.files.filter((f) => f.startsWith("/app/dist/operator/"))).toEqual([]);
@@ -26,8 +26,9 @@ describe("agent/Dockerfile", () => {
     expect(check.files.filter((f) => f.endsWith(".ts") || f.includes(".test."))).toEqual([]);
   });
 
-  it("its entrypoint, as built, loads every module and checks its flags", () => {
-    const result = spawnSync(process.execPath, [join(build.out, "dist", "agent", "main.js")], { cwd: repoRoot, encoding: "utf8", env: { PATH: process.env.PATH ?? "" } });
+  it("its entrypoint, as built and with its node flags, loads every module and checks its flags", () => {
+    const [, ...args] = checkDockerfile(join(repoRoot, "agent", "Dockerfile"), build.out).entrypoint;
+    const result = spawnSync(process.execPath, args.map((a) => (a.endsWith(".js") ? join(build.out, a) : a)), { cwd: repoRoot, encoding: "utf8", env: { PATH: process.env.PATH ?? "" } });
     expect(result.stderr).toMatch(/no node name: set NODE_NAME/);
     expect(result.status).toBe(2);
   });

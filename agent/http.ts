@@ -4,8 +4,8 @@
 // same reason it uses node's own HTTP client (undici costs ~27 MiB) and loads the YAML parser (~12 MiB)
 // only to read a kubeconfig file, never in the cluster.
 import { readFileSync } from "node:fs";
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import type { Agent as HttpAgent, IncomingMessage } from "node:http";
+import { http, https } from "./node-http.ts";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join } from "node:path";
 
@@ -197,8 +197,8 @@ export class KubeClient {
     this.#watchIdleMs = options.watchIdleMs ?? 330_000;
     this.#userAgent = options.userAgent ?? "mce-agent";
     this.#agent = this.server.startsWith("https:")
-      ? new HttpsAgent({ keepAlive: true, ca: config.ca, cert: config.cert, key: config.key, rejectUnauthorized: config.insecureSkipTLSVerify !== true })
-      : new HttpAgent({ keepAlive: true });
+      ? new https.Agent({ keepAlive: true, ca: config.ca, cert: config.cert, key: config.key, rejectUnauthorized: config.insecureSkipTLSVerify !== true })
+      : new http.Agent({ keepAlive: true });
   }
 
   url(path: string, query: Query = {}): string {
@@ -219,7 +219,7 @@ export class KubeClient {
   #send(method: string, path: string, options: RequestOptions, signal: AbortSignal, idleMs: number): Promise<IncomingMessage> {
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
     const url = new URL(this.url(path, options.query));
-    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+    const send = url.protocol === "https:" ? https.request : http.request;
     return new Promise((resolve, reject) => {
       const req = send(url, { method, headers: this.#headers(body === undefined ? undefined : (options.contentType ?? JSON_CONTENT)), agent: this.#agent, signal, timeout: idleMs }, (response) => {
         const status = response.statusCode ?? 0;

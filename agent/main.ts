@@ -1,7 +1,8 @@
 // mce-agent: one per node (DaemonSet). Flags and environment in, the agent composed and run, /metrics
 // and /healthz served, a clean stop on SIGTERM.
 import { statSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
+import { http } from "./node-http.ts";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Agent } from "./agent.ts";
@@ -129,7 +130,7 @@ async function probeKmsg(path: string): Promise<string | undefined> {
 
 /** Two routes need no web framework: node:http keeps the agent's memory down (express costs ~20 MiB). */
 async function serveMetrics(metrics: AgentMetrics, port: number, log: Logger): Promise<Server> {
-  const server = createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     if (req.method === "GET" && req.url === "/metrics") {
       void metrics.registry.metrics().then((text) => {
         res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(text);

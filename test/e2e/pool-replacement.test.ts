@@ -2,7 +2,8 @@
 // a free hugepage is dissolved (a replayed kernel line, a host tree whose pool is one short), the operator
 // quarantines the lost 2 MiB and asks for a replacement, the agent raises the pool in the tree's
 // nr_hugepages and reports, and the operator releases the quarantine, so kube-scheduler places a pod that
-// needs all of the node's hugepages again. The kernel tier does the same against a real kernel.
+// needs all of the node's hugepages again. The kernel tier does the same against a real kernel. The agent
+// runs as its image runs it: compiled, with agent/Dockerfile's ENTRYPOINT and its node flags.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,17 +11,20 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { memoryErrorEventName } from "../../crds/naming.ts";
 import { writeFakeHost } from "../../agent/fake-host.ts";
+import { checkDockerfile, realBuild, repoRoot } from "./chart/dockerfile.ts";
 import { quarantinePodName } from "../../operator/reconciler.ts";
 import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, uniqueName, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
 import { applyCrds, applyPolicy, getEvent, startOperatorProcess, waitForEvent, type OperatorProcess } from "./operator-harness.ts";
 
 const bootID = "5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6";
-const agentMain = new URL("../../agent/main.ts", import.meta.url).pathname;
 const c = clients();
 const run = uniqueName("heal");
 const label = "mce-e2e/heal";
 let namespace: string;
 let operator: OperatorProcess;
+let build: ReturnType<typeof realBuild> | undefined;
+/** node's arguments from the image's ENTRYPOINT, with the script in the real build. */
+let agentCommand: string[] = [];
 const nodes: string[] = [];
 const children: ChildProcess[] = [];
 
@@ -29,10 +33,15 @@ beforeAll(async () => {
   namespace = await createNamespace(c, "heal");
   await applyPolicy(run, { mode: "Enforce", nodeSelector: { matchLabels: { [label]: run } }, poolReplacement: { enabled: true, minFreeMemory: "256Mi" } });
   operator = await startOperatorProcess(`${run}-operator`);
-});
+  build = realBuild();
+  const out = build.out;
+  const [, ...args] = checkDockerfile(join(repoRoot, "agent", "Dockerfile"), out).entrypoint;
+  agentCommand = args.map((a) => (a.endsWith(".js") ? join(out, a) : a));
+}, 180_000);
 
 afterAll(async () => {
   for (const child of children) child.kill("SIGKILL");
+  build?.cleanup();
   await operator.stop();
   await deleteNamespace(c, namespace);
   for (const node of nodes) await deleteNode(c, node);
@@ -48,7 +57,7 @@ async function nodeWithAgent(freeKb: number): Promise<{ node: string; poolFile: 
   const stateDir = mkdtempSync(join(tmpdir(), "heal-state-"));
   const replay = join(stateDir, "replay.txt");
   writeFileSync(replay, "0.5 Memory failure: 0x9a03: recovery action for free huge page: Recovered\n");
-  const agent = spawn(process.execPath, [agentMain, "--node-name", node, "--kubeconfig", inject("kubeconfig"), "--host-root", root, "--state-dir", stateDir, "--replay", replay, "--metrics-port", "0"], { stdio: "ignore" });
+  const agent = spawn(process.execPath, [...agentCommand, "--node-name", node, "--kubeconfig", inject("kubeconfig"), "--host-root", root, "--state-dir", stateDir, "--replay", replay, "--metrics-port", "0"], { stdio: "ignore" });
   children.push(agent);
   return { node, poolFile: join(root, "sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages") };
 }
@@ -88,7 +97,7 @@ describe("self-healing hugepage pools on the real control plane", () => {
     const name = memoryErrorEventName(node, bootID, 0x9a03);
     // Whichever sees the low free memory first says no: the model, if the agent's report reached the
     // operator before the error did, or else the agent, which checks again just before it would write.
-    const settled = await waitForEvent(name, "the replacement refused by the floor", (e) => e.status?.poolReplacement?.action === "None" || e.status?.poolReplacement?.state === "Skipped", { timeoutMs: 60_000 });
+    const settled = await waitForEvent(name, "the replacement refused by the floor", (e) => e.status?.quarantine?.[0]?.state === "Quarantined" && (e.status.poolReplacement?.action === "None" || e.status.poolReplacement?.state === "Skipped"), { timeoutMs: 60_000 });
     const replacement = settled.status?.poolReplacement;
     const why = replacement?.action === "None" ? replacement.reason : settled.status?.poolReplacementResult?.message;
     expect(why).toMatch(/NUMA node 0 has 257 ?Mi.* free.*256 ?Mi/);

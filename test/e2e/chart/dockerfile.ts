@@ -272,8 +272,10 @@ export function checkDockerfile(dockerfilePath: string, buildOut: string, root =
   if (!final) return { problems: [...problems, "no FROM"], files: [], entrypoint: [], cmd: [], modules: [] };
   const command = [...(final.entrypoint ?? []), ...(final.cmd ?? [])];
   const modules: string[] = [];
-  const [program, script] = command;
-  if (program !== "node" || script === undefined) problems.push(`the image must start \`node <script>\`, not ${JSON.stringify(command)}`);
+  // node, its own flags, then the script.
+  const [program, ...rest] = command;
+  const script = rest.find((arg) => !arg.startsWith("-"));
+  if (program !== "node" || script === undefined) problems.push(`the image must start \`node [flags] <script>\`, not ${JSON.stringify(command)}`);
   else {
     const entry = resolve(final, script);
     if (!final.fs.has(entry)) problems.push(`entrypoint ${script}: ${entry} is not in the final image`);
