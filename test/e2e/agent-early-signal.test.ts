@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { MemoryErrorEvent } from "../../crds/generated.ts";
 import { group, lostRangesAnnotation, memoryErrorEventName, version } from "../../crds/naming.ts";
 import { writeFakeHost, writeFakeProcess } from "../../agent/fake-host.ts";
+import { getEvent } from "./operator-harness.ts";
 import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
 
 const bootID = "2b7c9d1e-3f4a-4b5c-8d6e-7f8091a2b3c4";
@@ -65,7 +66,7 @@ describe("agent early signal", () => {
 
     const custom = c.kubeConfig.makeApiClient(CustomObjectsApi);
     const eventName = memoryErrorEventName(node, bootID, 0x7205);
-    const read = async (): Promise<MemoryErrorEvent> => (await custom.getClusterCustomObject({ group, version, plural: "memoryerrorevents", name: eventName })) as MemoryErrorEvent;
+    const read = (): Promise<MemoryErrorEvent> => getEvent(eventName);
     const event = await waitFor(`MemoryErrorEvent ${eventName}`, read, { timeoutMs: 20_000 });
     expect(event.spec.mappers).toMatchObject([{ pid, command: "postgres", podUID: uid, podNamespace: namespace, podName: name, mapping: "Shared", hugetlbfsFile: "/dev/hugepages/pg-buffers", virtualStart: `0x${(base + 0x200000).toString(16)}`, virtualEnd: `0x${(base + 0x400000).toString(16)}` }]);
 

@@ -8,11 +8,12 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { beforeAll, describe, expect, inject, it } from "vitest";
-import type { MemoryErrorEvent, NodeMemoryHealth } from "../../crds/generated.ts";
+import type { MemoryErrorEvent } from "../../crds/generated.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../../crds/naming.ts";
 import { writeFakeHost } from "../../agent/fake-host.ts";
 import { readState, restartComponent, startComponent, stopComponent } from "./cluster/control-plane.ts";
 import { apiStatus, clients, kubectl, uniqueName, waitFor } from "./cluster/helpers.ts";
+import { getNodeHealth } from "./operator-harness.ts";
 
 const bootID = "7d2e4c1a-0b9f-4e3d-8c2b-5a6f7e8d9c0b";
 const agentMain = new URL("../../agent/main.ts", import.meta.url).pathname;
@@ -98,10 +99,9 @@ describe("agent reporting", () => {
     const agent = startAgent(node, root, stateDir, file);
     try {
       expectExactly(await waitForEvents(node, pfns.length, 20_000), node, pfns);
-      const custom = clients().kubeConfig.makeApiClient(CustomObjectsApi);
       const health = await waitFor("NodeMemoryHealth", async () => {
         try {
-          return (await custom.getClusterCustomObject({ group, version, plural: "nodememoryhealths", name: node })) as NodeMemoryHealth;
+          return await getNodeHealth(node);
         } catch (error) {
           if (apiStatus(error) === 404) return undefined;
           throw error;

@@ -8,13 +8,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import type { MemoryErrorEvent, NodeMemoryHealth } from "../../crds/generated.ts";
 import { group, lostRangesAnnotation, memoryErrorEventName, nodeLabel, version } from "../../crds/naming.ts";
 import { writeFakeHost, writeFakeProcess } from "../../agent/fake-host.ts";
 import {
-  apiStatus,
   clients,
   createHugepageNode,
   createHugepagePod,
@@ -24,8 +22,10 @@ import {
   podBoundToken,
   uniqueName,
   waitFor,
+  waitForPodGone,
   waitForPodRunning,
 } from "./cluster/helpers.ts";
+import { getEvent, getNodeHealth } from "./operator-harness.ts";
 import {
   chartDir,
   covers,
@@ -74,17 +74,6 @@ let installed = false;
 let objects: Awaited<ReturnType<typeof template>> = [];
 const agentKubeconfig: Record<string, string> = {};
 
-const custom = (): CustomObjectsApi => c.kubeConfig.makeApiClient(CustomObjectsApi);
-const getEvent = async (name: string): Promise<MemoryErrorEvent> => (await custom().getClusterCustomObject({ group, version, plural: "memoryerrorevents", name })) as MemoryErrorEvent;
-const podGone = async (ns: string, name: string): Promise<boolean> => {
-  try {
-    const p = await c.core.readNamespacedPod({ namespace: ns, name });
-    return p.metadata?.deletionTimestamp !== undefined;
-  } catch (e) {
-    if (apiStatus(e) === 404) return true;
-    throw e;
-  }
-};
 const cgroupOf = (pod: V1Pod): string => `0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${(pod.metadata?.uid ?? "").replaceAll("-", "_")}.slice/cri-containerd-${"cd".repeat(32)}.scope\n`;
 
 /** The chart's pods of one component, Running, on the given node (or any). */
@@ -279,8 +268,9 @@ describe("least privilege: the operator and two agents with the chart's own serv
     await waitFor(`MemoryErrorEvent ${names.free}`, () => getEvent(names.free), { timeoutMs: 20_000 });
 
     // Decided and carried out by the operator.
-    await waitFor("the mapper evicted", () => podGone(work, pods.evicted.metadata?.name ?? ""), { timeoutMs: 30_000 });
-    await waitFor("the pod behind the PDB deleted after eviction stayed refused", () => podGone(work, pods.guarded.metadata?.name ?? ""), { timeoutMs: 60_000 });
+    // The mapper evicted; the pod behind the PDB deleted after eviction stayed refused.
+    await waitForPodGone(c, work, pods.evicted.metadata?.name ?? "", { timeoutMs: 30_000 });
+    await waitForPodGone(c, work, pods.guarded.metadata?.name ?? "", { timeoutMs: 60_000 });
     expect(await workloadExit).toBe(0);
     const signalledPod = await c.core.readNamespacedPod({ namespace: work, name: pods.signalled.metadata?.name ?? "" });
     expect(signalledPod.metadata?.annotations?.[lostRangesAnnotation]).toBeDefined();
@@ -308,7 +298,7 @@ describe("least privilege: the operator and two agents with the chart's own serv
       return n.status?.conditions?.some((x) => x.type === "HugepageMemoryDegraded" && x.status === "True") === true;
     }, { timeoutMs: 30_000 });
     expect(node.metadata?.name).toBe(nodeA);
-    const health = (await custom().getClusterCustomObject({ group, version, plural: "nodememoryhealths", name: nodeA })) as NodeMemoryHealth;
+    const health = await getNodeHealth(nodeA);
     expect(health.status?.health).toBeDefined();
   }, 240_000);
 

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { inject } from "vitest";
-import type { MemoryErrorEvent } from "../../crds/generated.ts";
+import type { MemoryErrorEvent, NodeMemoryHealth } from "../../crds/generated.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../../crds/naming.ts";
 import { clients, kubectl, waitFor } from "./cluster/helpers.ts";
 import type { WaitOptions } from "./cluster/helpers.ts";
@@ -99,6 +99,10 @@ const objects = (): CustomObjectsApi => clients().kubeConfig.makeApiClient(Custo
 
 export async function getEvent(name: string): Promise<MemoryErrorEvent> {
   return (await objects().getClusterCustomObject({ group, version, plural: "memoryerrorevents", name })) as MemoryErrorEvent;
+}
+
+export async function getNodeHealth(name: string): Promise<NodeMemoryHealth> {
+  return (await objects().getClusterCustomObject({ group, version, plural: "nodememoryhealths", name })) as NodeMemoryHealth;
 }
 
 export async function waitForEvent(name: string, what: string, check: (e: MemoryErrorEvent) => boolean, options: WaitOptions = { timeoutMs: 30_000 }): Promise<MemoryErrorEvent> {

@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { group, version } from "../../crds/naming.ts";
 import { quarantinePodName } from "../../operator/reconciler.ts";
 import {
-  apiStatus,
   clients,
   createHugepageNode,
   createHugepagePod,
@@ -15,6 +14,7 @@ import {
   deleteNamespace,
   deleteNode,
   kubectl,
+  podExists,
   uniqueName,
   waitFor,
   waitForPodGone,
@@ -44,15 +44,6 @@ async function pod(namespace: string, nodeName: string, app: string, extra: { an
 const scheduledPod = (namespace: string, nodeName: string, hugepages: string): Promise<V1Pod> => createHugepagePod(c, { namespace, onlyOnto: nodeName, hugepages: { "hugepages-2Mi": hugepages } });
 
 const mapperOf = (p: V1Pod, shared = false): { podUID: string; namespace: string; name: string; shared: boolean } => ({ podUID: p.metadata?.uid ?? "", namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "", shared });
-const exists = async (namespace: string, name: string): Promise<boolean> => {
-  try {
-    const p = await c.core.readNamespacedPod({ namespace, name });
-    return p.metadata?.deletionTimestamp === undefined;
-  } catch (e) {
-    if (apiStatus(e) === 404) return false;
-    throw e;
-  }
-};
 
 describe("the operator on a real control plane", () => {
   let namespace: string;
@@ -91,7 +82,7 @@ describe("the operator on a real control plane", () => {
     expect(done.status?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * 2 ** 20, state: "Quarantined" }]);
     expect(done.status?.prediction).toMatchObject({ kernelProfile: "linux-6.1", verified: true, poolEffect: "ReleasedOnUnmap" });
     await waitForPodGone(c, namespace, mapper.metadata?.name ?? "");
-    expect(await exists(namespace, bystander.metadata?.name ?? "")).toBe(true);
+    expect(await podExists(c, namespace, bystander.metadata?.name ?? "")).toBe(true);
 
     // 16Mi advertised, one 2Mi page lost, 4Mi used by the bystander: 10Mi is really left.
     const tooBig = await scheduledPod(namespace, n, "12Mi");
@@ -124,7 +115,7 @@ describe("the operator on a real control plane", () => {
     expect(blocked.status?.pods?.[0]).toMatchObject({ action: "Evict", blockedBy: pdb.metadata?.name });
     expect(blocked.status?.pods?.[0]?.reason).toMatch(/disruption budget/);
     expect(blocked.status?.phase).toBe("Pending");
-    expect(await exists(namespace, guarded.metadata?.name ?? "")).toBe(true);
+    expect(await podExists(c, namespace, guarded.metadata?.name ?? "")).toBe(true);
     await c.policy.deleteNamespacedPodDisruptionBudget({ namespace, name: pdb.metadata?.name ?? "" });
     const done = await waitForEvent(name, "evicted once the budget allows", (e) => e.status?.phase === "Contained", { timeoutMs: 60_000 });
     expect(done.status?.pods?.[0]?.state).toBe("Done");
@@ -146,7 +137,7 @@ describe("the operator on a real control plane", () => {
     const done = await waitForEvent(name, "Contained", (e) => e.status?.phase === "Contained");
     expect(done.status?.pods?.[0]).toMatchObject({ action: "EarlySignal", state: "Done" });
     expect(done.status?.earlySignals?.[0]).toMatchObject({ uid: cache.metadata?.uid, state: "Done" });
-    expect(await exists(namespace, cache.metadata?.name ?? "")).toBe(true);
+    expect(await podExists(c, namespace, cache.metadata?.name ?? "")).toBe(true);
   });
 
   it("in DryRun records the whole decision and changes nothing", async () => {
@@ -157,7 +148,7 @@ describe("the operator on a real control plane", () => {
     const decided = await waitForEvent(name, "decided", (e) => e.status?.phase === "Contained");
     expect(decided.status).toMatchObject({ dryRun: true, pods: [{ action: "Evict", state: "DryRun" }], quarantine: [{ state: "DryRun" }] });
     await new Promise((r) => setTimeout(r, 2000));
-    expect(await exists(namespace, mapper.metadata?.name ?? "")).toBe(true);
+    expect(await podExists(c, namespace, mapper.metadata?.name ?? "")).toBe(true);
     expect((await kubectl(["get", "pods", "-n", "mce-system", "-l", `mce-operator.io/quarantine-for=${name}`, "-o", "name"])).stdout).toBe("");
   });
 

@@ -14,7 +14,7 @@ import { writeFakeHost } from "../../agent/fake-host.ts";
 import { checkDockerfile, realBuild, repoRoot } from "./chart/dockerfile.ts";
 import { quarantinePodName } from "../../operator/reconciler.ts";
 import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, uniqueName, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
-import { applyCrds, applyPolicy, getEvent, startOperatorProcess, waitForEvent, type OperatorProcess } from "./operator-harness.ts";
+import { applyCrds, applyPolicy, getEvent, getNodeHealth, startOperatorProcess, waitForEvent, type OperatorProcess } from "./operator-harness.ts";
 
 const bootID = "5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6";
 const c = clients();
@@ -86,7 +86,7 @@ describe("self-healing hugepage pools on the real control plane", () => {
     const whole = await createHugepagePod(c, { namespace, onlyOnto: node, hugepages: { "hugepages-2Mi": "64Mi" } });
     await waitForPodRunning(c, namespace, whole.metadata?.name ?? "");
     await waitFor("node health counts the replacement", async () => {
-      const health = JSON.parse((await kubectl(["get", "nmh", node, "-o", "json"])).stdout) as { status?: { poolReplacements?: { given?: number }; capacityLostForGood?: unknown[] } };
+      const health = await getNodeHealth(node);
       return health.status?.poolReplacements?.given === 1 && (health.status.capacityLostForGood ?? []).length === 0;
     });
     expect(await operator.metrics()).toMatch(/mce_operator_pool_replacements_total\{size="2Mi",outcome="given"\} 1/);

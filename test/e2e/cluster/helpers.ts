@@ -197,20 +197,20 @@ export async function waitForPodRunning({ core }: Clients, namespace: string, na
   );
 }
 
-export async function waitForPodGone({ core }: Clients, namespace: string, name: string, options?: WaitOptions): Promise<void> {
-  await waitFor(
-    `pod ${namespace}/${name} deleted`,
-    async () => {
-      try {
-        const pod = await core.readNamespacedPod({ namespace, name });
-        return pod.metadata?.deletionTimestamp === undefined ? undefined : false;
-      } catch (error) {
-        if (apiStatus(error) === 404) return true;
-        throw error;
-      }
-    },
-    options,
-  );
+/** Whether the pod is there and not being deleted. */
+export async function podExists({ core }: Clients, namespace: string, name: string): Promise<boolean> {
+  try {
+    const pod = await core.readNamespacedPod({ namespace, name });
+    return pod.metadata?.deletionTimestamp === undefined;
+  } catch (error) {
+    if (apiStatus(error) === 404) return false;
+    throw error;
+  }
+}
+
+/** Waits until the pod is gone or being deleted. */
+export async function waitForPodGone(c: Clients, namespace: string, name: string, options?: WaitOptions): Promise<void> {
+  await waitFor(`pod ${namespace}/${name} deleted`, async () => !(await podExists(c, namespace, name)), options);
 }
 
 export interface PdbSpec {

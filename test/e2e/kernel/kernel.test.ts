@@ -4,16 +4,16 @@
 // apiserver; the real operator runs on the host. Per scenario: the agent's MemoryErrorEvent against
 // the kernel's own words, the model's predicted kernel outcome against what the kernel did, and the
 // operator's actions. Every row of the observed-outcomes table in kernel-facts.md is here.
-import { CustomObjectsApi, type V1Pod } from "@kubernetes/client-node";
+import type { V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject as provided, it } from "vitest";
 import type { MemoryErrorEvent } from "../../../crds/generated.ts";
-import { group, lostRangesAnnotation, memoryErrorEventName, version } from "../../../crds/naming.ts";
+import { lostRangesAnnotation, memoryErrorEventName } from "../../../crds/naming.ts";
 import { formatPfn, type HugepageSize } from "../../../kernel/pfn.ts";
 import { predictKernelOutcome, predictUnpoison, type MemoryError, type NodeState } from "../../../operator/model/containment.ts";
 import { quarantinePodName } from "../../../operator/reconciler.ts";
 import { ClusterState } from "../../../operator/state.ts";
-import { apiStatus, clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, uniqueName, waitFor, waitForPodGone, waitForPodRunning } from "../cluster/helpers.ts";
-import { applyCrds, applyPolicy, startOperatorProcess, type OperatorProcess } from "../operator-harness.ts";
+import { apiStatus, clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, podExists, uniqueName, waitFor, waitForPodGone, waitForPodRunning } from "../cluster/helpers.ts";
+import { applyCrds, applyPolicy, getEvent, getNodeHealth, startOperatorProcess, type OperatorProcess } from "../operator-harness.ts";
 import { agree, predictedOutcome, renderTable, writeResults, type Outcome, type Row } from "./conformance.ts";
 import { agentLog, freeHugepages, guestKubeconfig, inject, kernelLog, newContainerID, readMemory, startAgent, verdictOf, waitForIndex, Workload, type GuestMemory, type KillPolicy } from "./guest.ts";
 import { fragmentFor1GiB } from "./fragment.ts";
@@ -28,22 +28,11 @@ const nodes: string[] = [];
 let namespace: string;
 let operator: OperatorProcess;
 
-const custom = c.kubeConfig.makeApiClient(CustomObjectsApi);
 async function readEvent(name: string): Promise<MemoryErrorEvent | undefined> {
   try {
-    return (await custom.getClusterCustomObject({ group, version, plural: "memoryerrorevents", name })) as MemoryErrorEvent;
+    return await getEvent(name);
   } catch (error) {
     if (apiStatus(error) === 404) return undefined;
-    throw error;
-  }
-}
-
-async function podExists(name: string): Promise<boolean> {
-  try {
-    const pod = await c.core.readNamespacedPod({ namespace, name });
-    return pod.metadata?.deletionTimestamp === undefined;
-  } catch (error) {
-    if (apiStatus(error) === 404) return false;
     throw error;
   }
 }
@@ -103,7 +92,7 @@ async function bootGuest(label: string, options: { earlyKill: boolean; gigantic:
   await startAgent(vm, node, guestKubeconfig(provided("kubeconfig"), port));
   await waitFor(`NodeMemoryHealth ${node} from the agent in the guest`, async () => {
     try {
-      return (await custom.getClusterCustomObject({ group, version, plural: "nodememoryhealths", name: node })) as object;
+      return await getNodeHealth(node);
     } catch {
       return undefined;
     }
@@ -116,7 +105,7 @@ async function stopGuest(guest: Guest | undefined): Promise<void> {
   if (guest === undefined) return;
   // Nothing the errors did may reach the bystander.
   expect(guest.bystander.workload.sigbus).toEqual([]);
-  expect(await podExists(guest.bystander.pod.metadata?.name ?? "")).toBe(true);
+  expect(await podExists(c, namespace, guest.bystander.pod.metadata?.name ?? "")).toBe(true);
   await guest.vm.stop();
 }
 
@@ -149,7 +138,7 @@ async function checkOperator(guest: Guest, eventName: string, mappers: PodWorklo
     const podName = m.pod.metadata?.name ?? "";
     if (guest.dryRun) {
       expect(decision).toMatchObject({ state: "DryRun" });
-      expect(await podExists(podName)).toBe(true);
+      expect(await podExists(c, namespace, podName)).toBe(true);
     } else if (m.optIn) {
       expect(decision).toMatchObject({ action: "EarlySignal", state: "Done" });
       expect(status?.earlySignals?.find((s) => s.uid === m.pod.metadata?.uid)).toMatchObject({ state: "Done", pids: [m.workload.pid], lostRanges: [m.workload.range()] });
@@ -483,8 +472,8 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
       let seen: unknown;
       const released = await waitFor(`${name}: quarantine released`, async () => {
         const e = await readEvent(name);
-        const health = (await custom.getClusterCustomObject({ group, version, plural: "nodememoryhealths", name: guest.node })) as { spec?: { observedAt?: string; hugepagePools?: unknown } };
-        seen = { quarantine: e?.status?.quarantine, health: health.spec?.hugepagePools, observedAt: health.spec?.observedAt };
+        const health = await getNodeHealth(guest.node);
+        seen = { quarantine: e?.status?.quarantine, health: health.spec.hugepagePools, observedAt: health.spec.observedAt };
         return e?.status?.quarantine?.[0]?.state === "Released" && e;
       }, { timeoutMs: 30_000 }, () => JSON.stringify(seen));
       expect(released.status?.quarantine).toMatchObject([{ size: s.size, state: "Released" }]);
