@@ -227,7 +227,7 @@ export class Agent {
 
   /** The sizes whose pools shrank since the last reading, or else since the one before it. */
   #shrunkPools(): HugepageSize[] {
-    const now = this.#o.host.memory().hugepagePools;
+    const now = this.#o.host.hugepagePools();
     const since = shrunkPoolSizes(this.#memory.hugepagePools, now);
     return since.length > 0 ? since : shrunkPoolSizes(this.#poolsBefore, now);
   }

@@ -2,7 +2,7 @@
 // everything under --host-root, so a prepared tree stands in for a node.
 import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { hugepageBytes, PAGE_SIZE_BYTES, type HugepageSize } from "../kernel/pfn.ts";
+import { hugepageBytes, hugepagePoolDir, PAGE_SIZE_BYTES, type HugepageSize } from "../kernel/pfn.ts";
 
 export interface FakeVma {
   start: number;
@@ -101,7 +101,6 @@ function put(root: string, path: string, text: string): void {
   writeFileSync(full, text);
 }
 
-const POOL_DIR: Record<HugepageSize, string> = { "2Mi": "hugepages-2048kB", "1Gi": "hugepages-1048576kB" };
 
 export function writeFakeHost(root: string, host: FakeHost): void {
   mkdirSync(join(root, "proc"), { recursive: true });
@@ -113,12 +112,12 @@ export function writeFakeHost(root: string, host: FakeHost): void {
   if (host.softOffline === true) put(root, "sys/devices/system/memory/soft_offline_page", "");
   if (host.hwpoisonDebugfs === true) put(root, "sys/kernel/debug/hwpoison/corrupt-pfn", "");
   for (const pool of host.pools ?? []) {
-    const dir = `sys/devices/system/node/node${pool.numaNode}/hugepages/${POOL_DIR[pool.size]}`;
+    const dir = `sys/devices/system/node/node${pool.numaNode}/hugepages/${hugepagePoolDir(pool.size)}`;
     put(root, `${dir}/nr_hugepages`, `${pool.total}\n`);
     put(root, `${dir}/free_hugepages`, `${pool.free}\n`);
     put(root, `${dir}/surplus_hugepages`, `${pool.surplus ?? 0}\n`);
     // resv_hugepages exists only in the global directory.
-    put(root, `sys/kernel/mm/hugepages/${POOL_DIR[pool.size]}/resv_hugepages`, `${pool.reserved ?? 0}\n`);
+    put(root, `sys/kernel/mm/hugepages/${hugepagePoolDir(pool.size)}/resv_hugepages`, `${pool.reserved ?? 0}\n`);
   }
   for (const [node, counts] of Object.entries(host.memoryFailure ?? {})) {
     ["total", "ignored", "failed", "delayed", "recovered"].forEach((name, i) => {

@@ -71,7 +71,7 @@ export class HostFiles {
   memory(): HostMemory {
     const corruptedKb = /^HardwareCorrupted:\s+(\d+) kB$/m.exec(this.text("proc/meminfo") ?? "")?.[1];
     return {
-      hugepagePools: this.#pools(),
+      hugepagePools: this.hugepagePools(),
       hardwareCorruptedBytes: corruptedKb === undefined ? undefined : Number(corruptedKb) * 1024,
       numaMemory: this.#numaMemory(),
       memoryFailureCounters: this.#memoryFailureCounters(),
@@ -132,7 +132,8 @@ export class HostFiles {
       .sort((a, b) => a - b);
   }
 
-  #pools(): NodeMemoryHealthSpecHugepagePool[] {
+  /** Every hugepage pool, per NUMA node and size (also read alone, to see which pool an error just shrank). */
+  hugepagePools(): NodeMemoryHealthSpecHugepagePool[] {
     const pools: NodeMemoryHealthSpecHugepagePool[] = [];
     const nodes = this.#numaNodes();
     const global = "sys/kernel/mm/hugepages";

@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { MemoryErrorEvent, MemoryErrorEventStatusPoolReplacement, MemoryErrorEventStatusPoolReplacementResult } from "../crds/generated.ts";
-import { hugepageBytes, type HugepageSize } from "../kernel/pfn.ts";
+import { hugepageBytes, hugepagePoolDir, type HugepageSize } from "../kernel/pfn.ts";
 import type { Clock } from "./clock.ts";
 import type { PoolWrite } from "./state.ts";
 import type { HostFiles } from "./host.ts";
@@ -42,7 +42,6 @@ export interface PoolFiles {
   processMapsCovers(pid: number, address: bigint | undefined): Promise<boolean>;
 }
 
-const POOL_DIR: Record<HugepageSize, string> = { "2Mi": "hugepages-2048kB", "1Gi": "hugepages-1048576kB" };
 
 /** Whether a /proc/PID/maps text has a mapping `start-end` with start <= address < end. */
 export function mapsCover(maps: string, address: bigint): boolean {
@@ -56,7 +55,7 @@ export function mapsCover(maps: string, address: bigint): boolean {
 
 /** The pool files under the host root: /sys/devices/system/node/nodeN/hugepages and /proc/PID/maps. */
 export function hostPoolFiles(host: HostFiles): PoolFiles {
-  const poolFile = (size: HugepageSize, numaNode: number): string => host.path(`sys/devices/system/node/node${numaNode}/hugepages/${POOL_DIR[size]}/nr_hugepages`);
+  const poolFile = (size: HugepageSize, numaNode: number): string => host.path(`sys/devices/system/node/node${numaNode}/hugepages/${hugepagePoolDir(size)}/nr_hugepages`);
   return {
     poolFile,
     readTotal: async (size, numaNode) => {

@@ -60,6 +60,11 @@ export function pfnToPhysicalAddress(pfn: number): number {
   return address;
 }
 
+/** The sysfs directory of a size's pool, under /sys/kernel/mm/hugepages and each NUMA node's hugepages: hugepages-2048kB. */
+export function hugepagePoolDir(size: HugepageSize): string {
+  return `hugepages-${hugepageBytes(size) / 1024}kB`;
+}
+
 /** The hugepage size behind an smaps `KernelPageSize:` value in kB; undefined for base pages and sizes we do not manage. */
 export function sizeFromKernelPageSizeKb(kb: number): HugepageSize | undefined {
   return HUGEPAGE_SIZES.find((size) => hugepageBytes(size) === kb * 1024);
