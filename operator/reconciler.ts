@@ -342,8 +342,10 @@ export class Reconciler {
     const result = status.poolReplacementResult;
     if (replacement.state !== "Requested" || !result) return replacement;
     const agentSays = `agent: ${result.message ?? result.state}`;
+    // The reason as decided, without what the agent said last.
+    const decided = (replacement.reason ?? "").split("; agent: ")[0] ?? "";
     if (result.state === "Waiting") {
-      const reason = `${(replacement.reason ?? "").split("; agent: ")[0] ?? ""}; ${agentSays}`.slice(0, 1024);
+      const reason = `${decided}; ${agentSays}`.slice(0, 1024);
       return reason === replacement.reason ? replacement : { ...replacement, reason };
     }
     this.metrics.poolReplacements.inc({ size, outcome: result.state.toLowerCase() });
@@ -360,7 +362,7 @@ export class Reconciler {
     const message = `${agentSays}; ${consequence}`;
     this.event(nodeRef(nodeName), result.state === "Given" ? "Normal" : "Warning", words, `memory error ${event.metadata.name}: ${message}`);
     this.log.info("pool replacement", { memoryErrorEvent: event.metadata.name, node: nodeName, size, state: result.state, before: result.before, after: result.after });
-    return { ...replacement, state: result.state, reason: `${(replacement.reason ?? "").split("; agent: ")[0] ?? ""}; ${message}`.slice(0, 1024) };
+    return { ...replacement, state: result.state, reason: `${decided}; ${message}`.slice(0, 1024) };
   }
 
   /**
