@@ -6,6 +6,7 @@
 import type { MemoryErrorEvent, MemoryErrorEventSpecMapper, MemoryErrorEventStatusEarlySignal, MemoryErrorEventStatusPod } from "../crds/generated.ts";
 import { lostRangesAnnotation } from "../crds/naming.ts";
 import type { Clock } from "./clock.ts";
+import { KeyedRunner } from "./keyed-runner.ts";
 import type { PodDirectory } from "./event.ts";
 import type { Logger } from "./log.ts";
 import type { ProcessInfo } from "./mappings.ts";
@@ -51,11 +52,19 @@ export class EarlySignaller {
   readonly #options: EarlySignallerOptions;
   /** Outcomes carried out by this process, kept until status shows them, so a failed status write never signals twice. */
   readonly #carriedOut = new Map<string, Map<string, MemoryErrorEventStatusEarlySignal>>();
-  readonly #latest = new Map<string, MemoryErrorEvent>();
-  readonly #running = new Set<string>();
+  readonly #runner: KeyedRunner<MemoryErrorEvent>;
 
   constructor(options: EarlySignallerOptions) {
     this.#options = options;
+    this.#runner = new KeyedRunner({
+      run: async (event) => {
+        await this.reconcile(event);
+        return "done";
+      },
+      what: "early signal",
+      clock: options.clock,
+      log: options.log,
+    });
   }
 
   /**
@@ -63,23 +72,7 @@ export class EarlySignaller {
    * is reconciled after it, and a failed pass is retried after `retryMs` with the latest version.
    */
   offer(event: MemoryErrorEvent, signal: AbortSignal, retryMs = 5000): void {
-    const name = event.metadata.name;
-    this.#latest.set(name, event);
-    if (this.#running.has(name)) return;
-    this.#running.add(name);
-    void (async () => {
-      for (let next = this.#latest.get(name); next !== undefined && !signal.aborted; next = this.#latest.get(name)) {
-        this.#latest.delete(name);
-        try {
-          await this.reconcile(next);
-        } catch (error) {
-          this.#options.log.warn("early signal not finished; will retry", { memoryErrorEvent: name, error, retryInMs: retryMs });
-          if (!this.#latest.has(name)) this.#latest.set(name, next);
-          await this.#options.clock.sleep(retryMs, signal);
-        }
-      }
-      this.#running.delete(name);
-    })();
+    this.#runner.offer(event.metadata.name, event, signal, retryMs);
   }
 
   /** Does whatever early signals `event` plans and nobody did yet; rejects when a write failed (retry later). */

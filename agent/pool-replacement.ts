@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { MemoryErrorEvent, MemoryErrorEventStatusPoolReplacement, MemoryErrorEventStatusPoolReplacementResult } from "../crds/generated.ts";
 import { hugepageBytes, hugepagePoolDir, type HugepageSize } from "../kernel/pfn.ts";
 import type { Clock } from "./clock.ts";
+import { KeyedRunner } from "./keyed-runner.ts";
 import type { PoolWrite } from "./state.ts";
 import type { HostFiles } from "./host.ts";
 import type { Logger } from "./log.ts";
@@ -138,17 +139,16 @@ export class PoolReplacer {
   readonly #options: PoolReplacerOptions;
   /** Results this process wrote, kept until status shows them: a watch event older than the write must not look like work to do. */
   readonly #carriedOut = new Map<string, Carried>();
-  readonly #latest = new Map<string, MemoryErrorEvent>();
-  readonly #running = new Set<string>();
   /** The latest replacement under way per pool (size/NUMA node). */
   readonly #pools = new Map<string, Promise<void>>();
-  readonly #forgotten = new Set<string>();
-  readonly #wake = new Map<string, () => void>();
   /** Events (name → uid) whose final result status has shown, until they are deleted. */
   readonly #finished = new Map<string, string | undefined>();
+  readonly #runner: KeyedRunner<MemoryErrorEvent>;
 
   constructor(options: PoolReplacerOptions) {
     this.#options = options;
+    const { clock, log, recheckMs, maxRetryMs = 60_000 } = options;
+    this.#runner = new KeyedRunner({ run: async (event) => ((await this.reconcile(event)) === "waiting" ? "again" : "done"), what: "pool replacement", clock, log, recheckMs, maxRetryMs });
   }
 
   /**
@@ -158,58 +158,14 @@ export class PoolReplacer {
    * doubling up to `maxRetryMs`.
    */
   offer(event: MemoryErrorEvent, signal: AbortSignal, retryMs = 5000): void {
-    const name = event.metadata.name;
-    this.#latest.set(name, event);
-    this.#forgotten.delete(name);
-    this.#wake.get(name)?.();
-    if (this.#running.has(name)) return;
-    this.#running.add(name);
-    const { clock, log, recheckMs = 5000, maxRetryMs = 60_000 } = this.#options;
-    void (async () => {
-      let delay = retryMs;
-      for (let next = this.#latest.get(name); next !== undefined && !signal.aborted; next = this.#latest.get(name)) {
-        this.#latest.delete(name);
-        try {
-          if ((await this.reconcile(next)) === "waiting" && !this.#latest.has(name) && !this.#forgotten.has(name)) {
-            this.#latest.set(name, next);
-            await this.#pause(name, recheckMs, signal);
-          }
-          delay = retryMs;
-        } catch (error) {
-          log.warn("pool replacement not finished; will retry", { memoryErrorEvent: name, error, retryInMs: delay });
-          if (!this.#latest.has(name) && !this.#forgotten.has(name)) this.#latest.set(name, next);
-          await clock.sleep(delay, signal);
-          delay = Math.min(delay * 2, maxRetryMs);
-        }
-      }
-      this.#running.delete(name);
-      this.#forgotten.delete(name);
-    })();
+    this.#runner.offer(event.metadata.name, event, signal, retryMs);
   }
 
   /** The event is gone: stop waiting on it and drop what was kept of it. */
   forget(eventName: string): void {
-    this.#forgotten.add(eventName);
-    this.#latest.delete(eventName);
+    this.#runner.forget(eventName);
     this.#carriedOut.delete(eventName);
     this.#finished.delete(eventName);
-    this.#wake.get(eventName)?.();
-  }
-
-  /** Sleeps `ms`, or less when the event is offered again or forgotten. */
-  async #pause(name: string, ms: number, signal: AbortSignal): Promise<void> {
-    const wake = new AbortController();
-    const stop = (): void => {
-      wake.abort();
-    };
-    signal.addEventListener("abort", stop, { once: true });
-    this.#wake.set(name, stop);
-    try {
-      await this.#options.clock.sleep(ms, wake.signal);
-    } finally {
-      this.#wake.delete(name);
-      signal.removeEventListener("abort", stop);
-    }
   }
 
   /**
