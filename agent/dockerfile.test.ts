@@ -4,7 +4,7 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkDockerfile, realBuild, repoRoot } from "../test/e2e/chart/dockerfile.ts";
+import { checkDockerfile, imageEntrypoint, realBuild, repoRoot } from "../test/e2e/chart/dockerfile.ts";
 
 describe("agent/Dockerfile", () => {
   let build: ReturnType<typeof realBuild>;
@@ -27,7 +27,7 @@ describe("agent/Dockerfile", () => {
   });
 
   it("its entrypoint, as built and with its node flags, loads every module and checks its flags", () => {
-    const [, ...args] = checkDockerfile(join(repoRoot, "agent", "Dockerfile"), build.out).entrypoint;
+    const [, ...args] = imageEntrypoint(join(repoRoot, "agent", "Dockerfile"));
     const result = spawnSync(process.execPath, args.map((a) => (a.endsWith(".js") ? join(build.out, a) : a)), { cwd: repoRoot, encoding: "utf8", env: { PATH: process.env.PATH ?? "" } });
     expect(result.stderr).toMatch(/no node name: set NODE_NAME/);
     expect(result.status).toBe(2);

@@ -12,6 +12,7 @@ import { writeFakeHost, writeFakeProcess } from "../agent/fake-host.ts";
 import { indexCost, kmsgRate } from "./agent-throughput.ts";
 import { startControlPlane, stopControlPlane } from "../test/e2e/cluster/control-plane.ts";
 import { toolPath } from "../test/e2e/cluster/tools.ts";
+import { imageEntrypoint } from "../test/e2e/chart/dockerfile.ts";
 
 const MiB = 2 ** 20;
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
@@ -29,11 +30,7 @@ interface Idle {
 
 const COMPILED = "dist/agent/main.js";
 /** The node flags agent/Dockerfile's ENTRYPOINT gives the compiled agent. */
-const IMAGE_FLAGS = ((): string[] => {
-  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync("agent/Dockerfile", "utf8"))?.[1];
-  if (entrypoint === undefined) throw new Error("agent/Dockerfile has no ENTRYPOINT in exec form");
-  return (JSON.parse(entrypoint) as string[]).slice(1, -1);
-})();
+const IMAGE_FLAGS = imageEntrypoint("agent/Dockerfile").slice(1, -1);
 const SOURCE = "agent/main.ts";
 
 /** Compiles the agent as the Dockerfile's build stage does; tsc emits even when it reports type errors elsewhere. */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { memoryErrorEventName } from "../../crds/naming.ts";
 import { writeFakeHost } from "../../agent/fake-host.ts";
-import { checkDockerfile, realBuild, repoRoot } from "./chart/dockerfile.ts";
+import { imageEntrypoint, realBuild, repoRoot } from "./chart/dockerfile.ts";
 import { quarantinePodName } from "../../operator/reconciler.ts";
 import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, uniqueName, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
 import { applyCrds, applyPolicy, getEvent, getNodeHealth, startOperatorProcess, waitForEvent, type OperatorProcess } from "./operator-harness.ts";
@@ -35,7 +35,7 @@ beforeAll(async () => {
   operator = await startOperatorProcess(`${run}-operator`);
   build = realBuild();
   const out = build.out;
-  const [, ...args] = checkDockerfile(join(repoRoot, "agent", "Dockerfile"), out).entrypoint;
+  const [, ...args] = imageEntrypoint(join(repoRoot, "agent", "Dockerfile"));
   agentCommand = args.map((a) => (a.endsWith(".js") ? join(out, a) : a));
 }, 180_000);
 

@@ -102,6 +102,16 @@ export function realBuild(root = repoRoot): { out: string; cleanup: () => void }
   return { out, cleanup: () => { rmSync(out, { recursive: true, force: true }); } };
 }
 
+/** The final stage's ENTRYPOINT, in exec form: what the image runs. */
+export function imageEntrypoint(dockerfilePath: string): string[] {
+  let entrypoint: string[] = [];
+  for (const { op, args } of instructions(readFileSync(dockerfilePath, "utf8"))) {
+    if (op === "FROM") entrypoint = [];
+    if (op === "ENTRYPOINT") entrypoint = execForm(args) ?? [];
+  }
+  return entrypoint;
+}
+
 function instructions(text: string): { line: number; op: string; args: string }[] {
   const result: { line: number; op: string; args: string }[] = [];
   let pending = "";
