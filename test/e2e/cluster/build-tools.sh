@@ -104,7 +104,7 @@ fetch_kubernetes() {
 
 build_kubernetes() {
   local v="$KUBERNETES_VERSION" dir="$tools_dir/kubernetes-$KUBERNETES_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
   if have "$dir" "${bins[@]}"; then
     echo "kubernetes $v: cached in $dir"
     return
