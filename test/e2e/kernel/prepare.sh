@@ -64,29 +64,16 @@ kernel=$dir/root/boot/vmlinuz-$release
 [ -f "$kernel" ] || fail "no $kernel in $package"
 modules=$dir/root/lib/modules/$release
 
-# The modules the guest loads, with what they depend on, dependencies first. Built-in ones
-# (modules.builtin) need nothing; a module the kernel has in neither form is an error.
+# The modules the guest loads, with what they depend on, dependencies first.
+# shellcheck source=modules.sh
+source "$here/modules.sh"
 wanted=(virtio_pci virtio_console virtio_net 9p 9pnet_virtio hwpoison-inject mce-inject)
-declare -A seen=()
-order=()
-add_module() {
-  local name=${1//-/_} line path dep
-  [ -n "${seen[$name]:-}" ] && return
-  seen[$name]=1
-  line=$(grep -E "(^|/)${name//_/[-_]}\.ko(\.[a-z]+)?:" "$modules/modules.dep" || true)
-  if [ -z "$line" ]; then
-    grep -qE "(^|/)${name//_/[-_]}\.ko\$" "$modules/modules.builtin" || fail "$package has no module or built-in $1"
-    return
-  fi
-  path=${line%%:*}
-  for dep in ${line#*:}; do add_module "$(basename "${dep%%.ko*}")"; done
-  order+=("$path")
-}
-for m in "${wanted[@]}"; do add_module "$m"; done
+order_text=$(module_order "$modules" "${wanted[@]}") || fail "$package lacks a module the guest needs"
+mapfile -t order <<<"$order_text"
 
 # Everything the initramfs is made of; a change to any of it makes a new one.
 key=$( {
-  sha256sum "$here/prepare.sh" "$here/guest/init" "$here/guest/hwp.c" "$busybox"
+  sha256sum "$here/prepare.sh" "$here/modules.sh" "$here/guest/init" "$here/guest/hwp.c" "$busybox"
   gcc --version | head -n1
   printf '%s\n' "$package" "$version" "${order[@]}"
 } | sha256sum | cut -c1-16)
