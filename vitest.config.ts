@@ -13,7 +13,7 @@ export default defineConfig({
         test: {
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
-          exclude: ["test/e2e/kernel/**"],
+          exclude: ["test/e2e/kernel/**", "test/e2e/node/**"],
           globalSetup: ["test/e2e/cluster/global-setup.ts"],
           testTimeout: 120_000,
           hookTimeout: 300_000,
@@ -34,6 +34,7 @@ export default defineConfig({
         test: {
           name: "node",
           include: ["test/e2e/node/**/*.test.ts"],
+          globalSetup: ["test/e2e/node/global-setup.ts"],
           testTimeout: 600_000,
           hookTimeout: 1_200_000,
           fileParallelism: false,

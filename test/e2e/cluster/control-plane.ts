@@ -181,7 +181,14 @@ async function waitReady(component: ComponentState, tls: ProbeTls | undefined, d
   }
 }
 
-function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "etcdPeer", number>): ComponentSpec[] {
+export interface ControlPlaneOptions {
+  /** The address the apiserver puts in the `kubernetes` Service's endpoints (default 127.0.0.1). The
+   * real-node tier's pods reach it through kube-proxy at 10.0.2.100, QEMU's way to the host's loopback;
+   * the apiserver itself never dials it. */
+  advertiseAddress?: string;
+}
+
+function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "etcdPeer", number>, options: ControlPlaneOptions): ComponentSpec[] {
   const server = `https://127.0.0.1:${ports["kube-apiserver"]}`;
   const write = (name: string, text: string): string => {
     const path = join(dir, name);
@@ -223,7 +230,7 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
       args: [
         `--etcd-servers=${etcdClient}`,
         "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        `--advertise-address=${options.advertiseAddress ?? "127.0.0.1"}`,
         `--secure-port=${ports["kube-apiserver"]}`,
         `--cert-dir=${join(dir, "apiserver")}`,
         ...serving,
@@ -300,7 +307,7 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
  * ready. On failure whatever was started is stopped and `dir` removed before
  * the error is thrown.
  */
-export async function startControlPlane(dir: string): Promise<ClusterState> {
+export async function startControlPlane(dir: string, options: ControlPlaneOptions = {}): Promise<ClusterState> {
   const existing = readState(dir);
   if (existing?.components.some((c) => isRunning(c.pid))) {
     throw new Error(`a cluster is already running from ${dir}; stop it first`);
@@ -333,7 +340,7 @@ export async function startControlPlane(dir: string): Promise<ClusterState> {
     components: [],
   };
   try {
-    const specs = componentSpecs(dir, pki, ports);
+    const specs = componentSpecs(dir, pki, ports, options);
     const deadline = Date.now() + readyTimeoutMs;
     // Two waves: etcd and the apiserver together (the apiserver retries until
     // etcd answers), then the rest, which exit rather than wait when the

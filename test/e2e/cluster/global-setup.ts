@@ -5,13 +5,15 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
-import { readState, startControlPlane, stopControlPlane } from "./control-plane.ts";
+import { readState, startControlPlane, stopControlPlane, type ControlPlaneOptions } from "./control-plane.ts";
 import { toolPath } from "./tools.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
     kubeconfig: string;
     kubectl: string;
+    /** The started control plane's directory (its PKI is under pki/); empty for an existing cluster. */
+    clusterDir: string;
   }
 }
 
@@ -24,7 +26,11 @@ function kubectlBinary(): string {
   }
 }
 
-export default async function setup(project: TestProject): Promise<() => void> {
+export default function setup(project: TestProject): Promise<() => void> {
+  return startCluster(project, {});
+}
+
+export async function startCluster(project: TestProject, options: ControlPlaneOptions): Promise<() => void> {
   if (process.env.E2E_EXISTING_CLUSTER === "1") {
     const kubeconfig = process.env.KUBECONFIG;
     if (kubeconfig === undefined || !existsSync(kubeconfig)) {
@@ -32,6 +38,7 @@ export default async function setup(project: TestProject): Promise<() => void> {
     }
     project.provide("kubeconfig", kubeconfig);
     project.provide("kubectl", kubectlBinary());
+    project.provide("clusterDir", "");
     return () => undefined;
   }
 
@@ -57,10 +64,11 @@ export default async function setup(project: TestProject): Promise<() => void> {
   process.once("exit", teardown);
 
   try {
-    const state = await startControlPlane(dir);
+    const state = await startControlPlane(dir, options);
     console.log(`e2e control plane ${state.kubernetesVersion} ready in ${(state.readyMs / 1000).toFixed(1)}s (${dir})`);
     project.provide("kubeconfig", state.kubeconfig);
     project.provide("kubectl", toolPath("kubectl"));
+    project.provide("clusterDir", dir);
   } catch (error) {
     detach();
     teardown();

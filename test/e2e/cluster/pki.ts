@@ -60,7 +60,8 @@ function issue(dir: string, ca: KeyPair, name: string, subject: string, extensio
   return pair;
 }
 
-function client(dir: string, ca: KeyPair, name: string, subject: string): KeyPair {
+/** A client certificate signed by the cluster's CA (e.g. a kubelet's: `/O=system:nodes/CN=system:node:NAME`). */
+export function client(dir: string, ca: KeyPair, name: string, subject: string): KeyPair {
   return issue(dir, ca, name, subject, ["keyUsage=critical,digitalSignature", "extendedKeyUsage=clientAuth"]);
 }
 

@@ -28,7 +28,12 @@ export function readPrepared(): Prepared {
 }
 
 export interface VmOptions {
-  prepared: Prepared;
+  /** The kernel, the initramfs, and the busybox QEMU runs for the guest's one network path. */
+  prepared: Pick<Prepared, "kernel" | "initramfs" | "busybox">;
+  /** A root disk (the real-node tier), booted with snapshot=on so the cached image is never written;
+   * without one the guest runs from its initramfs and the host's root, read-only, over 9p. */
+  disk?: string;
+  cpus?: number;
   /** Reserve one 1 GiB hugepage too (needs 4 GiB of guest memory, as the others get). */
   gigantic: boolean;
   /** The apiserver's port on 127.0.0.1, reached from the guest at 10.0.2.100 on the same port. */
@@ -70,14 +75,16 @@ export class Vm {
     const pages = ["hugepagesz=2M", "hugepages=32", ...(options.gigantic ? ["hugepagesz=1G", "hugepages=1"] : []), "default_hugepagesz=2M"];
     const port = options.apiserverPort;
     const args = [
-      ...["-machine", "q35,accel=tcg", "-cpu", "qemu64,vendor=GenuineIntel,+pdpe1gb", "-m", "4096", "-smp", "1"],
+      ...["-machine", "q35,accel=tcg", "-cpu", "qemu64,vendor=GenuineIntel,+pdpe1gb", "-m", "4096", "-smp", String(options.cpus ?? 1)],
       ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
       ...["-serial", `file:${join(dir, "console.log")}`],
       ...["-kernel", options.prepared.kernel, "-initrd", options.prepared.initramfs],
       // mce=print_all: the kernel prints the detail of an SRAO machine check too, not just "events logged".
       ...["-append", ["console=ttyS0", "quiet", "panic=-1", "mce=print_all", ...pages].join(" ")],
       ...["-monitor", `unix:${join(dir, "monitor.sock")},server=on,wait=off`],
-      ...["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"],
+      ...(options.disk === undefined
+        ? ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"]
+        : ["-drive", `file=${options.disk},if=virtio,format=raw,snapshot=on,cache=unsafe`]),
       ...["-virtfs", `local,path=${shared},mount_tag=shared,security_model=none,multidevs=remap`],
       // restrict=on: the guest reaches nothing but the guestfwd, which QEMU runs per connection.
       ...["-netdev", `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_APISERVER_IP}:${port}-cmd:${options.prepared.busybox} nc 127.0.0.1 ${port}`, "-device", "virtio-net-pci,netdev=n0"],
