@@ -1,6 +1,6 @@
 // hwp: the kernel tier's workload. Maps hugepages (private anonymous, or a shared hugetlbfs file),
 // faults them in with a known pattern, and logs what happens to it, one line per fact, to a file the
-// host reads: its pages' pfns, every SIGBUS (si_code, si_addr, si_addr_lsb) and SIGUSR1 with the time
+// host reads: its pages' pfns, every SIGBUS (si_code, si_addr, si_addr_lsb), SIGUSR1 and SIGTERM with the time
 // it arrived. Then it obeys one-word commands from a FIFO: touch, pread, madvise, check, pfns, munmap,
 // keep1g, exit. Built with gcc -static: the guest has no libc.
 //
@@ -87,11 +87,13 @@ static void on_signal(int sig, siginfo_t *info, void *context) {
     p = put_str(p, " lsb=");
     p = put_num(p, (unsigned long long)info->si_addr_lsb, 0);
   } else {
-    p = put_str(p, " sigusr1");
+    p = put_str(p, sig == SIGTERM ? " sigterm" : " sigusr1");
   }
   *p++ = '\n';
   if (write(log_fd, line, (size_t)(p - line)) < 0) _exit(3);
   errno = saved;
+  // The kubelet's stop (an eviction): logged, so a test can tell it from a crash.
+  if (sig == SIGTERM) _exit(0);
   // BUS_MCEERR_AR re-faults if we return: leave the access instead.
   if (sig == SIGBUS && info->si_code == BUS_MCEERR_AR) {
     if (touching) siglongjmp(touch_jump, 1);
@@ -237,6 +239,7 @@ int main(int argc, char **argv) {
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigaction(SIGBUS, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 
   size_t bytes = pages * page_bytes;
   if (file) {
