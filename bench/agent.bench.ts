@@ -12,7 +12,7 @@ import { writeFakeHost, writeFakeProcess } from "../agent/fake-host.ts";
 import { indexCost, kmsgRate } from "./agent-throughput.ts";
 import { startControlPlane, stopControlPlane } from "../test/e2e/cluster/control-plane.ts";
 import { toolPath } from "../test/e2e/cluster/tools.ts";
-import { imageEntrypoint } from "../test/e2e/chart/dockerfile.ts";
+import { imageEntrypoint } from "../test/e2e/build.ts";
 
 const MiB = 2 ** 20;
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { memoryErrorEventName } from "../../crds/naming.ts";
 import { writeFakeHost } from "../../agent/fake-host.ts";
-import { imageEntrypoint, realBuild, repoRoot } from "./chart/dockerfile.ts";
+import { imageEntrypoint, realBuild, repoRoot } from "./build.ts";
 import { quarantinePodName } from "../../operator/reconciler.ts";
 import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, uniqueName, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
 import { applyCrds, applyPolicy, getEvent, getNodeHealth, startOperatorProcess, waitForEvent, type OperatorProcess } from "./operator-harness.ts";
