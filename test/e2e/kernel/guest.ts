@@ -150,9 +150,12 @@ export const inject = {
   softOfflinePage: (vm: Vm, pfn: number): Promise<string> => vm.run(`echo 0x${(pfn * 4096).toString(16)} > /sys/devices/system/memory/soft_offline_page`),
   /**
    * A real machine check through QEMU's monitor: bank 9, status VAL|UC|EN|MISCV|ADDRV|S with MCA code
-   * 0xC0 (SRAO memory scrub), MCG_STATUS MCIP|RIPV, MISC: physical address mode, LSB 12.
+   * 0xC0 (SRAO memory scrub), MCG_STATUS MCIP|RIPV, MISC: physical address mode, LSB 12. On a guest
+   * of several vCPUs it is broadcast (-b), as hardware raises it: the kernel's handler waits for every
+   * CPU to enter it and panics on a machine check only one CPU saw.
    */
-  machineCheck: (vm: Vm, physicalAddress: number): Promise<string> => vm.monitor(`mce 0 9 0xbd000000000000c0 0x5 0x${physicalAddress.toString(16)} 0x8c`),
+  machineCheck: (vm: Vm, physicalAddress: number): Promise<string> =>
+    vm.monitor(`mce ${vm.cpus > 1 ? "-b " : ""}0 9 0xbd000000000000c0 0x5 0x${physicalAddress.toString(16)} 0x8c`),
 };
 
 /**

@@ -51,6 +51,7 @@ export const GUEST_APISERVER_IP = "10.0.2.100";
 export class Vm {
   /** Host directory the guest sees at /shared (and the agent at /mnt). */
   readonly shared: string;
+  readonly cpus: number;
   readonly #dir: string;
   readonly #qemu: ChildProcess;
   readonly #exited: Promise<number | null>;
@@ -60,7 +61,8 @@ export class Vm {
   readonly #waiting = new Map<number, (result: ShellResult) => void>();
   #stderr = "";
 
-  private constructor(dir: string, qemu: ChildProcess) {
+  private constructor(dir: string, qemu: ChildProcess, cpus: number) {
+    this.cpus = cpus;
     this.#dir = dir;
     this.shared = join(dir, "shared");
     this.#qemu = qemu;
@@ -91,7 +93,7 @@ export class Vm {
       ...["-device", "virtio-serial-pci", "-chardev", `socket,id=ctl,path=${join(dir, "control.sock")},server=on,wait=off`, "-device", "virtserialport,chardev=ctl,name=ctl"],
     ];
     const qemu = spawn("qemu-system-x86_64", args, { stdio: ["ignore", "ignore", "pipe"] });
-    const vm = new Vm(dir, qemu);
+    const vm = new Vm(dir, qemu, options.cpus ?? 1);
     await vm.#connect();
     // The first answer comes once init serves the port.
     await vm.sh("true", 120_000);

@@ -6,7 +6,7 @@
 #                                       `node` devDependency, npm from the npm registry
 #   mce-operator.local/mce-operator:KEY operator/Dockerfile, unchanged
 #   mce-operator.local/mce-agent:KEY    agent/Dockerfile, unchanged
-#   registry.k8s.io/pause:3.10.1        test/e2e/node/pause.c, static, FROM scratch
+#   registry.k8s.io/pause:3.10        test/e2e/node/pause.c, static, FROM scratch
 #   mce-operator.local/hwp-workload:KEY the kernel tier's static workload and a static busybox
 # Each is keyed by a hash of its inputs and skipped when an image with that key exists. Saves the
 # four the real-node tier loads with `docker save` to ${XDG_CACHE_HOME:-~/.cache}/mce-operator/images/
@@ -180,7 +180,7 @@ build_app agent "$root/agent/Dockerfile" mce-operator.local/mce-agent
 gcc_version=$(gcc --version | head -n1)
 k=$( { sha256sum "$here/pause.c" "$here/pause.Dockerfile" "$here/images.sh"; echo "$gcc_version"; } | sha256sum | cut -c1-16)
 key[pause]=$k
-ref[pause]=registry.k8s.io/pause:3.10.1
+ref[pause]=registry.k8s.io/pause:3.10
 if [ "$(key_label "${ref[pause]}")" != "$k" ]; then
   step "building ${ref[pause]} from test/e2e/node/pause.c"
   exists "${ref[pause]}" && superseded+=("$(docker image inspect -f '{{.Id}}' "${ref[pause]}")")

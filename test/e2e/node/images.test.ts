@@ -89,7 +89,7 @@ describe("images.json", () => {
       expect(inspect.stdout.trim()).toBe(`${image.id} ${String(image.bytes)}`);
       expect(statSync(image.tar).size).toBeGreaterThan(0);
     }
-    expect(images.pause.ref).toBe("registry.k8s.io/pause:3.10.1");
+    expect(images.pause.ref).toBe("registry.k8s.io/pause:3.10");
     expect(images.operator.ref).toMatch(/^mce-operator\.local\/mce-operator:[0-9a-f]{16}$/);
     expect(images.agent.ref).toMatch(/^mce-operator\.local\/mce-agent:[0-9a-f]{16}$/);
     expect(images.workload.ref).toMatch(/^mce-operator\.local\/hwp-workload:[0-9a-f]{16}$/);
@@ -174,7 +174,7 @@ describe.each(["operator", "agent"] as const)("the %s image's files", (name) => 
   });
 });
 
-describe("registry.k8s.io/pause:3.10.1", () => {
+describe("registry.k8s.io/pause:3.10", () => {
   it("is a static /pause FROM scratch that exits 0 on SIGTERM", () => {
     const c = config(images.pause.ref);
     expect(c.Entrypoint).toEqual(["/pause"]);

@@ -3,15 +3,16 @@
 // a real engine) under containerd and a real kubelet in a QEMU guest with a real kernel, beside KWOK
 // nodes. A real machine check from QEMU's monitor hits a workload pod's hugepage; every step from the
 // kernel to the kubelet is asserted on the real component that carries it out.
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { MemoryErrorEvent } from "../../../crds/generated.ts";
 import { earlySignalAnnotation, group, lostRangesAnnotation, version } from "../../../crds/naming.ts";
-import { clients, createHugepageNode, createNamespace, kubectl, waitFor, waitForPodGone, waitForPodRunning } from "../cluster/helpers.ts";
+import { clients, createHugepageNode, createHugepagePod, createNamespace, kubectl, waitFor, waitForPodGone, waitForPodRunning } from "../cluster/helpers.ts";
 import { chartDir, helm, repoRoot, valuesFile } from "../chart/harness.ts";
-import { inject as injectError, kernelLog, readMemory } from "../kernel/guest.ts";
+import { inject as injectError } from "../kernel/guest.ts";
 import { getNodeHealth } from "../operator-harness.ts";
 import { RealNode, readNodePrepared, type NodePrepared } from "./node.ts";
 
@@ -66,7 +67,8 @@ async function startWorkload(name: string, options: { earlySignal?: boolean } = 
         containers: [
           {
             name: "workload",
-            ...image(prepared.images.workload.ref),
+            image: prepared.images.workload.ref,
+            imagePullPolicy: "Never",
             command: ["/bin/sh", "-c", `mkfifo /run/hwp/ctl && exec /hwp -l /log/${name}.log -c /run/hwp/ctl -s 2M -n 1 -k default`],
             resources: { requests: resources, limits: resources },
             volumeMounts: [
@@ -103,6 +105,57 @@ async function startWorkload(name: string, options: { earlySignal?: boolean } = 
   expect(value >> 63n, `pagemap entry ${entry} present`).toBe(1n);
   const pfn = Number(value & ((1n << 55n) - 1n));
   return { pod, log, pid, base, pfn };
+}
+
+/** The host pids of a pod's processes, from its cgroups as the kubelet made them. */
+async function podPids(uid: string): Promise<number[]> {
+  const out = await node.vm.run(`for f in $(find /sys/fs/cgroup/kubepods -path '*pod${uid}*' -name cgroup.procs); do cat "$f"; done`);
+  return out.split(/\s+/).filter((p) => p !== "").map(Number);
+}
+
+async function agentPod(): Promise<V1Pod> {
+  const pods = (await core.listNamespacedPod({ namespace: system, labelSelector: "app.kubernetes.io/component=agent", fieldSelector: `spec.nodeName=${nodeName}` })).items;
+  const pod = pods[0];
+  if (pod === undefined) throw new Error(`no agent pod on ${nodeName}`);
+  return pod;
+}
+
+/** The agent's /metrics, fetched inside its pod's network namespace (nothing outside the guest reaches it). */
+async function agentMetrics(): Promise<string> {
+  const pod = await agentPod();
+  const pid = (await podPids(pod.metadata?.uid ?? "")).at(-1);
+  const get = 'exec 3<>/dev/tcp/127.0.0.1/9464 && printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3';
+  return node.vm.run(`nsenter -t ${pid ?? 0} -n bash -c '${get}'`);
+}
+
+/** Waits until the agent's hugetlb index has seen exactly `count` mapped hugepages twice in a row. */
+async function waitForIndexed(count: number): Promise<void> {
+  let streak = 0;
+  let last = "";
+  await waitFor(
+    `the agent's index to know ${count} mapped hugepage(s)`,
+    async () => {
+      last = /^mce_agent_index_hugepages .*/m.exec(await agentMetrics())?.[0] ?? "no mce_agent_index_hugepages";
+      streak = last === `mce_agent_index_hugepages ${count}` ? streak + 1 : 0;
+      return streak >= 2;
+    },
+    { timeoutMs: 90_000, intervalMs: 1000 },
+    () => last,
+  );
+}
+
+async function hugepagePool(): Promise<number> {
+  const health = await getNodeHealth(nodeName);
+  return (health.spec.hugepagePools ?? []).filter((p) => p.size === "2Mi").reduce((sum, p) => sum + p.total, 0);
+}
+
+/** bench/results/real-node.json: what this run measured, with the commit and the CPU it ran on. */
+function saveFigures(): void {
+  const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: repoRoot, encoding: "utf8" }).trim();
+  const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
+  const imageMiB = Object.fromEntries(Object.entries(prepared.images).map(([name, i]) => [name, Math.round((i.bytes / 2 ** 20) * 10) / 10]));
+  const result = { commit, cpu, measuredAt: new Date().toISOString(), machine: "QEMU q35, TCG, 2 vCPU, 4 GiB", kernel: prepared.release, imageMiB, ...figures };
+  writeFileSync(join(repoRoot, "bench", "results", "real-node.json"), `${JSON.stringify(result, null, 2)}\n`);
 }
 
 beforeAll(async () => {
@@ -144,10 +197,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (installed) await helm(["uninstall", release, "--namespace", system, "--wait", "--timeout", "120s"], inject("kubeconfig"));
-  await node?.stop();
-  if (Object.keys(figures).length > 0) {
-    writeFileSync(join(repoRoot, ".test-results", "real-node-figures.json"), `${JSON.stringify(figures, null, 2)}\n`);
-  }
+  // Unset when the boot failed.
+  await (node as RealNode | undefined)?.stop();
+  if (Object.keys(figures).length > 0) saveFigures();
 }, 300_000);
 
 describe("the chart on a real node", () => {
@@ -163,5 +215,108 @@ describe("the chart on a real node", () => {
     const pools = health.spec.hugepagePools?.filter((p) => p.size === "2Mi") ?? [];
     expect(pools.reduce((sum, p) => sum + p.total, 0)).toBe(32);
     expect(health.spec.capabilities?.poolResize).toBe(true);
+  });
+});
+
+describe("a real machine check on a real node", () => {
+  let bystander: Awaited<ReturnType<typeof startWorkload>>;
+
+  it("the agent names the pod and container from the real containerd cgroup, the operator evicts it, and the kubelet stops it before it touches the page", async () => {
+    bystander = await startWorkload("bystander");
+    const victim = await startWorkload("victim");
+    await waitForIndexed(2);
+    const raw = victim.pfn + 3;
+    const injectedAt = Date.now();
+    await injectError.machineCheck(node.vm, raw * 4096);
+    const event = await waitForEventOn(victim.pfn, "the victim's eviction decided", (e) => e.status?.pods?.some((p) => p.name === "victim" && p.action === "Evict") === true);
+    const decidedAt = Date.now();
+    expect(Number(event.spec.pfn)).toBe(raw);
+    expect(event.spec.pageType).toBe("huge page");
+    expect(event.spec.result).toBe("Recovered");
+    const mapper = event.spec.mappers?.find((m) => m.pid === victim.pid);
+    const status = (await core.readNamespacedPod({ namespace: apps, name: "victim" })).status?.containerStatuses?.[0]?.containerID ?? "";
+    expect(mapper).toMatchObject({ podName: "victim", podNamespace: apps, podUID: victim.pod.metadata?.uid, container: "workload", command: "hwp" });
+    expect(`containerd://${mapper?.containerID ?? ""}`).toBe(status);
+    expect(event.spec.mappers?.some((m) => m.podName === "bystander")).toBe(false);
+
+    await waitForPodGone(clients(), apps, "victim", { timeoutMs: 120_000, intervalMs: 250 });
+    const goneAt = Date.now();
+    // The kubelet's SIGTERM reached it, and it never touched the poisoned hugepage: no SIGBUS at all.
+    expect(victim.log()).toMatch(/ sigterm$/m);
+    expect(victim.log()).not.toMatch(/sigbus/);
+    const decided = await waitForEventOn(victim.pfn, "the eviction done", (e) => e.status?.pods?.some((p) => p.name === "victim" && p.state === "Done") === true);
+    expect(decided.status?.phase).toBe("Contained");
+    figures.machineCheckToDecisionSeconds = (decidedAt - injectedAt) / 1000;
+    figures.machineCheckToPodGoneSeconds = (goneAt - injectedAt) / 1000;
+  });
+
+  it("quarantines the capacity the kernel removed: the real kubelet admits the placeholder and the real scheduler refuses a pod that fits only by stale capacity", async () => {
+    // The kernel takes the private hugepage out of the pool when its last mapper exits; the kubelet
+    // still advertises the pool it read at start.
+    await waitFor("the agent to report the 2Mi pool one page short", async () => (await hugepagePool()) === 31, { timeoutMs: 120_000, intervalMs: 1000 });
+    expect((await core.readNode({ name: nodeName })).status?.allocatable?.["hugepages-2Mi"]).toBe("64Mi");
+    const placeholder = await waitFor(
+      "the quarantine placeholder Running on the real node",
+      async () => {
+        const pods = (await core.listNamespacedPod({ namespace: system, labelSelector: "app.kubernetes.io/managed-by=mce-operator" })).items;
+        return pods.find((p) => p.spec?.nodeName === nodeName && p.status?.phase === "Running");
+      },
+      { timeoutMs: 180_000, intervalMs: 1000 },
+      () => node.diagnostics(),
+    );
+    expect(placeholder.spec?.containers[0]?.resources?.requests?.["hugepages-2Mi"]).toBe("2Mi");
+    // 64Mi advertised − 2Mi bystander = 62Mi by stale capacity; the kernel has 60Mi free.
+    await createHugepagePod(clients(), { namespace: apps, name: "stale-fit", hugepages: { "hugepages-2Mi": "62Mi" }, onlyOnto: nodeName });
+    const refused = await waitFor(
+      "the scheduler to refuse stale-fit",
+      async () => (await core.readNamespacedPod({ namespace: apps, name: "stale-fit" })).status?.conditions?.find((c) => c.type === "PodScheduled" && c.reason === "Unschedulable"),
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    expect(refused.message).toContain("Insufficient hugepages-2Mi");
+    await core.deleteNamespacedPod({ namespace: apps, name: "stale-fit", gracePeriodSeconds: 0 });
+  });
+
+  it("an opted-in pod receives the early signal inside its container; once it drops the range, the agent raises nr_hugepages through its read-write mount and the quarantine is released", async () => {
+    const patch = { spec: { poolReplacement: { enabled: true, sizes: [{ size: "2Mi", maxPerWindow: 4 }], minFreeMemory: "256Mi" } } };
+    const patched = await kubectl(["patch", "containmentpolicy", policyName, "--type", "merge", "-p", JSON.stringify(patch)]);
+    expect(patched.stderr).toBe("");
+    const opted = await startWorkload("opted-in", { earlySignal: true });
+    await waitForIndexed(2);
+    const before = await hugepagePool();
+    await injectError.machineCheck(node.vm, (opted.pfn + 5) * 4096);
+    const event = await waitForEventOn(opted.pfn, "the early signal decided", (e) => e.status?.pods?.some((p) => p.name === "opted-in" && p.action === "EarlySignal") === true);
+    expect(event.status?.poolReplacement).toMatchObject({ action: "Replace", size: "2Mi", afterMappersExit: true });
+    await waitFor("SIGUSR1 in the opted-in container", () => Promise.resolve(/ sigusr1$/m.test(opted.log())), { timeoutMs: 60_000, intervalMs: 500 }, () => opted.log());
+    const pod = await core.readNamespacedPod({ namespace: apps, name: "opted-in" });
+    expect(pod.metadata?.annotations?.[lostRangesAnnotation]).toContain(`0x${opted.base.toString(16)}`);
+    expect(pod.status?.phase).toBe("Running");
+    expect(opted.log()).not.toMatch(/sigbus|sigterm/);
+
+    // The application drops the lost range (its own FIFO, reached through the container's root).
+    await node.vm.run(`echo munmap > /proc/${opted.pid}/root/run/hwp/ctl`);
+    const given = await waitForEventOn(opted.pfn, "a replacement hugepage given", (e) => e.status?.poolReplacement?.state === "Given", 180_000);
+    expect(given.status?.poolReplacementResult).toMatchObject({ state: "Given" });
+    await waitFor("the pool back to where it was", async () => (await hugepagePool()) === before, { timeoutMs: 120_000, intervalMs: 1000 });
+    await waitForEventOn(opted.pfn, "its quarantine released", (e) => e.status?.quarantine?.every((q) => q.state === "Released") === true, 120_000);
+    const read = await node.vm.run("cat /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages");
+    expect(Number(read.trim())).toBe(before);
+  });
+
+  it("leaves the bystander on the same node untouched", async () => {
+    const pod = await core.readNamespacedPod({ namespace: apps, name: "bystander" });
+    expect(pod.metadata?.uid).toBe(bystander.pod.metadata?.uid);
+    expect(pod.status?.phase).toBe("Running");
+    expect(pod.status?.containerStatuses?.[0]?.restartCount).toBe(0);
+    expect(bystander.log()).not.toMatch(/sigbus|sigusr1|sigterm/);
+    for (const e of await events()) expect(e.status?.pods?.map((p) => p.name) ?? []).not.toContain("bystander");
+  });
+
+  it("the agent's container stays within its memory as the kubelet accounts it", async () => {
+    const pod = await agentPod();
+    const id = (pod.status?.containerStatuses?.[0]?.containerID ?? "").replace("containerd://", "");
+    const bytes = Number((await node.vm.run(`cat $(find /sys/fs/cgroup/kubepods -type d -name '${id}')/memory.current`)).trim());
+    figures.agentMemoryCurrentMiB = Math.round((bytes / 2 ** 20) * 10) / 10;
+    expect(bytes).toBeGreaterThan(0);
+    figures.agentLogStart = (await node.containerLog(system, pod.metadata?.name ?? "", "agent")).split("\n").slice(0, 6);
   });
 });
