@@ -19,12 +19,21 @@ describe("podOfCgroupPath", () => {
     expect(podOfCgroupPath(path)).toEqual({ podUID: uid, qos, containerID: id, runtime });
   });
 
+  it.each([
+    // The agent's container has its own cgroup namespace: another pod's path is relative to the agent's own
+    // container cgroup (/kubepods/burstable/pod<agent>/<agent container> here), so kubepods is not in it.
+    ["a guaranteed pod", `/../../../pod${uid}/${id}`],
+    ["a burstable pod", `/../../pod${uid}/${id}`],
+  ])("cgroupfs, read from inside a container's cgroup namespace: %s", (_name, path) => {
+    expect(podOfCgroupPath(path)).toEqual({ podUID: uid, containerID: id, runtime: "unknown" });
+  });
+
   it("gives the pod without a container for the pod's own cgroup and conmon", () => {
     expect(podOfCgroupPath(`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice`)).toEqual({ podUID: uid, qos: "Burstable" });
     expect(podOfCgroupPath(`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice/crio-conmon-${id}.scope`)).toEqual({ podUID: uid, qos: "Burstable" });
   });
 
-  it.each(["/", "/system.slice/containerd.service", "/user.slice/user-1000.slice/session-3.scope", "/init.scope", `/podman/pod${uid}`])("host process %s", (path) => {
+  it.each(["/", "/system.slice/containerd.service", "/user.slice/user-1000.slice/session-3.scope", "/init.scope", `/podman/pod${uid}`, "/../..", `/../../system.slice/pod${uid}.scope`])("host process %s", (path) => {
     expect(podOfCgroupPath(path)).toBeUndefined();
   });
 });

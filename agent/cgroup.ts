@@ -1,14 +1,18 @@
 // Which pod and container a process belongs to, from its /proc/PID/cgroup path as the kubelet names
 // cgroups: systemd driver `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid with _>.slice/
 // cri-containerd-<id>.scope` (crio-, docker- for the other runtimes), cgroupfs driver
-// `/kubepods/burstable/pod<uid>/<id>`; guaranteed pods sit directly under kubepods.
+// `/kubepods/burstable/pod<uid>/<id>`; guaranteed pods sit directly under kubepods. Read from inside a
+// container (the agent's pod has its own cgroup namespace), the path is relative to the reader's own
+// cgroup: `/../../pod<uid>/<id>`, with no kubepods in it (seen on containerd 1.6 and the kubelet's cgroupfs
+// driver in the real-node tier).
 
 export type QosClass = "Guaranteed" | "Burstable" | "BestEffort";
 export type Runtime = "containerd" | "cri-o" | "docker" | "unknown";
 
 export interface PodCgroup {
   podUID: string;
-  qos: QosClass;
+  /** Absent when the path does not say (one relative to the reader's cgroup namespace). */
+  qos?: QosClass | undefined;
   /** Absent for the pod's own cgroup (pause, conmon) rather than a container's. */
   containerID?: string | undefined;
   runtime?: Runtime | undefined;
@@ -34,9 +38,10 @@ export function podOfCgroupPath(path: string): PodCgroup | undefined {
     const systemd = SYSTEMD_POD.exec(part);
     if (systemd !== null) return withContainer({ podUID: (systemd[2] ?? "").replaceAll("_", "-"), qos: qosOf(systemd[1]) }, parts[i + 1]);
     const cgroupfs = CGROUPFS_POD.exec(part);
-    if (cgroupfs !== null && parts.slice(0, i).includes("kubepods")) {
+    if (cgroupfs !== null && (parts.slice(0, i).includes("kubepods") || parts[0] === "..")) {
       const level = parts[i - 1];
-      return withContainer({ podUID: cgroupfs[1] ?? "", qos: qosOf(level === "kubepods" ? undefined : level) }, parts[i + 1]);
+      const qos = level === ".." ? undefined : qosOf(level === "kubepods" ? undefined : level);
+      return withContainer({ podUID: cgroupfs[1] ?? "", ...(qos !== undefined && { qos }) }, parts[i + 1]);
     }
   }
   return undefined;

@@ -72,6 +72,15 @@ describe("HugetlbIndex", () => {
     expect(index.mappersOf(0x5400)).toEqual([]);
   });
 
+  it("describes a process again when its maps change: runc's init execs the container's command", () => {
+    writeFakeProcess(procDir, { pid: 813, comm: "runc:[2:INIT]", cgroup: containerd });
+    index.refresh();
+    expect(index.process(813)?.command).toBe("runc:[2:INIT]");
+    writeFakeProcess(procDir, { pid: 813, comm: "hwp", cgroup: containerd, vmas: [{ start: base, size: "2Mi", pfns: [0x5200] }] });
+    index.refresh();
+    expect(index.mappersOf(0x5200)).toMatchObject([{ pid: 813, command: "hwp", pod: { podUID: uid, containerID: id } }]);
+  });
+
   it.each([
     ["containerd, systemd, burstable", containerd, { qos: "Burstable", runtime: "containerd" }],
     ["CRI-O, systemd, besteffort", `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll("-", "_")}.slice/crio-${id}.scope\n`, { qos: "BestEffort", runtime: "cri-o" }],

@@ -197,15 +197,16 @@ export class HugetlbIndex {
       }
       const digest = createHash("sha1").update(maps).digest("base64");
       let tracked = this.#processes.get(pid);
-      if (tracked === undefined) {
+      if (tracked === undefined || digest !== tracked.mapsDigest) {
+        // New, or its maps changed: an exec changes them, and its command with them (a container's first
+        // process is runc's init until it execs the image's entrypoint; seen on the real node).
         const info = this.#describe(pid);
-        if (info === undefined) continue;
-        tracked = { ...info, mapsDigest: "", vmas: [], stale: true, mappers: [] };
+        if (info === undefined) {
+          this.#processes.delete(pid);
+          continue;
+        }
+        tracked = { vmas: [], mappers: [], ...tracked, ...info, mapsDigest: digest, stale: true };
         this.#processes.set(pid, tracked);
-      }
-      if (digest !== tracked.mapsDigest) {
-        tracked.mapsDigest = digest;
-        tracked.stale = true;
       }
       if (tracked.stale) {
         if (budget === 0) {
