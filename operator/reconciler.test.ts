@@ -254,6 +254,32 @@ describe("Reconciler", () => {
       expect(cluster.healthStatus.get("worker-1")).toMatchObject({ poolReplacements: { tried: 1, given: 1, refused: 0 }, capacityLostForGood: [] });
     });
 
+    it("releases the replaced page's quarantine while another lost page keeps its own", async () => {
+      const quarantined = (name: string): void => {
+        const pod = quarantinePodName(name, "2Mi");
+        state.upsertPod(`mce-system/${pod}`, podInfo({ metadata: { name: pod, namespace: "mce-system", uid: `q-${name}`, labels: { "mce-operator.io/quarantine-for": name } }, spec: { nodeName: "worker-1" } }));
+      };
+      hold(memoryEvent("e0", "worker-1", [], { pageType: "free huge page" }));
+      await reconciler.reconcileEvent("e0");
+      quarantined("e0");
+      now += 1000;
+      hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page", pfn: "0x5405", hugepage: { size: "2Mi", headPfn: "0x5400" } }));
+      await reconciler.reconcileEvent("e1");
+      quarantined("e1");
+      now += 1000;
+      agentReports("e0", { state: "Refused", before: 30, requested: 31, after: 30, message: "the kernel gave 0 of 1 hugepages-2Mi on NUMA node 0" });
+      agentReports("e1", { state: "Given", before: 30, requested: 31, after: 31, message: "the kernel gave 1 of 1 hugepages-2Mi on NUMA node 0: nr_hugepages 30 → 31" });
+      now += 500;
+      // The kubelet still advertises 32 pages: 2Mi is stale, and 4Mi is held.
+      reportPool(31);
+      await reconciler.reconcileEvent("e0");
+      await reconciler.reconcileEvent("e1");
+      expect(cluster.eventStatus.get("e0")?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Quarantined" }]);
+      expect(cluster.eventStatus.get("e1")?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Released" }]);
+      expect(cluster.effects).toContain(`delete mce-system/${quarantinePodName("e1", "2Mi")}`);
+      expect(cluster.effects).not.toContain(`delete mce-system/${quarantinePodName("e0", "2Mi")}`);
+    });
+
     it("releases after a replacement even when the node's clock is behind the operator's", async () => {
       addPod(state, "db", "worker-1");
       addPod(state, "cache", "worker-1");

@@ -20,6 +20,7 @@ import type { OperatorMetrics } from "./metrics.ts";
 import { decideContainment, isUncorrected } from "./model/containment.ts";
 import type { Decision } from "./model/containment.ts";
 import { formatDuration, parseDuration } from "./model/duration.ts";
+import { quarantinesToRelease } from "./model/quarantine.ts";
 import { replacementPause } from "./model/replacement.ts";
 import { policyForNode, selectorMatches } from "./model/selector.ts";
 import type { WorkResult } from "./queue.ts";
@@ -280,7 +281,11 @@ export class Reconciler {
     const stale = this.state.staleCapacity(nodeName);
     const quarantine = status.quarantine ?? [];
     const toCreate = quarantine.filter((q) => q.state === "Planned" || (q.state === "Quarantined" && !this.state.pods.has(`${this.options.namespace}/${quarantinePodName(event.metadata.name, q.size)}`) && stale[q.size] !== 0));
-    const toRelease = quarantine.filter((q) => q.state === "Quarantined" && stale[q.size] === 0);
+    const toRelease = quarantine.filter((q) => {
+      const staleBytes = stale[q.size];
+      // Unknown until the node reports after its last change: release nothing then.
+      return q.state === "Quarantined" && staleBytes !== undefined && quarantinesToRelease(this.state.heldQuarantines(nodeName, q.size), staleBytes).has(event.metadata.name);
+    });
     let nodeAction = status.nodeAction;
     let taintOrCordon = false;
     const retryHeld = nodeAction?.state === "HeldByBudget" && this.heldActionStillDue(event, nodeAction.action, policy, now);

@@ -6,6 +6,7 @@ import { parseQuantity } from "../crds/quantity.ts";
 import { HUGEPAGE_SIZES, parseHex } from "../kernel/pfn.ts";
 import type { HugepageSize } from "../kernel/pfn.ts";
 import { countedInPool, staleCapacity } from "./model/containment.ts";
+import type { HeldQuarantine } from "./model/quarantine.ts";
 import type { ClusterBudget, DisruptionBudgetState, MemoryError, NodeState, PodState, PoisonedHugepage } from "./model/containment.ts";
 
 /** Label on the placeholder pods that hold quarantined capacity, naming the event. */
@@ -172,6 +173,21 @@ export class ClusterState {
 
   eventsOn(nodeName: string): MemoryErrorEvent[] {
     return [...(this.eventsByNode.get(nodeName) ?? [])].flatMap((n) => this.events.get(n) ?? []);
+  }
+
+  /** The quarantines of one size a node's events hold now. */
+  heldQuarantines(nodeName: string, size: HugepageSize): HeldQuarantine[] {
+    return this.eventsOn(nodeName).flatMap((e) =>
+      (e.status?.quarantine ?? [])
+        .filter((q) => q.size === size && q.state === "Quarantined")
+        .map((q) => ({
+          eventName: e.metadata.name,
+          size,
+          bytes: q.bytes,
+          replaced: e.status?.poolReplacement?.state === "Given" || e.status?.poolReplacementResult?.state === "Given",
+          decidedAt: e.status?.decidedAt ?? e.spec.observedAt,
+        })),
+    );
   }
 
   /** The node as the model sees it, from the Node, its NodeMemoryHealth and its other events. */
