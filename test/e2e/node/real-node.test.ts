@@ -10,7 +10,7 @@ import { CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-nod
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { MemoryErrorEvent } from "../../../crds/generated.ts";
 import { earlySignalAnnotation, group, lostRangesAnnotation, version } from "../../../crds/naming.ts";
-import { clients, createHugepageNode, createHugepagePod, createNamespace, kubectl, waitFor, waitForPodGone, waitForPodRunning } from "../cluster/helpers.ts";
+import { apiStatus, clients, createHugepageNode, createHugepagePod, createNamespace, kubectl, waitFor, waitForPodRunning } from "../cluster/helpers.ts";
 import { chartDir, helm, repoRoot, valuesFile } from "../chart/harness.ts";
 import { inject as injectError } from "../kernel/guest.ts";
 import { getNodeHealth } from "../operator-harness.ts";
@@ -128,6 +128,13 @@ async function agentMetrics(): Promise<string> {
   return node.vm.run(`nsenter -t ${pid ?? 0} -n bash -c '${get}'`);
 }
 
+/** The end of the operator's log, read in the guest. */
+async function operatorLog(): Promise<string> {
+  const pods = (await core.listNamespacedPod({ namespace: system, labelSelector: "app.kubernetes.io/component=operator" })).items;
+  const log = await node.containerLog(system, pods[0]?.metadata?.name ?? "", "operator");
+  return log.split("\n").slice(-30).join("\n");
+}
+
 /** Waits until the agent's hugetlb index has seen exactly `count` mapped hugepages twice in a row. */
 async function waitForIndexed(count: number): Promise<void> {
   let streak = 0;
@@ -238,8 +245,26 @@ describe("a real machine check on a real node", () => {
     expect(mapper).toMatchObject({ podName: "victim", podNamespace: apps, podUID: victim.pod.metadata?.uid, container: "workload", command: "hwp" });
     expect(`containerd://${mapper?.containerID ?? ""}`).toBe(status);
     expect(event.spec.mappers?.some((m) => m.podName === "bystander")).toBe(false);
+    // The cgroup path as the node shows it, and as the agent reads it from inside its own cgroup namespace.
+    const agentPid = (await podPids((await agentPod()).metadata?.uid ?? "")).at(-1) ?? 0;
+    figures.cgroupPath = {
+      node: (await node.vm.run(`cat /proc/${victim.pid}/cgroup`)).trim(),
+      agent: (await node.vm.run(`nsenter -t ${agentPid} -C cat /proc/${victim.pid}/cgroup`)).trim(),
+    };
 
-    await waitForPodGone(clients(), apps, "victim", { timeoutMs: 120_000, intervalMs: 250 });
+    // Gone from the API: the kubelet has stopped its containers and confirmed it.
+    await waitFor(
+      "the victim pod gone from the API",
+      async () => {
+        try {
+          await core.readNamespacedPod({ namespace: apps, name: "victim" });
+          return false;
+        } catch (error) {
+          return apiStatus(error) === 404;
+        }
+      },
+      { timeoutMs: 120_000, intervalMs: 250 },
+    );
     const goneAt = Date.now();
     // The kubelet's SIGTERM reached it, and it never touched the poisoned hugepage: no SIGBUS at all.
     expect(victim.log()).toMatch(/ sigterm$/m);
@@ -262,8 +287,10 @@ describe("a real machine check on a real node", () => {
         return pods.find((p) => p.spec?.nodeName === nodeName && p.status?.phase === "Running");
       },
       { timeoutMs: 180_000, intervalMs: 1000 },
-      () => node.diagnostics(),
-    );
+    ).catch(async (error: unknown) => {
+      const pods = (await core.listNamespacedPod({ namespace: system })).items.map((p) => ({ name: p.metadata?.name, node: p.spec?.nodeName, phase: p.status?.phase, conditions: p.status?.conditions, containers: p.status?.containerStatuses?.map((c) => c.state) }));
+      throw new Error(`${String(error)}\n${JSON.stringify(pods)}\n${await operatorLog()}\n${node.diagnostics()}`, { cause: error });
+    });
     expect(placeholder.spec?.containers[0]?.resources?.requests?.["hugepages-2Mi"]).toBe("2Mi");
     // 64Mi advertised − 2Mi bystander = 62Mi by stale capacity; the kernel has 60Mi free.
     await createHugepagePod(clients(), { namespace: apps, name: "stale-fit", hugepages: { "hugepages-2Mi": "62Mi" }, onlyOnto: nodeName });
@@ -317,6 +344,12 @@ describe("a real machine check on a real node", () => {
     const bytes = Number((await node.vm.run(`cat $(find /sys/fs/cgroup/kubepods -type d -name '${id}')/memory.current`)).trim());
     figures.agentMemoryCurrentMiB = Math.round((bytes / 2 ** 20) * 10) / 10;
     expect(bytes).toBeGreaterThan(0);
-    figures.agentLogStart = (await node.containerLog(system, pod.metadata?.name ?? "", "agent")).split("\n").slice(0, 6);
+    // What the agent found it could read, under the chart's security context (its start-up line).
+    const log = await node.containerLog(system, pod.metadata?.name ?? "", "agent");
+    const starting = /\{.*"msg":"mce-agent starting".*\}/.exec(log)?.[0];
+    expect(starting, log.slice(0, 2000)).toBeDefined();
+    const { available, unavailable } = JSON.parse(starting ?? "{}") as { available: string[]; unavailable: Record<string, string> };
+    figures.agentSources = { available, unavailable };
+    expect(available.some((source) => source.startsWith("tracefs"))).toBe(true);
   });
 });
