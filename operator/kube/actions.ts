@@ -118,7 +118,9 @@ export class KubeActions implements ClusterActions {
               {
                 name: "quarantine",
                 image: "registry.k8s.io/pause:3.10",
-                resources: { requests: { cpu: "1m", [`hugepages-${pod.size}`]: quantity }, limits: { cpu: "1m", [`hugepages-${pod.size}`]: quantity } },
+                // No CPU limit: a 1m quota throttles runc's init so hard that the sandbox never started on
+                // the emulated real node (the shim timed out); pause needs no CPU once it runs.
+                resources: { requests: { cpu: "1m", memory: "8Mi", [`hugepages-${pod.size}`]: quantity }, limits: { memory: "8Mi", [`hugepages-${pod.size}`]: quantity } },
                 securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } },
               },
             ],

@@ -232,6 +232,12 @@ describe("a real machine check on a real node", () => {
     bystander = await startWorkload("bystander");
     const victim = await startWorkload("victim");
     await waitForIndexed(2);
+    // The cgroup path as the node shows it, and as the agent reads it from inside its own cgroup namespace.
+    const agentPid = (await podPids((await agentPod()).metadata?.uid ?? "")).at(-1) ?? 0;
+    figures.cgroupPath = {
+      node: (await node.vm.run(`cat /proc/${victim.pid}/cgroup`)).trim(),
+      agent: (await node.vm.run(`nsenter -t ${agentPid} -C cat /proc/${victim.pid}/cgroup`)).trim(),
+    };
     const raw = victim.pfn + 3;
     const injectedAt = Date.now();
     await injectError.machineCheck(node.vm, raw * 4096);
@@ -245,12 +251,6 @@ describe("a real machine check on a real node", () => {
     expect(mapper).toMatchObject({ podName: "victim", podNamespace: apps, podUID: victim.pod.metadata?.uid, container: "workload", command: "hwp" });
     expect(`containerd://${mapper?.containerID ?? ""}`).toBe(status);
     expect(event.spec.mappers?.some((m) => m.podName === "bystander")).toBe(false);
-    // The cgroup path as the node shows it, and as the agent reads it from inside its own cgroup namespace.
-    const agentPid = (await podPids((await agentPod()).metadata?.uid ?? "")).at(-1) ?? 0;
-    figures.cgroupPath = {
-      node: (await node.vm.run(`cat /proc/${victim.pid}/cgroup`)).trim(),
-      agent: (await node.vm.run(`nsenter -t ${agentPid} -C cat /proc/${victim.pid}/cgroup`)).trim(),
-    };
 
     // Gone from the API: the kubelet has stopped its containers and confirmed it.
     await waitFor(
@@ -286,7 +286,7 @@ describe("a real machine check on a real node", () => {
         const pods = (await core.listNamespacedPod({ namespace: system, labelSelector: "app.kubernetes.io/managed-by=mce-operator" })).items;
         return pods.find((p) => p.spec?.nodeName === nodeName && p.status?.phase === "Running");
       },
-      { timeoutMs: 180_000, intervalMs: 1000 },
+      { timeoutMs: 300_000, intervalMs: 1000 },
     ).catch(async (error: unknown) => {
       const pods = (await core.listNamespacedPod({ namespace: system })).items.map((p) => ({ name: p.metadata?.name, node: p.spec?.nodeName, phase: p.status?.phase, conditions: p.status?.conditions, containers: p.status?.containerStatuses?.map((c) => c.state) }));
       throw new Error(`${String(error)}\n${JSON.stringify(pods)}\n${await operatorLog()}\n${node.diagnostics()}`, { cause: error });
