@@ -26,6 +26,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../debian.sh
+source "$here/../debian.sh"
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/mce-operator
 out=$cache/kind
 name=${MCE_KIND_NAME:-mce-e2e}
@@ -95,19 +97,12 @@ etcd_ref=$(image_of etcd)
 
 # --- 2. The Debian tree ----------------------------------------------------------------------------
 packages=systemd,containerd,runc,containernetworking-plugins,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,e2fsprogs,bash,ca-certificates,jq,procps
-deb_key=$(printf '%s\n' bookworm "$packages" merged-usr nodoc | sha256sum | cut -c1-16)
+deb_key=$( { echo "$packages"; sha256sum "$here/../debian.sh"; } | sha256sum | cut -c1-16)
 debian=$out/debian-$deb_key
 if [ ! -d "$debian" ]; then
   step "mmdebstrap bookworm ($packages)"
   rm -rf "$debian.tmp"
-  quiet mmdebstrap nice -n 19 mmdebstrap --variant=minbase --include="$packages" \
-    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    bookworm "$debian.tmp" \
-    "deb http://deb.debian.org/debian bookworm main" \
-    "deb http://deb.debian.org/debian bookworm-updates main" \
-    "deb http://deb.debian.org/debian-security bookworm-security main"
+  quiet mmdebstrap debian_tree "$debian.tmp" "$packages"
   rm -rf "$debian.tmp"/var/cache/apt/* "$debian.tmp"/var/lib/apt/lists/* "$debian.tmp"/var/log/*
   mv "$debian.tmp" "$debian"
   find "$out" -maxdepth 1 -name 'debian-*' ! -name "debian-$deb_key" -exec rm -rf {} +
@@ -115,25 +110,13 @@ fi
 
 # --- 3. The control-plane images, saved for the node's containerd ---------------------------------
 local_repo=mce-operator.local/kind-images
-img_key=$( { echo images-1; sha256sum "$kbin"/kube-{apiserver,controller-manager,scheduler} "$etcd"; gcc --version | head -n1; } | sha256sum | cut -c1-16)
+img_key=$( { echo images-1; sha256sum "$kbin"/kube-{apiserver,controller-manager,scheduler} "$etcd" "$here/../node/pause.c"; gcc --version | head -n1; } | sha256sum | cut -c1-16)
 images_tar=$out/images-$img_key.tar
 if [ ! -e "$images_tar" ]; then
   step "control-plane images FROM scratch (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, pause)"
   ctx=$(mktemp -d "$out/ctx.XXXXXX")
   trap 'rm -rf "$ctx"' EXIT
-  cat >"$ctx/pause.c" <<'EOF'
-/* The pod sandbox's process: sleeps until SIGINT or SIGTERM, reaps children. */
-#include <signal.h>
-#include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
-static void stop(int sig) { (void)sig; _exit(0); }
-static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
-int main(void) {
-  signal(SIGINT, stop); signal(SIGTERM, stop); signal(SIGCHLD, reap);
-  for (;;) pause();
-}
-EOF
+  cp "$here/../node/pause.c" "$ctx/pause.c"
   mkdir -p "$ctx/pause"
   gcc -static -Os -s -o "$ctx/pause/pause" "$ctx/pause.c" || fail "gcc -static pause.c failed"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$ctx/pause/Dockerfile"

@@ -14,6 +14,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../debian.sh
+source "$here/../debian.sh"
 root=$(cd "$here/../../.." && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/mce-operator/images
 started=$(date +%s%N)
@@ -91,7 +93,7 @@ local_cas=(/usr/local/share/ca-certificates/*.crt)
 shopt -u nullglob
 base=node:24-bookworm-slim
 base_key=$( {
-  sha256sum "$here/images.sh" "$node" ${local_cas[@]+"${local_cas[@]}"}
+  sha256sum "$here/images.sh" "$here/../debian.sh" "$node" ${local_cas[@]+"${local_cas[@]}"}
   printf '%s\n' "npm $npm_version" "${packages[@]}"
 } | sha256sum | cut -c1-16)
 if [ "$(key_label "$base")" != "$base_key" ]; then
@@ -105,18 +107,7 @@ if [ "$(key_label "$base")" != "$base_key" ]; then
   fi
   step "making $base ($base_key): mmdebstrap bookworm minbase + ${packages[*]}"
   rootfs=$work/rootfs
-  # Slim as Debian's own slim images: no documentation, manual pages or translations; /usr merged by
-  # mmdebstrap's hook rather than by the usrmerge package, which would bring Perl (55 MB).
-  quiet mmdebstrap timeout 1200 mmdebstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
-    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/share/groff/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    bookworm "$rootfs" \
-    "deb http://deb.debian.org/debian bookworm main" \
-    "deb http://deb.debian.org/debian bookworm-updates main" \
-    "deb http://deb.debian.org/debian-security bookworm-security main"
+  quiet mmdebstrap debian_tree "$rootfs" "$(IFS=,; echo "${packages[*]}")"
   if [ ${#local_cas[@]} -gt 0 ]; then
     cp "${local_cas[@]}" "$rootfs/usr/local/share/ca-certificates/"
     quiet update-ca-certificates chroot "$rootfs" update-ca-certificates

@@ -8,6 +8,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../debian.sh
+source "$here/../debian.sh"
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/mce-operator
 out=$cache/node
 started=$(date +%s%N)
@@ -33,14 +35,13 @@ mkdir -p "$out"
 
 # 1. The Debian tree, by its package list.
 packages=containerd,runc,containernetworking-plugins,iptables,conntrack,kmod,iproute2,procps,util-linux,ca-certificates
-base_key=$(printf '%s\n' bookworm "$packages" | sha256sum | cut -c1-16)
+base_key=$( { echo "$packages"; sha256sum "$here/../debian.sh"; } | sha256sum | cut -c1-16)
 base=$out/debian-$base_key
 if [ ! -d "$base" ]; then
   step "mmdebstrap bookworm ($packages)"
   rm -rf "$base.tmp"
-  mmdebstrap --quiet --variant=minbase --include="$packages" bookworm "$base.tmp" >"$out/mmdebstrap.log" 2>&1 \
-    || fail "mmdebstrap failed: $(tail -n 20 "$out/mmdebstrap.log")"
-  rm -rf "$base.tmp"/usr/share/{doc,man,info,locale} "$base.tmp"/var/cache/apt/* "$base.tmp"/var/lib/apt/lists/*
+  debian_tree "$base.tmp" "$packages" >"$out/mmdebstrap.log" 2>&1 || fail "mmdebstrap failed: $(tail -n 20 "$out/mmdebstrap.log")"
+  rm -rf "$base.tmp"/var/cache/apt/* "$base.tmp"/var/lib/apt/lists/*
   mv "$base.tmp" "$base"
   find "$out" -maxdepth 1 -name 'debian-*' ! -name "debian-$base_key" -exec rm -rf {} +
 fi
