@@ -280,12 +280,13 @@ export class Reconciler {
     });
     const stale = this.state.staleCapacity(nodeName);
     const quarantine = status.quarantine ?? [];
-    const toCreate = quarantine.filter((q) => q.state === "Planned" || (q.state === "Quarantined" && !this.state.pods.has(`${this.options.namespace}/${quarantinePodName(event.metadata.name, q.size)}`) && stale[q.size] !== 0));
     const toRelease = quarantine.filter((q) => {
       const staleBytes = stale[q.size];
       // Unknown until the node reports after its last change: release nothing then.
       return q.state === "Quarantined" && staleBytes !== undefined && quarantinesToRelease(this.state.heldQuarantines(nodeName, q.size), staleBytes).has(event.metadata.name);
     });
+    // A lost placeholder is made again, unless this pass releases it.
+    const toCreate = quarantine.filter((q) => q.state === "Planned" || (q.state === "Quarantined" && !this.state.pods.has(`${this.options.namespace}/${quarantinePodName(event.metadata.name, q.size)}`) && !toRelease.includes(q)));
     let nodeAction = status.nodeAction;
     let taintOrCordon = false;
     const retryHeld = nodeAction?.state === "HeldByBudget" && this.heldActionStillDue(event, nodeAction.action, policy, now);

@@ -182,7 +182,6 @@ export class ClusterState {
         .filter((q) => q.size === size && q.state === "Quarantined")
         .map((q) => ({
           eventName: e.metadata.name,
-          size,
           bytes: q.bytes,
           replaced: e.status?.poolReplacement?.state === "Given" || e.status?.poolReplacementResult?.state === "Given",
           decidedAt: e.status?.decidedAt ?? e.spec.observedAt,

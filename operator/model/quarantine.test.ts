@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { quarantinesToRelease, type HeldQuarantine } from "./quarantine.ts";
 
 const MiB = 2 ** 20;
-const q = (eventName: string, decidedAt: string, replaced = false): HeldQuarantine => ({ eventName, size: "2Mi", bytes: 2 * MiB, replaced, decidedAt });
+const q = (eventName: string, decidedAt: string, replaced = false): HeldQuarantine => ({ eventName, bytes: 2 * MiB, replaced, decidedAt });
 
 describe("quarantinesToRelease", () => {
   it("releases every quarantine when nothing is stale", () => {

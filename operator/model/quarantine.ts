@@ -1,10 +1,7 @@
 // Which quarantines a node keeps: what they hold together covers the hugepage capacity the kubelet
-// advertises beyond what the pools can give, and no more. Pure.
-import type { HugepageSize } from "../../kernel/pfn.ts";
-
+// advertises beyond what the pools can give, and no more. Pure; one node and one hugepage size at a time.
 export interface HeldQuarantine {
   eventName: string;
-  size: HugepageSize;
   bytes: number;
   /** A replacement hugepage was given for this error's page. */
   replaced: boolean;
