@@ -94,12 +94,12 @@ async function startWorkload(name: string, options: { earlySignal?: boolean } = 
   // Its host pid, from the pod's cgroup as the kubelet made it (cgroupfs driver), and the pfn behind its
   // hugepage from the host's /proc/PID/pagemap (the container itself may not read pfns).
   const uid = pod.metadata?.uid ?? "";
-  const pids = await node.vm.run(`for f in $(find /sys/fs/cgroup/kubepods -path '*pod${uid}*' -name cgroup.procs); do cat "$f"; done`);
+  const pids = await podPids(uid);
   let pid = 0;
-  for (const candidate of pids.split(/\s+/).filter((p) => p !== "")) {
-    if ((await node.vm.sh(`readlink /proc/${candidate}/exe`)).output.trim() === "/hwp") pid = Number(candidate);
+  for (const candidate of pids) {
+    if ((await node.vm.sh(`readlink /proc/${candidate}/exe`)).output.trim() === "/hwp") pid = candidate;
   }
-  expect(pid, `hwp's pid among ${pids}`).toBeGreaterThan(0);
+  expect(pid, `hwp's pid among ${pids.join(" ")}`).toBeGreaterThan(0);
   const entry = (await node.vm.run(`dd if=/proc/${pid}/pagemap bs=8 skip=${base / 4096} count=1 2>/dev/null | od -An -tx8`)).trim();
   const value = BigInt(`0x${entry}`);
   expect(value >> 63n, `pagemap entry ${entry} present`).toBe(1n);
@@ -338,7 +338,7 @@ describe("a real machine check on a real node", () => {
     for (const e of await events()) expect(e.status?.pods?.map((p) => p.name) ?? []).not.toContain("bystander");
   });
 
-  it("the agent's container stays within its memory as the kubelet accounts it", async () => {
+  it("records the agent container's memory as the kubelet accounts it, and the sources it found", async () => {
     const pod = await agentPod();
     const id = (pod.status?.containerStatuses?.[0]?.containerID ?? "").replace("containerd://", "");
     const bytes = Number((await node.vm.run(`cat $(find /sys/fs/cgroup/kubepods -type d -name '${id}')/memory.current`)).trim());
