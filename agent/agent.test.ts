@@ -18,7 +18,11 @@ const MiB = 1024 * 1024;
 
 function setup() {
   const root = mkdtempSync(join(tmpdir(), "agent-"));
-  const host: Parameters<typeof writeFakeHost>[1] = { pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }], nodeMemFreeKb: { 0: 4 * 1024 * 1024 }, buddyinfo: [{ numaNode: 0, zone: "Normal", counts: [0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 100] }] };
+  const host: Parameters<typeof writeFakeHost>[1] = {
+    pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }],
+    nodeMemFreeKb: { 0: 4 * 1024 * 1024 },
+    buddyinfo: [{ numaNode: 0, zone: "Normal", counts: [0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 100] }],
+  };
   writeFakeHost(root, host);
   mkdirSync(join(root, "proc"), { recursive: true });
   const clock = new ManualClock();

@@ -49,7 +49,8 @@ const MOVED_SHARE = 0.1;
 /** Whether free memory per NUMA node moved enough since `before` to be published on its own. */
 export function numaMemoryMoved(before: NodeMemoryHealthSpecNumaMemory[], now: NodeMemoryHealthSpecNumaMemory[]): boolean {
   if (before.length !== now.length) return true;
-  const moved = (a: number | undefined, b: number | undefined, floor: number): boolean => a === undefined || b === undefined ? a !== b : Math.abs(a - b) >= Math.max(floor, MOVED_SHARE * a);
+  const moved = (a: number | undefined, b: number | undefined, floor: number): boolean =>
+    a === undefined || b === undefined ? a !== b : Math.abs(a - b) >= Math.max(floor, MOVED_SHARE * a);
   return now.some((node, i) => {
     const old = before[i];
     return old?.numaNode !== node.numaNode || moved(old.freeBytes, node.freeBytes, FREE_BYTES_MOVED) || moved(old.free2MiBlocks, node.free2MiBlocks, 1);
@@ -58,7 +59,8 @@ export function numaMemoryMoved(before: NodeMemoryHealthSpecNumaMemory[], now: N
 
 /** The sizes whose pools hold fewer hugepages in `now` than in `before`, summed over NUMA nodes. */
 export function shrunkPoolSizes(before: readonly NodeMemoryHealthSpecHugepagePool[], now: readonly NodeMemoryHealthSpecHugepagePool[]): HugepageSize[] {
-  const total = (pools: readonly NodeMemoryHealthSpecHugepagePool[], size: HugepageSize): number => pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
+  const total = (pools: readonly NodeMemoryHealthSpecHugepagePool[], size: HugepageSize): number =>
+    pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
   return HUGEPAGE_SIZES.filter((size) => total(now, size) < total(before, size));
 }
 
@@ -79,7 +81,14 @@ export class Agent {
 
   constructor(options: AgentOptions) {
     this.#o = options;
-    this.#reporter = new Reporter({ state: options.state, sink: options.sink, clock: options.clock, log: options.log, metrics: options.metrics, backoff: options.backoff });
+    this.#reporter = new Reporter({
+      state: options.state,
+      sink: options.sink,
+      clock: options.clock,
+      log: options.log,
+      metrics: options.metrics,
+      backoff: options.backoff,
+    });
     this.#memory = options.host.memory();
   }
 
@@ -177,11 +186,21 @@ export class Agent {
       switch (notice.kind) {
         case "unrecognized":
           metrics.parseErrors.inc({ source });
-          log.warn("kernel line looks like a memory-failure line but fits no known shape; not reported", { source, line: notice.line.text, reason: notice.reason });
+          log.warn("kernel line looks like a memory-failure line but fits no known shape; not reported", {
+            source,
+            line: notice.line.text,
+            reason: notice.reason,
+          });
           break;
         case "killed-on-access": {
           const process = index.process(notice.pid);
-          log.warn("process touched a poisoned page and got SIGBUS BUS_MCEERR_AR", { source, pid: notice.pid, command: notice.command, virtualAddress: `0x${notice.virtualAddress.toString(16)}`, podUID: process?.pod?.podUID });
+          log.warn("process touched a poisoned page and got SIGBUS BUS_MCEERR_AR", {
+            source,
+            pid: notice.pid,
+            command: notice.command,
+            virtualAddress: `0x${notice.virtualAddress.toString(16)}`,
+            podUID: process?.pod?.podUID,
+          });
           break;
         }
         case "unpoison":
@@ -213,7 +232,15 @@ export class Agent {
     const queued = out.errors.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });
       const event = buildMemoryErrorEvent(error, source, line.at, index.mappersOf(error.pfn), (pid) => index.process(pid), context);
-      log.info("memory error seen", { memoryErrorEvent: event.metadata.name, source, pfn: event.spec.pfn, severity: event.spec.severity, pageType: event.spec.pageType, result: event.spec.result, mappers: event.spec.mappers?.length ?? 0 });
+      log.info("memory error seen", {
+        memoryErrorEvent: event.metadata.name,
+        source,
+        pfn: event.spec.pfn,
+        severity: event.spec.severity,
+        pageType: event.spec.pageType,
+        result: event.spec.result,
+        mappers: event.spec.mappers?.length ?? 0,
+      });
       return { event, readAt: line.at };
     });
     for (const dropped of state.enqueue(queued, cursor)) {

@@ -67,12 +67,18 @@ describe("ErrorAssembler", () => {
     const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
     feed(
       assembler,
-      ["mce: [Hardware Error]: Machine check events logged", "mce: [Hardware Error]: CPU 1: Machine Check: 0 Bank 7: 9c00004001010091", "mce: [Hardware Error]: TSC 0 ADDR 1234000 MISC 8c"],
+      [
+        "mce: [Hardware Error]: Machine check events logged",
+        "mce: [Hardware Error]: CPU 1: Machine Check: 0 Bank 7: 9c00004001010091",
+        "mce: [Hardware Error]: TSC 0 ADDR 1234000 MISC 8c",
+      ],
       0,
     );
     expect(assembler.expire(999).errors).toEqual([]);
     const out = assembler.expire(1000);
-    expect(out.errors.map(({ error }) => [error.pfn, error.severity, error.source, error.physicalAddress])).toEqual([[0x1234, "Corrected", "MachineCheck", 0x1234000]]);
+    expect(out.errors.map(({ error }) => [error.pfn, error.severity, error.source, error.physicalAddress])).toEqual([
+      [0x1234, "Corrected", "MachineCheck", 0x1234000],
+    ]);
     expect(assembler.holdBack).toBeUndefined();
   });
 
@@ -86,7 +92,10 @@ describe("ErrorAssembler", () => {
 
   it("bounds what it holds", () => {
     const assembler = new ErrorAssembler({ maxHeld: 2 });
-    const out = feed(assembler, [1, 2, 3].map((pid) => `Memory failure: 0x${pid}000: Sending SIGBUS to a:${pid} due to hardware memory corruption`));
+    const out = feed(
+      assembler,
+      [1, 2, 3].map((pid) => `Memory failure: 0x${pid}000: Sending SIGBUS to a:${pid} due to hardware memory corruption`),
+    );
     expect(out.notices).toMatchObject([{ kind: "expired", lines: [{ sequence: 1 }] }]);
     expect(assembler.holdBack).toBe(2);
   });

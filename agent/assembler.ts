@@ -39,7 +39,10 @@ export interface AssemblerOptions {
 
 const ENDS_ERROR = new Set<KernelRecord["type"]>(["recovery", "unhandlable", "outside-kernel-control", "soft-offline"]);
 
-const SEVERITY = { corrected: "Corrected", "action-optional": "ActionOptional", "action-required": "ActionRequired", fatal: "Fatal" } as const satisfies Record<string, ErrorSeverity>;
+const SEVERITY = { corrected: "Corrected", "action-optional": "ActionOptional", "action-required": "ActionRequired", fatal: "Fatal" } as const satisfies Record<
+  string,
+  ErrorSeverity
+>;
 
 export class ErrorAssembler {
   readonly #maxAgeMs: number;

@@ -7,14 +7,29 @@ const id = "a".repeat(60) + "b12c";
 
 describe("podOfCgroupPath", () => {
   it.each([
-    ["systemd, containerd, burstable", `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice/cri-containerd-${id}.scope`, "Burstable", "containerd"],
-    ["systemd, CRI-O, besteffort", `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${underscored}.slice/crio-${id}.scope`, "BestEffort", "cri-o"],
+    [
+      "systemd, containerd, burstable",
+      `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice/cri-containerd-${id}.scope`,
+      "Burstable",
+      "containerd",
+    ],
+    [
+      "systemd, CRI-O, besteffort",
+      `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${underscored}.slice/crio-${id}.scope`,
+      "BestEffort",
+      "cri-o",
+    ],
     ["systemd, Docker, guaranteed", `/kubepods.slice/kubepods-pod${underscored}.slice/docker-${id}.scope`, "Guaranteed", "docker"],
     ["cgroupfs, burstable", `/kubepods/burstable/pod${uid}/${id}`, "Burstable", "unknown"],
     ["cgroupfs, besteffort", `/kubepods/besteffort/pod${uid}/${id}`, "BestEffort", "unknown"],
     ["cgroupfs, guaranteed", `/kubepods/pod${uid}/${id}`, "Guaranteed", "unknown"],
     ["cgroupfs, CRI-O", `/kubepods/burstable/pod${uid}/crio-${id}`, "Burstable", "cri-o"],
-    ["kind (kubelet in a nested slice)", `/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod${underscored}.slice/cri-containerd-${id}.scope`, "Burstable", "containerd"],
+    [
+      "kind (kubelet in a nested slice)",
+      `/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod${underscored}.slice/cri-containerd-${id}.scope`,
+      "Burstable",
+      "containerd",
+    ],
   ])("%s", (_name, path, qos, runtime) => {
     expect(podOfCgroupPath(path)).toEqual({ podUID: uid, qos, containerID: id, runtime });
   });
@@ -30,21 +45,39 @@ describe("podOfCgroupPath", () => {
 
   it("gives the pod without a container for the pod's own cgroup and conmon", () => {
     expect(podOfCgroupPath(`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice`)).toEqual({ podUID: uid, qos: "Burstable" });
-    expect(podOfCgroupPath(`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice/crio-conmon-${id}.scope`)).toEqual({ podUID: uid, qos: "Burstable" });
+    expect(podOfCgroupPath(`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice/crio-conmon-${id}.scope`)).toEqual({
+      podUID: uid,
+      qos: "Burstable",
+    });
   });
 
-  it.each(["/", "/system.slice/containerd.service", "/user.slice/user-1000.slice/session-3.scope", "/init.scope", `/podman/pod${uid}`, "/../..", `/../../system.slice/pod${uid}.scope`])("host process %s", (path) => {
+  it.each([
+    "/",
+    "/system.slice/containerd.service",
+    "/user.slice/user-1000.slice/session-3.scope",
+    "/init.scope",
+    `/podman/pod${uid}`,
+    "/../..",
+    `/../../system.slice/pod${uid}.scope`,
+  ])("host process %s", (path) => {
     expect(podOfCgroupPath(path)).toBeUndefined();
   });
 });
 
 describe("podOfProcCgroup", () => {
   it("reads the cgroup v2 line", () => {
-    expect(podOfProcCgroup(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice/cri-containerd-${id}.scope\n`)?.podUID).toBe(uid);
+    expect(podOfProcCgroup(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${underscored}.slice/cri-containerd-${id}.scope\n`)?.podUID).toBe(
+      uid,
+    );
   });
 
   it("reads cgroup v1 hierarchies, skipping ones without the pod", () => {
-    const text = [`12:pids:/kubepods/burstable/pod${uid}/${id}`, "11:rdma:/", `10:cpu,cpuacct:/kubepods/burstable/pod${uid}/${id}`, `1:name=systemd:/kubepods/burstable/pod${uid}/${id}`].join("\n");
+    const text = [
+      `12:pids:/kubepods/burstable/pod${uid}/${id}`,
+      "11:rdma:/",
+      `10:cpu,cpuacct:/kubepods/burstable/pod${uid}/${id}`,
+      `1:name=systemd:/kubepods/burstable/pod${uid}/${id}`,
+    ].join("\n");
     expect(podOfProcCgroup(`11:rdma:/\n${text}`)).toEqual({ podUID: uid, qos: "Burstable", containerID: id, runtime: "unknown" });
   });
 

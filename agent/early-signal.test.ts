@@ -64,9 +64,18 @@ function setup(live: Record<number, string> = { 601: uid, 603: uid, 602: other }
       signalled.push([pid, signal]);
     },
   };
-  const process = (pid: number): ProcessInfo | undefined => (live[pid] === undefined ? undefined : { pid, command: "x", pod: { podUID: live[pid], qos: "Burstable" } });
+  const process = (pid: number): ProcessInfo | undefined =>
+    live[pid] === undefined ? undefined : { pid, command: "x", pod: { podUID: live[pid], qos: "Burstable" } };
   const clock = new ManualClock();
-  const signaller_ = new EarlySignaller({ api, signaller, pods: { pod: (u) => (u === uid ? pod : undefined) }, process, clock, log: memoryLogger(), metrics: new AgentMetrics() });
+  const signaller_ = new EarlySignaller({
+    api,
+    signaller,
+    pods: { pod: (u) => (u === uid ? pod : undefined) },
+    process,
+    clock,
+    log: memoryLogger(),
+    metrics: new AgentMetrics(),
+  });
   return { api, calls, applied, signalled, signaller: signaller_, clock };
 }
 
@@ -76,8 +85,22 @@ describe("EarlySignaller", () => {
     await signaller.reconcile(event(planned));
     expect(signalled).toEqual([[601, "SIGUSR1"]]);
     expect(calls[0]).toBe(`annotate db/pg-0 {"mce-operator.io/lost-ranges":"0x10-0x20,0x7f0000000000-0x7f0000200000,0x7f1000000000-0x7f1000200000"}`);
-    expect(calls[1]).toMatch(/^event pg-0 HugepageLost: .*2Mi hugepage 0x3e00 is lost; lost virtual ranges 0x7f0000000000-0x7f0000200000, 0x7f1000000000-0x7f1000200000; sending SIGUSR1/);
-    expect(applied).toEqual([[{ uid, state: "Done", signal: "SIGUSR1", pids: [601, 603], lostRanges: ["0x7f0000000000-0x7f0000200000", "0x7f1000000000-0x7f1000200000"], at: "2026-01-01T00:00:00.000Z", message: "pid 603: ESRCH" }]]);
+    expect(calls[1]).toMatch(
+      /^event pg-0 HugepageLost: .*2Mi hugepage 0x3e00 is lost; lost virtual ranges 0x7f0000000000-0x7f0000200000, 0x7f1000000000-0x7f1000200000; sending SIGUSR1/,
+    );
+    expect(applied).toEqual([
+      [
+        {
+          uid,
+          state: "Done",
+          signal: "SIGUSR1",
+          pids: [601, 603],
+          lostRanges: ["0x7f0000000000-0x7f0000200000", "0x7f1000000000-0x7f1000200000"],
+          at: "2026-01-01T00:00:00.000Z",
+          message: "pid 603: ESRCH",
+        },
+      ],
+    ]);
   });
 
   it("never redoes an entry already recorded", async () => {

@@ -113,8 +113,14 @@ export class EarlySignaller {
     const previous = pods.pod(pod.uid)?.annotations[lostRangesAnnotation];
     const published = [...new Set([...(previous === undefined || previous === "" ? [] : previous.split(",")), ...ranges])];
     await api.annotatePod(ref, { [lostRangesAnnotation]: published.join(",") });
-    const hugepage = event.spec.hugepage === undefined ? `the hugepage holding pfn ${event.spec.pfn}` : `${event.spec.hugepage.size} hugepage ${event.spec.hugepage.headPfn}`;
-    await api.podEvent(ref, event.metadata.name, "HugepageLost", `hardware memory error at pfn ${event.spec.pfn}: ${hugepage} is lost; lost virtual ranges ${ranges.join(", ")}; sending ${signal} to pid ${pids.join(", ")}`);
+    const hugepage =
+      event.spec.hugepage === undefined ? `the hugepage holding pfn ${event.spec.pfn}` : `${event.spec.hugepage.size} hugepage ${event.spec.hugepage.headPfn}`;
+    await api.podEvent(
+      ref,
+      event.metadata.name,
+      "HugepageLost",
+      `hardware memory error at pfn ${event.spec.pfn}: ${hugepage} is lost; lost virtual ranges ${ranges.join(", ")}; sending ${signal} to pid ${pids.join(", ")}`,
+    );
     const failures: string[] = [];
     for (const pid of pids) {
       try {

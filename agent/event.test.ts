@@ -7,10 +7,40 @@ import type { Mapper } from "./mappings.ts";
 
 const uid = "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60";
 const containerID = "c0ffee".padEnd(64, "0");
-const pod: PodInfo = { uid, namespace: "nfv", name: "upf-dpdk-0", containers: containersOf([{ name: "dpdk", containerID: `containerd://${containerID}` }, { name: "init" }]), annotations: {} };
-const context: EventContext = { nodeName: "edge-worker-1", bootID: "0f6c1b1e-6d2a-4c55-9d8e-2b1f0c9e7a11", pods: { pod: (u) => (u === uid ? pod : undefined) }, earlyKill: false, poolSizes: ["2Mi"], numaNodeOfPfn: () => 0 };
-const mapper: Mapper = { pid: 4242, command: "dpdk-testpmd", pod: { podUID: uid, qos: "Guaranteed", containerID, runtime: "containerd" }, size: "2Mi", headPfn: 0x5200, virtualStart: 0x7f56bd800000, virtualEnd: 0x7f56bda00000, shared: false };
-const error: KernelError = { pfn: 0x5205, severity: "ActionOptional", source: "Kmsg", pageType: "huge page", result: "Recovered", signalled: [], lines: ["Memory failure: 0x5205: recovery action for huge page: Recovered"] };
+const pod: PodInfo = {
+  uid,
+  namespace: "nfv",
+  name: "upf-dpdk-0",
+  containers: containersOf([{ name: "dpdk", containerID: `containerd://${containerID}` }, { name: "init" }]),
+  annotations: {},
+};
+const context: EventContext = {
+  nodeName: "edge-worker-1",
+  bootID: "0f6c1b1e-6d2a-4c55-9d8e-2b1f0c9e7a11",
+  pods: { pod: (u) => (u === uid ? pod : undefined) },
+  earlyKill: false,
+  poolSizes: ["2Mi"],
+  numaNodeOfPfn: () => 0,
+};
+const mapper: Mapper = {
+  pid: 4242,
+  command: "dpdk-testpmd",
+  pod: { podUID: uid, qos: "Guaranteed", containerID, runtime: "containerd" },
+  size: "2Mi",
+  headPfn: 0x5200,
+  virtualStart: 0x7f56bd800000,
+  virtualEnd: 0x7f56bda00000,
+  shared: false,
+};
+const error: KernelError = {
+  pfn: 0x5205,
+  severity: "ActionOptional",
+  source: "Kmsg",
+  pageType: "huge page",
+  result: "Recovered",
+  signalled: [],
+  lines: ["Memory failure: 0x5205: recovery action for huge page: Recovered"],
+};
 
 describe("buildMemoryErrorEvent", () => {
   it("names, labels and fills the event, pod and container resolved", () => {
@@ -28,15 +58,41 @@ describe("buildMemoryErrorEvent", () => {
       result: "Recovered",
       hugepage: { size: "2Mi", headPfn: "0x5200", numaNode: 0 },
       mappers: [
-        { pid: 4242, command: "dpdk-testpmd", podUID: uid, podNamespace: "nfv", podName: "upf-dpdk-0", container: "dpdk", containerID, mapping: "Private", virtualStart: "0x7f56bd800000", virtualEnd: "0x7f56bda00000", killPolicy: "Default", signalledByKernel: false },
+        {
+          pid: 4242,
+          command: "dpdk-testpmd",
+          podUID: uid,
+          podNamespace: "nfv",
+          podName: "upf-dpdk-0",
+          container: "dpdk",
+          containerID,
+          mapping: "Private",
+          virtualStart: "0x7f56bd800000",
+          virtualEnd: "0x7f56bda00000",
+          killPolicy: "Default",
+          signalledByKernel: false,
+        },
       ],
       kernelLines: error.lines,
     });
   });
 
   it("marks mappers the kernel signalled and adds ones the index had not seen", () => {
-    const signalled: KernelError = { ...error, signalled: [{ command: "dpdk-testpmd", pid: 4242 }, { command: "hwp", pid: 531 }] };
-    const event = buildMemoryErrorEvent(signalled, "kmsg", 0, [mapper], (pid) => (pid === 531 ? { pid, command: "hwp", pod: { podUID: uid, qos: "Burstable" } } : undefined), context);
+    const signalled: KernelError = {
+      ...error,
+      signalled: [
+        { command: "dpdk-testpmd", pid: 4242 },
+        { command: "hwp", pid: 531 },
+      ],
+    };
+    const event = buildMemoryErrorEvent(
+      signalled,
+      "kmsg",
+      0,
+      [mapper],
+      (pid) => (pid === 531 ? { pid, command: "hwp", pod: { podUID: uid, qos: "Burstable" } } : undefined),
+      context,
+    );
     expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
     expect(event.spec.mappers?.map((m) => [m.pid, m.signalledByKernel, m.killPolicy, m.podName])).toEqual([
       [4242, true, "Default", "upf-dpdk-0"],
@@ -47,7 +103,10 @@ describe("buildMemoryErrorEvent", () => {
   it("gives a free hugepage the node's only pool size, and a shared mapping its file", () => {
     const free = buildMemoryErrorEvent({ ...error, pageType: "free huge page" }, "replay", 0, [], () => undefined, context);
     expect([free.spec.source, free.spec.hugepage, free.spec.mappers]).toEqual(["Replay", { size: "2Mi", headPfn: "0x5200", numaNode: 0 }, undefined]);
-    const shared = buildMemoryErrorEvent(error, "kmsg", 0, [{ ...mapper, shared: true, file: "/dev/hugepages/cache", pod: undefined }], () => undefined, { ...context, poolSizes: ["2Mi", "1Gi"] });
+    const shared = buildMemoryErrorEvent(error, "kmsg", 0, [{ ...mapper, shared: true, file: "/dev/hugepages/cache", pod: undefined }], () => undefined, {
+      ...context,
+      poolSizes: ["2Mi", "1Gi"],
+    });
     expect(shared.spec.mappers?.[0]).toMatchObject({ mapping: "Shared", hugetlbfsFile: "/dev/hugepages/cache" });
     expect(shared.spec.mappers?.[0]?.podUID).toBeUndefined();
   });
@@ -55,10 +114,27 @@ describe("buildMemoryErrorEvent", () => {
   it("with pools of both sizes, gives a free hugepage the size of the one pool that just shrank, and none when both or neither did", () => {
     const free = { ...error, pageType: "free huge page" };
     const both = { ...context, poolSizes: ["2Mi", "1Gi"] as const };
-    expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: ["1Gi"] }).spec.hugepage).toEqual({ size: "1Gi", headPfn: "0x0", numaNode: 0 });
+    expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: ["1Gi"] }).spec.hugepage).toEqual({
+      size: "1Gi",
+      headPfn: "0x0",
+      numaNode: 0,
+    });
     expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: ["2Mi", "1Gi"] }).spec.hugepage).toBeUndefined();
     expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: [] }).spec.hugepage).toBeUndefined();
-    expect(shrunkPoolSizes([{ size: "2Mi", numaNode: 0, total: 32, free: 32 }, { size: "2Mi", numaNode: 1, total: 8, free: 8 }, { size: "1Gi", numaNode: 0, total: 2, free: 2 }], [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }, { size: "2Mi", numaNode: 1, total: 9, free: 9 }, { size: "1Gi", numaNode: 0, total: 1, free: 1 }])).toEqual(["1Gi"]);
+    expect(
+      shrunkPoolSizes(
+        [
+          { size: "2Mi", numaNode: 0, total: 32, free: 32 },
+          { size: "2Mi", numaNode: 1, total: 8, free: 8 },
+          { size: "1Gi", numaNode: 0, total: 2, free: 2 },
+        ],
+        [
+          { size: "2Mi", numaNode: 0, total: 31, free: 31 },
+          { size: "2Mi", numaNode: 1, total: 9, free: 9 },
+          { size: "1Gi", numaNode: 0, total: 1, free: 1 },
+        ],
+      ),
+    ).toEqual(["1Gi"]);
   });
 
   it("leaves out the hugepage when its size cannot be known", () => {
@@ -67,7 +143,14 @@ describe("buildMemoryErrorEvent", () => {
   });
 
   it("keeps a machine check's address and a corrected severity", () => {
-    const event = buildMemoryErrorEvent({ pfn: 0x1234, severity: "Corrected", source: "MachineCheck", physicalAddress: 0x1234000, signalled: [], lines: ["x"] }, "kmsg", 0, [], () => undefined, context);
+    const event = buildMemoryErrorEvent(
+      { pfn: 0x1234, severity: "Corrected", source: "MachineCheck", physicalAddress: 0x1234000, signalled: [], lines: ["x"] },
+      "kmsg",
+      0,
+      [],
+      () => undefined,
+      context,
+    );
     expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
     expect([event.spec.physicalAddress, event.spec.severity, event.spec.source]).toEqual(["0x1234000", "Corrected", "MachineCheck"]);
   });

@@ -24,7 +24,11 @@ export interface PodDirectory {
 
 /** Container names by id from a pod's status.containerStatuses (and init and ephemeral ones). */
 export function containersOf(statuses: readonly { name: string; containerID?: string | undefined }[]): Map<string, string> {
-  return new Map(statuses.flatMap((status) => (status.containerID === undefined || status.containerID === "" ? [] : [[containerIDOfStatus(status.containerID), status.name] as const])));
+  return new Map(
+    statuses.flatMap((status) =>
+      status.containerID === undefined || status.containerID === "" ? [] : [[containerIDOfStatus(status.containerID), status.name] as const],
+    ),
+  );
 }
 
 export interface EventContext {
@@ -107,7 +111,10 @@ function hugepageOf(pfn: number, size: HugepageSize, context: EventContext): Non
   return { size, headPfn: formatPfn(headPfn), ...(numaNode !== undefined && { numaNode }) };
 }
 
-function processFields(process: ProcessInfo, pods: PodDirectory): Pick<MemoryErrorEventSpecMapper, "pid" | "command" | "podUID" | "podNamespace" | "podName" | "container" | "containerID"> {
+function processFields(
+  process: ProcessInfo,
+  pods: PodDirectory,
+): Pick<MemoryErrorEventSpecMapper, "pid" | "command" | "podUID" | "podNamespace" | "podName" | "container" | "containerID"> {
   const cgroup = process.pod;
   const pod = cgroup === undefined ? undefined : pods.pod(cgroup.podUID);
   const container = cgroup?.containerID === undefined ? undefined : pod?.containers.get(cgroup.containerID);

@@ -27,7 +27,13 @@ const PRESENT = 1n << 63n;
 
 function smapsOf(process: FakeProcess): string {
   // A base-page VMA first, as every process has, so the parser must skip it.
-  const text = ["00400000-00452000 r-xp 00000000 08:01 1234   /usr/bin/app", "Size:                328 kB", "KernelPageSize:        4 kB", "MMUPageSize:           4 kB", "VmFlags: rd ex mr mw me dw"];
+  const text = [
+    "00400000-00452000 r-xp 00000000 08:01 1234   /usr/bin/app",
+    "Size:                328 kB",
+    "KernelPageSize:        4 kB",
+    "MMUPageSize:           4 kB",
+    "VmFlags: rd ex mr mw me dw",
+  ];
   for (const vma of process.vmas ?? []) {
     const bytes = hugepageBytes(vma.size);
     const end = vma.start + bytes * vma.pfns.length;
@@ -50,7 +56,13 @@ export function writeFakeProcess(procDir: string, process: FakeProcess): void {
   writeFileSync(join(dir, "cgroup"), process.cgroup);
   const smaps = smapsOf(process);
   writeFileSync(join(dir, "smaps"), smaps);
-  writeFileSync(join(dir, "maps"), smaps.split("\n").filter((line) => /^[0-9a-f]+-/.test(line)).join("\n"));
+  writeFileSync(
+    join(dir, "maps"),
+    smaps
+      .split("\n")
+      .filter((line) => /^[0-9a-f]+-/.test(line))
+      .join("\n"),
+  );
   // pagemap: 8 bytes per 4 KiB virtual page, written sparsely at each hugepage's first page.
   const fd = openSync(join(dir, "pagemap"), "w");
   try {
@@ -101,12 +113,15 @@ function put(root: string, path: string, text: string): void {
   writeFileSync(full, text);
 }
 
-
 export function writeFakeHost(root: string, host: FakeHost): void {
   mkdirSync(join(root, "proc"), { recursive: true });
   put(root, "proc/sys/kernel/random/boot_id", `${host.bootID ?? "0f6c1b1e-6d2a-4c55-9d8e-2b1f0c9e7a11"}\n`);
   put(root, "proc/sys/kernel/osrelease", `${host.release ?? "6.1.0-56-amd64"}\n`);
-  put(root, "proc/meminfo", `MemTotal:       4012345 kB\nHardwareCorrupted: ${String(host.hardwareCorruptedKb ?? 0).padStart(5)} kB\nHugePages_Total:      32\n`);
+  put(
+    root,
+    "proc/meminfo",
+    `MemTotal:       4012345 kB\nHardwareCorrupted: ${String(host.hardwareCorruptedKb ?? 0).padStart(5)} kB\nHugePages_Total:      32\n`,
+  );
   if (host.earlyKill !== undefined) put(root, "proc/sys/vm/memory_failure_early_kill", host.earlyKill ? "1\n" : "0\n");
   if (host.recovery !== undefined) put(root, "proc/sys/vm/memory_failure_recovery", host.recovery ? "1\n" : "0\n");
   if (host.softOffline === true) put(root, "sys/devices/system/memory/soft_offline_page", "");
@@ -126,11 +141,25 @@ export function writeFakeHost(root: string, host: FakeHost): void {
   }
   for (const [node, freeKb] of Object.entries(host.nodeMemFreeKb ?? {})) {
     // The layout of a real node meminfo: the node number leads every line.
-    put(root, `sys/devices/system/node/node${node}/meminfo`, [`Node ${node} MemTotal:       8126464 kB`, `Node ${node} MemFree:        ${String(freeKb).padStart(8)} kB`, `Node ${node} MemUsed:        1048576 kB`, `Node ${node} HugePages_Total:    32`, ""].join("\n"));
+    put(
+      root,
+      `sys/devices/system/node/node${node}/meminfo`,
+      [
+        `Node ${node} MemTotal:       8126464 kB`,
+        `Node ${node} MemFree:        ${String(freeKb).padStart(8)} kB`,
+        `Node ${node} MemUsed:        1048576 kB`,
+        `Node ${node} HugePages_Total:    32`,
+        "",
+      ].join("\n"),
+    );
   }
   if (host.buddyinfo !== undefined) {
     // As the kernel prints it: the zone name padded to 8, each count to 6, a space at the end.
-    put(root, "proc/buddyinfo", host.buddyinfo.map((z) => `Node ${z.numaNode}, zone ${z.zone.padStart(8)} ${z.counts.map((c) => String(c).padStart(6)).join(" ")} \n`).join(""));
+    put(
+      root,
+      "proc/buddyinfo",
+      host.buddyinfo.map((z) => `Node ${z.numaNode}, zone ${z.zone.padStart(8)} ${z.counts.map((c) => String(c).padStart(6)).join(" ")} \n`).join(""),
+    );
   }
   (host.edac ?? []).forEach(([ce, ue], i) => {
     put(root, `sys/devices/system/edac/mc/mc${i}/ce_count`, `${ce}\n`);

@@ -53,7 +53,13 @@ describe("HostFiles", () => {
 
   it("leaves out what an older kernel or a host without EDAC lacks", () => {
     const memory = host({}).memory();
-    expect(memory).toEqual({ hugepagePools: [], hardwareCorruptedBytes: 0, numaMemory: [], memoryFailureCounters: [], capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false, poolResize: undefined } });
+    expect(memory).toEqual({
+      hugepagePools: [],
+      hardwareCorruptedBytes: 0,
+      numaMemory: [],
+      memoryFailureCounters: [],
+      capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false, poolResize: undefined },
+    });
   });
 
   it("finds the NUMA node of a pfn from memory blocks", () => {

@@ -4,7 +4,12 @@
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
-import type { NodeMemoryHealthSpecCapabilities, NodeMemoryHealthSpecHugepagePool, NodeMemoryHealthSpecMemoryFailureCounter, NodeMemoryHealthSpecNumaMemory } from "../crds/generated.ts";
+import type {
+  NodeMemoryHealthSpecCapabilities,
+  NodeMemoryHealthSpecHugepagePool,
+  NodeMemoryHealthSpecMemoryFailureCounter,
+  NodeMemoryHealthSpecNumaMemory,
+} from "../crds/generated.ts";
 
 export interface HostMemory {
   hugepagePools: NodeMemoryHealthSpecHugepagePool[];

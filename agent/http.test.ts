@@ -10,7 +10,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { APPLY_PATCH, inClusterConfig, KubeApiError, KubeClient, loadKubeconfigFile, MERGE_PATCH, runInformer, tokenFromFile, type ClusterConfig, type ObjectMeta } from "./http.ts";
+import {
+  APPLY_PATCH,
+  inClusterConfig,
+  KubeApiError,
+  KubeClient,
+  loadKubeconfigFile,
+  MERGE_PATCH,
+  runInformer,
+  tokenFromFile,
+  type ClusterConfig,
+  type ObjectMeta,
+} from "./http.ts";
 
 interface Seen {
   method: string;
@@ -27,7 +38,29 @@ const dir = mkdtempSync(join(tmpdir(), "kube-http-"));
 const file = (name: string): string => join(dir, name);
 
 function certificate(name: string): void {
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", file(`${name}.key`), "-out", file(`${name}.crt`), "-days", "2", "-subj", `/CN=${name}`, "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], { stdio: "ignore" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      file(`${name}.key`),
+      "-out",
+      file(`${name}.crt`),
+      "-days",
+      "2",
+      "-subj",
+      `/CN=${name}`,
+      "-addext",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    ],
+    { stdio: "ignore" },
+  );
 }
 
 const servers: Server[] = [];
@@ -40,7 +73,14 @@ async function listen(server: Server, handler: Handler): Promise<string> {
     req.on("end", () => {
       const url = new URL(req.url ?? "/", "http://x");
       const socket = req.socket as { getPeerCertificate?: () => { subject?: unknown } };
-      const request = { method: req.method ?? "", path: url.pathname, query: url.searchParams, headers: req.headers, body, clientCert: socket.getPeerCertificate?.().subject !== undefined };
+      const request = {
+        method: req.method ?? "",
+        path: url.pathname,
+        query: url.searchParams,
+        headers: req.headers,
+        body,
+        clientCert: socket.getPeerCertificate?.().subject !== undefined,
+      };
       seen.push(request);
       handler(request, res);
     });
@@ -67,7 +107,16 @@ beforeAll(async () => {
   certificate("client");
   httpsPort = await listen(createHttpsServer({ cert: readFileSync(file("server.crt")), key: readFileSync(file("server.key")) }), ok);
   // Requires a client certificate signed by (here: equal to) client.crt.
-  mtlsPort = await listen(createHttpsServer({ cert: readFileSync(file("server.crt")), key: readFileSync(file("server.key")), ca: readFileSync(file("client.crt")), requestCert: true, rejectUnauthorized: true }), ok);
+  mtlsPort = await listen(
+    createHttpsServer({
+      cert: readFileSync(file("server.crt")),
+      key: readFileSync(file("server.key")),
+      ca: readFileSync(file("client.crt")),
+      requestCert: true,
+      rejectUnauthorized: true,
+    }),
+    ok,
+  );
 });
 
 afterAll(() => {
@@ -84,15 +133,24 @@ afterEach(() => {
 
 function kubeconfig(name: string, cluster: Record<string, unknown>, user: Record<string, unknown>, extra: Record<string, unknown> = {}): string {
   const path = file(name);
-  writeFileSync(path, stringify({
-    apiVersion: "v1",
-    kind: "Config",
-    clusters: [{ name: "other", cluster: { server: "https://192.0.2.1:1" } }, { name: "local", cluster }],
-    users: [{ name: "me", user }],
-    contexts: [{ name: "wrong", context: { cluster: "other", user: "me" } }, { name: "right", context: { cluster: "local", user: "me" } }],
-    "current-context": "right",
-    ...extra,
-  }));
+  writeFileSync(
+    path,
+    stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [
+        { name: "other", cluster: { server: "https://192.0.2.1:1" } },
+        { name: "local", cluster },
+      ],
+      users: [{ name: "me", user }],
+      contexts: [
+        { name: "wrong", context: { cluster: "other", user: "me" } },
+        { name: "right", context: { cluster: "local", user: "me" } },
+      ],
+      "current-context": "right",
+      ...extra,
+    }),
+  );
   return path;
 }
 
@@ -109,7 +167,11 @@ const b64 = (name: string): string => readFileSync(file(name)).toString("base64"
 
 describe("kubeconfig", () => {
   it("uses the current context, with CA and client certificate files relative to the kubeconfig", async () => {
-    const path = kubeconfig("files.yaml", { server: `https://127.0.0.1:${mtlsPort}/`, "certificate-authority": "server.crt" }, { "client-certificate": "client.crt", "client-key": join(dir, "client.key") });
+    const path = kubeconfig(
+      "files.yaml",
+      { server: `https://127.0.0.1:${mtlsPort}/`, "certificate-authority": "server.crt" },
+      { "client-certificate": "client.crt", "client-key": join(dir, "client.key") },
+    );
     const config = loadKubeconfigFile(path);
     expect(config.server).toBe(`https://127.0.0.1:${mtlsPort}`);
     expect(await get(config)).toEqual({ kind: "Pod", metadata: { name: "p" } });
@@ -125,7 +187,11 @@ describe("kubeconfig", () => {
   });
 
   it("takes client-certificate-data and client-key-data", async () => {
-    const path = kubeconfig("cert-data.yaml", { server: `https://127.0.0.1:${mtlsPort}`, "certificate-authority-data": b64("server.crt") }, { "client-certificate-data": b64("client.crt"), "client-key-data": b64("client.key") });
+    const path = kubeconfig(
+      "cert-data.yaml",
+      { server: `https://127.0.0.1:${mtlsPort}`, "certificate-authority-data": b64("server.crt") },
+      { "client-certificate-data": b64("client.crt"), "client-key-data": b64("client.key") },
+    );
     expect(await get(loadKubeconfigFile(path))).toMatchObject({ kind: "Pod" });
     expect(seen[0]?.clientCert).toBe(true);
   });
@@ -167,7 +233,9 @@ describe("kubeconfig", () => {
     expect(() => loadKubeconfigFile(path, "nope")).toThrow(/no context named 'nope'/);
     expect(() => loadKubeconfigFile(kubeconfig("no-context.yaml", { server: "https://x" }, {}, { "current-context": "" }))).toThrow(/no current-context/);
     expect(() => loadKubeconfigFile(kubeconfig("no-server.yaml", {}, {}))).toThrow(/cluster 'local' has no server/);
-    expect(() => loadKubeconfigFile(kubeconfig("exec.yaml", { server: "https://x" }, { exec: { command: "aws" } }))).toThrow(/'exec' credentials are not supported/);
+    expect(() => loadKubeconfigFile(kubeconfig("exec.yaml", { server: "https://x" }, { exec: { command: "aws" } }))).toThrow(
+      /'exec' credentials are not supported/,
+    );
     expect(() => loadKubeconfigFile(file("missing.yaml"))).toThrow(/cannot read kubeconfig/);
     writeFileSync(file("bad.yaml"), "clusters: [\n");
     expect(() => loadKubeconfigFile(file("bad.yaml"))).toThrow(/cannot read kubeconfig/);
@@ -205,7 +273,13 @@ describe("requests", () => {
     handler = (req, res) => {
       json(res, 200, { echo: JSON.parse(req.body) as unknown });
     };
-    expect(await client.request("PATCH", "/apis/g/v1/things/a", { query: { fieldManager: "mce-agent", force: true, skip: undefined }, body: { spec: { x: 1 } }, contentType: APPLY_PATCH })).toEqual({ echo: { spec: { x: 1 } } });
+    expect(
+      await client.request("PATCH", "/apis/g/v1/things/a", {
+        query: { fieldManager: "mce-agent", force: true, skip: undefined },
+        body: { spec: { x: 1 } },
+        contentType: APPLY_PATCH,
+      }),
+    ).toEqual({ echo: { spec: { x: 1 } } });
     await client.request("PATCH", "/api/v1/namespaces/n/pods/p", { body: { metadata: { annotations: { a: "b" } } }, contentType: MERGE_PATCH });
     await client.request("POST", "/api/v1/namespaces/n/events", { body: {} });
     expect(seen.map((s) => [s.method, s.path, s.headers["content-type"], s.query.toString()])).toEqual([
@@ -219,17 +293,32 @@ describe("requests", () => {
 
   it("turns an error status into a KubeApiError with the API server's message", async () => {
     handler = (_req, res) => {
-      json(res, 409, { kind: "Status", apiVersion: "v1", status: "Failure", reason: "AlreadyExists", code: 409, message: 'memoryerrorevents.mce-operator.io "x" already exists' });
+      json(res, 409, {
+        kind: "Status",
+        apiVersion: "v1",
+        status: "Failure",
+        reason: "AlreadyExists",
+        code: 409,
+        message: 'memoryerrorevents.mce-operator.io "x" already exists',
+      });
     };
     const error = await client.request("POST", "/apis/mce-operator.io/v1alpha1/memoryerrorevents", { body: {} }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(KubeApiError);
-    expect(error).toMatchObject({ code: 409, reason: "AlreadyExists", message: 'POST /apis/mce-operator.io/v1alpha1/memoryerrorevents: 409 AlreadyExists: memoryerrorevents.mce-operator.io "x" already exists' });
+    expect(error).toMatchObject({
+      code: 409,
+      reason: "AlreadyExists",
+      message: 'POST /apis/mce-operator.io/v1alpha1/memoryerrorevents: 409 AlreadyExists: memoryerrorevents.mce-operator.io "x" already exists',
+    });
 
     handler = (_req, res) => {
       res.writeHead(502, { "Content-Type": "text/html" });
       res.end("<html>bad gateway</html>");
     };
-    await expect(client.request("GET", "/api/v1/pods")).rejects.toMatchObject({ code: 502, reason: "Bad Gateway", message: "GET /api/v1/pods: 502 Bad Gateway: <html>bad gateway</html>" });
+    await expect(client.request("GET", "/api/v1/pods")).rejects.toMatchObject({
+      code: 502,
+      reason: "Bad Gateway",
+      message: "GET /api/v1/pods: 502 Bad Gateway: <html>bad gateway</html>",
+    });
   });
 
   it("says why when no API server answered, with no status", async () => {
@@ -307,22 +396,26 @@ describe("list, then watch", () => {
     // Every scripted watch, then the hanging one.
     const total = watches.length + 1;
     const name = (meta: ObjectMeta): string => `${meta.name}@${meta.resourceVersion ?? ""}`;
-    const done = runInformer(client, {
-      path: "/api/v1/pods",
-      query: { fieldSelector: "spec.nodeName=n1" },
-      onUpsert: (_object, meta) => upserts.push(name(meta)),
-      onDelete: (meta) => deletes.push(name(meta)),
-      onError: (error, retryInMs) => {
-        errors.push((error as { code?: number }).code ?? 0);
-        expect(retryInMs).toBeGreaterThan(0);
+    const done = runInformer(
+      client,
+      {
+        path: "/api/v1/pods",
+        query: { fieldSelector: "spec.nodeName=n1" },
+        onUpsert: (_object, meta) => upserts.push(name(meta)),
+        onDelete: (meta) => deletes.push(name(meta)),
+        onError: (error, retryInMs) => {
+          errors.push((error as { code?: number }).code ?? 0);
+          expect(retryInMs).toBeGreaterThan(0);
+        },
+        sleep: (ms) => {
+          sleeps.push(ms);
+          return Promise.resolve();
+        },
+        backoff: { initialMs: 100, maxMs: 400 },
+        watchSeconds: { min: 20, max: 25 },
       },
-      sleep: (ms) => {
-        sleeps.push(ms);
-        return Promise.resolve();
-      },
-      backoff: { initialMs: 100, maxMs: 400 },
-      watchSeconds: { min: 20, max: 25 },
-    }, abort.signal);
+      abort.signal,
+    );
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline && watchRequests().length < total) await new Promise((resolve) => setTimeout(resolve, 10));
     abort.abort();
@@ -334,7 +427,10 @@ describe("list, then watch", () => {
 
   it("lists, watches from the list's resourceVersion, and resumes from the last event when the server ends the watch", async () => {
     lists = [{ metadata: { resourceVersion: "10" }, items: [pod("a", "5"), pod("b", "7")] }];
-    watches = [{ events: [event("MODIFIED", pod("a", "11")), event("ADDED", pod("c", "12"))] }, { events: [event("BOOKMARK", { metadata: { resourceVersion: "15" } }), event("DELETED", pod("b", "16"))] }];
+    watches = [
+      { events: [event("MODIFIED", pod("a", "11")), event("ADDED", pod("c", "12"))] },
+      { events: [event("BOOKMARK", { metadata: { resourceVersion: "15" } }), event("DELETED", pod("b", "16"))] },
+    ];
     const result = await run();
     expect(result.upserts).toEqual(["a@5", "b@7", "a@11", "c@12"]);
     expect(result.deletes).toEqual(["b@16"]);

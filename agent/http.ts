@@ -62,7 +62,8 @@ export function tokenFromFile(file: string, rereadMs = TOKEN_REREAD_MS, now: () 
         token = readFileSync(file, "utf8").trim();
         readAt = now();
       } catch (error) {
-        if (token === undefined) throw new Error(`cannot read the token file ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+        if (token === undefined)
+          throw new Error(`cannot read the token file ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       }
     }
     return token;
@@ -73,7 +74,8 @@ export function tokenFromFile(file: string, rereadMs = TOKEN_REREAD_MS, now: () 
 export function inClusterConfig(env: NodeJS.ProcessEnv = process.env, dir = SERVICE_ACCOUNT_DIR): ClusterConfig {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT;
-  if (host === undefined || host === "" || port === undefined || port === "") throw new Error("not running in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set");
+  if (host === undefined || host === "" || port === undefined || port === "")
+    throw new Error("not running in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set");
   const token = tokenFromFile(join(dir, "token"));
   token(); // fail now, not at the first request, when there is no token
   return { server: `https://${host.includes(":") ? `[${host}]` : host}:${port}`, ca: readFileSync(join(dir, "ca.crt")), token };
@@ -129,7 +131,8 @@ export function loadKubeconfigFile(file: string, context?: string): ClusterConfi
   if (server === undefined || server === "") throw new Error(`${where("cluster", clusterName)} has no server`);
   const userWhere = where("user", userName ?? "");
   for (const unsupported of ["exec", "auth-provider", "username"]) {
-    if (user[unsupported] !== undefined) throw new Error(`${userWhere}: '${unsupported}' credentials are not supported by mce-agent; use a token, a token file or a client certificate`);
+    if (user[unsupported] !== undefined)
+      throw new Error(`${userWhere}: '${unsupported}' credentials are not supported by mce-agent; use a token, a token file or a client certificate`);
   }
   const tokenText = optionalString(user, "token", userWhere);
   const tokenPath = optionalString(user, "tokenFile", userWhere);
@@ -221,11 +224,15 @@ export class KubeClient {
     const url = new URL(this.url(path, options.query));
     const send = url.protocol === "https:" ? https.request : http.request;
     return new Promise((resolve, reject) => {
-      const req = send(url, { method, headers: this.#headers(body === undefined ? undefined : (options.contentType ?? JSON_CONTENT)), agent: this.#agent, signal, timeout: idleMs }, (response) => {
-        const status = response.statusCode ?? 0;
-        if (status >= 200 && status < 300) resolve(response);
-        else apiError(method, path, response).then(reject, reject);
-      });
+      const req = send(
+        url,
+        { method, headers: this.#headers(body === undefined ? undefined : (options.contentType ?? JSON_CONTENT)), agent: this.#agent, signal, timeout: idleMs },
+        (response) => {
+          const status = response.statusCode ?? 0;
+          if (status >= 200 && status < 300) resolve(response);
+          else apiError(method, path, response).then(reject, reject);
+        },
+      );
       req.on("timeout", () => req.destroy(Object.assign(new Error("timed out"), { name: "TimeoutError" })));
       req.on("error", (error) => {
         reject(unreachable(method, path, error));
@@ -278,7 +285,11 @@ export class KubeClient {
       }
       if (event.type === "ERROR") {
         const status = event.object as StatusObject;
-        throw new KubeApiError(status.code ?? 500, status.reason ?? "Unknown", `watch ${path}: ${status.code ?? ""} ${status.message ?? JSON.stringify(status)}`);
+        throw new KubeApiError(
+          status.code ?? 500,
+          status.reason ?? "Unknown",
+          `watch ${path}: ${status.code ?? ""} ${status.message ?? JSON.stringify(status)}`,
+        );
       }
       onEvent(event);
     };
@@ -412,7 +423,10 @@ export async function runInformer(client: KubeClient, options: InformerOptions, 
     let next: string | undefined;
     let version: string;
     do {
-      const page = await client.request<ListAnswer>("GET", options.path, { query: { ...options.query, limit: options.pageSize ?? 500, continue: next }, signal });
+      const page = await client.request<ListAnswer>("GET", options.path, {
+        query: { ...options.query, limit: options.pageSize ?? 500, continue: next },
+        signal,
+      });
       items.push(...(page.items ?? []));
       next = page.metadata?.continue ?? undefined;
       if (next === "") next = undefined;
@@ -433,15 +447,20 @@ export async function runInformer(client: KubeClient, options: InformerOptions, 
       const timeoutSeconds = min + Math.floor(Math.random() * (max - min + 1));
       const started = Date.now();
       let events = 0;
-      await client.watch(options.path, { ...options.query, resourceVersion, allowWatchBookmarks: true, timeoutSeconds }, (event) => {
-        events++;
-        const meta = metaOf(event.object);
-        if (meta.resourceVersion !== undefined && meta.resourceVersion !== "") resourceVersion = meta.resourceVersion;
-        delay = initialMs;
-        if (event.type === "BOOKMARK") return;
-        if (event.type === "DELETED") remove(keyOf(meta), meta);
-        else upsert(event.object);
-      }, signal);
+      await client.watch(
+        options.path,
+        { ...options.query, resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
+        (event) => {
+          events++;
+          const meta = metaOf(event.object);
+          if (meta.resourceVersion !== undefined && meta.resourceVersion !== "") resourceVersion = meta.resourceVersion;
+          delay = initialMs;
+          if (event.type === "BOOKMARK") return;
+          if (event.type === "DELETED") remove(keyOf(meta), meta);
+          else upsert(event.object);
+        },
+        signal,
+      );
       // The server ended the watch (its timeoutSeconds): resume at once, unless it ends watches as soon as
       // they start (a proxy in the way), which must not become a tight loop against the API server.
       if (events === 0 && Date.now() - started < 1000) throw new Error(`watch ${options.path}: the server ended the watch at once, with no event`);

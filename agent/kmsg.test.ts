@@ -26,7 +26,10 @@ function fakeDevice(steps: Step[]): Device & { closed: boolean } {
   return device;
 }
 
-async function readAll(steps: Step[], after?: number): Promise<{ lines: KernelLine[]; lost: number[]; device: { closed: boolean }; log: ReturnType<typeof memoryLogger> }> {
+async function readAll(
+  steps: Step[],
+  after?: number,
+): Promise<{ lines: KernelLine[]; lost: number[]; device: { closed: boolean }; log: ReturnType<typeof memoryLogger> }> {
   const device = fakeDevice(steps);
   const log = memoryLogger();
   const lost: number[] = [];

@@ -29,7 +29,13 @@ beforeAll(async () => {
     req.on("data", (chunk: Buffer) => (body += chunk.toString()));
     req.on("end", () => {
       const url = new URL(req.url ?? "/", "http://x");
-      seen.push({ method: req.method ?? "", path: url.pathname, query: url.searchParams.toString(), contentType: req.headers["content-type"], body: JSON.parse(body) as Seen["body"] });
+      seen.push({
+        method: req.method ?? "",
+        path: url.pathname,
+        query: url.searchParams.toString(),
+        contentType: req.headers["content-type"],
+        body: JSON.parse(body) as Seen["body"],
+      });
       const answer = (): void => {
         res.writeHead(200, { "Content-Type": "application/json" }).end(body);
       };
@@ -54,7 +60,14 @@ beforeEach(() => {
 });
 
 const NAME = "edge-1-0f6c1b1e-5200";
-const given = { state: "Given" as const, before: 31, requested: 32, after: 32, file: "/host/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages", at: "2026-01-01T00:00:00.000Z" };
+const given = {
+  state: "Given" as const,
+  before: 31,
+  requested: 32,
+  after: 32,
+  file: "/host/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages",
+  at: "2026-01-01T00:00:00.000Z",
+};
 const signalled = { uid: "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60", state: "Done" as const, signal: "SIGUSR1" as const };
 
 function event(uid: string, status?: MemoryErrorEventStatus): MemoryErrorEvent {
@@ -116,7 +129,11 @@ describe("KubeApi status writes", () => {
     await api.applyEarlySignals(NAME, []);
     api.forget(NAME);
     await api.applyPoolReplacementResult(NAME, given);
-    expect(seen.map((s) => s.body.status)).toEqual([{ earlySignals: [signalled], poolReplacementResult: given }, { earlySignals: [] }, { poolReplacementResult: given }]);
+    expect(seen.map((s) => s.body.status)).toEqual([
+      { earlySignals: [signalled], poolReplacementResult: given },
+      { earlySignals: [] },
+      { poolReplacementResult: given },
+    ]);
   });
 
   it("sends the applies of one event one at a time, each built when it is sent", async () => {

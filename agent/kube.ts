@@ -1,7 +1,13 @@
 // The agent's Kubernetes I/O, behind the narrow interfaces the rest of the agent uses: create events,
 // apply its NodeMemoryHealth, watch its node's pods and events, and the early signal's and pool
 // replacement's writes.
-import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusEarlySignal, MemoryErrorEventStatusPoolReplacementResult, NodeMemoryHealth } from "../crds/generated.ts";
+import type {
+  MemoryErrorEvent,
+  MemoryErrorEventStatus,
+  MemoryErrorEventStatusEarlySignal,
+  MemoryErrorEventStatusPoolReplacementResult,
+  NodeMemoryHealth,
+} from "../crds/generated.ts";
 import { crdInfo } from "../crds/generated.ts";
 import { group, nodeLabel, version } from "../crds/naming.ts";
 import type { Clock } from "./clock.ts";
@@ -81,11 +87,18 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
   }
 
   async apply(health: NodeMemoryHealth): Promise<void> {
-    await this.#client.request("PATCH", `${customPath}/${healths}/${encodeURIComponent(health.metadata.name)}`, { query: applyQuery, body: health, contentType: APPLY_PATCH });
+    await this.#client.request("PATCH", `${customPath}/${healths}/${encodeURIComponent(health.metadata.name)}`, {
+      query: applyQuery,
+      body: health,
+      contentType: APPLY_PATCH,
+    });
   }
 
   async annotatePod(pod: PodRef, annotations: Record<string, string>): Promise<void> {
-    await this.#client.request("PATCH", `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`, { body: { metadata: { annotations } }, contentType: MERGE_PATCH });
+    await this.#client.request("PATCH", `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`, {
+      body: { metadata: { annotations } },
+      contentType: MERGE_PATCH,
+    });
   }
 
   async podEvent(pod: PodRef, key: string, reason: string, message: string): Promise<void> {
@@ -167,17 +180,30 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
 }
 
 /** Runs an informer until `signal` aborts, logging each failure and the backoff before the next attempt. */
-function keepWatching(client: KubeClient, what: string, path: string, query: Record<string, string>, handlers: { onUpsert: (object: Record<string, unknown>) => void; onDelete?: (meta: ObjectMeta) => void }, clock: Clock, log: Logger, signal: AbortSignal): void {
-  runInformer(client, {
-    path,
-    query,
-    onUpsert: handlers.onUpsert,
-    onDelete: (meta) => handlers.onDelete?.(meta),
-    onError: (error, retryInMs) => {
-      log.warn("watch failed; restarting", { watch: what, error, retryInMs });
+function keepWatching(
+  client: KubeClient,
+  what: string,
+  path: string,
+  query: Record<string, string>,
+  handlers: { onUpsert: (object: Record<string, unknown>) => void; onDelete?: (meta: ObjectMeta) => void },
+  clock: Clock,
+  log: Logger,
+  signal: AbortSignal,
+): void {
+  runInformer(
+    client,
+    {
+      path,
+      query,
+      onUpsert: handlers.onUpsert,
+      onDelete: (meta) => handlers.onDelete?.(meta),
+      onError: (error, retryInMs) => {
+        log.warn("watch failed; restarting", { watch: what, error, retryInMs });
+      },
+      sleep: (ms, s) => clock.sleep(ms, s),
     },
-    sleep: (ms, s) => clock.sleep(ms, s),
-  }, signal).catch((error: unknown) => {
+    signal,
+  ).catch((error: unknown) => {
     log.error("watch stopped", { watch: what, error });
   });
 }
@@ -194,25 +220,61 @@ export function watchPods(client: KubeClient, nodeName: string, clock: Clock, lo
     const pod = object as PodObject;
     const uid = pod.metadata?.uid;
     if (uid === undefined) return;
-    const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? []), ...(pod.status?.ephemeralContainerStatuses ?? [])];
-    byUID.set(uid, { uid, namespace: pod.metadata?.namespace ?? "", name: pod.metadata?.name ?? "", containers: containersOf(statuses), annotations: pod.metadata?.annotations ?? {} });
+    const statuses = [
+      ...(pod.status?.initContainerStatuses ?? []),
+      ...(pod.status?.containerStatuses ?? []),
+      ...(pod.status?.ephemeralContainerStatuses ?? []),
+    ];
+    byUID.set(uid, {
+      uid,
+      namespace: pod.metadata?.namespace ?? "",
+      name: pod.metadata?.name ?? "",
+      containers: containersOf(statuses),
+      annotations: pod.metadata?.annotations ?? {},
+    });
   };
-  keepWatching(client, `pods on ${nodeName}`, "/api/v1/pods", { fieldSelector: `spec.nodeName=${nodeName}` }, {
-    onUpsert: keep,
-    onDelete: ({ uid }) => {
-      if (uid !== undefined) byUID.delete(uid);
+  keepWatching(
+    client,
+    `pods on ${nodeName}`,
+    "/api/v1/pods",
+    { fieldSelector: `spec.nodeName=${nodeName}` },
+    {
+      onUpsert: keep,
+      onDelete: ({ uid }) => {
+        if (uid !== undefined) byUID.delete(uid);
+      },
     },
-  }, clock, log, signal);
+    clock,
+    log,
+    signal,
+  );
   return { pod: (uid) => byUID.get(uid) };
 }
 
 /** Calls `onEvent` for every MemoryErrorEvent of this node as it is added or changed, and `onDelete` with the name of one deleted. */
-export function watchMemoryErrorEvents(client: KubeClient, nodeName: string, onEvent: (event: MemoryErrorEvent) => void, clock: Clock, log: Logger, signal: AbortSignal, onDelete?: (name: string) => void): void {
-  keepWatching(client, `memory error events of ${nodeName}`, `${customPath}/${events}`, { labelSelector: `${nodeLabel}=${nodeName}` }, {
-    // The API server's JSON, of the CRD's schema.
-    onUpsert: (object) => {
-      onEvent(object as unknown as MemoryErrorEvent);
+export function watchMemoryErrorEvents(
+  client: KubeClient,
+  nodeName: string,
+  onEvent: (event: MemoryErrorEvent) => void,
+  clock: Clock,
+  log: Logger,
+  signal: AbortSignal,
+  onDelete?: (name: string) => void,
+): void {
+  keepWatching(
+    client,
+    `memory error events of ${nodeName}`,
+    `${customPath}/${events}`,
+    { labelSelector: `${nodeLabel}=${nodeName}` },
+    {
+      // The API server's JSON, of the CRD's schema.
+      onUpsert: (object) => {
+        onEvent(object as unknown as MemoryErrorEvent);
+      },
+      onDelete: ({ name }) => onDelete?.(name),
     },
-    onDelete: ({ name }) => onDelete?.(name),
-  }, clock, log, signal);
+    clock,
+    log,
+    signal,
+  );
 }

@@ -94,7 +94,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const nodeName = v["node-name"] ?? env.NODE_NAME;
   if (nodeName === undefined || nodeName === "") throw new UsageError("no node name: set NODE_NAME (downward API spec.nodeName) or --node-name");
   if (nodeName.length > 253 || !DNS_SUBDOMAIN.test(nodeName)) throw new UsageError(`node name '${nodeName}' is not a DNS subdomain`);
-  if (v.kubeconfig === undefined && env.KUBERNETES_SERVICE_HOST === undefined) throw new UsageError("no --kubeconfig and not running in a cluster (KUBERNETES_SERVICE_HOST unset)");
+  if (v.kubeconfig === undefined && env.KUBERNETES_SERVICE_HOST === undefined)
+    throw new UsageError("no --kubeconfig and not running in a cluster (KUBERNETES_SERVICE_HOST unset)");
   const logLevel = v["log-level"];
   if (!isLogLevel(logLevel)) throw new UsageError(`--log-level '${logLevel}': expected debug, info, warn or error`);
   if (v.replay !== undefined) {
@@ -179,9 +180,17 @@ async function main(): Promise<number> {
   if (config.replay === undefined) {
     const kmsgProblem = await probeKmsg(kmsgPath);
     if (kmsgProblem === undefined) {
-      sources.push(new KmsgSource({ open: () => openDevice(kmsgPath), clock, log, after: state.cursor("kmsg"), onLost: (n) => {
-          metrics.lostRecords.inc(n);
-        } }));
+      sources.push(
+        new KmsgSource({
+          open: () => openDevice(kmsgPath),
+          clock,
+          log,
+          after: state.cursor("kmsg"),
+          onLost: (n) => {
+            metrics.lostRecords.inc(n);
+          },
+        }),
+      );
     } else unavailable.kmsg = kmsgProblem;
     const probe = enableTraceEvents(host);
     if (probe.available) {
@@ -222,7 +231,10 @@ async function main(): Promise<number> {
   try {
     kube = loadKubeConfig(config.kubeconfig);
   } catch (error) {
-    log.error("cannot load the Kubernetes client configuration", { kubeconfig: config.kubeconfig ?? "in-cluster", error: error instanceof Error ? error.message : String(error) });
+    log.error("cannot load the Kubernetes client configuration", {
+      kubeconfig: config.kubeconfig ?? "in-cluster",
+      error: error instanceof Error ? error.message : String(error),
+    });
     return 2;
   }
   const api = new KubeApi(kube, config.nodeName, clock);
@@ -270,15 +282,23 @@ async function main(): Promise<number> {
     log,
     metrics,
   });
-  watchMemoryErrorEvents(kube, config.nodeName, (event) => {
-    // First, so a status apply carries what the agent already owns of this event.
-    api.observe(event);
-    signaller.offer(event, abort.signal);
-    replacer.offer(event, abort.signal);
-  }, clock, log, abort.signal, (name) => {
-    api.forget(name);
-    replacer.forget(name);
-  });
+  watchMemoryErrorEvents(
+    kube,
+    config.nodeName,
+    (event) => {
+      // First, so a status apply carries what the agent already owns of this event.
+      api.observe(event);
+      signaller.offer(event, abort.signal);
+      replacer.offer(event, abort.signal);
+    },
+    clock,
+    log,
+    abort.signal,
+    (name) => {
+      api.forget(name);
+      replacer.forget(name);
+    },
+  );
   const server = await serveMetrics(metrics, config.metricsPort, log);
   const stop = (signal: NodeJS.Signals): void => {
     log.info("stopping", { signal });

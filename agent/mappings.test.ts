@@ -83,8 +83,16 @@ describe("HugetlbIndex", () => {
 
   it.each([
     ["containerd, systemd, burstable", containerd, { qos: "Burstable", runtime: "containerd" }],
-    ["CRI-O, systemd, besteffort", `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll("-", "_")}.slice/crio-${id}.scope\n`, { qos: "BestEffort", runtime: "cri-o" }],
-    ["Docker, systemd, guaranteed", `0::/kubepods.slice/kubepods-pod${uid.replaceAll("-", "_")}.slice/docker-${id}.scope\n`, { qos: "Guaranteed", runtime: "docker" }],
+    [
+      "CRI-O, systemd, besteffort",
+      `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll("-", "_")}.slice/crio-${id}.scope\n`,
+      { qos: "BestEffort", runtime: "cri-o" },
+    ],
+    [
+      "Docker, systemd, guaranteed",
+      `0::/kubepods.slice/kubepods-pod${uid.replaceAll("-", "_")}.slice/docker-${id}.scope\n`,
+      { qos: "Guaranteed", runtime: "docker" },
+    ],
     ["cgroupfs v1, burstable", `12:memory:/kubepods/burstable/pod${uid}/${id}\n1:name=systemd:/kubepods/burstable/pod${uid}/${id}\n`, { qos: "Burstable" }],
     ["cgroupfs v1, guaranteed", `4:memory:/kubepods/pod${uid}/${id}\n`, { qos: "Guaranteed" }],
   ])("resolves the pod of a %s process", (_name, cgroup, expected) => {

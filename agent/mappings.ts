@@ -231,7 +231,14 @@ export class HugetlbIndex {
         else list.push(mapper);
       }
     }
-    return { processes: this.#processes.size, smapsRead, smapsDeferred: deferred, hugepages: this.#byHugepage.size, durationMs: this.#clock.now() - started, pfnsHidden };
+    return {
+      processes: this.#processes.size,
+      smapsRead,
+      smapsDeferred: deferred,
+      hugepages: this.#byHugepage.size,
+      durationMs: this.#clock.now() - started,
+      pfnsHidden,
+    };
   }
 
   #describe(pid: number): ProcessInfo | undefined {

@@ -15,7 +15,15 @@ import { hostPoolFiles, mapsCover, PoolReplacer, type PoolFiles, type PoolReplac
 const GiB = 1024 ** 3;
 const NAME = "edge-1-0f6c1b1e-5200";
 
-const requested: MemoryErrorEventStatusPoolReplacement = { action: "Replace", state: "Requested", size: "2Mi", numaNode: 0, maxTotal: 32, afterMappersExit: false, minFreeBytes: GiB };
+const requested: MemoryErrorEventStatusPoolReplacement = {
+  action: "Replace",
+  state: "Requested",
+  size: "2Mi",
+  numaNode: 0,
+  maxTotal: 32,
+  afterMappersExit: false,
+  minFreeBytes: GiB,
+};
 
 function event(status: MemoryErrorEventStatus | undefined, nodeName = "edge-1"): MemoryErrorEvent {
   return {
@@ -41,7 +49,10 @@ function event(status: MemoryErrorEventStatus | undefined, nodeName = "edge-1"):
 
 /** A host in memory: pool sizes, free memory per NUMA node, processes' mappings, and a kernel that gives a hugepage or not. */
 class FakeFiles implements PoolFiles {
-  totals = new Map<string, number>([["2Mi/0", 31], ["1Gi/0", 1]]);
+  totals = new Map<string, number>([
+    ["2Mi/0", 31],
+    ["1Gi/0", 1],
+  ]);
   free = new Map<number, number>([[0, 4 * GiB]]);
   /** pid → mapped ranges [start, end). */
   maps = new Map<number, [bigint, bigint][]>();
@@ -121,7 +132,16 @@ describe("PoolReplacer", () => {
     expect(await replacer.reconcile(event({ poolReplacement: requested }))).toBe("done");
     expect(files.writes).toEqual(["2Mi/0=32"]);
     expect(applied).toEqual([
-      { state: "Given", before: 31, requested: 32, after: 32, freeBytes: 4 * GiB, file: file2Mi, at: "2026-01-01T00:00:00.000Z", message: "the kernel gave 1 of 1 hugepages-2Mi on NUMA node 0: nr_hugepages 31 → 32" },
+      {
+        state: "Given",
+        before: 31,
+        requested: 32,
+        after: 32,
+        freeBytes: 4 * GiB,
+        file: file2Mi,
+        at: "2026-01-01T00:00:00.000Z",
+        message: "the kernel gave 1 of 1 hugepages-2Mi on NUMA node 0: nr_hugepages 31 → 32",
+      },
     ]);
     expect(refreshes()).toBe(1);
     expect(log.entries).toMatchObject([{ level: "info", msg: "pool replacement: the kernel gave a hugepage", memoryErrorEvent: NAME, before: 31, after: 32 }]);
@@ -134,7 +154,16 @@ describe("PoolReplacer", () => {
     const results = new Map<string, PoolReplacementResult>();
     const api = { applyPoolReplacementResult: (name: string, result: PoolReplacementResult): Promise<void> => Promise.resolve(void results.set(name, result)) };
     const writes = new AgentState({ dir: mkdtempSync(join(tmpdir(), "pool-writes-")), bootID: "b", log: memoryLogger() });
-    const concurrent = new PoolReplacer({ nodeName: "edge-1", api, files, writes, refreshHealth: () => undefined, clock: new ManualClock(), log: memoryLogger(), metrics: new AgentMetrics() });
+    const concurrent = new PoolReplacer({
+      nodeName: "edge-1",
+      api,
+      files,
+      writes,
+      refreshHealth: () => undefined,
+      clock: new ManualClock(),
+      log: memoryLogger(),
+      metrics: new AgentMetrics(),
+    });
     const named = (name: string): MemoryErrorEvent => ({ ...event({ poolReplacement: requested }), metadata: { name, uid: name } });
     await Promise.all([concurrent.reconcile(named("a")), concurrent.reconcile(named("b"))]);
     expect(files.writes).toEqual(["2Mi/0=31", "2Mi/0=32"]);
@@ -150,7 +179,9 @@ describe("PoolReplacer", () => {
     const second = setup(first.stateDir, first.files);
     await second.replacer.reconcile(event({ poolReplacement: { ...requested, maxTotal: 40 } }));
     expect(second.files.writes).toEqual(["2Mi/0=32"]);
-    expect(second.applied).toMatchObject([{ state: "Given", before: 31, requested: 32, after: 32, message: expect.stringContaining("written before the agent restarted") as unknown }]);
+    expect(second.applied).toMatchObject([
+      { state: "Given", before: 31, requested: 32, after: 32, message: expect.stringContaining("written before the agent restarted") as unknown },
+    ]);
     // Once status shows it, the record goes.
     await second.replacer.reconcile(event({ poolReplacement: { ...requested, maxTotal: 40 }, poolReplacementResult: second.applied[0] }));
     expect(new AgentState({ dir: first.stateDir, bootID: "b", log: memoryLogger() }).poolWrite(NAME)).toBeUndefined();
@@ -172,8 +203,12 @@ describe("PoolReplacer", () => {
     files.kernelGives = false;
     await replacer.reconcile(event({ poolReplacement: { ...requested, size: "1Gi", maxTotal: 2 } }));
     expect(files.writes).toEqual(["1Gi/0=2"]);
-    expect(applied).toMatchObject([{ state: "Refused", before: 1, requested: 2, after: 1, file: "/host/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages" }]);
-    expect(applied[0]?.message).toMatch(/^the kernel gave 0 of 1 hugepages-1Gi on NUMA node 0: it found no free contiguous range \(memory fragmented, or a poisoned page in the way\)/);
+    expect(applied).toMatchObject([
+      { state: "Refused", before: 1, requested: 2, after: 1, file: "/host/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages" },
+    ]);
+    expect(applied[0]?.message).toMatch(
+      /^the kernel gave 0 of 1 hugepages-1Gi on NUMA node 0: it found no free contiguous range \(memory fragmented, or a poisoned page in the way\)/,
+    );
     expect(log.entries.map((e) => e.level)).toEqual(["warn"]);
     expect(await counted(metrics)).toEqual({ "1Gi/Refused": 1 });
   });
@@ -183,7 +218,9 @@ describe("PoolReplacer", () => {
     files.totals.set("2Mi/0", 32);
     await replacer.reconcile(event({ poolReplacement: requested }));
     expect(files.writes).toEqual([]);
-    expect(applied).toMatchObject([{ state: "Skipped", before: 32, file: file2Mi, message: "the pool of hugepages-2Mi on NUMA node 0 already holds 32, the most allowed (maxTotal 32)" }]);
+    expect(applied).toMatchObject([
+      { state: "Skipped", before: 32, file: file2Mi, message: "the pool of hugepages-2Mi on NUMA node 0 already holds 32, the most allowed (maxTotal 32)" },
+    ]);
     expect(refreshes()).toBe(1);
   });
 
@@ -193,7 +230,9 @@ describe("PoolReplacer", () => {
     await replacer.reconcile(event({ poolReplacement: { ...requested, size: "1Gi", maxTotal: 2 } }));
     expect(files.writes).toEqual([]);
     expect(applied).toMatchObject([{ state: "Skipped", before: 1, freeBytes: 1.5 * GiB }]);
-    expect(applied[0]?.message).toBe("NUMA node 0 has 1536 MiB free (1610612736 bytes); a 1Gi hugepage would leave 512 MiB, below the 1024 MiB that must stay free (minFreeBytes 1073741824)");
+    expect(applied[0]?.message).toBe(
+      "NUMA node 0 has 1536 MiB free (1610612736 bytes); a 1Gi hugepage would leave 512 MiB, below the 1024 MiB that must stay free (minFreeBytes 1073741824)",
+    );
     expect(await counted(metrics)).toEqual({ "1Gi/Skipped": 1 });
   });
 
@@ -209,7 +248,9 @@ describe("PoolReplacer", () => {
     const { files, applied, replacer } = setup();
     files.writeError = Object.assign(new Error(`EROFS: read-only file system, open '${file2Mi}'`), { code: "EROFS" });
     await replacer.reconcile(event({ poolReplacement: requested }));
-    expect(applied).toMatchObject([{ state: "Skipped", before: 31, requested: 32, file: file2Mi, message: `could not write 32 to ${file2Mi}: EROFS: read-only file system` }]);
+    expect(applied).toMatchObject([
+      { state: "Skipped", before: 31, requested: 32, file: file2Mi, message: `could not write 32 to ${file2Mi}: EROFS: read-only file system` },
+    ]);
   });
 
   it("skips a request that names no pool, and one for a pool this node lacks", async () => {
@@ -217,7 +258,10 @@ describe("PoolReplacer", () => {
     await replacer.reconcile(event({ poolReplacement: { action: "Replace", state: "Requested" } }));
     await replacer.reconcile({ ...event({ poolReplacement: { ...requested, numaNode: 3 } }), metadata: { name: NAME, uid: "other-object" } });
     expect(files.writes).toEqual([]);
-    expect(applied.map((r) => r.message)).toEqual(["the request names no size, numaNode, maxTotal", `cannot read ${files.poolFile("2Mi", 3)}: ENOENT: no such file or directory`]);
+    expect(applied.map((r) => r.message)).toEqual([
+      "the request names no size, numaNode, maxTotal",
+      `cannot read ${files.poolFile("2Mi", 3)}: ENOENT: no such file or directory`,
+    ]);
   });
 
   it("never acts on another state, another action or another node's event", async () => {
@@ -309,7 +353,12 @@ describe("PoolReplacer", () => {
 
   it("after a restart, takes up a Waiting recorded by an earlier agent once the mappers are gone", async () => {
     const { files, applied, replacer } = setup();
-    await replacer.reconcile(event({ poolReplacement: { ...requested, afterMappersExit: true }, poolReplacementResult: { state: "Waiting", message: "waiting for 1 mapper(s) to exit: pid 601" } }));
+    await replacer.reconcile(
+      event({
+        poolReplacement: { ...requested, afterMappersExit: true },
+        poolReplacementResult: { state: "Waiting", message: "waiting for 1 mapper(s) to exit: pid 601" },
+      }),
+    );
     expect(files.writes).toEqual(["2Mi/0=32"]);
     expect(applied.map((r) => r.state)).toEqual(["Given"]);
   });
@@ -361,7 +410,12 @@ describe("hostPoolFiles", () => {
   it("reads and writes the NUMA node's pool file, its free memory, and processes' maps under the host root", async () => {
     const root = mkdtempSync(join(tmpdir(), "pool-"));
     writeFakeHost(root, { pools: [{ size: "2Mi", numaNode: 1, total: 16, free: 16 }], nodeMemFreeKb: { 1: 2 * 1024 * 1024 } });
-    writeFakeProcess(join(root, "proc"), { pid: 601, comm: "postgres", cgroup: "0::/\n", vmas: [{ start: 0x7f0000000000, size: "2Mi", shared: true, pfns: [0x5200, 0x5400] }] });
+    writeFakeProcess(join(root, "proc"), {
+      pid: 601,
+      comm: "postgres",
+      cgroup: "0::/\n",
+      vmas: [{ start: 0x7f0000000000, size: "2Mi", shared: true, pfns: [0x5200, 0x5400] }],
+    });
     const files = hostPoolFiles(new HostFiles(root));
     const file = join(root, "sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages");
     expect(files.poolFile("2Mi", 1)).toBe(file);

@@ -43,7 +43,6 @@ export interface PoolFiles {
   processMapsCovers(pid: number, address: bigint | undefined): Promise<boolean>;
 }
 
-
 /** Whether a /proc/PID/maps text has a mapping `start-end` with start <= address < end. */
 export function mapsCover(maps: string, address: bigint): boolean {
   for (const line of maps.split("\n")) {
@@ -56,7 +55,8 @@ export function mapsCover(maps: string, address: bigint): boolean {
 
 /** The pool files under the host root: /sys/devices/system/node/nodeN/hugepages and /proc/PID/maps. */
 export function hostPoolFiles(host: HostFiles): PoolFiles {
-  const poolFile = (size: HugepageSize, numaNode: number): string => host.path(`sys/devices/system/node/node${numaNode}/hugepages/${hugepagePoolDir(size)}/nr_hugepages`);
+  const poolFile = (size: HugepageSize, numaNode: number): string =>
+    host.path(`sys/devices/system/node/node${numaNode}/hugepages/${hugepagePoolDir(size)}/nr_hugepages`);
   return {
     poolFile,
     readTotal: async (size, numaNode) => {
@@ -119,7 +119,9 @@ interface Carried {
 
 /** Why a request cannot be carried out as it stands; undefined when it can. */
 function incomplete(plan: MemoryErrorEventStatusPoolReplacement): string | undefined {
-  const missing = [plan.size === undefined && "size", plan.numaNode === undefined && "numaNode", plan.maxTotal === undefined && "maxTotal"].filter((m) => m !== false);
+  const missing = [plan.size === undefined && "size", plan.numaNode === undefined && "numaNode", plan.maxTotal === undefined && "maxTotal"].filter(
+    (m) => m !== false,
+  );
   return missing.length === 0 ? undefined : `the request names no ${missing.join(", ")}`;
 }
 
@@ -148,7 +150,14 @@ export class PoolReplacer {
   constructor(options: PoolReplacerOptions) {
     this.#options = options;
     const { clock, log, recheckMs, maxRetryMs = 60_000 } = options;
-    this.#runner = new KeyedRunner({ run: async (event) => ((await this.reconcile(event)) === "waiting" ? "again" : "done"), what: "pool replacement", clock, log, recheckMs, maxRetryMs });
+    this.#runner = new KeyedRunner({
+      run: async (event) => ((await this.reconcile(event)) === "waiting" ? "again" : "done"),
+      what: "pool replacement",
+      clock,
+      log,
+      recheckMs,
+      maxRetryMs,
+    });
   }
 
   /**
@@ -271,7 +280,8 @@ export class PoolReplacer {
     const at = new Date(clock.now()).toISOString();
     const why = incomplete(plan);
     const { size, numaNode, maxTotal } = plan;
-    if (why !== undefined || size === undefined || numaNode === undefined || maxTotal === undefined) return this.#outcome(event, plan, { state: "Skipped", at, message: why ?? "" });
+    if (why !== undefined || size === undefined || numaNode === undefined || maxTotal === undefined)
+      return this.#outcome(event, plan, { state: "Skipped", at, message: why ?? "" });
     const file = files.poolFile(size, numaNode);
     const pool = `hugepages-${size} on NUMA node ${numaNode}`;
     let before: number;
@@ -280,12 +290,25 @@ export class PoolReplacer {
     } catch (error) {
       return this.#outcome(event, plan, { state: "Skipped", file, at, message: `cannot read ${file}: ${reasonOf(error)}` });
     }
-    if (before >= maxTotal) return this.#outcome(event, plan, { state: "Skipped", before, file, at, message: `the pool of ${pool} already holds ${before}, the most allowed (maxTotal ${maxTotal})` });
+    if (before >= maxTotal)
+      return this.#outcome(event, plan, {
+        state: "Skipped",
+        before,
+        file,
+        at,
+        message: `the pool of ${pool} already holds ${before}, the most allowed (maxTotal ${maxTotal})`,
+      });
     const minFreeBytes = plan.minFreeBytes ?? 0;
     const freeBytes = await files.readFreeBytes(numaNode);
     const free = freeBytes === undefined ? {} : { freeBytes };
     if (freeBytes === undefined && minFreeBytes > 0) {
-      return this.#outcome(event, plan, { state: "Skipped", before, file, at, message: `cannot read the free memory of NUMA node ${numaNode} (MemFree of its meminfo), and ${mib(minFreeBytes)} must stay free (minFreeBytes ${minFreeBytes})` });
+      return this.#outcome(event, plan, {
+        state: "Skipped",
+        before,
+        file,
+        at,
+        message: `cannot read the free memory of NUMA node ${numaNode} (MemFree of its meminfo), and ${mib(minFreeBytes)} must stay free (minFreeBytes ${minFreeBytes})`,
+      });
     }
     if (freeBytes !== undefined && freeBytes - hugepageBytes(size) < minFreeBytes) {
       return this.#outcome(event, plan, {
@@ -300,22 +323,56 @@ export class PoolReplacer {
     const earlier = this.#options.writes.poolWrite(event.metadata.name);
     if (earlier !== undefined && earlier.uid === event.metadata.uid && before >= earlier.requested) {
       // Written by this agent before a restart, not yet reported: the kernel's answer is in the pool now.
-      return this.#outcome(event, plan, { state: "Given", before: earlier.before, requested: earlier.requested, after: before, file, at, message: `the kernel gave 1 of 1 hugepages-${size} on NUMA node ${numaNode}: nr_hugepages ${earlier.before} → ${before} (written before the agent restarted)` });
+      return this.#outcome(event, plan, {
+        state: "Given",
+        before: earlier.before,
+        requested: earlier.requested,
+        after: before,
+        file,
+        at,
+        message: `the kernel gave 1 of 1 hugepages-${size} on NUMA node ${numaNode}: nr_hugepages ${earlier.before} → ${before} (written before the agent restarted)`,
+      });
     }
     const requested = before + 1;
     this.#options.writes.recordPoolWrite(event.metadata.name, { uid: event.metadata.uid, before, requested });
     try {
       await files.writeTotal(size, numaNode, requested);
     } catch (error) {
-      return this.#outcome(event, plan, { state: "Skipped", before, requested, ...free, file, at, message: `could not write ${requested} to ${file}: ${reasonOf(error)}` });
+      return this.#outcome(event, plan, {
+        state: "Skipped",
+        before,
+        requested,
+        ...free,
+        file,
+        at,
+        message: `could not write ${requested} to ${file}: ${reasonOf(error)}`,
+      });
     }
     let after: number;
     try {
       after = await files.readTotal(size, numaNode);
     } catch (error) {
-      return this.#outcome(event, plan, { state: "Skipped", before, requested, ...free, file, at, message: `wrote ${requested} to ${file} but cannot read it back: ${reasonOf(error)}` });
+      return this.#outcome(event, plan, {
+        state: "Skipped",
+        before,
+        requested,
+        ...free,
+        file,
+        at,
+        message: `wrote ${requested} to ${file} but cannot read it back: ${reasonOf(error)}`,
+      });
     }
-    if (after >= requested) return this.#outcome(event, plan, { state: "Given", before, requested, after, ...free, file, at, message: `the kernel gave 1 of 1 hugepages-${size} on NUMA node ${numaNode}: nr_hugepages ${before} → ${after}` });
+    if (after >= requested)
+      return this.#outcome(event, plan, {
+        state: "Given",
+        before,
+        requested,
+        after,
+        ...free,
+        file,
+        at,
+        message: `the kernel gave 1 of 1 hugepages-${size} on NUMA node ${numaNode}: nr_hugepages ${before} → ${after}`,
+      });
     return this.#outcome(event, plan, {
       state: "Refused",
       before,
@@ -332,7 +389,16 @@ export class PoolReplacer {
   #outcome(event: MemoryErrorEvent, plan: MemoryErrorEventStatusPoolReplacement, result: PoolReplacementResult): PoolReplacementResult {
     const { log, metrics } = this.#options;
     metrics.poolReplacements.inc({ size: plan.size ?? "unknown", outcome: result.state });
-    const fields = { memoryErrorEvent: event.metadata.name, size: plan.size, numaNode: plan.numaNode, file: result.file, before: result.before, after: result.after, freeBytes: result.freeBytes, message: result.message };
+    const fields = {
+      memoryErrorEvent: event.metadata.name,
+      size: plan.size,
+      numaNode: plan.numaNode,
+      file: result.file,
+      before: result.before,
+      after: result.after,
+      freeBytes: result.freeBytes,
+      message: result.message,
+    };
     if (result.state === "Given") log.info("pool replacement: the kernel gave a hugepage", fields);
     else if (result.state === "Refused") log.warn("pool replacement: the kernel refused the hugepage", fields);
     else log.warn("pool replacement skipped", fields);

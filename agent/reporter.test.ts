@@ -10,7 +10,15 @@ import { Reporter, type EventSink } from "./reporter.ts";
 import { AgentState } from "./state.ts";
 
 function event(name: string): { event: MemoryErrorEvent; readAt: number } {
-  return { event: { apiVersion: "mce-operator.io/v1alpha1", kind: "MemoryErrorEvent", metadata: { name }, spec: { nodeName: "n", bootID: "b", observedAt: "2026-01-01T00:00:00Z", source: "Kmsg", pfn: "0x1", severity: "ActionOptional" } }, readAt: 0 };
+  return {
+    event: {
+      apiVersion: "mce-operator.io/v1alpha1",
+      kind: "MemoryErrorEvent",
+      metadata: { name },
+      spec: { nodeName: "n", bootID: "b", observedAt: "2026-01-01T00:00:00Z", source: "Kmsg", pfn: "0x1", severity: "ActionOptional" },
+    },
+    readAt: 0,
+  };
 }
 
 /** An API server that is down while `down` is set, and remembers what it stored. */
@@ -32,7 +40,14 @@ function fakeServer(): EventSink & { down: boolean; stored: string[]; attempts: 
   return server;
 }
 
-function setup(): { state: AgentState; server: ReturnType<typeof fakeServer>; clock: ManualClock; reporter: Reporter; metrics: AgentMetrics; stop: () => Promise<void> } {
+function setup(): {
+  state: AgentState;
+  server: ReturnType<typeof fakeServer>;
+  clock: ManualClock;
+  reporter: Reporter;
+  metrics: AgentMetrics;
+  stop: () => Promise<void>;
+} {
   const state = new AgentState({ dir: mkdtempSync(join(tmpdir(), "reporter-")), bootID: "b", log: memoryLogger() });
   const server = fakeServer();
   const clock = new ManualClock();

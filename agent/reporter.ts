@@ -53,9 +53,13 @@ export class Reporter {
       if (head === undefined) {
         await new Promise<void>((resolve) => {
           this.#wake = resolve;
-          signal.addEventListener("abort", () => {
-            resolve();
-          }, { once: true });
+          signal.addEventListener(
+            "abort",
+            () => {
+              resolve();
+            },
+            { once: true },
+          );
         });
         this.#wake = undefined;
         continue;
@@ -66,7 +70,11 @@ export class Reporter {
         const outcome = await sink.create(event);
         metrics.delivered.inc({ outcome });
         metrics.reportLatency.observe(Math.max(0, clock.now() - readAt) / 1000);
-        log.info(outcome === "created" ? "memory error reported" : "memory error was already reported", { ...object, pfn: event.spec.pfn, severity: event.spec.severity });
+        log.info(outcome === "created" ? "memory error reported" : "memory error was already reported", {
+          ...object,
+          pfn: event.spec.pfn,
+          severity: event.spec.severity,
+        });
         state.remove(event.metadata.name);
         delay = backoff.initialMs;
       } catch (error) {

@@ -7,7 +7,15 @@ import { memoryLogger } from "./log.ts";
 import { AgentState } from "./state.ts";
 
 function event(name: string, severity: MemoryErrorEvent["spec"]["severity"] = "ActionOptional"): { event: MemoryErrorEvent; readAt: number } {
-  return { event: { apiVersion: "mce-operator.io/v1alpha1", kind: "MemoryErrorEvent", metadata: { name }, spec: { nodeName: "n", bootID: "b", observedAt: "2026-01-01T00:00:00Z", source: "Kmsg", pfn: "0x1", severity } }, readAt: 0 };
+  return {
+    event: {
+      apiVersion: "mce-operator.io/v1alpha1",
+      kind: "MemoryErrorEvent",
+      metadata: { name },
+      spec: { nodeName: "n", bootID: "b", observedAt: "2026-01-01T00:00:00Z", source: "Kmsg", pfn: "0x1", severity },
+    },
+    readAt: 0,
+  };
 }
 
 const names = (state: AgentState): string[] => state.queue.map((q) => q.event.metadata.name);

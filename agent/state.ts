@@ -53,8 +53,15 @@ export class AgentState {
     const saved = load(this.#path, log);
     // kmsg sequences restart with every boot; events of the old boot still wait to be delivered.
     const sameBoot = saved?.bootID === bootID;
-    if (saved !== undefined && !sameBoot) log.info("new boot since the last run: kernel cursors start over", { previousBootID: saved.bootID, bootID, queued: saved.queue.length });
-    this.#data = { version: 1, bootID, cursors: sameBoot ? saved.cursors : {}, queue: saved?.queue ?? [], poolWrites: sameBoot ? (saved.poolWrites ?? {}) : {} };
+    if (saved !== undefined && !sameBoot)
+      log.info("new boot since the last run: kernel cursors start over", { previousBootID: saved.bootID, bootID, queued: saved.queue.length });
+    this.#data = {
+      version: 1,
+      bootID,
+      cursors: sameBoot ? saved.cursors : {},
+      queue: saved?.queue ?? [],
+      poolWrites: sameBoot ? (saved.poolWrites ?? {}) : {},
+    };
   }
 
   cursor(source: SourceName): number | undefined {

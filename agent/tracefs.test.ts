@@ -27,7 +27,10 @@ describe("enableTraceEvents", () => {
   });
 
   it("says why when tracefs is missing or lacks the events", () => {
-    expect(enableTraceEvents(new HostFiles(mkdtempSync(join(tmpdir(), "none-"))))).toEqual({ available: false, reason: "tracefs is not mounted under the host root" });
+    expect(enableTraceEvents(new HostFiles(mkdtempSync(join(tmpdir(), "none-"))))).toEqual({
+      available: false,
+      reason: "tracefs is not mounted under the host root",
+    });
     expect(enableTraceEvents(tracefs([]))).toMatchObject({ available: false });
   });
 

@@ -21,7 +21,8 @@ export function enableTraceEvents(host: HostFiles): TracefsProbe {
     for (const event of events) writeFileSync(host.path(mount, event, "enable"), "1");
   } catch (error) {
     const code = errnoCode(error);
-    if (code === "EACCES" || code === "EPERM" || code === "EROFS") return { available: false, reason: `no permission to enable trace events (${code}); the agent needs write access to tracefs` };
+    if (code === "EACCES" || code === "EPERM" || code === "EROFS")
+      return { available: false, reason: `no permission to enable trace events (${code}); the agent needs write access to tracefs` };
     throw error;
   }
   return { available: true, dir: host.path(mount), events: events.map((event) => event.replace("events/", "")) };

@@ -36,7 +36,8 @@ const SOURCE = "agent/main.ts";
 /** Compiles the agent as the Dockerfile's build stage does; tsc emits even when it reports type errors elsewhere. */
 function buildAgent(): void {
   const result = spawnSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { encoding: "utf8" });
-  if (result.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${String(result.status)}; measuring what it emitted\n${result.stdout.slice(0, 2000)}`);
+  if (result.status !== 0)
+    console.warn(`tsc -p tsconfig.build.json exited ${String(result.status)}; measuring what it emitted\n${result.stdout.slice(0, 2000)}`);
   if (!existsSync(COMPILED)) throw new Error(`${COMPILED} was not emitted`);
 }
 
@@ -46,7 +47,15 @@ function throughputAsImageRuns(): { kmsg: Awaited<ReturnType<typeof kmsgRate>>; 
   try {
     const root = process.cwd();
     const config = join(out, "tsconfig.json");
-    writeFileSync(config, JSON.stringify({ extends: join(root, "tsconfig.build.json"), compilerOptions: { outDir: join(out, "dist"), rootDir: root, sourceMap: false, typeRoots: [join(root, "node_modules", "@types")] }, include: [join(root, "bench", "agent-throughput.ts")], exclude: [] }));
+    writeFileSync(
+      config,
+      JSON.stringify({
+        extends: join(root, "tsconfig.build.json"),
+        compilerOptions: { outDir: join(out, "dist"), rootDir: root, sourceMap: false, typeRoots: [join(root, "node_modules", "@types")] },
+        include: [join(root, "bench", "agent-throughput.ts")],
+        exclude: [],
+      }),
+    );
     const built = spawnSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", config], { encoding: "utf8" });
     if (built.status !== 0) throw new Error(`compiling bench/agent-throughput.ts failed: ${built.stdout}${built.stderr}`);
     const run = spawnSync(process.execPath, [...IMAGE_FLAGS, join(out, "dist", "bench", "agent-throughput.js")], { encoding: "utf8" });
@@ -67,7 +76,11 @@ async function idleFootprint(entries: string[]): Promise<Idle[]> {
       process.exit(130);
     });
   try {
-    spawnSync(toolPath("kubectl"), ["--kubeconfig", cluster.kubeconfig, "apply", "--server-side", "-f", "crds/memoryerrorevents.yaml", "-f", "crds/nodememoryhealths.yaml"], { stdio: "ignore" });
+    spawnSync(
+      toolPath("kubectl"),
+      ["--kubeconfig", cluster.kubeconfig, "apply", "--server-side", "-f", "crds/memoryerrorevents.yaml", "-f", "crds/nodememoryhealths.yaml"],
+      { stdio: "ignore" },
+    );
     const root = join(dir, "root");
     writeFakeHost(root, { pools: [{ size: "2Mi", numaNode: 0, total: 512, free: 256 }], earlyKill: false, recovery: true });
     for (let pid = 1; pid <= 50; pid++) writeFakeProcess(join(root, "proc"), { pid, comm: `p${pid}`, cgroup: "0::/system.slice/x.service\n" });
@@ -76,7 +89,28 @@ async function idleFootprint(entries: string[]): Promise<Idle[]> {
     const results: Idle[] = [];
     for (const [i, entry] of entries.entries()) {
       const env = entry === COMPILED ? { ...process.env, NODE_ENV: "production" } : process.env;
-      const agent = spawn(process.execPath, [...(entry === COMPILED ? IMAGE_FLAGS : []), entry, "--node-name", `bench-node-${i}`, "--kubeconfig", cluster.kubeconfig, "--host-root", root, "--state-dir", join(dir, `state-${i}`), "--replay", replay, "--metrics-port", "0", "--log-level", "warn"], { stdio: "inherit", env });
+      const agent = spawn(
+        process.execPath,
+        [
+          ...(entry === COMPILED ? IMAGE_FLAGS : []),
+          entry,
+          "--node-name",
+          `bench-node-${i}`,
+          "--kubeconfig",
+          cluster.kubeconfig,
+          "--host-root",
+          root,
+          "--state-dir",
+          join(dir, `state-${i}`),
+          "--replay",
+          replay,
+          "--metrics-port",
+          "0",
+          "--log-level",
+          "warn",
+        ],
+        { stdio: "inherit", env },
+      );
       const pid = agent.pid ?? 0;
       const ticks = (): number => {
         const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
@@ -98,7 +132,13 @@ async function idleFootprint(entries: string[]): Promise<Idle[]> {
       const rssEnd = rss();
       agent.kill("SIGTERM");
       await new Promise((resolve) => agent.once("exit", resolve));
-      results.push({ entry: [...(entry === COMPILED ? IMAGE_FLAGS : []), entry].join(" "), seconds: Number(seconds.toFixed(1)), cpuPercentOfCore: Number((cpu * 100).toFixed(2)), rssMiBMax: Number(rssMax.toFixed(1)), rssMiBEnd: Number(rssEnd.toFixed(1)) });
+      results.push({
+        entry: [...(entry === COMPILED ? IMAGE_FLAGS : []), entry].join(" "),
+        seconds: Number(seconds.toFixed(1)),
+        cpuPercentOfCore: Number((cpu * 100).toFixed(2)),
+        rssMiBMax: Number(rssMax.toFixed(1)),
+        rssMiBEnd: Number(rssEnd.toFixed(1)),
+      });
     }
     return results;
   } finally {
@@ -108,16 +148,37 @@ async function idleFootprint(entries: string[]): Promise<Idle[]> {
 }
 
 const kmsg = await kmsgRate();
-console.log(`kmsg: ${kmsg.linesPerSecond.toLocaleString("en")} lines/s read, parsed and assembled (${kmsg.lines.toLocaleString("en")} lines, ${kmsg.errors} errors)`);
+console.log(
+  `kmsg: ${kmsg.linesPerSecond.toLocaleString("en")} lines/s read, parsed and assembled (${kmsg.lines.toLocaleString("en")} lines, ${kmsg.errors} errors)`,
+);
 const index = indexCost();
-console.log(`index: ${index.processes} processes, ${index.hugepages} hugepages: full scan ${index.fullScanMs} ms, unchanged ${index.incrementalScanMs} ms, one changed ${index.oneChangedScanMs} ms`);
+console.log(
+  `index: ${index.processes} processes, ${index.hugepages} hugepages: full scan ${index.fullScanMs} ms, unchanged ${index.incrementalScanMs} ms, one changed ${index.oneChangedScanMs} ms`,
+);
 const asImage = throughputAsImageRuns();
-console.log(`with the image's node flags (${IMAGE_FLAGS.join(" ")}): kmsg ${asImage.kmsg.linesPerSecond.toLocaleString("en")} lines/s; index full scan ${asImage.index.fullScanMs} ms, unchanged ${asImage.index.incrementalScanMs} ms`);
+console.log(
+  `with the image's node flags (${IMAGE_FLAGS.join(" ")}): kmsg ${asImage.kmsg.linesPerSecond.toLocaleString("en")} lines/s; index full scan ${asImage.index.fullScanMs} ms, unchanged ${asImage.index.incrementalScanMs} ms`,
+);
 buildAgent();
 const [idle, idleTypeStripped] = await idleFootprint([COMPILED, SOURCE]);
-for (const run of [idle, idleTypeStripped]) if (run !== undefined) console.log(`idle agent (node ${run.entry}) over ${run.seconds}s: ${run.cpuPercentOfCore}% of a core, RSS max ${run.rssMiBMax} MiB (aim: under 1% and 64 MiB)`);
+for (const run of [idle, idleTypeStripped])
+  if (run !== undefined)
+    console.log(
+      `idle agent (node ${run.entry}) over ${run.seconds}s: ${run.cpuPercentOfCore}% of a core, RSS max ${run.rssMiBMax} MiB (aim: under 1% and 64 MiB)`,
+    );
 // `idle` is the agent as its image runs it.
-const result = { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? "unknown", cores: availableParallelism(), kmsg, index, imageFlags: { flags: IMAGE_FLAGS, ...asImage }, idle, idleTypeStripped, memoryMiB: Number((process.memoryUsage().rss / MiB).toFixed(1)) };
+const result = {
+  date: new Date().toISOString(),
+  node: process.version,
+  cpu: cpus()[0]?.model ?? "unknown",
+  cores: availableParallelism(),
+  kmsg,
+  index,
+  imageFlags: { flags: IMAGE_FLAGS, ...asImage },
+  idle,
+  idleTypeStripped,
+  memoryMiB: Number((process.memoryUsage().rss / MiB).toFixed(1)),
+};
 mkdirSync("bench/results", { recursive: true });
 writeFileSync("bench/results/agent.json", `${JSON.stringify(result, null, 2)}\n`);
 console.log("saved bench/results/agent.json");

@@ -18,11 +18,17 @@ const MiB = 2 ** 20;
 
 // A deterministic generator so every run decides the same stream.
 let seed = 42;
-const random = (): number => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+const random = (): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
 
 const heapBefore = process.memoryUsage().heapUsed;
 const nodes: NodeState[] = Array.from({ length: NODES }, (_, i) =>
-  node({ name: `node-${i}`, labels: { rack: `r${i % 40}` }, earlyKill: i % 2 === 0, pools: [{ size: "2Mi", numaNode: 0, total: 512, free: 256 }], allocatableBytes: { "2Mi": 1024 * MiB } }),
+  node({
+    name: `node-${i}`,
+    labels: { rack: `r${i % 40}` },
+    earlyKill: i % 2 === 0,
+    pools: [{ size: "2Mi", numaNode: 0, total: 512, free: 256 }],
+    allocatableBytes: { "2Mi": 1024 * MiB },
+  }),
 );
 const podsByNode = new Map<string, PodState[]>();
 // The agent's index: per node, hugepage head pfn → mappers.

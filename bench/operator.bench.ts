@@ -53,17 +53,37 @@ async function metric(port: number, name: string): Promise<number> {
 
 async function addNodes(rest: KubeRest, from: number, to: number): Promise<void> {
   const resources = { cpu: "64", memory: "256Gi", pods: "110", "hugepages-2Mi": "1Gi" };
-  await pool(Array.from({ length: to - from }, (_, i) => from + i), 32, (i) =>
-    rest.request("POST", "/api/v1/nodes", {
-      body: { metadata: { name: `bench-${i}`, annotations: { [kwokNodeAnnotation.key]: kwokNodeAnnotation.value }, labels: { type: "kwok", "mce-bench": "true" } }, status: { capacity: resources, allocatable: resources } },
-    }),
+  await pool(
+    Array.from({ length: to - from }, (_, i) => from + i),
+    32,
+    (i) =>
+      rest.request("POST", "/api/v1/nodes", {
+        body: {
+          metadata: { name: `bench-${i}`, annotations: { [kwokNodeAnnotation.key]: kwokNodeAnnotation.value }, labels: { type: "kwok", "mce-bench": "true" } },
+          status: { capacity: resources, allocatable: resources },
+        },
+      }),
   );
-  await pool(Array.from({ length: to - from }, (_, i) => from + i), 32, (i) =>
-    rest.request("PATCH", `${crd}/nodememoryhealths/bench-${i}`, {
-      query: { fieldManager: "bench", force: true },
-      patch: "apply",
-      body: { apiVersion: `${group}/${version}`, kind: "NodeMemoryHealth", metadata: { name: `bench-${i}` }, spec: { nodeName: `bench-${i}`, bootID: "bench", kernelVersion: "6.1.0-56-amd64", observedAt: new Date().toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total: 512, free: 256 }] } },
-    }),
+  await pool(
+    Array.from({ length: to - from }, (_, i) => from + i),
+    32,
+    (i) =>
+      rest.request("PATCH", `${crd}/nodememoryhealths/bench-${i}`, {
+        query: { fieldManager: "bench", force: true },
+        patch: "apply",
+        body: {
+          apiVersion: `${group}/${version}`,
+          kind: "NodeMemoryHealth",
+          metadata: { name: `bench-${i}` },
+          spec: {
+            nodeName: `bench-${i}`,
+            bootID: "bench",
+            kernelVersion: "6.1.0-56-amd64",
+            observedAt: new Date().toISOString(),
+            hugepagePools: [{ size: "2Mi", numaNode: 0, total: 512, free: 256 }],
+          },
+        },
+      }),
   );
   const pods = Array.from({ length: (to - from) * PODS_PER_NODE }, (_, k) => from * PODS_PER_NODE + k);
   await pool(pods, 48, (k) => {
@@ -73,7 +93,11 @@ async function addNodes(rest: KubeRest, from: number, to: number): Promise<void>
     return rest.request("POST", "/api/v1/namespaces/bench/pods", {
       body: {
         metadata: { name: `pod-${k}`, labels: { app: `app-${k % 50}`, huge: String(huge) } },
-        spec: { nodeName: node, terminationGracePeriodSeconds: 0, containers: [{ name: "app", image: "registry.k8s.io/pause:3.10", resources: { requests: resources, limits: resources } }] },
+        spec: {
+          nodeName: node,
+          terminationGracePeriodSeconds: 0,
+          containers: [{ name: "app", image: "registry.k8s.io/pause:3.10", resources: { requests: resources, limits: resources } }],
+        },
       },
     });
   });
@@ -99,9 +123,22 @@ interface Result {
 /** Starts the operator and resolves with its metrics port once its caches are synced. */
 async function startOperator(kubeconfig: string): Promise<{ child: ReturnType<typeof spawn>; port: number }> {
   // The heap limit the chart sets (operator.maxHeapMiB).
-  const child = spawn("node_modules/.bin/node", ["--max-old-space-size=256", "operator/cli.ts", "run", `--kubeconfig=${kubeconfig}`, "--namespace=mce-system", "--metrics-address=127.0.0.1", "--metrics-port=0", "--leader-elect=false", ], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child = spawn(
+    "node_modules/.bin/node",
+    [
+      "--max-old-space-size=256",
+      "operator/cli.ts",
+      "run",
+      `--kubeconfig=${kubeconfig}`,
+      "--namespace=mce-system",
+      "--metrics-address=127.0.0.1",
+      "--metrics-port=0",
+      "--leader-elect=false",
+    ],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   const port = await new Promise<number>((resolve, reject) => {
     let found = 0;
     createInterface({ input: child.stdout }).on("line", (line) => {
@@ -116,7 +153,11 @@ async function startOperator(kubeconfig: string): Promise<{ child: ReturnType<ty
   return { child, port };
 }
 
-type StormEvent = { metadata: { name: string }; spec: { observedAt: string }; status?: { decidedAt?: string; pods?: { lastAttemptAt?: string; state: string }[] } };
+type StormEvent = {
+  metadata: { name: string };
+  spec: { observedAt: string };
+  status?: { decidedAt?: string; pods?: { lastAttemptAt?: string; state: string }[] };
+};
 
 async function storm(rest: KubeRest, nodes: number, kubeconfig: string, runIndex: number): Promise<Result> {
   const startedAt = Date.now();
@@ -131,8 +172,14 @@ async function storm(rest: KubeRest, nodes: number, kubeconfig: string, runIndex
       peak = Math.max(peak, procSample(pid).rssMiB);
     }, 250);
     // Distinct hugepage pods spread over the nodes.
-    const targets = [...new Set(Array.from({ length: EVENTS }, (_, i) => Math.floor(((i * 7919) % (nodes * PODS_PER_NODE)) / HUGEPAGE_EVERY) * HUGEPAGE_EVERY))];
-    const podList = (await rest.request<{ items: { metadata: { name: string; uid: string } }[] }>("GET", "/api/v1/namespaces/bench/pods", { query: { labelSelector: "huge=true" } })).items;
+    const targets = [
+      ...new Set(Array.from({ length: EVENTS }, (_, i) => Math.floor(((i * 7919) % (nodes * PODS_PER_NODE)) / HUGEPAGE_EVERY) * HUGEPAGE_EVERY)),
+    ];
+    const podList = (
+      await rest.request<{ items: { metadata: { name: string; uid: string } }[] }>("GET", "/api/v1/namespaces/bench/pods", {
+        query: { labelSelector: "huge=true" },
+      })
+    ).items;
     const uids = new Map(podList.map((p) => [p.metadata.name, p.metadata.uid]));
     // Pods evicted by an earlier, smaller storm are gone: only those still running are targets.
     const live = targets.filter((k) => uids.has(`pod-${k}`));
@@ -160,7 +207,18 @@ async function storm(rest: KubeRest, nodes: number, kubeconfig: string, runIndex
             pageType: "huge page",
             result: "Recovered",
             hugepage: { size: "2Mi", headPfn: `0x${(pfn - 7).toString(16)}`, numaNode: 0 },
-            mappers: [{ pid: 1000 + k, command: "app", podUID: uids.get(`pod-${k}`), podNamespace: "bench", podName: `pod-${k}`, container: "app", mapping: "Private", killPolicy: "Default" }],
+            mappers: [
+              {
+                pid: 1000 + k,
+                command: "app",
+                podUID: uids.get(`pod-${k}`),
+                podNamespace: "bench",
+                podName: `pod-${k}`,
+                container: "app",
+                mapping: "Private",
+                killPolicy: "Default",
+              },
+            ],
           },
         },
       });
@@ -177,7 +235,9 @@ async function storm(rest: KubeRest, nodes: number, kubeconfig: string, runIndex
     const heapUsedMiB = (await metric(port, "nodejs_heap_size_used_bytes")) / 2 ** 20;
     const { rssMiB, cpuSeconds } = procSample(pid);
     const decision = events.flatMap((e) => (e.status?.decidedAt ? [Date.parse(e.status.decidedAt) - Date.parse(e.spec.observedAt)] : []));
-    const eviction = events.flatMap((e) => (e.status?.pods ?? []).flatMap((p) => (p.lastAttemptAt ? [Date.parse(p.lastAttemptAt) - Date.parse(e.spec.observedAt)] : [])));
+    const eviction = events.flatMap((e) =>
+      (e.status?.pods ?? []).flatMap((p) => (p.lastAttemptAt ? [Date.parse(p.lastAttemptAt) - Date.parse(e.spec.observedAt)] : [])),
+    );
     return {
       nodes,
       pods: nodes * PODS_PER_NODE,
@@ -218,7 +278,12 @@ async function main(): Promise<void> {
     for (const ns of ["bench", "mce-system"]) await rest.request("POST", "/api/v1/namespaces", { body: { metadata: { name: ns } } });
     await new Promise((r) => setTimeout(r, 2000));
     await rest.request("POST", `${crd}/containmentpolicies`, {
-      body: { apiVersion: `${group}/${version}`, kind: "ContainmentPolicy", metadata: { name: "bench" }, spec: { mode: "Enforce", escalation: { taintAfter: 100, cordonAfter: 200 }, safety: { maxEvictionsInFlight: 1000 } } },
+      body: {
+        apiVersion: `${group}/${version}`,
+        kind: "ContainmentPolicy",
+        metadata: { name: "bench" },
+        spec: { mode: "Enforce", escalation: { taintAfter: 100, cordonAfter: 200 }, safety: { maxEvictionsInFlight: 1000 } },
+      },
     });
     let have = 0;
     for (const [i, scale] of scales.entries()) {
@@ -237,7 +302,10 @@ async function main(): Promise<void> {
     stopControlPlane(cluster);
   }
   mkdirSync("bench/results", { recursive: true });
-  writeFileSync("bench/results/operator.json", `${JSON.stringify({ date: new Date().toISOString(), node: process.version, eventsPerSecond: RATE || "burst", results }, null, 2)}\n`);
+  writeFileSync(
+    "bench/results/operator.json",
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, eventsPerSecond: RATE || "burst", results }, null, 2)}\n`,
+  );
   console.log("saved bench/results/operator.json");
 }
 

@@ -73,8 +73,7 @@ class TypeWriter {
         return `${this.typeOf(singular(name), schema.items ?? {})}[]`;
       case "object":
         if (schema.properties) return this.objectType(name, schema);
-        if (typeof schema.additionalProperties === "object")
-          return `Record<string, ${this.typeOf(name, schema.additionalProperties)}>`;
+        if (typeof schema.additionalProperties === "object") return `Record<string, ${this.typeOf(name, schema.additionalProperties)}>`;
         return "Record<string, unknown>";
       default:
         return "unknown";

@@ -6,7 +6,14 @@ describe("memoryErrorEventName", () => {
     const a = memoryErrorEventName("worker-1", "6f1c1f4e-8a4b-4b1e-9d7a-3c1f0e2b9a11", 0x5205);
     expect(a).toBe("worker-1-6f1c1f4e-5205");
     expect(memoryErrorEventName("worker-1", "6f1c1f4e-8a4b-4b1e-9d7a-3c1f0e2b9a11", 0x5205)).toBe(a);
-    expect(new Set([a, memoryErrorEventName("worker-1", "6f1c1f4e-8a4b", 0x5206), memoryErrorEventName("worker-1", "7f1c1f4e", 0x5205), memoryErrorEventName("worker-2", "6f1c1f4e", 0x5205)]).size).toBe(4);
+    expect(
+      new Set([
+        a,
+        memoryErrorEventName("worker-1", "6f1c1f4e-8a4b", 0x5206),
+        memoryErrorEventName("worker-1", "7f1c1f4e", 0x5205),
+        memoryErrorEventName("worker-2", "6f1c1f4e", 0x5205),
+      ]).size,
+    ).toBe(4);
   });
 
   it("stays a valid DNS subdomain for the longest node names", () => {

@@ -9,6 +9,12 @@ export function parseQuantity(text: string): number {
 
 /** The shortest exact binary form: 2Mi, 1Gi, 4096Ki, or plain bytes. */
 export function formatBytes(bytes: number): string {
-  for (const [unit, scale] of [["Ti", 2 ** 40], ["Gi", 2 ** 30], ["Mi", 2 ** 20], ["Ki", 2 ** 10]] as const) if (bytes !== 0 && bytes % scale === 0) return `${bytes / scale}${unit}`;
+  for (const [unit, scale] of [
+    ["Ti", 2 ** 40],
+    ["Gi", 2 ** 30],
+    ["Mi", 2 ** 20],
+    ["Ki", 2 ** 10],
+  ] as const)
+    if (bytes !== 0 && bytes % scale === 0) return `${bytes / scale}${unit}`;
   return `${bytes}`;
 }

@@ -33,7 +33,15 @@ describe("generated code", () => {
 describe("runtime validation", () => {
   const event = {
     metadata: { name: "worker-1-boot-0x5205" },
-    spec: { nodeName: "worker-1", bootID: "b", observedAt: "2026-11-25T12:00:00Z", source: "Kmsg", pfn: "0x5205", severity: "ActionOptional", pageType: "a word the kernel invented tomorrow" },
+    spec: {
+      nodeName: "worker-1",
+      bootID: "b",
+      observedAt: "2026-11-25T12:00:00Z",
+      source: "Kmsg",
+      pfn: "0x5205",
+      severity: "ActionOptional",
+      pageType: "a word the kernel invented tomorrow",
+    },
   };
 
   it("accepts a valid event, keeping unknown page-type words", () => {
@@ -53,14 +61,19 @@ describe("runtime validation", () => {
   });
 
   it("refuses duplicate keys of a list-map and a missing name", () => {
-    const pools = [{ size: "2Mi", numaNode: 0, total: 1, free: 1 }, { size: "2Mi", numaNode: 0, total: 2, free: 2 }];
-    expect(() => parseResource("NodeMemoryHealth", { metadata: {}, spec: { nodeName: "n", bootID: "b", observedAt: "2026-11-25T12:00:00Z", hugepagePools: pools } }, "h")).toThrow(
-      /spec\.hugepagePools\[1\]: duplicate entry \["2Mi",0\].*metadata\.name: required value is missing/,
-    );
+    const pools = [
+      { size: "2Mi", numaNode: 0, total: 1, free: 1 },
+      { size: "2Mi", numaNode: 0, total: 2, free: 2 },
+    ];
+    expect(() =>
+      parseResource("NodeMemoryHealth", { metadata: {}, spec: { nodeName: "n", bootID: "b", observedAt: "2026-11-25T12:00:00Z", hugepagePools: pools } }, "h"),
+    ).toThrow(/spec\.hugepagePools\[1\]: duplicate entry \["2Mi",0\].*metadata\.name: required value is missing/);
   });
 
   it("applies nested defaults without touching what is set", () => {
-    const spec = applyDefaults(crdInfo.ContainmentPolicy.schema, { spec: { mode: "Enforce", escalation: { taintAfter: 3, cordonAfter: 6 } } }) as { spec: Record<string, Record<string, unknown>> };
+    const spec = applyDefaults(crdInfo.ContainmentPolicy.schema, { spec: { mode: "Enforce", escalation: { taintAfter: 3, cordonAfter: 6 } } }) as {
+      spec: Record<string, Record<string, unknown>>;
+    };
     expect(spec.spec.mode).toBe("Enforce");
     expect(spec.spec.escalation).toMatchObject({ taintAfter: 3, cordonAfter: 6, window: "24h" });
     expect(spec.spec.safety).toMatchObject({ maxUnavailableNodesPercent: 10, circuitBreaker: { maxNodeActions: 5, window: "1h" } });

@@ -64,12 +64,14 @@ function checkValue(schema: JsonSchema, value: unknown, path: string, issues: Sc
 function checkString(schema: JsonSchema, value: string, path: string, issues: SchemaIssue[]): void {
   if (schema.minLength !== undefined && value.length < schema.minLength) issues.push({ path, message: `must be at least ${schema.minLength} characters` });
   if (schema.maxLength !== undefined && value.length > schema.maxLength) issues.push({ path, message: `must be at most ${schema.maxLength} characters` });
-  if (schema.pattern && !new RegExp(schema.pattern, "u").test(value)) issues.push({ path, message: `${JSON.stringify(value)} does not match ${schema.pattern}` });
+  if (schema.pattern && !new RegExp(schema.pattern, "u").test(value))
+    issues.push({ path, message: `${JSON.stringify(value)} does not match ${schema.pattern}` });
   if (schema.format === "date-time" && !rfc3339.test(value)) issues.push({ path, message: `${JSON.stringify(value)} is not an RFC 3339 date-time` });
 }
 
 function checkList(schema: JsonSchema, value: unknown[], path: string, issues: SchemaIssue[]): void {
-  if (schema.maxItems !== undefined && value.length > schema.maxItems) issues.push({ path, message: `must have at most ${schema.maxItems} items, has ${value.length}` });
+  if (schema.maxItems !== undefined && value.length > schema.maxItems)
+    issues.push({ path, message: `must have at most ${schema.maxItems} items, has ${value.length}` });
   value.forEach((item, i) => {
     if (schema.items) checkValue(schema.items, item, `${path}[${i}]`, issues);
   });

@@ -106,7 +106,10 @@ export function assembleKernelErrors(text: string): AssembledLog {
       case "unhandlable":
       case "outside-kernel-control": {
         take(record.pfn).lines.push(result.text);
-        const words = record.type === "recovery" ? { pageType: record.pageType, result: record.result } : { pageType: record.type === "unhandlable" ? "unhandlable page" : "memory outside kernel control", result: "Ignored" };
+        const words =
+          record.type === "recovery"
+            ? { pageType: record.pageType, result: record.result }
+            : { pageType: record.type === "unhandlable" ? "unhandlable page" : "memory outside kernel control", result: "Ignored" };
         finish(record.pfn, record, "ActionOptional", words);
         break;
       }

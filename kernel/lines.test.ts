@@ -21,14 +21,29 @@ const MCE_RECORD_6_1 =
 // Every line kernel-facts.md quotes (Verbatim lines with values filled in, the observed-outcomes
 // log column, the trace output), and what it must read as.
 const KERNEL_FACTS: [string, KernelRecord][] = [
-  ["Memory failure: 0x5205: recovery action for huge page: Recovered", { type: "recovery", pfn: 0x5205, pageType: "huge page", result: "Recovered", era: "4.13+", source: "printk" }],
-  ["Memory failure: 0x3e09: Sending SIGBUS to hwp:462 due to hardware memory corruption", { type: "signal-sent", pfn: 0x3e09, command: "hwp", pid: 462, era: "4.13+" }],
-  ["Memory failure: 0x3e09: forcibly killing hwp:462 because of failure to unmap corrupted page", { type: "forcibly-killed", pfn: 0x3e09, command: "hwp", pid: 462, era: "4.13+" }],
-  ["Memory failure: 0x3e09: Cannot send advisory machine check signal to hwp:462", { type: "advisory-failed", pfn: 0x3e09, command: "hwp", pid: 462, era: "4.13+" }],
+  [
+    "Memory failure: 0x5205: recovery action for huge page: Recovered",
+    { type: "recovery", pfn: 0x5205, pageType: "huge page", result: "Recovered", era: "4.13+", source: "printk" },
+  ],
+  [
+    "Memory failure: 0x3e09: Sending SIGBUS to hwp:462 due to hardware memory corruption",
+    { type: "signal-sent", pfn: 0x3e09, command: "hwp", pid: 462, era: "4.13+" },
+  ],
+  [
+    "Memory failure: 0x3e09: forcibly killing hwp:462 because of failure to unmap corrupted page",
+    { type: "forcibly-killed", pfn: 0x3e09, command: "hwp", pid: 462, era: "4.13+" },
+  ],
+  [
+    "Memory failure: 0x3e09: Cannot send advisory machine check signal to hwp:462",
+    { type: "advisory-failed", pfn: 0x3e09, command: "hwp", pid: 462, era: "4.13+" },
+  ],
   ["Memory failure: 0x3e09: failed to unmap page (folio mapcount=2)", { type: "unmap-failed", pfn: 0x3e09, mapcount: 2, era: "4.13+" }],
   ["Memory failure: 0x3e09: unhandlable page.", { type: "unhandlable", pfn: 0x3e09, era: "4.13+" }],
   ["Memory failure: 0x3e09: memory outside kernel control", { type: "outside-kernel-control", pfn: 0x3e09, era: "4.13+" }],
-  ["MCE: Killing hwp:125 due to hardware memory corruption fault at 7f56bd805000", { type: "killed-on-access", command: "hwp", pid: 125, virtualAddress: 0x7f56bd805000 }],
+  [
+    "MCE: Killing hwp:125 due to hardware memory corruption fault at 7f56bd805000",
+    { type: "killed-on-access", command: "hwp", pid: 125, virtualAddress: 0x7f56bd805000 },
+  ],
   ["Injecting memory failure for pfn 0x100005 at process virtual address 0x7f0040000000", { type: "injected", pfn: 0x100005, virtualAddress: 0x7f0040000000 }],
   ["Injecting memory failure at pfn 0x4600", { type: "injected", pfn: 0x4600 }],
   ["Soft offlining pfn 0x4205 at process virtual address 0x7f2cec605000", { type: "soft-offline", pfn: 0x4205, virtualAddress: 0x7f2cec605000 }],
@@ -38,35 +53,75 @@ const KERNEL_FACTS: [string, KernelRecord][] = [
     "mce: [Hardware Error]: CPU 0: Machine Check Exception: 5 Bank 9: bd000000000000c0",
     { type: "mce-detail", field: "machine-check", cpu: 0, mcgStatus: "5", bank: 9, status: "bd000000000000c0", exception: true, severity: "action-optional" },
   ],
-  ["mce: [Hardware Error]: RIP !INEXACT! 10:<ffffffffac4592eb> {native_safe_halt+0xb/0x10}", { type: "mce-detail", field: "rip", text: "!INEXACT! 10:<ffffffffac4592eb> {native_safe_halt+0xb/0x10}" }],
+  [
+    "mce: [Hardware Error]: RIP !INEXACT! 10:<ffffffffac4592eb> {native_safe_halt+0xb/0x10}",
+    { type: "mce-detail", field: "rip", text: "!INEXACT! 10:<ffffffffac4592eb> {native_safe_halt+0xb/0x10}" },
+  ],
   [
     "mce: [Hardware Error]: TSC 3ed904d41 ADDR 5203000 MISC 8c",
     { type: "mce-detail", field: "tsc", tsc: "3ed904d41", address: "5203000", misc: "8c", physicalAddress: 0x5203000, pfn: 0x5203 },
   ],
-  ["mce: [Hardware Error]: PROCESSOR 0:60fb1 TIME 1795644070 SOCKET 0 APIC 0 microcode 1", { type: "mce-detail", field: "processor", text: "0:60fb1 TIME 1795644070 SOCKET 0 APIC 0 microcode 1" }],
-  ["Memory failure: 0x4600: recovery action for free huge page: Recovered", { type: "recovery", pfn: 0x4600, pageType: "free huge page", result: "Recovered", era: "4.13+", source: "printk" }],
-  ["Memory failure: 0x100005: recovery action for huge page: Failed", { type: "recovery", pfn: 0x100005, pageType: "huge page", result: "Failed", era: "4.13+", source: "printk" }],
+  [
+    "mce: [Hardware Error]: PROCESSOR 0:60fb1 TIME 1795644070 SOCKET 0 APIC 0 microcode 1",
+    { type: "mce-detail", field: "processor", text: "0:60fb1 TIME 1795644070 SOCKET 0 APIC 0 microcode 1" },
+  ],
+  [
+    "Memory failure: 0x4600: recovery action for free huge page: Recovered",
+    { type: "recovery", pfn: 0x4600, pageType: "free huge page", result: "Recovered", era: "4.13+", source: "printk" },
+  ],
+  [
+    "Memory failure: 0x100005: recovery action for huge page: Failed",
+    { type: "recovery", pfn: 0x100005, pageType: "huge page", result: "Failed", era: "4.13+", source: "printk" },
+  ],
   [
     MCE_RECORD_6_1,
-    { type: "mce-record", cpu: 0, bank: 9, status: "bd000000000000c0", address: "0000000005203000", misc: "000000000000008c", physicalAddress: 0x5203000, pfn: 0x5203, severity: "action-optional" },
+    {
+      type: "mce-record",
+      cpu: 0,
+      bank: 9,
+      status: "bd000000000000c0",
+      address: "0000000005203000",
+      misc: "000000000000008c",
+      physicalAddress: 0x5203000,
+      pfn: 0x5203,
+      severity: "action-optional",
+    },
   ],
-  ["memory_failure_event: pfn 0x5203: recovery action for huge page: Recovered", { type: "recovery", pfn: 0x5203, pageType: "huge page", result: "Recovered", era: "4.13+", source: "tracefs" }],
-  ["memory_failure_event: pfn 0x5003: recovery action for free huge page: Recovered", { type: "recovery", pfn: 0x5003, pageType: "free huge page", result: "Recovered", era: "4.13+", source: "tracefs" }],
+  [
+    "memory_failure_event: pfn 0x5203: recovery action for huge page: Recovered",
+    { type: "recovery", pfn: 0x5203, pageType: "huge page", result: "Recovered", era: "4.13+", source: "tracefs" },
+  ],
+  [
+    "memory_failure_event: pfn 0x5003: recovery action for free huge page: Recovered",
+    { type: "recovery", pfn: 0x5003, pageType: "free huge page", result: "Recovered", era: "4.13+", source: "tracefs" },
+  ],
 ];
 
 // Line shapes of other eras and paths (kernel-facts.md, "Other kernels").
 const ERAS: [string, KernelRecord][] = [
   ["MCE 0x23a200: huge page recovery: Delayed", { type: "recovery", pfn: 0x23a200, pageType: "huge", result: "Delayed", era: "2.6-3.x", source: "printk" }],
-  ["MCE 0x1234: free buddy, 2nd try page recovery: Delayed", { type: "recovery", pfn: 0x1234, pageType: "free buddy, 2nd try", result: "Delayed", era: "2.6-3.x", source: "printk" }],
-  ["MCE 0x1234: dirty LRU page recovery: Recovered", { type: "recovery", pfn: 0x1234, pageType: "dirty LRU", result: "Recovered", era: "2.6-3.x", source: "printk" }],
+  [
+    "MCE 0x1234: free buddy, 2nd try page recovery: Delayed",
+    { type: "recovery", pfn: 0x1234, pageType: "free buddy, 2nd try", result: "Delayed", era: "2.6-3.x", source: "printk" },
+  ],
+  [
+    "MCE 0x1234: dirty LRU page recovery: Recovered",
+    { type: "recovery", pfn: 0x1234, pageType: "dirty LRU", result: "Recovered", era: "2.6-3.x", source: "printk" },
+  ],
   ["MCE 0x1234: Killing hwp:462 early due to hardware memory corruption", { type: "signal-sent", pfn: 0x1234, command: "hwp", pid: 462, era: "2.6-3.x" }],
   ["MCE 0x1234: Killing hwp:462 due to hardware memory corruption", { type: "signal-sent", pfn: 0x1234, command: "hwp", pid: 462 }],
   ["MCE 0x1234: forcibly killing hwp:462 because of failure to unmap corrupted page", { type: "forcibly-killed", pfn: 0x1234, command: "hwp", pid: 462 }],
   ["MCE 0x1234: failed to unmap page (mapcount=1)", { type: "unmap-failed", pfn: 0x1234, mapcount: 1 }],
-  ["MCE 0x1234: recovery action for huge page: Recovered", { type: "recovery", pfn: 0x1234, pageType: "huge page", result: "Recovered", era: "4.1-4.12", source: "printk" }],
+  [
+    "MCE 0x1234: recovery action for huge page: Recovered",
+    { type: "recovery", pfn: 0x1234, pageType: "huge page", result: "Recovered", era: "4.1-4.12", source: "printk" },
+  ],
   ["Memory failure: 0x1234: Killing hwp:462 due to hardware memory corruption", { type: "signal-sent", pfn: 0x1234, command: "hwp", pid: 462, era: "4.13+" }],
   ["Memory failure: 0x1234: failed to unmap page (mapcount=1)", { type: "unmap-failed", pfn: 0x1234, mapcount: 1, era: "4.13+" }],
-  ["0x1234: recovery action for huge page: Recovered", { type: "recovery", pfn: 0x1234, pageType: "huge page", result: "Recovered", era: "4.13+", source: "printk" }],
+  [
+    "0x1234: recovery action for huge page: Recovered",
+    { type: "recovery", pfn: 0x1234, pageType: "huge page", result: "Recovered", era: "4.13+", source: "printk" },
+  ],
   ["0x1234: Sending SIGBUS to hwp:462 due to hardware memory corruption", { type: "signal-sent", pfn: 0x1234, command: "hwp", pid: 462, era: "4.13+" }],
   ["Injecting memory failure for page 23a200 at 7f0040000000", { type: "injected", pfn: 0x23a200, virtualAddress: 0x7f0040000000 }],
   ["Injecting memory failure at pfn 23a000", { type: "injected", pfn: 0x23a000 }],
@@ -115,11 +170,31 @@ const ERAS: [string, KernelRecord][] = [
   ["mce: [Hardware Error]: Run the above through 'mcelog --ascii'", { type: "mce-detail", field: "note", text: "Run the above through 'mcelog --ascii'" }],
   [
     "mce_record: CPU: 0, MCGc/s: 100010a/5, MC9: bd000000000000c0, ADDR/MISC: 0000000005203000/000000000000008c, RIP: 10:<ffffffffac4592eb>, TSC: 3ed904d41, PROCESSOR: 0:60fb1, TIME: 1795644070, SOCKET: 0, APIC: 0",
-    { type: "mce-record", cpu: 0, bank: 9, status: "bd000000000000c0", address: "0000000005203000", misc: "000000000000008c", physicalAddress: 0x5203000, pfn: 0x5203, severity: "action-optional" },
+    {
+      type: "mce-record",
+      cpu: 0,
+      bank: 9,
+      status: "bd000000000000c0",
+      address: "0000000005203000",
+      misc: "000000000000008c",
+      physicalAddress: 0x5203000,
+      pfn: 0x5203,
+      severity: "action-optional",
+    },
   ],
   [
     "mce_record: CPU: 2, MCGc/s: 100010a/5, MC9: bd000000000000c0, IPID: 0000000000000000, ADDR: 0000000005203000, MISC: 000000000000008c, SYND: 0000000000000000, RIP: 10:<ffffffffac4592eb>",
-    { type: "mce-record", cpu: 2, bank: 9, status: "bd000000000000c0", address: "0000000005203000", misc: "000000000000008c", physicalAddress: 0x5203000, pfn: 0x5203, severity: "action-optional" },
+    {
+      type: "mce-record",
+      cpu: 2,
+      bank: 9,
+      status: "bd000000000000c0",
+      address: "0000000005203000",
+      misc: "000000000000008c",
+      physicalAddress: 0x5203000,
+      pfn: 0x5203,
+      severity: "action-optional",
+    },
   ],
   // ADDRV clear: the address field is noise and must not become a pfn.
   [
@@ -176,11 +251,30 @@ describe("parseKernelLine", () => {
 
   describe("page-type and result words", () => {
     const CURRENT = [
-      "reserved kernel page", "high-order kernel page", "huge page", "free huge page", "get hwpoison page", "unmapping failed page",
-      "dirty swapcache page", "clean swapcache page", "dirty mlocked LRU page", "clean mlocked LRU page", "dirty unevictable LRU page",
-      "clean unevictable LRU page", "dirty LRU page", "clean LRU page", "already truncated LRU page", "free buddy page", "dax page",
-      "unsplit thp", "already poisoned page", "unknown page", "kernel slab page", "huge page already hardware poisoned",
-      "non-pmd-sized huge page", "different compound page after locking",
+      "reserved kernel page",
+      "high-order kernel page",
+      "huge page",
+      "free huge page",
+      "get hwpoison page",
+      "unmapping failed page",
+      "dirty swapcache page",
+      "clean swapcache page",
+      "dirty mlocked LRU page",
+      "clean mlocked LRU page",
+      "dirty unevictable LRU page",
+      "clean unevictable LRU page",
+      "dirty LRU page",
+      "clean LRU page",
+      "already truncated LRU page",
+      "free buddy page",
+      "dax page",
+      "unsplit thp",
+      "already poisoned page",
+      "unknown page",
+      "kernel slab page",
+      "huge page already hardware poisoned",
+      "non-pmd-sized huge page",
+      "different compound page after locking",
     ];
     it.each(CURRENT)("keeps %j", (pageType) => {
       expect(recordOf(`Memory failure: 0x1: recovery action for ${pageType}: Ignored`)).toMatchObject({ pageType, result: "Ignored" });
@@ -199,7 +293,10 @@ describe("parseKernelLine", () => {
 
   describe("lines of a known shape that are damaged", () => {
     it.each<[string, RegExp]>([
-      ["Memory failure: 0xZZ: recovery action for huge page: Recovered", /^pfn '0xZZ' is not hexadecimal in 'Memory failure: %#lx: recovery action for %s: %s'$/],
+      [
+        "Memory failure: 0xZZ: recovery action for huge page: Recovered",
+        /^pfn '0xZZ' is not hexadecimal in 'Memory failure: %#lx: recovery action for %s: %s'$/,
+      ],
       ["Memory failure: 0x5205: recovery action for huge page", /does not match 'Memory failure: %#lx: recovery action for %s: %s'/],
       ["Memory failure: 0x5205: Sending SIGBUS to hwp:abc due to hardware memory corruption", /pid 'abc' is not a decimal integer/],
       ["Memory failure: 0x5205: Sending SIGBUS to hwp due to hardware memory corruption", /does not match 'Memory failure: %#lx: Sending SIGBUS to %s:%d/],
@@ -307,14 +404,8 @@ describe("log prefixes", () => {
   });
 
   it.each<[string, StrippedLine]>([
-    [
-      "3,1234,5678901,-;Memory failure: x",
-      { text: "Memory failure: x", kmsg: { priority: 3, facility: 0, level: 3, sequence: 1234, timestampUsec: 5678901 } },
-    ],
-    [
-      "12,77,99,-,caller=T54990;hello",
-      { text: "hello", kmsg: { priority: 12, facility: 1, level: 4, sequence: 77, timestampUsec: 99 }, callerId: "T54990" },
-    ],
+    ["3,1234,5678901,-;Memory failure: x", { text: "Memory failure: x", kmsg: { priority: 3, facility: 0, level: 3, sequence: 1234, timestampUsec: 5678901 } }],
+    ["12,77,99,-,caller=T54990;hello", { text: "hello", kmsg: { priority: 12, facility: 1, level: 4, sequence: 77, timestampUsec: 99 }, callerId: "T54990" }],
     ["[  123.456789] x", { text: "x", timestamp: "123.456789" }],
     ["[  123.456789][    C1] x", { text: "x", timestamp: "123.456789", callerId: "C1" }],
     ["[  123.456789] [T54990] x", { text: "x", timestamp: "123.456789", callerId: "T54990" }],
@@ -341,8 +432,16 @@ describe("log prefixes", () => {
 
 describe("MCi_STATUS", () => {
   const NONE: MciStatus = {
-    valid: false, overflow: false, uncorrected: false, enabled: false, miscValid: false, addrValid: false,
-    pcc: false, signaled: false, actionRequired: false, errorCode: 0,
+    valid: false,
+    overflow: false,
+    uncorrected: false,
+    enabled: false,
+    miscValid: false,
+    addrValid: false,
+    pcc: false,
+    signaled: false,
+    actionRequired: false,
+    errorCode: 0,
   };
 
   it("decodes the status kernel-facts.md injects (SRAO memory scrub)", () => {
@@ -450,11 +549,51 @@ describe("parseKernelLog", () => {
 describe("properties", () => {
   // Pieces of real lines, so that random text reaches deep into the grammar.
   const FRAGMENTS = [
-    "Memory failure: ", "MCE ", "MCE: ", "mce: ", "[Hardware Error]: ", "0x", "5205", "ZZ", ": ", ":", " ", "recovery action for ",
-    "huge page", "Recovered", "Sending SIGBUS to ", " due to hardware memory corruption", " fault at ", "Killing ", "hwp", "462",
-    "soft offline: ", "Soft offlining pfn ", "Unpoison: ", "Injecting memory failure ", "at pfn ", " page recovery: ",
-    "CPU 0: Machine Check Exception: ", " Bank 9: ", "bd000000000000c0", "TSC ", " ADDR ", " MISC ", "memory_failure_event: pfn ",
-    "mce_record: ", "MC9: ", ", ", "ADDR/MISC: ", "/", "[  1.5] ", "3,1,2,-;", "kernel: ", "(folio mapcount=", ")", "\n", "\u2028",
+    "Memory failure: ",
+    "MCE ",
+    "MCE: ",
+    "mce: ",
+    "[Hardware Error]: ",
+    "0x",
+    "5205",
+    "ZZ",
+    ": ",
+    ":",
+    " ",
+    "recovery action for ",
+    "huge page",
+    "Recovered",
+    "Sending SIGBUS to ",
+    " due to hardware memory corruption",
+    " fault at ",
+    "Killing ",
+    "hwp",
+    "462",
+    "soft offline: ",
+    "Soft offlining pfn ",
+    "Unpoison: ",
+    "Injecting memory failure ",
+    "at pfn ",
+    " page recovery: ",
+    "CPU 0: Machine Check Exception: ",
+    " Bank 9: ",
+    "bd000000000000c0",
+    "TSC ",
+    " ADDR ",
+    " MISC ",
+    "memory_failure_event: pfn ",
+    "mce_record: ",
+    "MC9: ",
+    ", ",
+    "ADDR/MISC: ",
+    "/",
+    "[  1.5] ",
+    "3,1,2,-;",
+    "kernel: ",
+    "(folio mapcount=",
+    ")",
+    "\n",
+    "\u2028",
   ];
   const fragmentLines = fc.array(fc.constantFrom(...FRAGMENTS), { maxLength: 16 }).map((pieces) => pieces.join(""));
   const anyLine = fc.oneof(fc.string({ unit: "binary", maxLength: 300 }), fragmentLines);

@@ -139,9 +139,7 @@ export type KernelRecord =
   | MceTraceRecord;
 
 export type KernelLineResult =
-  | { kind: "ignored" }
-  | { kind: "record"; record: KernelRecord; text: string }
-  | { kind: "unrecognized"; text: string; reason: string };
+  { kind: "ignored" } | { kind: "record"; record: KernelRecord; text: string } | { kind: "unrecognized"; text: string; reason: string };
 
 export interface KernelLogEntry {
   /** 1-based line number in the text. */

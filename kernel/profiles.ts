@@ -75,7 +75,8 @@ export interface ProfileChoice {
 export function selectProfile(kernelRelease: string | undefined, override?: string): ProfileChoice {
   if (override) {
     const named = [...kernelProfiles, conservativeProfile].find((p) => p.name === override);
-    if (!named) throw new Error(`unknown kernel profile ${JSON.stringify(override)}; known: ${[...kernelProfiles, conservativeProfile].map((p) => p.name).join(", ")}`);
+    if (!named)
+      throw new Error(`unknown kernel profile ${JSON.stringify(override)}; known: ${[...kernelProfiles, conservativeProfile].map((p) => p.name).join(", ")}`);
     return { profile: named, verified: named.measured, reason: `profile ${named.name} named by the policy` };
   }
   const version = kernelRelease ? kernelMajorMinor(kernelRelease) : undefined;
@@ -89,6 +90,8 @@ export function selectProfile(kernelRelease: string | undefined, override?: stri
   return {
     profile,
     verified: profile.measured,
-    reason: profile.measured ? `kernel ${kernelRelease ?? ""} matches measured profile ${profile.name}` : `kernel ${kernelRelease ?? ""} matches profile ${profile.name}, read from source but not measured: unverified`,
+    reason: profile.measured
+      ? `kernel ${kernelRelease ?? ""} matches measured profile ${profile.name}`
+      : `kernel ${kernelRelease ?? ""} matches profile ${profile.name}, read from source but not measured: unverified`,
   };
 }

@@ -23,7 +23,11 @@ export function runSimulate(args: string[]): { code: number; stdout: string; std
   const files = args.filter((a, i) => !a.startsWith("--") && (outputAt < 0 || i !== outputAt + 1));
   const [file] = files;
   if (files.length !== 1 || !file || (output !== "text" && output !== "json"))
-    return { code: 2, stdout: "", stderr: `${files.length !== 1 ? "expected one scenario file" : `--output must be text or json, got ${String(output)}`}\n${usage}\n` };
+    return {
+      code: 2,
+      stdout: "",
+      stderr: `${files.length !== 1 ? "expected one scenario file" : `--output must be text or json, got ${String(output)}`}\n${usage}\n`,
+    };
   let text: string;
   try {
     text = readFileSync(file, "utf8");

@@ -198,7 +198,8 @@ export class Controller {
   /** A node's capacity, pools or pods changed: its events may now finish or release quarantine. */
   private nodeChanged(nodeName: string): void {
     this.enqueue(`node/${nodeName}`);
-    for (const e of this.state.eventsOn(nodeName)) if (e.status?.phase === "Pending" || e.status?.quarantine?.some((q) => q.state === "Quarantined")) this.enqueue(`event/${e.metadata.name}`);
+    for (const e of this.state.eventsOn(nodeName))
+      if (e.status?.phase === "Pending" || e.status?.quarantine?.some((q) => q.state === "Quarantined")) this.enqueue(`event/${e.metadata.name}`);
   }
 
   private async work(key: string): Promise<{ requeueAfterMs?: number } | undefined> {

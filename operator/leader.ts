@@ -64,7 +64,13 @@ export class LeaderElector {
   async tryAcquireOrRenew(): Promise<boolean> {
     const { clock, identity, namespace, name, leaseDurationMs } = this.options;
     const now = clock.now();
-    const spec: LeaseSpec = { holderIdentity: identity, leaseDurationSeconds: Math.ceil(leaseDurationMs / 1000), acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0 };
+    const spec: LeaseSpec = {
+      holderIdentity: identity,
+      leaseDurationSeconds: Math.ceil(leaseDurationMs / 1000),
+      acquireTime: microTime(now),
+      renewTime: microTime(now),
+      leaseTransitions: 0,
+    };
     const current = await this.client.get();
     if (!current) {
       await this.client.create({ metadata: { name, namespace }, spec });
@@ -120,6 +126,9 @@ export class LeaderElector {
     this.leading = false;
     const current = await this.client.get();
     if (current?.spec.holderIdentity !== this.options.identity) return;
-    await this.client.replace({ metadata: current.metadata, spec: { ...current.spec, holderIdentity: "", leaseDurationSeconds: 1, renewTime: microTime(this.options.clock.now()) } });
+    await this.client.replace({
+      metadata: current.metadata,
+      spec: { ...current.spec, holderIdentity: "", leaseDurationSeconds: 1, renewTime: microTime(this.options.clock.now()) },
+    });
   }
 }

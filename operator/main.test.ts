@@ -4,7 +4,17 @@ import { parseConfig } from "./main.ts";
 describe("operator configuration", () => {
   it("has defaults a cluster install can run with", () => {
     const c = parseConfig([], { POD_NAMESPACE: "mce", POD_NAME: "mce-operator-abc" });
-    expect(c).toMatchObject({ namespace: "mce", identity: "mce-operator-abc", metricsPort: 8080, leaderElect: true, leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, concurrency: 16, resyncMs: 300_000 });
+    expect(c).toMatchObject({
+      namespace: "mce",
+      identity: "mce-operator-abc",
+      metricsPort: 8080,
+      leaderElect: true,
+      leaseDurationMs: 15_000,
+      renewDeadlineMs: 10_000,
+      retryPeriodMs: 2_000,
+      concurrency: 16,
+      resyncMs: 300_000,
+    });
   });
 
   it("reads flags first, then MCE_ environment variables", () => {

@@ -95,7 +95,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorCon
     return text === "true";
   };
   const logLevel = get("log-level") ?? "info";
-  if (!["debug", "info", "warn", "error"].includes(logLevel)) throw new ConfigError(`--log-level: ${JSON.stringify(logLevel)} is not debug, info, warn or error`);
+  if (!["debug", "info", "warn", "error"].includes(logLevel))
+    throw new ConfigError(`--log-level: ${JSON.stringify(logLevel)} is not debug, info, warn or error`);
   const config: OperatorConfig = {
     kubeconfig: get("kubeconfig") ?? env.KUBECONFIG,
     namespace: get("namespace") ?? env.POD_NAMESPACE ?? "mce-system",
@@ -126,15 +127,25 @@ export interface RunningOperator {
   stop(): Promise<void>;
 }
 
-export async function startOperator(config: OperatorConfig, log: Logger = jsonLogger(config.logLevel, { component: "mce-operator" })): Promise<RunningOperator> {
+export async function startOperator(
+  config: OperatorConfig,
+  log: Logger = jsonLogger(config.logLevel, { component: "mce-operator" }),
+): Promise<RunningOperator> {
   const kubeConfig = new KubeConfig();
   if (config.kubeconfig) kubeConfig.loadFromFile(config.kubeconfig);
   else kubeConfig.loadFromCluster();
   const rest = new KubeRest(kubeConfig);
   const metrics = new OperatorMetrics();
-  rest.onRequest = (verb) => { metrics.apiRequests.inc({ verb }); };
+  rest.onRequest = (verb) => {
+    metrics.apiRequests.inc({ verb });
+  };
   const actions = new KubeActions(rest, { quarantinePriorityClass: config.quarantinePriorityClass });
-  const controller = new Controller(rest, actions, metrics, log, { namespace: config.namespace, concurrency: config.concurrency, resyncMs: config.resyncMs, clock: systemClock });
+  const controller = new Controller(rest, actions, metrics, log, {
+    namespace: config.namespace,
+    concurrency: config.concurrency,
+    resyncMs: config.resyncMs,
+    clock: systemClock,
+  });
   const elector = config.leaderElect
     ? new LeaderElector(new KubeLeases(rest, config.namespace, config.leaseName), {
         identity: config.identity,
@@ -179,7 +190,12 @@ export async function startOperator(config: OperatorConfig, log: Logger = jsonLo
   });
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : config.metricsPort;
-  log.info("operator started", { identity: config.identity, namespace: config.namespace, metrics: `${config.metricsAddress}:${port}`, leaderElect: config.leaderElect });
+  log.info("operator started", {
+    identity: config.identity,
+    namespace: config.namespace,
+    metrics: `${config.metricsAddress}:${port}`,
+    leaderElect: config.leaderElect,
+  });
 
   controller.start();
   if (elector) elector.start();
@@ -196,9 +212,11 @@ export async function startOperator(config: OperatorConfig, log: Logger = jsonLo
       await elector?.release().catch((e: unknown) => {
         log.warn("could not release the lease", { error: e });
       });
-      await new Promise<void>((resolve) => server.close(() => {
-        resolve();
-      }));
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
       log.info("operator stopped", { identity: config.identity });
     },
   };

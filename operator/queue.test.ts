@@ -9,11 +9,14 @@ describe("WorkQueue", () => {
     const seen: string[] = [];
     let release: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const q = new WorkQueue(async (key) => {
-      seen.push(key);
-      if (key === "block") await gate;
-      return undefined;
-    }, { concurrency: 1, clock: new FakeClock() });
+    const q = new WorkQueue(
+      async (key) => {
+        seen.push(key);
+        if (key === "block") await gate;
+        return undefined;
+      },
+      { concurrency: 1, clock: new FakeClock() },
+    );
     q.add("block");
     for (let i = 0; i < 5; i++) q.add("a");
     expect(q.depth).toBe(2);
@@ -26,15 +29,18 @@ describe("WorkQueue", () => {
     let running = 0;
     let most = 0;
     let runs = 0;
-    const q = new WorkQueue(async () => {
-      running += 1;
-      most = Math.max(most, running);
-      runs += 1;
-      if (runs === 1) q.add("k");
-      await tick();
-      running -= 1;
-      return undefined;
-    }, { concurrency: 4, clock: new FakeClock() });
+    const q = new WorkQueue(
+      async () => {
+        running += 1;
+        most = Math.max(most, running);
+        runs += 1;
+        if (runs === 1) q.add("k");
+        await tick();
+        running -= 1;
+        return undefined;
+      },
+      { concurrency: 4, clock: new FakeClock() },
+    );
     q.add("k");
     await q.idle();
     await q.idle();
@@ -44,13 +50,16 @@ describe("WorkQueue", () => {
   it("bounds concurrency", async () => {
     let running = 0;
     let most = 0;
-    const q = new WorkQueue(async () => {
-      running += 1;
-      most = Math.max(most, running);
-      await tick();
-      running -= 1;
-      return undefined;
-    }, { concurrency: 3, clock: new FakeClock() });
+    const q = new WorkQueue(
+      async () => {
+        running += 1;
+        most = Math.max(most, running);
+        await tick();
+        running -= 1;
+        return undefined;
+      },
+      { concurrency: 3, clock: new FakeClock() },
+    );
     for (let i = 0; i < 20; i++) q.add(`k${i}`);
     await q.idle();
     expect(most).toBe(3);
@@ -60,10 +69,13 @@ describe("WorkQueue", () => {
     const clock = new FakeClock();
     let calls = 0;
     const delays: number[] = [];
-    const q = new WorkQueue(() => {
-      calls += 1;
-      return calls <= 3 ? Promise.reject(new Error("API server down")) : Promise.resolve(undefined);
-    }, { concurrency: 1, baseDelayMs: 100, clock });
+    const q = new WorkQueue(
+      () => {
+        calls += 1;
+        return calls <= 3 ? Promise.reject(new Error("API server down")) : Promise.resolve(undefined);
+      },
+      { concurrency: 1, baseDelayMs: 100, clock },
+    );
     q.onError = (_key, _error, delay) => delays.push(delay);
     q.add("k");
     for (let i = 0; i < 4; i++) {
@@ -78,10 +90,13 @@ describe("WorkQueue", () => {
   it("keeps the earlier time when a waiting key is added again later", async () => {
     const clock = new FakeClock();
     let calls = 0;
-    const q = new WorkQueue(() => {
-      calls += 1;
-      return Promise.resolve(undefined);
-    }, { concurrency: 1, clock });
+    const q = new WorkQueue(
+      () => {
+        calls += 1;
+        return Promise.resolve(undefined);
+      },
+      { concurrency: 1, clock },
+    );
     q.addAfter("k", 1000);
     clock.advance(900);
     q.addAfter("k", 1000);

@@ -19,7 +19,14 @@ function health(node: string): NodeMemoryHealth {
     "NodeMemoryHealth",
     {
       metadata: { name: node, generation: 1 },
-      spec: { nodeName: node, bootID: "boot-1", kernelVersion: "6.1.0-56-amd64", observedAt: "2026-11-25T11:59:00Z", hugepagePools: [{ size: "2Mi", numaNode: 0, total: 32, free: 16 }], capabilities: { earlyKill: false } },
+      spec: {
+        nodeName: node,
+        bootID: "boot-1",
+        kernelVersion: "6.1.0-56-amd64",
+        observedAt: "2026-11-25T11:59:00Z",
+        hugepagePools: [{ size: "2Mi", numaNode: 0, total: 32, free: 16 }],
+        capabilities: { earlyKill: false },
+      },
     },
     node,
   );
@@ -40,7 +47,18 @@ function memoryEvent(name: string, node: string, mappers: { pod: string; shared?
         pageType: "huge page",
         result: "Recovered",
         hugepage: { size: "2Mi", headPfn: "0x5200" },
-        mappers: mappers.map((m, i) => ({ pid: 100 + i, command: m.pod, podUID: `uid-${m.pod}`, podNamespace: "apps", podName: m.pod, container: "main", mapping: m.shared ? "Shared" : "Private", killPolicy: "Default", virtualStart: "0x7f0000200000", virtualEnd: "0x7f0000400000" })),
+        mappers: mappers.map((m, i) => ({
+          pid: 100 + i,
+          command: m.pod,
+          podUID: `uid-${m.pod}`,
+          podNamespace: "apps",
+          podName: m.pod,
+          container: "main",
+          mapping: m.shared ? "Shared" : "Private",
+          killPolicy: "Default",
+          virtualStart: "0x7f0000200000",
+          virtualEnd: "0x7f0000400000",
+        })),
         ...extra,
       },
     },
@@ -48,7 +66,13 @@ function memoryEvent(name: string, node: string, mappers: { pod: string; shared?
   );
 }
 
-function addPod(state: ClusterState, name: string, node: string, annotations: Record<string, string> = {}, labels: Record<string, string> = { app: name }): void {
+function addPod(
+  state: ClusterState,
+  name: string,
+  node: string,
+  annotations: Record<string, string> = {},
+  labels: Record<string, string> = { app: name },
+): void {
   state.upsertPod(
     `apps/${name}`,
     podInfo({
@@ -80,7 +104,11 @@ describe("Reconciler", () => {
     cluster = new FakeCluster();
     now = T0 + 100;
     enqueued.length = 0;
-    reconciler = new Reconciler(state, cluster, new OperatorMetrics(false), silentLogger, { namespace: "mce-system", now: () => now, enqueueNode: (n) => enqueued.push(n) });
+    reconciler = new Reconciler(state, cluster, new OperatorMetrics(false), silentLogger, {
+      namespace: "mce-system",
+      now: () => now,
+      enqueueNode: (n) => enqueued.push(n),
+    });
     state.policies.set("default", policy());
     addNode(state, "worker-1");
   });
@@ -126,7 +154,10 @@ describe("Reconciler", () => {
   it("deletes only when the policy opts in to the fallback, after deleteAfter", async () => {
     state.policies.set("default", policy({ podActions: { eviction: { fallbackToDelete: true, deleteAfter: "1m", backoff: "1s" } } }));
     addPod(state, "dpdk", "worker-1");
-    cluster.evictionAnswers.set("apps/dpdk", Array.from({ length: 100 }, () => ({ kind: "blocked" as const, message: "429" })));
+    cluster.evictionAnswers.set(
+      "apps/dpdk",
+      Array.from({ length: 100 }, () => ({ kind: "blocked" as const, message: "429" })),
+    );
     hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     for (let i = 0; i < 12; i++) {
       await reconciler.reconcileEvent("e1");
@@ -139,7 +170,10 @@ describe("Reconciler", () => {
   it("gives up after maxAttempts and fails the event, never deleting", async () => {
     state.policies.set("default", policy({ podActions: { eviction: { maxAttempts: 2, backoff: "1s" } } }));
     addPod(state, "dpdk", "worker-1");
-    cluster.evictionAnswers.set("apps/dpdk", Array.from({ length: 10 }, () => ({ kind: "blocked" as const, message: "429" })));
+    cluster.evictionAnswers.set(
+      "apps/dpdk",
+      Array.from({ length: 10 }, () => ({ kind: "blocked" as const, message: "429" })),
+    );
     hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     for (let i = 0; i < 5; i++) {
       await reconciler.reconcileEvent("e1");
@@ -159,8 +193,14 @@ describe("Reconciler", () => {
     const event = state.events.get("e1");
     if (!event || !inProgress) throw new Error("missing");
     hold({ ...event, status: inProgress });
-    state.upsertPod("apps/dpdk", { ...podInfo({ metadata: { name: "dpdk", namespace: "apps", uid: "uid-dpdk", deletionTimestamp: "2026-11-25T12:00:01Z" }, spec: { nodeName: "worker-1" } }) });
-    const restarted = new Reconciler(state, cluster, new OperatorMetrics(false), silentLogger, { namespace: "mce-system", now: () => now, enqueueNode: () => undefined });
+    state.upsertPod("apps/dpdk", {
+      ...podInfo({ metadata: { name: "dpdk", namespace: "apps", uid: "uid-dpdk", deletionTimestamp: "2026-11-25T12:00:01Z" }, spec: { nodeName: "worker-1" } }),
+    });
+    const restarted = new Reconciler(state, cluster, new OperatorMetrics(false), silentLogger, {
+      namespace: "mce-system",
+      now: () => now,
+      enqueueNode: () => undefined,
+    });
     await restarted.reconcileEvent("e1");
     expect(cluster.effects.filter((c) => c.startsWith("evict"))).toHaveLength(1);
     expect(cluster.eventStatus.get("e1")?.pods?.[0]?.state).toBe("Done");
@@ -174,7 +214,22 @@ describe("Reconciler", () => {
     expect(result?.requeueAfterMs).toBe(60_000 - 100 + 100);
     const event = state.events.get("e1");
     if (!event?.status) throw new Error("missing");
-    hold({ ...event, status: { ...event.status, earlySignals: [{ uid: "uid-cache", state: "Done", signal: "SIGUSR1", pids: [100], lostRanges: ["0x7f0000200000-0x7f0000400000"], message: "sent SIGUSR1 to pid 100" }] } });
+    hold({
+      ...event,
+      status: {
+        ...event.status,
+        earlySignals: [
+          {
+            uid: "uid-cache",
+            state: "Done",
+            signal: "SIGUSR1",
+            pids: [100],
+            lostRanges: ["0x7f0000200000-0x7f0000400000"],
+            message: "sent SIGUSR1 to pid 100",
+          },
+        ],
+      },
+    });
     await reconciler.reconcileEvent("e1");
     expect(cluster.eventStatus.get("e1")).toMatchObject({ phase: "Contained", pods: [{ state: "Done" }] });
     expect(cluster.effects.some((c) => c.startsWith("evict"))).toBe(false);
@@ -194,14 +249,23 @@ describe("Reconciler", () => {
     await reconciler.reconcileEvent("e1");
     const name = quarantinePodName("e1", "2Mi");
     expect(cluster.quarantinePods.has(`mce-system/${name}`)).toBe(true);
-    state.upsertPod(`mce-system/${name}`, podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }));
+    state.upsertPod(
+      `mce-system/${name}`,
+      podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }),
+    );
     // Still stale: nothing happens.
     await reconciler.reconcileEvent("e1");
     expect(cluster.effects.filter((c) => c.startsWith("delete"))).toEqual([]);
     // The agent reports the shrunken pool and the kubelet restarted with it.
     const h = health("worker-1");
-    state.health.set("worker-1", { ...h, spec: { ...h.spec, observedAt: new Date(now).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total: 31, free: 15 }] } });
-    state.nodes.set("worker-1", { ...(state.nodes.get("worker-1") ?? { name: "worker-1", labels: {}, unschedulable: false, cordonedByUs: false, taintKeys: [] }), allocatableBytes: { "2Mi": 62 * MiB } });
+    state.health.set("worker-1", {
+      ...h,
+      spec: { ...h.spec, observedAt: new Date(now).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total: 31, free: 15 }] },
+    });
+    state.nodes.set("worker-1", {
+      ...(state.nodes.get("worker-1") ?? { name: "worker-1", labels: {}, unschedulable: false, cordonedByUs: false, taintKeys: [] }),
+      allocatableBytes: { "2Mi": 62 * MiB },
+    });
     await reconciler.reconcileEvent("e1");
     expect(cluster.effects).toContain(`delete mce-system/${name}`);
     expect(cluster.eventStatus.get("e1")?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Released" }]);
@@ -212,11 +276,18 @@ describe("Reconciler", () => {
     const agentReports = (name: string, result: Record<string, unknown>): void => {
       const event = state.events.get(name);
       if (!event?.status) throw new Error(`no status on ${name}`);
-      hold({ ...event, metadata: { ...event.metadata, resourceVersion: String(Date.now()) }, status: { ...event.status, poolReplacementResult: { at: new Date(now).toISOString(), ...result } as never } });
+      hold({
+        ...event,
+        metadata: { ...event.metadata, resourceVersion: String(Date.now()) },
+        status: { ...event.status, poolReplacementResult: { at: new Date(now).toISOString(), ...result } as never },
+      });
     };
     const reportPool = (total: number): void => {
       const h = health("worker-1");
-      state.health.set("worker-1", { ...h, spec: { ...h.spec, observedAt: new Date(now).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total, free: total - 16 }] } });
+      state.health.set("worker-1", {
+        ...h,
+        spec: { ...h.spec, observedAt: new Date(now).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total, free: total - 16 }] },
+      });
     };
     beforeEach(() => {
       state.policies.set("default", policy({ poolReplacement: { enabled: true } }));
@@ -225,9 +296,19 @@ describe("Reconciler", () => {
     it("asks the agent for a replacement of a dissolved free page and releases the quarantine once the pool is back", async () => {
       hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
       await reconciler.reconcileEvent("e1");
-      expect(cluster.history.get("e1")?.[0]?.poolReplacement).toMatchObject({ action: "Replace", state: "Requested", size: "2Mi", numaNode: 0, maxTotal: 32, afterMappersExit: false });
+      expect(cluster.history.get("e1")?.[0]?.poolReplacement).toMatchObject({
+        action: "Replace",
+        state: "Requested",
+        size: "2Mi",
+        numaNode: 0,
+        maxTotal: 32,
+        afterMappersExit: false,
+      });
       const name = quarantinePodName("e1", "2Mi");
-      state.upsertPod(`mce-system/${name}`, podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }));
+      state.upsertPod(
+        `mce-system/${name}`,
+        podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }),
+      );
       now += 1000;
       reportPool(31);
       await reconciler.reconcileEvent("e1");
@@ -257,7 +338,13 @@ describe("Reconciler", () => {
     it("releases the replaced page's quarantine while another lost page keeps its own", async () => {
       const quarantined = (name: string): void => {
         const pod = quarantinePodName(name, "2Mi");
-        state.upsertPod(`mce-system/${pod}`, podInfo({ metadata: { name: pod, namespace: "mce-system", uid: `q-${name}`, labels: { "mce-operator.io/quarantine-for": name } }, spec: { nodeName: "worker-1" } }));
+        state.upsertPod(
+          `mce-system/${pod}`,
+          podInfo({
+            metadata: { name: pod, namespace: "mce-system", uid: `q-${name}`, labels: { "mce-operator.io/quarantine-for": name } },
+            spec: { nodeName: "worker-1" },
+          }),
+        );
       };
       hold(memoryEvent("e0", "worker-1", [], { pageType: "free huge page" }));
       await reconciler.reconcileEvent("e0");
@@ -268,7 +355,13 @@ describe("Reconciler", () => {
       quarantined("e1");
       now += 1000;
       agentReports("e0", { state: "Refused", before: 30, requested: 31, after: 30, message: "the kernel gave 0 of 1 hugepages-2Mi on NUMA node 0" });
-      agentReports("e1", { state: "Given", before: 30, requested: 31, after: 31, message: "the kernel gave 1 of 1 hugepages-2Mi on NUMA node 0: nr_hugepages 30 → 31" });
+      agentReports("e1", {
+        state: "Given",
+        before: 30,
+        requested: 31,
+        after: 31,
+        message: "the kernel gave 1 of 1 hugepages-2Mi on NUMA node 0: nr_hugepages 30 → 31",
+      });
       now += 500;
       // The kubelet still advertises 32 pages: 2Mi is stale, and 4Mi is held.
       reportPool(31);
@@ -284,17 +377,40 @@ describe("Reconciler", () => {
       addPod(state, "db", "worker-1");
       addPod(state, "cache", "worker-1");
       // Stamped by the node, whose clock runs 5 s behind the operator's.
-      hold(memoryEvent("e1", "worker-1", [{ pod: "db", shared: true }, { pod: "cache", shared: true }], { observedAt: new Date(T0 - 5000).toISOString() }));
+      hold(
+        memoryEvent(
+          "e1",
+          "worker-1",
+          [
+            { pod: "db", shared: true },
+            { pod: "cache", shared: true },
+          ],
+          { observedAt: new Date(T0 - 5000).toISOString() },
+        ),
+      );
       await reconciler.reconcileEvent("e1");
       expect(cluster.eventStatus.get("e1")).toMatchObject({ poolReplacement: { state: "Requested", maxTotal: 33 }, quarantine: [{ state: "Quarantined" }] });
       const evictedAt = Date.parse(cluster.eventStatus.get("e1")?.pods?.[0]?.lastAttemptAt ?? "");
       const name = quarantinePodName("e1", "2Mi");
-      state.upsertPod(`mce-system/${name}`, podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }));
+      state.upsertPod(
+        `mce-system/${name}`,
+        podInfo({ metadata: { name, namespace: "mce-system", uid: "q", labels: { "mce-operator.io/quarantine-for": "e1" } }, spec: { nodeName: "worker-1" } }),
+      );
       // Its result and its report carry times before the evictions, though they came after them.
-      agentReports("e1", { state: "Given", before: 32, requested: 33, after: 33, at: new Date(evictedAt - 5000).toISOString(), message: "the kernel gave 1 hugepages-2Mi: nr_hugepages 32 → 33" });
+      agentReports("e1", {
+        state: "Given",
+        before: 32,
+        requested: 33,
+        after: 33,
+        at: new Date(evictedAt - 5000).toISOString(),
+        message: "the kernel gave 1 hugepages-2Mi: nr_hugepages 32 → 33",
+      });
       now += 1000;
       const h = health("worker-1");
-      state.upsertHealth({ ...h, spec: { ...h.spec, observedAt: new Date(evictedAt - 4900).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total: 33, free: 17 }] } }, now);
+      state.upsertHealth(
+        { ...h, spec: { ...h.spec, observedAt: new Date(evictedAt - 4900).toISOString(), hugepagePools: [{ size: "2Mi", numaNode: 0, total: 33, free: 17 }] } },
+        now,
+      );
       await reconciler.reconcileEvent("e1");
       expect(cluster.eventStatus.get("e1")?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * MiB, state: "Released" }]);
     });
@@ -321,7 +437,12 @@ describe("Reconciler", () => {
       expect(cluster.eventStatus.get("e3")?.poolReplacement).toMatchObject({ action: "None" });
       expect(cluster.eventStatus.get("e3")?.poolReplacement?.reason).toMatch(/refused 2 replacement\(s\)/);
       await reconciler.reconcileNode("worker-1");
-      expect(cluster.healthStatus.get("worker-1")?.poolReplacements).toMatchObject({ tried: 2, given: 0, refused: 2, pausedUntil: new Date(T0 + 100 + 24 * 3_600_000).toISOString() });
+      expect(cluster.healthStatus.get("worker-1")?.poolReplacements).toMatchObject({
+        tried: 2,
+        given: 0,
+        refused: 2,
+        pausedUntil: new Date(T0 + 100 + 24 * 3_600_000).toISOString(),
+      });
       expect(cluster.healthStatus.get("worker-1")?.capacityLostForGood).toEqual([{ size: "2Mi", bytes: 6 * MiB }]);
     });
 
@@ -348,11 +469,19 @@ describe("Reconciler", () => {
     hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
     await reconciler.reconcileEvent("e1");
     expect(cluster.effects).toEqual([]);
-    expect(cluster.eventStatus.get("e1")).toMatchObject({ dryRun: true, phase: "Contained", pods: [{ action: "Evict", state: "DryRun" }], quarantine: [{ state: "DryRun" }] });
+    expect(cluster.eventStatus.get("e1")).toMatchObject({
+      dryRun: true,
+      phase: "Contained",
+      pods: [{ action: "Evict", state: "DryRun" }],
+      quarantine: [{ state: "DryRun" }],
+    });
   });
 
   it("never taints more nodes than the budget, even when decisions race", async () => {
-    state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 20, circuitBreaker: { maxNodeActions: 100 } } }));
+    state.policies.set(
+      "default",
+      policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 20, circuitBreaker: { maxNodeActions: 100 } } }),
+    );
     for (let i = 2; i <= 10; i++) addNode(state, `worker-${i}`);
     for (let i = 1; i <= 10; i++) hold(memoryEvent(`e${i}`, `worker-${i}`, []));
     await Promise.all(Array.from({ length: 10 }, (_, i) => reconciler.reconcileEvent(`e${i + 1}`)));
@@ -362,17 +491,26 @@ describe("Reconciler", () => {
   });
 
   it("takes a held taint once the budget frees up, if the node's errors still call for it", async () => {
-    state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 50, circuitBreaker: { maxNodeActions: 100 } } }));
+    state.policies.set(
+      "default",
+      policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 50, circuitBreaker: { maxNodeActions: 100 } } }),
+    );
     addNode(state, "worker-2");
     // worker-2 already carries the operator's taint: with 2 nodes and 50%, the budget is taken.
-    state.nodes.set("worker-2", { ...(state.nodes.get("worker-2") ?? { name: "worker-2", labels: {}, unschedulable: false, cordonedByUs: false, allocatableBytes: {} }), taintKeys: ["mce-operator.io/memory-failing"] });
+    state.nodes.set("worker-2", {
+      ...(state.nodes.get("worker-2") ?? { name: "worker-2", labels: {}, unschedulable: false, cordonedByUs: false, allocatableBytes: {} }),
+      taintKeys: ["mce-operator.io/memory-failing"],
+    });
     hold(memoryEvent("e1", "worker-1", []));
     await reconciler.reconcileEvent("e1");
     expect(cluster.eventStatus.get("e1")?.nodeAction?.state).toBe("HeldByBudget");
     await reconciler.reconcileEvent("e1");
     expect(cluster.effects.filter((c) => c.startsWith("taint"))).toEqual([]);
     // A person removes worker-2's taint: at the next pass the held taint is taken.
-    state.nodes.set("worker-2", { ...(state.nodes.get("worker-2") ?? { name: "worker-2", labels: {}, unschedulable: false, cordonedByUs: false, allocatableBytes: {} }), taintKeys: [] });
+    state.nodes.set("worker-2", {
+      ...(state.nodes.get("worker-2") ?? { name: "worker-2", labels: {}, unschedulable: false, cordonedByUs: false, allocatableBytes: {} }),
+      taintKeys: [],
+    });
     now += 60_000;
     await reconciler.reconcileEvent("e1");
     expect(cluster.effects.filter((c) => c.startsWith("taint"))).toEqual(["taint worker-1 mce-operator.io/memory-failing"]);
@@ -395,7 +533,13 @@ describe("Reconciler", () => {
     hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
     await reconciler.reconcileEvent("e1");
     await reconciler.reconcileNode("worker-1");
-    expect(cluster.healthStatus.get("worker-1")).toMatchObject({ health: "Degraded", uncorrectedErrors: 1, poisonedHugepages: 1, quarantinedCapacity: "2Mi", nodeAction: "None" });
+    expect(cluster.healthStatus.get("worker-1")).toMatchObject({
+      health: "Degraded",
+      uncorrectedErrors: 1,
+      poisonedHugepages: 1,
+      quarantinedCapacity: "2Mi",
+      nodeAction: "None",
+    });
     expect(cluster.effects).toContain("condition worker-1 True Degraded");
     await reconciler.reconcilePolicy("default");
     expect(cluster.policyStatus.get("default")?.matchedNodes).toBe(1);

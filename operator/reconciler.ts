@@ -50,14 +50,24 @@ export interface ReconcilerOptions {
 const terminalPodStates = new Set(["Done", "Skipped", "DryRun", "TimedOut", "Failed"]);
 const maxBackoffMs = 300_000;
 const iso = (ms: number): string => new Date(ms).toISOString();
-const mceRef = (event: MemoryErrorEvent): ObjectRef => ({ kind: "MemoryErrorEvent", name: event.metadata.name, uid: event.metadata.uid, apiVersion: `${group}/${version}` });
+const mceRef = (event: MemoryErrorEvent): ObjectRef => ({
+  kind: "MemoryErrorEvent",
+  name: event.metadata.name,
+  uid: event.metadata.uid,
+  apiVersion: `${group}/${version}`,
+});
 const nodeRef = (name: string): ObjectRef => ({ kind: "Node", name, apiVersion: "v1" });
 
 export function quarantinePodName(eventName: string, size: string): string {
   return `mce-quarantine-${createHash("sha256").update(eventName).digest("hex").slice(0, 16)}-${size.toLowerCase()}`;
 }
 
-function setCondition(conditions: Condition[] | undefined, next: Omit<Condition, "lastTransitionTime">, now: number, generation: number | undefined): Condition[] {
+function setCondition(
+  conditions: Condition[] | undefined,
+  next: Omit<Condition, "lastTransitionTime">,
+  now: number,
+  generation: number | undefined,
+): Condition[] {
   const old = conditions?.find((c) => c.type === next.type);
   const condition: Condition = {
     ...next,
@@ -143,7 +153,16 @@ export class Reconciler {
     if (phase !== after.phase) {
       const contained = phase === "Contained" || phase === "Escalated" || phase === "Ignored";
       const message = contained ? "every action is carried out" : phase === "Failed" ? "an action could not be carried out: see pods[]" : "actions in progress";
-      after = { ...after, phase, conditions: setCondition(after.conditions, { type: "Contained", status: contained ? "True" : "False", reason: phase, message }, now, event.metadata.generation) };
+      after = {
+        ...after,
+        phase,
+        conditions: setCondition(
+          after.conditions,
+          { type: "Contained", status: contained ? "True" : "False", reason: phase, message },
+          now,
+          event.metadata.generation,
+        ),
+      };
       if (phase !== "Pending") log.info("memory error phase", { phase });
     }
     if (JSON.stringify(after) !== JSON.stringify(plan.status)) await this.writeStatus(event, after);
@@ -158,7 +177,9 @@ export class Reconciler {
     const generation = event.metadata.generation;
     if (match.kind !== "matched") {
       const conflict = match.kind === "conflict";
-      const message = conflict ? `policies ${match.policies.join(", ")} select node ${nodeName} equally specifically` : `no ContainmentPolicy selects node ${nodeName}`;
+      const message = conflict
+        ? `policies ${match.policies.join(", ")} select node ${nodeName} equally specifically`
+        : `no ContainmentPolicy selects node ${nodeName}`;
       log.warn("memory error not decided", { reason: message });
       return {
         undecided: conflict ? "conflict" : "none",
@@ -167,7 +188,12 @@ export class Reconciler {
           observedGeneration: generation,
           phase: conflict ? "Pending" : "Ignored",
           decidedAt: conflict ? undefined : iso(now),
-          conditions: setCondition(event.status?.conditions, { type: "Decided", status: "False", reason: conflict ? "PolicyConflict" : "NoPolicy", message }, now, generation),
+          conditions: setCondition(
+            event.status?.conditions,
+            { type: "Decided", status: "False", reason: conflict ? "PolicyConflict" : "NoPolicy", message },
+            now,
+            generation,
+          ),
         },
       };
     }
@@ -190,7 +216,12 @@ export class Reconciler {
           observedGeneration: generation,
           phase: "Failed",
           decidedAt: iso(now),
-          conditions: setCondition(event.status?.conditions, { type: "Decided", status: "False", reason: "DecisionFailed", message: (e as Error).message }, now, generation),
+          conditions: setCondition(
+            event.status?.conditions,
+            { type: "Decided", status: "False", reason: "DecisionFailed", message: (e as Error).message },
+            now,
+            generation,
+          ),
         },
       };
     }
@@ -201,10 +232,17 @@ export class Reconciler {
       this.metrics.nodeActionsHeld.inc({ action: decision.nodeAction.action });
       this.metrics.breakerOpen.set(/circuit breaker/.test(decision.nodeAction.reason ?? "") ? 1 : 0);
     }
-    const replacement = decision.poolReplacement?.action === "Replace" ? `, one replacement hugepages-${decision.poolReplacement.size ?? ""} asked of the agent` : "";
+    const replacement =
+      decision.poolReplacement?.action === "Replace" ? `, one replacement hugepages-${decision.poolReplacement.size ?? ""} asked of the agent` : "";
     const summary = `${prediction.reason}; ${decision.pods.length} pod action(s), ${decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine"}${replacement}, node ${decision.nodeAction.action}${decision.dryRun ? " (DryRun: nothing is carried out)" : ""}`;
     this.event(mceRef(event), "Warning", "MemoryErrorDecided", summary);
-    log.info("memory error decided", { policy: match.policy.metadata.name, dryRun: decision.dryRun, poolEffect: prediction.poolEffect, pods: decision.pods.length, nodeAction: decision.nodeAction.action });
+    log.info("memory error decided", {
+      policy: match.policy.metadata.name,
+      dryRun: decision.dryRun,
+      poolEffect: prediction.poolEffect,
+      pods: decision.pods.length,
+      nodeAction: decision.nodeAction.action,
+    });
     const status: MemoryErrorEventStatus = {
       observedGeneration: generation,
       phase: "Pending",
@@ -226,7 +264,12 @@ export class Reconciler {
       poolReplacement: decision.poolReplacement,
       earlySignals: event.status?.earlySignals,
       poolReplacementResult: event.status?.poolReplacementResult,
-      conditions: setCondition(event.status?.conditions, { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: prediction.reason.slice(0, 1024) }, now, generation),
+      conditions: setCondition(
+        event.status?.conditions,
+        { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: prediction.reason.slice(0, 1024) },
+        now,
+        generation,
+      ),
     };
     status.phase = phaseOf(status);
     return { status };
@@ -250,7 +293,8 @@ export class Reconciler {
     const nodeName = event.spec.nodeName;
     const eviction = policy?.spec.podActions?.eviction;
     const backoffMs = parseDuration(eviction?.backoff ?? "5s", "spec.podActions.eviction.backoff");
-    const deleteAfterMs = eviction?.fallbackToDelete && eviction.deleteAfter ? parseDuration(eviction.deleteAfter, "spec.podActions.eviction.deleteAfter") : undefined;
+    const deleteAfterMs =
+      eviction?.fallbackToDelete && eviction.deleteAfter ? parseDuration(eviction.deleteAfter, "spec.podActions.eviction.deleteAfter") : undefined;
     let slots = (policy?.spec.safety?.maxEvictionsInFlight ?? 10) - this.state.budget().evictionsInFlight;
     const evictions: MemoryErrorEventStatusPod[] = [];
     const pods = (status.pods ?? []).map((entry): MemoryErrorEventStatusPod => {
@@ -273,8 +317,15 @@ export class Reconciler {
       }
       if (entry.state === "Planned") slots -= 1;
       // Evictions start when the decision is made, so refusals have lasted since then.
-      const fallback = entry.state === "Blocked" && deleteAfterMs !== undefined && status.decidedAt !== undefined && now - Date.parse(status.decidedAt) >= deleteAfterMs;
-      const next: MemoryErrorEventStatusPod = { ...entry, action: fallback ? "Delete" : entry.action, state: "InProgress", attempts: attempts + 1, lastAttemptAt: iso(now) };
+      const fallback =
+        entry.state === "Blocked" && deleteAfterMs !== undefined && status.decidedAt !== undefined && now - Date.parse(status.decidedAt) >= deleteAfterMs;
+      const next: MemoryErrorEventStatusPod = {
+        ...entry,
+        action: fallback ? "Delete" : entry.action,
+        state: "InProgress",
+        attempts: attempts + 1,
+        lastAttemptAt: iso(now),
+      };
       evictions.push(next);
       return next;
     });
@@ -283,10 +334,20 @@ export class Reconciler {
     const toRelease = quarantine.filter((q) => {
       const staleBytes = stale[q.size];
       // Unknown until the node reports after its last change: release nothing then.
-      return q.state === "Quarantined" && staleBytes !== undefined && quarantinesToRelease(this.state.heldQuarantines(nodeName, q.size), staleBytes).has(event.metadata.name);
+      return (
+        q.state === "Quarantined" &&
+        staleBytes !== undefined &&
+        quarantinesToRelease(this.state.heldQuarantines(nodeName, q.size), staleBytes).has(event.metadata.name)
+      );
     });
     // A lost placeholder is made again, unless this pass releases it.
-    const toCreate = quarantine.filter((q) => q.state === "Planned" || (q.state === "Quarantined" && !this.state.pods.has(`${this.options.namespace}/${quarantinePodName(event.metadata.name, q.size)}`) && !toRelease.includes(q)));
+    const toCreate = quarantine.filter(
+      (q) =>
+        q.state === "Planned" ||
+        (q.state === "Quarantined" &&
+          !this.state.pods.has(`${this.options.namespace}/${quarantinePodName(event.metadata.name, q.size)}`) &&
+          !toRelease.includes(q)),
+    );
     let nodeAction = status.nodeAction;
     let taintOrCordon = false;
     const retryHeld = nodeAction?.state === "HeldByBudget" && this.heldActionStillDue(event, nodeAction.action, policy, now);
@@ -309,18 +370,38 @@ export class Reconciler {
     return { status: next, changed: JSON.stringify(next) !== JSON.stringify(status), evictions, toCreate, toRelease, taintOrCordon };
   }
 
-  private planEarlySignal(status: MemoryErrorEventStatus, entry: MemoryErrorEventStatusPod, policy: ContainmentPolicy | undefined, now: number, requeue: number[]): MemoryErrorEventStatusPod {
+  private planEarlySignal(
+    status: MemoryErrorEventStatus,
+    entry: MemoryErrorEventStatusPod,
+    policy: ContainmentPolicy | undefined,
+    now: number,
+    requeue: number[],
+  ): MemoryErrorEventStatusPod {
     const outcome = status.earlySignals?.find((s) => s.uid === entry.uid);
     if (outcome) {
       this.metrics.actions.inc({ action: "early_signal", outcome: outcome.state.toLowerCase() });
-      this.event({ kind: "Pod", name: entry.name, namespace: entry.namespace, uid: entry.uid, apiVersion: "v1" }, outcome.state === "Done" ? "Normal" : "Warning", "EarlySignal", outcome.message ?? outcome.state);
-      return { ...entry, state: outcome.state, reason: `${entry.reason ?? ""}; agent: ${outcome.message ?? outcome.state}`.slice(0, 1024), lastAttemptAt: outcome.at };
+      this.event(
+        { kind: "Pod", name: entry.name, namespace: entry.namespace, uid: entry.uid, apiVersion: "v1" },
+        outcome.state === "Done" ? "Normal" : "Warning",
+        "EarlySignal",
+        outcome.message ?? outcome.state,
+      );
+      return {
+        ...entry,
+        state: outcome.state,
+        reason: `${entry.reason ?? ""}; agent: ${outcome.message ?? outcome.state}`.slice(0, 1024),
+        lastAttemptAt: outcome.at,
+      };
     }
     const timeoutMs = parseDuration(policy?.spec.podActions?.earlySignal?.timeout ?? "60s", "spec.podActions.earlySignal.timeout");
     const deadline = Date.parse(status.decidedAt ?? iso(now)) + timeoutMs;
     if (now >= deadline) {
       this.metrics.actions.inc({ action: "early_signal", outcome: "timed_out" });
-      return { ...entry, state: "TimedOut", reason: `${entry.reason ?? ""}; the node's agent did not report within ${formatDuration(timeoutMs)}`.slice(0, 1024) };
+      return {
+        ...entry,
+        state: "TimedOut",
+        reason: `${entry.reason ?? ""}; the node's agent did not report within ${formatDuration(timeoutMs)}`.slice(0, 1024),
+      };
     }
     requeue.push(deadline - now);
     return entry.state === "Planned" ? { ...entry, state: "InProgress", attempts: 1, lastAttemptAt: iso(now) } : entry;
@@ -331,7 +412,12 @@ export class Reconciler {
    * it was decided), and copies the agent's outcome in once it reports. Releasing the quarantine needs
    * nothing more: the agent publishes the raised pool, and the capacity is no longer stale.
    */
-  private planPoolReplacement(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: ContainmentPolicy | undefined, now: number): MemoryErrorEventStatus["poolReplacement"] {
+  private planPoolReplacement(
+    event: MemoryErrorEvent,
+    status: MemoryErrorEventStatus,
+    policy: ContainmentPolicy | undefined,
+    now: number,
+  ): MemoryErrorEventStatus["poolReplacement"] {
     const replacement = status.poolReplacement;
     if (replacement?.action !== "Replace" || !replacement.size) return replacement;
     const size = replacement.size;
@@ -367,7 +453,14 @@ export class Reconciler {
     const words = result.state === "Given" ? "HugepageReplaced" : result.state === "Refused" ? "HugepageReplacementRefused" : "HugepageReplacementSkipped";
     const message = `${agentSays}; ${consequence}`;
     this.event(nodeRef(nodeName), result.state === "Given" ? "Normal" : "Warning", words, `memory error ${event.metadata.name}: ${message}`);
-    this.log.info("pool replacement", { memoryErrorEvent: event.metadata.name, node: nodeName, size, state: result.state, before: result.before, after: result.after });
+    this.log.info("pool replacement", {
+      memoryErrorEvent: event.metadata.name,
+      node: nodeName,
+      size,
+      state: result.state,
+      before: result.before,
+      after: result.after,
+    });
     return { ...replacement, state: result.state, reason: `${decided}; ${message}`.slice(0, 1024) };
   }
 
@@ -402,7 +495,13 @@ export class Reconciler {
   }
 
   /** Carries the plan out and returns the status with every outcome. */
-  private async act(event: MemoryErrorEvent, plan: Plan, policy: ContainmentPolicy | undefined, requeue: number[], log: Logger): Promise<MemoryErrorEventStatus> {
+  private async act(
+    event: MemoryErrorEvent,
+    plan: Plan,
+    policy: ContainmentPolicy | undefined,
+    requeue: number[],
+    log: Logger,
+  ): Promise<MemoryErrorEventStatus> {
     const nodeName = event.spec.nodeName;
     const maxAttempts = policy?.spec.podActions?.eviction?.maxAttempts ?? 30;
     const fallbackConfigured = policy?.spec.podActions?.eviction?.fallbackToDelete === true && policy.spec.podActions.eviction.deleteAfter !== undefined;
@@ -420,7 +519,11 @@ export class Reconciler {
       const pod = this.state.podByUid(nodeName, entry.uid);
       const pdb = pod && [...this.state.pdbs.values()].find((b) => b.namespace === pod.namespace && selectorMatches(b.selector, pod.labels))?.name;
       const timedOut = (entry.attempts ?? 0) >= maxAttempts && !fallbackConfigured;
-      outcomes.set(entry.uid, { state: timedOut ? "TimedOut" : "Blocked", blockedBy: pdb, reason: `${(entry.reason ?? "").split("; blocked")[0] ?? ""}; blocked: ${outcome.message}`.slice(0, 1024) });
+      outcomes.set(entry.uid, {
+        state: timedOut ? "TimedOut" : "Blocked",
+        blockedBy: pdb,
+        reason: `${(entry.reason ?? "").split("; blocked")[0] ?? ""}; blocked: ${outcome.message}`.slice(0, 1024),
+      });
       this.metrics.evictionsBlocked.inc();
       this.metrics.actions.inc({ action: "evict", outcome: timedOut ? "timed_out" : "blocked" });
       if (!timedOut) requeue.push(Math.min(backoffMs * 2 ** Math.max(0, (entry.attempts ?? 1) - 1), maxBackoffMs));
@@ -430,10 +533,23 @@ export class Reconciler {
 
     const quarantine = new Map((status.quarantine ?? []).map((q) => [q.size, q]));
     for (const q of plan.toCreate) {
-      await this.actions.createQuarantinePod({ namespace: this.options.namespace, name: quarantinePodName(event.metadata.name, q.size), eventName: event.metadata.name, eventUID: event.metadata.uid ?? "", nodeName, size: q.size, bytes: q.bytes });
+      await this.actions.createQuarantinePod({
+        namespace: this.options.namespace,
+        name: quarantinePodName(event.metadata.name, q.size),
+        eventName: event.metadata.name,
+        eventUID: event.metadata.uid ?? "",
+        nodeName,
+        size: q.size,
+        bytes: q.bytes,
+      });
       if (q.state === "Planned") {
         this.metrics.actions.inc({ action: "quarantine", outcome: "done" });
-        this.event(nodeRef(nodeName), "Warning", "HugepageQuarantined", `holding ${formatBytes(q.bytes)} of hugepages-${q.size} out of scheduling: the kernel removed it after memory error ${event.metadata.name}, the kubelet still advertises it`);
+        this.event(
+          nodeRef(nodeName),
+          "Warning",
+          "HugepageQuarantined",
+          `holding ${formatBytes(q.bytes)} of hugepages-${q.size} out of scheduling: the kernel removed it after memory error ${event.metadata.name}, the kubelet still advertises it`,
+        );
       }
       quarantine.set(q.size, { ...q, state: "Quarantined" });
     }
@@ -441,7 +557,12 @@ export class Reconciler {
       await this.actions.deletePod(this.options.namespace, quarantinePodName(event.metadata.name, q.size));
       this.metrics.actions.inc({ action: "release", outcome: "done" });
       const refilled = status.poolReplacement?.state === "Given" && status.poolReplacement.size === q.size;
-      this.event(nodeRef(nodeName), "Normal", "HugepageQuarantineReleased", `released ${formatBytes(q.bytes)} of hugepages-${q.size}: ${refilled ? "a replacement hugepage brought the pool back to what the kubelet advertises" : "the kubelet's advertised capacity caught up"}`);
+      this.event(
+        nodeRef(nodeName),
+        "Normal",
+        "HugepageQuarantineReleased",
+        `released ${formatBytes(q.bytes)} of hugepages-${q.size}: ${refilled ? "a replacement hugepage brought the pool back to what the kubelet advertises" : "the kubelet's advertised capacity caught up"}`,
+      );
       log.info("quarantine released", { size: q.size, bytes: q.bytes });
       quarantine.set(q.size, { ...q, state: "Released" });
     }
@@ -466,7 +587,12 @@ export class Reconciler {
       if (o?.state !== "Done") continue;
       this.metrics.actions.inc({ action: entry.action === "Delete" ? "delete" : "evict", outcome: "done" });
       const podRef: ObjectRef = { kind: "Pod", name: entry.name, namespace: entry.namespace, uid: entry.uid, apiVersion: "v1" };
-      this.event(podRef, "Warning", entry.action === "Delete" ? "DeletedForMemoryError" : "EvictedForMemoryError", `memory error ${event.metadata.name} poisoned hugepage ${event.spec.hugepage?.headPfn ?? event.spec.pfn} that this pod maps; it would crash with SIGBUS on access`);
+      this.event(
+        podRef,
+        "Warning",
+        entry.action === "Delete" ? "DeletedForMemoryError" : "EvictedForMemoryError",
+        `memory error ${event.metadata.name} poisoned hugepage ${event.spec.hugepage?.headPfn ?? event.spec.pfn} that this pod maps; it would crash with SIGBUS on access`,
+      );
     }
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) {
@@ -502,17 +628,26 @@ export class Reconciler {
     const healthWord = uncorrected === 0 ? "Healthy" : uncorrected < cordonAfter ? "Degraded" : "Failing";
     const quarantined = HUGEPAGE_SIZES.map((size) => ({
       size,
-      bytes: events.flatMap((e) => e.status?.quarantine ?? []).filter((q) => q.size === size && q.state === "Quarantined").reduce((sum, q) => sum + q.bytes, 0),
+      bytes: events
+        .flatMap((e) => e.status?.quarantine ?? [])
+        .filter((q) => q.size === size && q.state === "Quarantined")
+        .reduce((sum, q) => sum + q.bytes, 0),
     })).filter((q) => q.bytes > 0);
     for (const size of HUGEPAGE_SIZES) this.metrics.quarantinedBytes.set({ node: nodeName, size }, quarantined.find((q) => q.size === size)?.bytes ?? 0);
     const boot = health?.spec.bootID;
-    const poisoned = new Set(events.filter((e) => e.spec.hugepage && (!boot || e.spec.bootID === boot) && e.status?.prediction?.poolEffect !== "None").map((e) => `${e.spec.hugepage?.size ?? ""}/${e.spec.hugepage?.headPfn ?? ""}`));
+    const poisoned = new Set(
+      events
+        .filter((e) => e.spec.hugepage && (!boot || e.spec.bootID === boot) && e.status?.prediction?.poolEffect !== "None")
+        .map((e) => `${e.spec.hugepage?.size ?? ""}/${e.spec.hugepage?.headPfn ?? ""}`),
+    );
     const nodeAction = node?.cordonedByUs ? "Cordon" : node && this.state.taintedByUs(node) ? "Taint" : "None";
     const thisBoot = events.filter((e) => !boot || e.spec.bootID === boot);
     // Capacity a pool lost and no replacement gave back.
     const lostForGood = HUGEPAGE_SIZES.map((size) => ({
       size,
-      bytes: thisBoot.filter((e) => e.spec.hugepage?.size === size && e.status?.poolReplacement?.state !== "Given").reduce((sum, e) => sum + (e.status?.prediction?.lostBytes ?? 0), 0),
+      bytes: thisBoot
+        .filter((e) => e.spec.hugepage?.size === size && e.status?.poolReplacement?.state !== "Given")
+        .reduce((sum, e) => sum + (e.status?.prediction?.lostBytes ?? 0), 0),
     })).filter((l) => l.bytes > 0);
     for (const size of HUGEPAGE_SIZES) this.metrics.capacityLostBytes.set({ node: nodeName, size }, lostForGood.find((l) => l.size === size)?.bytes ?? 0);
     const poolReplacements = policy?.spec.poolReplacement?.enabled ? this.replacementCounts(nodeName, policy, now) : undefined;
@@ -530,7 +665,12 @@ export class Reconciler {
         nodeAction,
         poolReplacements,
         capacityLostForGood: lostForGood,
-        conditions: setCondition(health.status?.conditions, { type: "Degraded", status: healthWord === "Healthy" ? "False" : "True", reason: healthWord, message }, now, health.metadata.generation),
+        conditions: setCondition(
+          health.status?.conditions,
+          { type: "Degraded", status: healthWord === "Healthy" ? "False" : "True", reason: healthWord, message },
+          now,
+          health.metadata.generation,
+        ),
       };
       if (JSON.stringify({ ...status, conditions: undefined }) !== JSON.stringify({ ...health.status, conditions: undefined })) {
         await this.actions.applyHealthStatus(nodeName, status);
@@ -538,7 +678,11 @@ export class Reconciler {
       }
     }
     const wanted = { status: healthWord === "Healthy" ? ("False" as const) : ("True" as const), reason: healthWord, message };
-    if (node && (events.length > 0 || node.degradedCondition) && (node.degradedCondition?.status !== wanted.status || node.degradedCondition.message !== wanted.message)) {
+    if (
+      node &&
+      (events.length > 0 || node.degradedCondition) &&
+      (node.degradedCondition?.status !== wanted.status || node.degradedCondition.message !== wanted.message)
+    ) {
       await this.actions.setNodeCondition(nodeName, wanted);
       this.state.nodes.set(nodeName, { ...node, degradedCondition: wanted });
     }
@@ -576,13 +720,21 @@ export class Reconciler {
       conditions: setCondition(
         policy.status?.conditions,
         conflicting.length > 0
-          ? { type: "Conflict", status: "True", reason: "EquallySpecific", message: `selects nodes as specifically as ${conflicting.join(", ")}: events on those nodes are not decided until one is made more specific` }
+          ? {
+              type: "Conflict",
+              status: "True",
+              reason: "EquallySpecific",
+              message: `selects nodes as specifically as ${conflicting.join(", ")}: events on those nodes are not decided until one is made more specific`,
+            }
           : { type: "Conflict", status: "False", reason: "MostSpecific", message: "no other policy ties with this one" },
         now,
         policy.metadata.generation,
       ),
     };
-    if (JSON.stringify({ ...status, conditions: undefined }) !== JSON.stringify({ ...policy.status, conditions: undefined }) || policy.status?.conditions === undefined) {
+    if (
+      JSON.stringify({ ...status, conditions: undefined }) !== JSON.stringify({ ...policy.status, conditions: undefined }) ||
+      policy.status?.conditions === undefined
+    ) {
       await this.actions.applyPolicyStatus(name, status);
       this.state.policies.set(name, { ...policy, status });
     }

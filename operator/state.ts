@@ -35,7 +35,8 @@ export interface NodeInfo {
 type Raw = Record<string, unknown>;
 const obj = (v: unknown): Raw => (typeof v === "object" && v !== null ? (v as Raw) : {});
 const str = (v: unknown): string => (typeof v === "string" ? v : "");
-const strings = (v: unknown): Record<string, string> => Object.fromEntries(Object.entries(obj(v)).filter((e): e is [string, string] => typeof e[1] === "string"));
+const strings = (v: unknown): Record<string, string> =>
+  Object.fromEntries(Object.entries(obj(v)).filter((e): e is [string, string] => typeof e[1] === "string"));
 
 export function podInfo(raw: Raw): PodInfo {
   const metadata = obj(raw.metadata);
@@ -76,7 +77,9 @@ export function nodeInfo(raw: Raw): NodeInfo {
     unschedulable: spec.unschedulable === true,
     cordonedByUs: strings(metadata.annotations)[cordonedByAnnotation] === "true",
     taintKeys: ((spec.taints ?? []) as Raw[]).map((t) => String(t.key)),
-    allocatableBytes: Object.fromEntries(HUGEPAGE_SIZES.flatMap((s) => (allocatable[`hugepages-${s}`] ? [[s, parseQuantity(allocatable[`hugepages-${s}`] ?? "0")]] : []))),
+    allocatableBytes: Object.fromEntries(
+      HUGEPAGE_SIZES.flatMap((s) => (allocatable[`hugepages-${s}`] ? [[s, parseQuantity(allocatable[`hugepages-${s}`] ?? "0")]] : [])),
+    ),
     degradedCondition: condition && { status: String(condition.status), reason: String(condition.reason), message: String(condition.message) },
   };
 }
@@ -98,7 +101,9 @@ function olderVersion(a: string | undefined, b: string | undefined): boolean {
 
 /** When the operator last tainted or cordoned the node, from the events that did it. */
 function lastNodeAction(events: readonly MemoryErrorEvent[]): number | undefined {
-  const times = events.flatMap((e) => (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt ? [Date.parse(e.status.decidedAt)] : []));
+  const times = events.flatMap((e) =>
+    e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt ? [Date.parse(e.status.decidedAt)] : [],
+  );
   return times.length > 0 ? Math.max(...times) : undefined;
 }
 
@@ -217,7 +222,9 @@ export class ClusterState {
       poolResize: health?.spec.capabilities?.poolResize,
       replacements: others.flatMap((e) => {
         const r = e.status?.poolReplacement;
-        return r?.action === "Replace" && r.size && r.state ? [{ at: Date.parse(r.requestedAt ?? e.status?.decidedAt ?? e.spec.observedAt), size: r.size, state: r.state }] : [];
+        return r?.action === "Replace" && r.size && r.state
+          ? [{ at: Date.parse(r.requestedAt ?? e.status?.decidedAt ?? e.spec.observedAt), size: r.size, state: r.state }]
+          : [];
       }),
     };
   }
@@ -234,7 +241,8 @@ export class ClusterState {
     const nodeActionTimes: number[] = [];
     let evictionsInFlight = 0;
     for (const e of this.events.values()) {
-      if (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt) nodeActionTimes.push(Date.parse(e.status.decidedAt));
+      if (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt)
+        nodeActionTimes.push(Date.parse(e.status.decidedAt));
       for (const p of e.status?.pods ?? []) if (p.action === "Evict" && (p.state === "InProgress" || p.state === "Blocked")) evictionsInFlight += 1;
     }
     return { totalNodes: this.nodes.size, actionedNodes, nodeActionTimes, evictionsInFlight };
@@ -250,7 +258,11 @@ export class ClusterState {
       severity: spec.severity,
       pageType: spec.pageType,
       result: spec.result,
-      hugepage: spec.hugepage && { size: spec.hugepage.size, headPfn: parseHex(spec.hugepage.headPfn, `${where} spec.hugepage.headPfn`), numaNode: spec.hugepage.numaNode },
+      hugepage: spec.hugepage && {
+        size: spec.hugepage.size,
+        headPfn: parseHex(spec.hugepage.headPfn, `${where} spec.hugepage.headPfn`),
+        numaNode: spec.hugepage.numaNode,
+      },
       mappers: spec.mappers ?? [],
       observedAt: Date.parse(spec.observedAt),
     };
@@ -275,7 +287,8 @@ export class ClusterState {
     const reported = at(health.spec.observedAt);
     if (reported <= onNode || (this.healthSeenAt.get(nodeName) ?? reported) <= byOperator) return {};
     const state = this.nodeState(nodeName);
-    return Object.fromEntries(HUGEPAGE_SIZES.map((size) => [size, staleCapacity(size, state, 0, state.poisonedHugepages.filter((p) => p.size === size && p.inPool).length)]));
+    return Object.fromEntries(
+      HUGEPAGE_SIZES.map((size) => [size, staleCapacity(size, state, 0, state.poisonedHugepages.filter((p) => p.size === size && p.inPool).length)]),
+    );
   }
 }
-

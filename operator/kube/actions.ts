@@ -120,7 +120,10 @@ export class KubeActions implements ClusterActions {
                 image: "registry.k8s.io/pause:3.10",
                 // No CPU limit: a 1m quota throttles runc's init so hard that the sandbox never started on
                 // the emulated real node (the shim timed out); pause needs no CPU once it runs.
-                resources: { requests: { cpu: "1m", memory: "8Mi", [`hugepages-${pod.size}`]: quantity }, limits: { memory: "8Mi", [`hugepages-${pod.size}`]: quantity } },
+                resources: {
+                  requests: { cpu: "1m", memory: "8Mi", [`hugepages-${pod.size}`]: quantity },
+                  limits: { memory: "8Mi", [`hugepages-${pod.size}`]: quantity },
+                },
                 securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } },
               },
             ],

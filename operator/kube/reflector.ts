@@ -148,9 +148,14 @@ export class Reflector<T> {
       };
       this.client
         // The server ends the watch before client-node's 30 s inactivity timeout would abort it.
-        .watch(this.options.path, { ...this.options.query, resourceVersion: this.resourceVersion, timeoutSeconds: 20 + Math.floor(Math.random() * 8) }, onEvent, (error: unknown) => {
-          resolve(expired ? { status: 410 } : (error ?? undefined));
-        })
+        .watch(
+          this.options.path,
+          { ...this.options.query, resourceVersion: this.resourceVersion, timeoutSeconds: 20 + Math.floor(Math.random() * 8) },
+          onEvent,
+          (error: unknown) => {
+            resolve(expired ? { status: 410 } : (error ?? undefined));
+          },
+        )
         .then((abort) => (this.abort = abort))
         .catch(resolve);
     });

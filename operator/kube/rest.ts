@@ -56,7 +56,11 @@ export class KubeRest {
     return url.toString();
   }
 
-  async request<T>(method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE", path: string, options: { query?: Query; body?: unknown; patch?: PatchType } = {}): Promise<T> {
+  async request<T>(
+    method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE",
+    path: string,
+    options: { query?: Query; body?: unknown; patch?: PatchType } = {},
+  ): Promise<T> {
     const context = new RequestContext(this.url(path, options.query), HttpMethod[method]);
     await this.kubeConfig.applySecurityAuthentication(context);
     const headers = context.getHeaders();
@@ -86,8 +90,13 @@ export class KubeRest {
   /** Streams watch events until the server or `abort` ends it; `done` gets the error, if any. */
   async watch(path: string, query: Query, onEvent: (event: WatchEvent) => void, done: (error: unknown) => void): Promise<AbortController> {
     this.onRequest("WATCH");
-    return this.watcher.watch(path, { ...query, allowWatchBookmarks: true }, (type: string, object: Record<string, unknown>) => {
-      onEvent({ type: type as WatchEvent["type"], object });
-    }, done);
+    return this.watcher.watch(
+      path,
+      { ...query, allowWatchBookmarks: true },
+      (type: string, object: Record<string, unknown>) => {
+        onEvent({ type: type as WatchEvent["type"], object });
+      },
+      done,
+    );
   }
 }

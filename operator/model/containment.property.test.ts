@@ -15,19 +15,25 @@ const scenario = fc
     shared: fc.boolean(),
     earlyKill: fc.boolean(),
     killPolicy: fc.constantFrom<Mapper["killPolicy"]>("Default", "Early", "Late"),
-    severity: fc.constantFrom<"ActionOptional" | "ActionRequired" | "SoftOffline" | "Corrected">("ActionOptional", "ActionRequired", "SoftOffline", "Corrected"),
+    severity: fc.constantFrom<"ActionOptional" | "ActionRequired" | "SoftOffline" | "Corrected">(
+      "ActionOptional",
+      "ActionRequired",
+      "SoftOffline",
+      "Corrected",
+    ),
     history: fc.nat({ max: 6 }),
     mode: fc.constantFrom<"DryRun" | "Enforce">("DryRun", "Enforce"),
     inFlight: fc.nat({ max: 12 }),
   })
   .map((s): ContainmentInput => {
     const pods = s.names.map((n, i) => pod(n, { annotations: s.optIn[i] ? { "mce-operator.io/early-signal": "true" } : {} }));
-    const mappers = s.names
-      .filter((_, i) => s.mapsMask[i])
-      .map((n) => mapper(n, { mapping: s.shared ? "Shared" : "Private", killPolicy: s.killPolicy }));
+    const mappers = s.names.filter((_, i) => s.mapsMask[i]).map((n) => mapper(n, { mapping: s.shared ? "Shared" : "Private", killPolicy: s.killPolicy }));
     return input({
       error: memoryError({ severity: s.severity, mappers }),
-      node: node({ earlyKill: s.earlyKill, history: Array.from({ length: s.history }, (_, i) => ({ at: T0 - (i + 1) * 1000, severity: "ActionOptional" as const })) }),
+      node: node({
+        earlyKill: s.earlyKill,
+        history: Array.from({ length: s.history }, (_, i) => ({ at: T0 - (i + 1) * 1000, severity: "ActionOptional" as const })),
+      }),
       pods,
       policy: policySpec({ mode: s.mode }),
       budget: budget({ evictionsInFlight: s.inFlight }),
@@ -53,7 +59,10 @@ describe("containment model invariants", () => {
   });
 
   it("adding unrelated pods and nodes changes no decision", () => {
-    const extra = fc.uniqueArray(podName.map((n) => `zz-${n}`), { maxLength: 20 });
+    const extra = fc.uniqueArray(
+      podName.map((n) => `zz-${n}`),
+      { maxLength: 20 },
+    );
     fc.assert(
       fc.property(scenario, extra, fc.nat({ max: 1000 }), (i, names, moreNodes) => {
         const unrelated: PodState[] = names.map((n) => pod(n, { nodeName: n.length % 2 ? "worker-2" : "worker-1" }));

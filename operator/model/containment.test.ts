@@ -181,7 +181,10 @@ describe("predicted kernel outcome equals kernel-facts.md (linux-6.1, measured)"
 
 describe("kernel profiles", () => {
   it("marks a kernel outside every profile unverified and assumes the worst", () => {
-    const p = predictKernelOutcome(memoryError({ mappers: [mapper("a", { killPolicy: "Early" })] }), node({ kernelRelease: "5.10.0-30-amd64", earlyKill: true }));
+    const p = predictKernelOutcome(
+      memoryError({ mappers: [mapper("a", { killPolicy: "Early" })] }),
+      node({ kernelRelease: "5.10.0-30-amd64", earlyKill: true }),
+    );
     expect(p.kernelProfile).toBe("conservative");
     expect(p.verified).toBe(false);
     expect(p.mappers[0]?.atError).toBe("None");
@@ -212,9 +215,7 @@ describe("pod actions", () => {
   const bystander = pod("bystander");
 
   it("evicts the late-kill mapper, signals the opted-in one and leaves bystanders alone", () => {
-    const d = decideContainment(
-      input({ error: memoryError({ mappers: [mapper("dpdk"), shared("cache")] }), pods: [dpdk, cache, bystander] }),
-    );
+    const d = decideContainment(input({ error: memoryError({ mappers: [mapper("dpdk"), shared("cache")] }), pods: [dpdk, cache, bystander] }));
     expect(d.pods.map((p) => [p.name, p.action, p.state])).toEqual([
       ["cache", "EarlySignal", "Planned"],
       ["dpdk", "Evict", "Planned"],
@@ -274,7 +275,11 @@ describe("pod actions", () => {
   });
 
   it("DryRun records the same decision and marks it not to be carried out", () => {
-    const args = { error: memoryError({ mappers: [mapper("dpdk")] }), pods: [dpdk], node: node({ history: [{ at: T0 - 1000, severity: "ActionOptional" as const }] }) };
+    const args = {
+      error: memoryError({ mappers: [mapper("dpdk")] }),
+      pods: [dpdk],
+      node: node({ history: [{ at: T0 - 1000, severity: "ActionOptional" as const }] }),
+    };
     const enforce = decideContainment(input({ ...args, policy: policySpec({ mode: "Enforce" }) }));
     const dry = decideContainment(input({ ...args, policy: policySpec({ mode: "DryRun" }) }));
     expect(dry.dryRun).toBe(true);
@@ -325,7 +330,8 @@ describe("capacity quarantine", () => {
 });
 
 describe("node escalation", () => {
-  const errorsBefore = (n: number): NodeState["history"] => Array.from({ length: n }, (_, i) => ({ at: T0 - (i + 1) * 60_000, severity: "ActionOptional" as const }));
+  const errorsBefore = (n: number): NodeState["history"] =>
+    Array.from({ length: n }, (_, i) => ({ at: T0 - (i + 1) * 60_000, severity: "ActionOptional" as const }));
 
   it.each([
     [0, "None", "Degraded"],
@@ -359,7 +365,10 @@ describe("node escalation", () => {
 
   it("escalates an already-tainted node to cordon within the budget it already holds", () => {
     const d = decideContainment(
-      input({ node: node({ name: "worker-1", tainted: true, history: errorsBefore(3) }), budget: budget({ totalNodes: 10, actionedNodes: new Set(["worker-1"]) }) }),
+      input({
+        node: node({ name: "worker-1", tainted: true, history: errorsBefore(3) }),
+        budget: budget({ totalNodes: 10, actionedNodes: new Set(["worker-1"]) }),
+      }),
     );
     expect([d.nodeAction.action, d.nodeAction.state]).toEqual(["Cordon", "Planned"]);
   });

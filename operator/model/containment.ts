@@ -206,7 +206,16 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const bytes = hugepageBytes(size);
   const where = `${size} hugepage ${formatPfn(page.headPfn)}`;
   if (/already (hardware )?poisoned/.test(error.pageType ?? "") || node.poisonedHugepages.some((p) => p.headPfn === page.headPfn && p.size === size))
-    return { ...base, hardwareCorruptedDelta: 0, poolEffect: "None", lostBytes: 0, memoryLostBytes: 0, mappers, pageType: error.pageType, reason: `${where} was already poisoned: nothing new is lost` };
+    return {
+      ...base,
+      hardwareCorruptedDelta: 0,
+      poolEffect: "None",
+      lostBytes: 0,
+      memoryLostBytes: 0,
+      mappers,
+      pageType: error.pageType,
+      reason: `${where} was already poisoned: nothing new is lost`,
+    };
   if (error.severity === "SoftOffline")
     return {
       ...base,
@@ -221,7 +230,16 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const free = error.pageType === "free huge page" || (error.pageType === undefined && error.mappers.length === 0);
   if (free) {
     if (!profile.dissolvesFreeHugepage)
-      return { ...base, poolEffect: "Unknown", lostBytes: bytes, memoryLostBytes: bytes, mappers, pageType: "free huge page", kernelResult: "Recovered", reason: `free ${where}: assuming the whole hugepage is lost (${choice.reason})` };
+      return {
+        ...base,
+        poolEffect: "Unknown",
+        lostBytes: bytes,
+        memoryLostBytes: bytes,
+        mappers,
+        pageType: "free huge page",
+        kernelResult: "Recovered",
+        reason: `free ${where}: assuming the whole hugepage is lost (${choice.reason})`,
+      };
     return {
       ...base,
       poolEffect: "Dissolved",
@@ -266,8 +284,7 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     // page, is one short once the mapper is gone.
     pool: { size, totalDelta: -1, freeDelta: -1, when: "the total at once; the mapper keeps its mapping until it exits" },
     reason:
-      (size === "1Gi" ? `in-use ${where}: the kernel reports Failed (EBUSY); ` : `private ${where}: `) +
-      `lost to its mapper and taken out of the pool; ${who}`,
+      (size === "1Gi" ? `in-use ${where}: the kernel reports Failed (EBUSY); ` : `private ${where}: `) + `lost to its mapper and taken out of the pool; ${who}`,
   };
 }
 
@@ -286,7 +303,13 @@ export function staleCapacity(size: HugepageSize, node: Pick<NodeState, "pools" 
   return Math.max(0, (node.allocatableBytes[size] ?? 0) - (total + totalDelta - poisonedInPool) * bytes);
 }
 
-function quarantineFor(prediction: KernelPrediction, error: MemoryError, node: NodeState, policy: ContainmentPolicySpec, dryRun: boolean): MemoryErrorEventStatusQuarantine[] {
+function quarantineFor(
+  prediction: KernelPrediction,
+  error: MemoryError,
+  node: NodeState,
+  policy: ContainmentPolicySpec,
+  dryRun: boolean,
+): MemoryErrorEventStatusQuarantine[] {
   const size = error.hugepage?.size;
   if (!size || prediction.lostBytes === 0 || policy.capacityQuarantine?.enabled === false) return [];
   const inPool = node.poisonedHugepages.filter((p) => p.size === size && p.inPool).length;
@@ -321,9 +344,7 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
       return { ...base, action: "None", state: "Skipped", reason: "the pod's labels are excluded by the policy" };
     const annotation = early?.optInAnnotation ?? "mce-operator.io/early-signal";
     if (early?.enabled !== false && pod.annotations[annotation] === "true") {
-      const ranges = error.mappers
-        .filter((m) => m.podUID === pod.uid && m.virtualStart)
-        .map((m) => `${m.virtualStart ?? ""}-${m.virtualEnd ?? ""}`);
+      const ranges = error.mappers.filter((m) => m.podUID === pod.uid && m.virtualStart).map((m) => `${m.virtualStart ?? ""}-${m.virtualEnd ?? ""}`);
       const signal = early?.signal ?? "SIGUSR1";
       return {
         ...base,
@@ -335,7 +356,9 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
     }
     if (eviction?.enabled === false)
       return { ...base, action: "None", state: "Skipped", reason: "eviction is disabled by the policy: the pod will crash with BUS_MCEERR_AR on access" };
-    const blocking = pdbs.filter((b) => b.namespace === pod.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, pod.labels)).map((b) => b.name);
+    const blocking = pdbs
+      .filter((b) => b.namespace === pod.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, pod.labels))
+      .map((b) => b.name);
     const pdbNote = blocking.length > 0 ? `; PodDisruptionBudget ${blocking.join(", ")} allows no disruption now, so eviction is retried with backoff` : "";
     const why = `maps the poisoned hugepage and will crash with BUS_MCEERR_AR on access: evict early${pdbNote}`;
     if (!dryRun && slots === 0)
@@ -374,17 +397,29 @@ function decideNodeAction(input: ContainmentInput, effective: number, dryRun: bo
   const safety = policy.safety;
   const cooldownMs = parseDuration(safety?.cooldown ?? "10m", "spec.safety.cooldown");
   if (node.lastNodeActionAt !== undefined && now - node.lastNodeActionAt < cooldownMs)
-    return { action, state: "HeldByBudget", reason: `${counted} (${threshold}), but the node was acted on less than ${safety?.cooldown ?? "10m"} ago (cooldown)` };
+    return {
+      action,
+      state: "HeldByBudget",
+      reason: `${counted} (${threshold}), but the node was acted on less than ${safety?.cooldown ?? "10m"} ago (cooldown)`,
+    };
   const breakerWindow = safety?.circuitBreaker?.window ?? "1h";
   const breakerMs = parseDuration(breakerWindow, "spec.safety.circuitBreaker.window");
   const maxActions = safety?.circuitBreaker?.maxNodeActions ?? 5;
   const recent = budget.nodeActionTimes.filter((t) => t > now - breakerMs && t <= now).length;
   if (recent >= maxActions)
-    return { action, state: "HeldByBudget", reason: `${counted} (${threshold}), but the circuit breaker is open: ${recent} node actions in ${breakerWindow} (limit ${maxActions})` };
+    return {
+      action,
+      state: "HeldByBudget",
+      reason: `${counted} (${threshold}), but the circuit breaker is open: ${recent} node actions in ${breakerWindow} (limit ${maxActions})`,
+    };
   const percent = safety?.maxUnavailableNodesPercent ?? 10;
   const allowed = Math.floor((budget.totalNodes * percent) / 100);
   if (!budget.actionedNodes.has(node.name) && budget.actionedNodes.size + 1 > allowed)
-    return { action, state: "HeldByBudget", reason: `${counted} (${threshold}), but ${budget.actionedNodes.size} of ${budget.totalNodes} nodes are already tainted or cordoned (budget ${percent}% = ${allowed})` };
+    return {
+      action,
+      state: "HeldByBudget",
+      reason: `${counted} (${threshold}), but ${budget.actionedNodes.size} of ${budget.totalNodes} nodes are already tainted or cordoned (budget ${percent}% = ${allowed})`,
+    };
   return { action, state: dryRun ? "DryRun" : "Planned", reason: `${counted} reached the ${threshold}` };
 }
 

@@ -16,7 +16,9 @@ export interface HeldQuarantine {
  * held 4Mi for 2Mi of stale capacity).
  */
 export function quarantinesToRelease(held: readonly HeldQuarantine[], staleBytes: number): Set<string> {
-  const keepFirst = [...held].sort((a, b) => Number(a.replaced) - Number(b.replaced) || a.decidedAt.localeCompare(b.decidedAt) || a.eventName.localeCompare(b.eventName));
+  const keepFirst = [...held].sort(
+    (a, b) => Number(a.replaced) - Number(b.replaced) || a.decidedAt.localeCompare(b.decidedAt) || a.eventName.localeCompare(b.eventName),
+  );
   const release = new Set<string>();
   let kept = 0;
   for (const q of keepFirst) {

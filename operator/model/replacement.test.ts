@@ -30,7 +30,18 @@ describe("decidePoolReplacement", () => {
 
   it("replaces a dissolved free hugepage at once, up to the size the kubelet advertises", () => {
     const r = decide(freePage);
-    expect(r).toMatchObject({ action: "Replace", state: "Planned", size: "2Mi", numaNode: 0, maxTotal: 32, afterMappersExit: false, expected: "Likely", givesBytes: 2 * MiB, lostForGoodBytes: 4096, minFreeBytes: GiB });
+    expect(r).toMatchObject({
+      action: "Replace",
+      state: "Planned",
+      size: "2Mi",
+      numaNode: 0,
+      maxTotal: 32,
+      afterMappersExit: false,
+      expected: "Likely",
+      givesBytes: 2 * MiB,
+      lostForGoodBytes: 4096,
+      minFreeBytes: GiB,
+    });
     expect(r?.reason).toMatch(/at once: the kernel has finished/);
   });
 
@@ -61,7 +72,12 @@ describe("decidePoolReplacement", () => {
     const gigantic = memoryError({ pageType: "free huge page", hugepage: { size: "1Gi", headPfn: 0x100000, numaNode: 0 } });
     const n = node({ ...roomy, pools: [...roomy.pools, { size: "1Gi", numaNode: 0, total: 1, free: 1 }], allocatableBytes: { "2Mi": 64 * MiB, "1Gi": GiB } });
     expect(decide(gigantic, n)).toMatchObject({ action: "None", reason: "the policy names no hugepages-1Gi pool for replacement" });
-    expect(decide(gigantic, n, on({ sizes: [{ size: "1Gi", maxPerWindow: 1 }] }))).toMatchObject({ action: "Replace", size: "1Gi", expected: "Uncertain", maxTotal: 1 });
+    expect(decide(gigantic, n, on({ sizes: [{ size: "1Gi", maxPerWindow: 1 }] }))).toMatchObject({
+      action: "Replace",
+      size: "1Gi",
+      expected: "Uncertain",
+      maxTotal: 1,
+    });
   });
 
   it("stops at the per-window limit for the size, counting only what was asked for", () => {
@@ -74,7 +90,13 @@ describe("decidePoolReplacement", () => {
   });
 
   it("pauses a node where the kernel refused twice until the window passes", () => {
-    const refused = node({ ...roomy, replacements: [{ at: T0 - 5 * hour, size: "1Gi", state: "Refused" }, { at: T0 - 2 * hour, size: "2Mi", state: "Refused" }] });
+    const refused = node({
+      ...roomy,
+      replacements: [
+        { at: T0 - 5 * hour, size: "1Gi", state: "Refused" },
+        { at: T0 - 2 * hour, size: "2Mi", state: "Refused" },
+      ],
+    });
     expectDecision(decide(freePage, refused), { action: "None" }, /refused 2 replacement\(s\) .* not asked again before 2026-11-26T07:00:00.000Z/);
     expect(replacementPause(refused, on(), T0)?.until).toBe(T0 + 19 * hour);
     expect(decide(freePage, refused, on(), T0 + 19 * hour + 1)).toMatchObject({ action: "Replace" });
@@ -96,7 +118,13 @@ describe("decidePoolReplacement", () => {
   });
 
   it("needs the hugepage's NUMA node when the node has several pools of the size", () => {
-    const numa = node({ ...roomy, pools: [{ size: "2Mi", numaNode: 0, total: 16, free: 8 }, { size: "2Mi", numaNode: 1, total: 16, free: 8 }] });
+    const numa = node({
+      ...roomy,
+      pools: [
+        { size: "2Mi", numaNode: 0, total: 16, free: 8 },
+        { size: "2Mi", numaNode: 1, total: 16, free: 8 },
+      ],
+    });
     const unknown = memoryError({ pageType: "free huge page", hugepage: { size: "2Mi", headPfn: 0x5200 } });
     expectDecision(decide(unknown, numa), { action: "None" }, /NUMA node is unknown/);
     const onOne = memoryError({ pageType: "free huge page", hugepage: { size: "2Mi", headPfn: 0x5200, numaNode: 1 } });
@@ -104,7 +132,11 @@ describe("decidePoolReplacement", () => {
   });
 
   it("does not ask an agent that cannot write its pools", () => {
-    expectDecision(decide(freePage, node({ ...roomy, poolResize: false })), { action: "None" }, /cannot write its hugepage pools .*agent.poolReplacement.enabled/);
+    expectDecision(
+      decide(freePage, node({ ...roomy, poolResize: false })),
+      { action: "None" },
+      /cannot write its hugepage pools .*agent.poolReplacement.enabled/,
+    );
     expect(decide(freePage, node({ ...roomy, poolResize: true }))).toMatchObject({ action: "Replace" });
   });
 
@@ -119,7 +151,14 @@ describe("decidePoolReplacement", () => {
 
 describe("poolCeiling", () => {
   it("is what the kubelet advertises, plus held poisoned pages, less the other NUMA pools", () => {
-    const n = node({ pools: [{ size: "2Mi", numaNode: 0, total: 15, free: 15 }, { size: "2Mi", numaNode: 1, total: 16, free: 16 }], allocatableBytes: { "2Mi": 32 * 2 * MiB }, poisonedHugepages: [{ size: "2Mi", headPfn: 1, inPool: true }] });
+    const n = node({
+      pools: [
+        { size: "2Mi", numaNode: 0, total: 15, free: 15 },
+        { size: "2Mi", numaNode: 1, total: 16, free: 16 },
+      ],
+      allocatableBytes: { "2Mi": 32 * 2 * MiB },
+      poisonedHugepages: [{ size: "2Mi", headPfn: 1, inPool: true }],
+    });
     expect(poolCeiling(n, "2Mi", 0)).toBe(17);
     expect(poolCeiling(n, "2Mi", 0, 1)).toBe(18);
     expect(poolCeiling(n, "1Gi", 0)).toBeUndefined();

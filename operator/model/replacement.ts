@@ -47,7 +47,10 @@ export function replacementPause(node: NodeState, policy: ContainmentPolicySpec,
   if (refused.length < REFUSALS_BEFORE_PAUSE) return undefined;
   // The pause lasts until enough refusals have left the window.
   const until = (refused[refused.length - REFUSALS_BEFORE_PAUSE]?.at ?? now) + windowMs;
-  return { until, reason: `the kernel refused ${refused.length} replacement(s) on this node in ${windowText}: not asked again before ${new Date(until).toISOString()}` };
+  return {
+    until,
+    reason: `the kernel refused ${refused.length} replacement(s) on this node in ${windowText}: not asked again before ${new Date(until).toISOString()}`,
+  };
 }
 
 const none = (reason: string): MemoryErrorEventStatusPoolReplacement => ({ action: "None", reason });
@@ -56,18 +59,30 @@ const none = (reason: string): MemoryErrorEventStatusPoolReplacement => ({ actio
  * Whether to ask the node's agent for one replacement hugepage, for which pool, how far it may raise it,
  * and what the model expects the kernel to give. Undefined when the policy leaves replacement off.
  */
-export function decidePoolReplacement(prediction: KernelPrediction, error: MemoryError, node: NodeState, policy: ContainmentPolicySpec, now: number, dryRun: boolean): MemoryErrorEventStatusPoolReplacement | undefined {
+export function decidePoolReplacement(
+  prediction: KernelPrediction,
+  error: MemoryError,
+  node: NodeState,
+  policy: ContainmentPolicySpec,
+  now: number,
+  dryRun: boolean,
+): MemoryErrorEventStatusPoolReplacement | undefined {
   const settings = policy.poolReplacement;
   if (settings?.enabled !== true) return undefined;
   const page = error.hugepage;
   const effect = prediction.poolEffect;
   if (!page || effect === "None" || effect === "NotHugepage" || effect === "Unknown")
-    return none(effect === "Unknown" ? "what the kernel did to the pool is unknown under this kernel profile: no replacement" : "no hugepage left the pool: nothing to replace");
+    return none(
+      effect === "Unknown"
+        ? "what the kernel did to the pool is unknown under this kernel profile: no replacement"
+        : "no hugepage left the pool: nothing to replace",
+    );
   const size = page.size;
   const bytes = hugepageBytes(size);
   const limit = settings.sizes?.find((s) => s.size === size);
   if (!limit) return none(`the policy names no hugepages-${size} pool for replacement`);
-  if (node.poolResize === false) return none("the node's agent cannot write its hugepage pools (/sys is read-only to it; the chart's agent.poolReplacement.enabled mounts them writable)");
+  if (node.poolResize === false)
+    return none("the node's agent cannot write its hugepage pools (/sys is read-only to it; the chart's agent.poolReplacement.enabled mounts them writable)");
   const sizePools = node.pools.filter((p) => p.size === size);
   const numaNode = page.numaNode ?? (sizePools.length === 1 ? sizePools[0]?.numaNode : undefined);
   if (numaNode === undefined) return none(`the hugepage's NUMA node is unknown and the node has ${sizePools.length} hugepages-${size} pools`);
@@ -77,7 +92,8 @@ export function decidePoolReplacement(prediction: KernelPrediction, error: Memor
   const windowMs = parseDuration(windowText, "spec.poolReplacement.window");
   const maxPerWindow = limit.maxPerWindow ?? 4;
   const asked = (node.replacements ?? []).filter((r) => r.size === size && ASKED.has(r.state) && r.at > now - windowMs && r.at <= now).length;
-  if (asked >= maxPerWindow) return none(`${asked} hugepages-${size} replacement(s) asked for on this node in ${windowText}: the policy's limit is ${maxPerWindow}`);
+  if (asked >= maxPerWindow)
+    return none(`${asked} hugepages-${size} replacement(s) asked for on this node in ${windowText}: the policy's limit is ${maxPerWindow}`);
   // This error's page, when the kernel still counts it, is not in node.poisonedHugepages yet.
   const maxTotal = poolCeiling(node, size, numaNode, countedInPool(effect) ? 1 : 0);
   if (maxTotal === undefined) return none(`the node does not advertise hugepages-${size}, so the pool's size before the errors is unknown`);
@@ -87,7 +103,9 @@ export function decidePoolReplacement(prediction: KernelPrediction, error: Memor
   // A mapped page's memory, all but the poisoned 4 KiB, returns to the node when its last mapper exits.
   const returning = afterMappersExit ? bytes - PAGE_SIZE_BYTES : 0;
   if (memory && memory.freeBytes + returning - bytes < minFreeBytes)
-    return none(`NUMA node ${numaNode} has ${formatBytes(memory.freeBytes + returning)} free; a hugepages-${size} replacement would leave less than the policy's floor of ${formatBytes(minFreeBytes)}`);
+    return none(
+      `NUMA node ${numaNode} has ${formatBytes(memory.freeBytes + returning)} free; a hugepages-${size} replacement would leave less than the policy's floor of ${formatBytes(minFreeBytes)}`,
+    );
   let expected: "Likely" | "Uncertain";
   let why: string;
   if (size === "1Gi") {

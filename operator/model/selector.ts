@@ -26,10 +26,7 @@ export function selectorSpecificity(selector: LabelSelector | undefined): number
   return Object.keys(selector?.matchLabels ?? {}).length + (selector?.matchExpressions?.length ?? 0);
 }
 
-export type PolicyMatch =
-  | { kind: "matched"; policy: ContainmentPolicy }
-  | { kind: "none" }
-  | { kind: "conflict"; policies: string[] };
+export type PolicyMatch = { kind: "matched"; policy: ContainmentPolicy } | { kind: "none" } | { kind: "conflict"; policies: string[] };
 
 /** The most specific policy selecting the node wins; two equally specific ones are a conflict. */
 export function policyForNode(policies: readonly ContainmentPolicy[], nodeLabels: Readonly<Record<string, string>>): PolicyMatch {

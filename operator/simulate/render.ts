@@ -19,7 +19,10 @@ function renderStep(step: SimulatedStep): string[] {
   if (d.pods.length === 0) out.push("    no pod maps the poisoned hugepage: no pod is touched");
   for (const q of d.quarantine) out.push(`    quarantine ${formatBytes(q.bytes)} of hugepages-${q.size} [${q.state ?? ""}]`);
   const r = d.poolReplacement;
-  if (r) out.push(`    replacement ${r.action === "Replace" ? `hugepages-${r.size ?? ""} [${r.state ?? ""}, ${(r.expected ?? "").toLowerCase()}]` : "none"}: ${r.reason ?? ""}`);
+  if (r)
+    out.push(
+      `    replacement ${r.action === "Replace" ? `hugepages-${r.size ?? ""} [${r.state ?? ""}, ${(r.expected ?? "").toLowerCase()}]` : "none"}: ${r.reason ?? ""}`,
+    );
   out.push(`    node ${d.nodeAction.action}${d.nodeAction.state ? ` [${d.nodeAction.state}]` : ""}: ${d.nodeAction.reason ?? ""}; health ${d.health.health}`);
   for (const c of step.capacity)
     out.push(

@@ -50,7 +50,11 @@ const scenarioSchema: JsonSchema = {
             },
           },
           allocatable: perSize("what the kubelet advertises; defaults to the pools"),
-          freeMemory: { type: "string", description: "free memory on NUMA node 0 (a quantity such as 3Gi), for pool replacement", pattern: "^[0-9]+(Ki|Mi|Gi|Ti)?$" },
+          freeMemory: {
+            type: "string",
+            description: "free memory on NUMA node 0 (a quantity such as 3Gi), for pool replacement",
+            pattern: "^[0-9]+(Ki|Mi|Gi|Ti)?$",
+          },
           free2MiBlocks: int("free memory on NUMA node 0 in whole 2 MiB blocks (buddy order 9 and up)"),
         },
       },
@@ -169,7 +173,13 @@ export interface ScenarioEntry {
   node?: string;
   nodes?: { matchLabels: Record<string, string> };
   kernel?: string;
-  error?: { pfn: string; severity: "Corrected" | "ActionOptional" | "ActionRequired" | "Fatal" | "SoftOffline"; pageType?: string; result?: string; size?: HugepageSize };
+  error?: {
+    pfn: string;
+    severity: "Corrected" | "ActionOptional" | "ActionRequired" | "Fatal" | "SoftOffline";
+    pageType?: string;
+    result?: string;
+    size?: HugepageSize;
+  };
 }
 
 export interface Scenario {
@@ -198,7 +208,10 @@ export function parseScenario(text: string, file: string): Scenario {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true });
   if (doc.errors.length > 0)
-    throw new ScenarioError(file, doc.errors.map((e) => ({ path: "", message: e.message.split("\n")[0] ?? e.message, line: e.linePos?.[0].line })));
+    throw new ScenarioError(
+      file,
+      doc.errors.map((e) => ({ path: "", message: e.message.split("\n")[0] ?? e.message, line: e.linePos?.[0].line })),
+    );
   const lineOf = (path: string): number | undefined => {
     const keys = pathKeys(path);
     for (let n = keys.length; n > 0; n--) {
@@ -209,14 +222,21 @@ export function parseScenario(text: string, file: string): Scenario {
   };
   const raw: unknown = doc.toJS();
   const issues = validateValue(scenarioSchema, raw);
-  if (issues.length > 0) throw new ScenarioError(file, issues.map((i) => ({ ...i, line: lineOf(i.path) })));
+  if (issues.length > 0)
+    throw new ScenarioError(
+      file,
+      issues.map((i) => ({ ...i, line: lineOf(i.path) })),
+    );
   const scenario = raw as Omit<Scenario, "policies" | "pods" | "pdbs"> & { policies?: unknown[]; pods?: ScenarioPod[]; pdbs?: Scenario["pdbs"] };
   const policies = (scenario.policies ?? [{ metadata: { name: "default" }, spec: { mode: "Enforce" } }]).map((p, i) => {
     try {
       return parseResource("ContainmentPolicy", p, `policies[${i}]`);
     } catch (e) {
       if (!(e instanceof SchemaError)) throw e;
-      throw new ScenarioError(file, e.issues.map((issue) => ({ path: `policies[${i}].${issue.path}`, message: issue.message, line: lineOf(`policies[${i}].${issue.path}`) })));
+      throw new ScenarioError(
+        file,
+        e.issues.map((issue) => ({ path: `policies[${i}].${issue.path}`, message: issue.message, line: lineOf(`policies[${i}].${issue.path}`) })),
+      );
     }
   });
   const entryIssues = scenario.timeline.flatMap((entry, i): SchemaIssue[] => {
@@ -228,6 +248,10 @@ export function parseScenario(text: string, file: string): Scenario {
       ...(where === 1 ? [] : [{ path, message: "expected exactly one of node or nodes" }]),
     ];
   });
-  if (entryIssues.length > 0) throw new ScenarioError(file, entryIssues.map((i) => ({ ...i, line: lineOf(i.path) })));
+  if (entryIssues.length > 0)
+    throw new ScenarioError(
+      file,
+      entryIssues.map((i) => ({ ...i, line: lineOf(i.path) })),
+    );
   return { ...scenario, policies, pods: scenario.pods ?? [], pdbs: scenario.pdbs ?? [] };
 }

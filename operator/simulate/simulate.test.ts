@@ -11,7 +11,14 @@ const run = (file: string): SimulationResult => {
 
 describe("mce-operator simulate on the bundled examples", () => {
   it("covers every example", () => {
-    expect(readdirSync("examples").sort()).toEqual(["db-shared-hugetlbfs.yaml", "dpdk-private-2m.yaml", "failed-1g.yaml", "free-hugepage.yaml", "rack-storm.yaml", "self-healing-pool.yaml"]);
+    expect(readdirSync("examples").sort()).toEqual([
+      "db-shared-hugetlbfs.yaml",
+      "dpdk-private-2m.yaml",
+      "failed-1g.yaml",
+      "free-hugepage.yaml",
+      "rack-storm.yaml",
+      "self-healing-pool.yaml",
+    ]);
   });
 
   it("DPDK on a private 2 MiB hugepage: evicts the mapper only, reads the machine check", () => {
@@ -79,11 +86,27 @@ describe("malformed scenarios", () => {
   };
 
   it.each([
-    ["a wrong type", "nodes: [{name: n, pools: [{size: 2Mi, total: lots, free: 1}]}]\ntimeline: []\n", /:1: nodes\[0\]\.pools\[0\]\.total: expected an integer, got "lots"/],
+    [
+      "a wrong type",
+      "nodes: [{name: n, pools: [{size: 2Mi, total: lots, free: 1}]}]\ntimeline: []\n",
+      /:1: nodes\[0\]\.pools\[0\]\.total: expected an integer, got "lots"/,
+    ],
     ["a missing field", "nodes: [{name: n}]\ntimeline:\n  - node: n\n    kernel: x\n", /:3: timeline\[0\]\.at: required value is missing/],
-    ["an unknown hugepage size", "nodes:\n  - name: n\n    pools:\n      - {size: 4Mi, total: 1, free: 1}\ntimeline: []\n", /:4: nodes\[0\]\.pools\[0\]\.size: unsupported value "4Mi"/],
-    ["an invalid policy", "policies:\n  - metadata: {name: p}\n    spec: {mode: Sometimes}\nnodes: []\ntimeline: []\n", /:3: policies\[0\]\.spec\.mode: unsupported value "Sometimes"/],
-    ["both kernel lines and an error", "nodes: [{name: n}]\ntimeline:\n  - {at: 0s, node: n, kernel: x, error: {pfn: '0x1', severity: Fatal}}\n", /timeline\[0\]: expected exactly one of kernel/],
+    [
+      "an unknown hugepage size",
+      "nodes:\n  - name: n\n    pools:\n      - {size: 4Mi, total: 1, free: 1}\ntimeline: []\n",
+      /:4: nodes\[0\]\.pools\[0\]\.size: unsupported value "4Mi"/,
+    ],
+    [
+      "an invalid policy",
+      "policies:\n  - metadata: {name: p}\n    spec: {mode: Sometimes}\nnodes: []\ntimeline: []\n",
+      /:3: policies\[0\]\.spec\.mode: unsupported value "Sometimes"/,
+    ],
+    [
+      "both kernel lines and an error",
+      "nodes: [{name: n}]\ntimeline:\n  - {at: 0s, node: n, kernel: x, error: {pfn: '0x1', severity: Fatal}}\n",
+      /timeline\[0\]: expected exactly one of kernel/,
+    ],
     ["broken YAML", "nodes: [\n", /:\d+: \(top level\): /],
   ])("names the file, path and line for %s, and prints nothing else", (_what, text, message) => {
     const file = write("bad", text);
@@ -95,7 +118,10 @@ describe("malformed scenarios", () => {
   });
 
   it("reports a kernel line it does not understand and makes no event of it", () => {
-    const file = write("unknown", "nodes: [{name: n, pools: [{size: 2Mi, total: 4, free: 4}]}]\ntimeline:\n  - at: 0s\n    node: n\n    kernel: |\n      Memory failure: 0x4600: something new happened\n");
+    const file = write(
+      "unknown",
+      "nodes: [{name: n, pools: [{size: 2Mi, total: 4, free: 4}]}]\ntimeline:\n  - at: 0s\n    node: n\n    kernel: |\n      Memory failure: 0x4600: something new happened\n",
+    );
     const r = JSON.parse(runSimulate([file, "--output=json"]).stdout) as SimulationResult;
     expect(r.steps).toEqual([]);
     expect(r.warnings[0]).toMatch(/timeline\[0\]\.kernel line 1: not understood, no event made/);

@@ -12,12 +12,16 @@ import { parseDuration } from "../model/duration.ts";
 import { policyForNode, selectorMatches } from "../model/selector.ts";
 import type { Scenario, ScenarioEntry, ScenarioMapping, ScenarioPod } from "./scenario.ts";
 
-
-
 export interface SimulatedStep {
   at: string;
   node: string;
-  error: { pfn: string; severity: MemoryError["severity"]; pageType?: string | undefined; result?: string | undefined; hugepage?: { size: HugepageSize; headPfn: string } | undefined };
+  error: {
+    pfn: string;
+    severity: MemoryError["severity"];
+    pageType?: string | undefined;
+    result?: string | undefined;
+    hugepage?: { size: HugepageSize; headPfn: string } | undefined;
+  };
   policy: string;
   kernelLines: string[];
   decision?: Decision;
@@ -32,7 +36,15 @@ export interface SimulationResult {
   pods: number;
   steps: SimulatedStep[];
   warnings: string[];
-  summary: { errors: number; evictions: number; earlySignals: number; quarantinedBytes: number; taintedNodes: string[]; cordonedNodes: string[]; heldNodeActions: number };
+  summary: {
+    errors: number;
+    evictions: number;
+    earlySignals: number;
+    quarantinedBytes: number;
+    taintedNodes: string[];
+    cordonedNodes: string[];
+    heldNodeActions: number;
+  };
 }
 
 interface LiveNode extends NodeState {
@@ -140,7 +152,17 @@ interface EntryError {
 function entryErrors(entry: ScenarioEntry, where: string, warnings: string[]): EntryError[] {
   if (entry.error) {
     const e = entry.error;
-    return [{ pfn: parseHex(e.pfn, `${where}.error.pfn`), severity: e.severity, pageType: e.pageType, result: e.result, size: e.size, signalled: new Set(), lines: [] }];
+    return [
+      {
+        pfn: parseHex(e.pfn, `${where}.error.pfn`),
+        severity: e.severity,
+        pageType: e.pageType,
+        result: e.result,
+        size: e.size,
+        signalled: new Set(),
+        lines: [],
+      },
+    ];
   }
   const assembled = assembleKernelErrors(entry.kernel ?? "");
   for (const u of assembled.unrecognized) warnings.push(`${where}.kernel line ${u.line}: not understood, no event made (${u.reason}): ${u.text}`);
@@ -155,14 +177,25 @@ function entryErrors(entry: ScenarioEntry, where: string, warnings: string[]): E
   }));
 }
 
-function applyOutcome(node: LiveNode, pods: LivePod[], decision: Decision, size: HugepageSize | undefined, headPfn: number, blocked: ReadonlySet<string>, now: number): LivePod[] {
+function applyOutcome(
+  node: LiveNode,
+  pods: LivePod[],
+  decision: Decision,
+  size: HugepageSize | undefined,
+  headPfn: number,
+  blocked: ReadonlySet<string>,
+  now: number,
+): LivePod[] {
   const { prediction, quarantine, nodeAction } = decision;
   const change = prediction.pool;
   if (size && change) {
     const pool = node.pools.find((p) => p.size === size);
     // A free page (dissolved or soft offlined) leaves total and free; a mapped one only the total, now.
     const wasFree = prediction.poolEffect === "Dissolved" || (prediction.poolEffect === "Migrated" && prediction.mappers.length === 0);
-    if (pool) node.pools = node.pools.map((p) => (p === pool ? { ...p, total: p.total + change.totalDelta, free: Math.max(0, p.free + (wasFree ? change.freeDelta : 0)) } : p));
+    if (pool)
+      node.pools = node.pools.map((p) =>
+        p === pool ? { ...p, total: p.total + change.totalDelta, free: Math.max(0, p.free + (wasFree ? change.freeDelta : 0)) } : p,
+      );
     if (prediction.poolEffect !== "None") node.poisonedHugepages = [...node.poisonedHugepages, { size, headPfn, inPool: countedInPool(prediction.poolEffect) }];
   }
   if (!decision.dryRun) {
@@ -195,7 +228,15 @@ function replace(node: LiveNode, decision: Decision, now: number): void {
   const bytes = hugepageBytes(size);
   node.pools = node.pools.map((p) => (p.size === size && p.numaNode === r.numaNode ? { ...p, total: p.total + 1, free: p.free + 1 } : p));
   node.quarantinedBytes[size] = Math.max(0, (node.quarantinedBytes[size] ?? 0) - bytes);
-  node.numaMemory = node.numaMemory?.map((m) => (m.numaNode === r.numaNode ? { ...m, freeBytes: m.freeBytes - bytes, free2MiBlocks: m.free2MiBlocks === undefined ? undefined : Math.max(0, m.free2MiBlocks - bytes / hugepageBytes("2Mi")) } : m));
+  node.numaMemory = node.numaMemory?.map((m) =>
+    m.numaNode === r.numaNode
+      ? {
+          ...m,
+          freeBytes: m.freeBytes - bytes,
+          free2MiBlocks: m.free2MiBlocks === undefined ? undefined : Math.max(0, m.free2MiBlocks - bytes / hugepageBytes("2Mi")),
+        }
+      : m,
+  );
 }
 
 export function simulate(scenario: Scenario): SimulationResult {
@@ -220,21 +261,43 @@ export function simulate(scenario: Scenario): SimulationResult {
         const notHuge = e.pageType !== undefined && !/huge/.test(e.pageType);
         const hugepage = size && !notHuge ? { size, headPfn, numaNode: 0 } : undefined;
         const mappers = hugepage ? findMappers(pods, node.name, hugepage.size, headPfn, e.signalled) : [];
-        const error: MemoryError = { nodeName: node.name, pfn: e.pfn, severity: e.severity, pageType: e.pageType, result: e.result, hugepage, mappers, observedAt: now };
+        const error: MemoryError = {
+          nodeName: node.name,
+          pfn: e.pfn,
+          severity: e.severity,
+          pageType: e.pageType,
+          result: e.result,
+          hugepage,
+          mappers,
+          observedAt: now,
+        };
         const match = policyForNode(scenario.policies, node.labels);
         const step: SimulatedStep = {
           at: entry.at,
           node: node.name,
-          error: { pfn: formatPfn(e.pfn), severity: e.severity, pageType: e.pageType, result: e.result, hugepage: hugepage && { size: hugepage.size, headPfn: formatPfn(headPfn) } },
+          error: {
+            pfn: formatPfn(e.pfn),
+            severity: e.severity,
+            pageType: e.pageType,
+            result: e.result,
+            hugepage: hugepage && { size: hugepage.size, headPfn: formatPfn(headPfn) },
+          },
           policy: match.kind === "matched" ? match.policy.metadata.name : "",
           kernelLines: e.lines,
           capacity: [],
         };
         if (match.kind !== "matched") {
-          step.undecided = match.kind === "none" ? "no ContainmentPolicy selects this node" : `policies ${match.policies.join(", ")} select this node equally specifically`;
+          step.undecided =
+            match.kind === "none" ? "no ContainmentPolicy selects this node" : `policies ${match.policies.join(", ")} select this node equally specifically`;
         } else {
           const decision = decideNode(node, error, pods, scenario, match.policy, nodes, nodeActionTimes, now);
-          const blocked = new Set(pods.filter((p) => scenario.pdbs.some((b) => (b.namespace ?? "default") === p.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, p.labels))).map((p) => p.uid));
+          const blocked = new Set(
+            pods
+              .filter((p) =>
+                scenario.pdbs.some((b) => (b.namespace ?? "default") === p.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, p.labels)),
+              )
+              .map((p) => p.uid),
+          );
           for (const p of decision.pods) if (p.action === "Evict" && blocked.has(p.uid) && p.state === "Planned") p.state = "Blocked";
           if (decision.nodeAction.state === "Planned") nodeActionTimes.push(now);
           pods = applyOutcome(node, pods, decision, size, headPfn, blocked, now);
@@ -249,14 +312,28 @@ export function simulate(scenario: Scenario): SimulationResult {
   return { description: scenario.description, nodes: nodes.length, pods: scenario.pods.length, steps, warnings, summary: summarize(steps, nodes) };
 }
 
-function decideNode(node: LiveNode, error: MemoryError, pods: LivePod[], scenario: Scenario, policy: ContainmentPolicy, nodes: LiveNode[], nodeActionTimes: number[], now: number): Decision {
+function decideNode(
+  node: LiveNode,
+  error: MemoryError,
+  pods: LivePod[],
+  scenario: Scenario,
+  policy: ContainmentPolicy,
+  nodes: LiveNode[],
+  nodeActionTimes: number[],
+  now: number,
+): Decision {
   return decideContainment({
     error,
     node,
     pods: pods.filter((p) => p.nodeName === node.name),
     pdbs: scenario.pdbs.map((b) => ({ namespace: b.namespace ?? "default", name: b.name, selector: b.selector, disruptionsAllowed: b.disruptionsAllowed })),
     policy: policy.spec,
-    budget: { totalNodes: nodes.length, actionedNodes: new Set(nodes.filter((n) => n.tainted || n.cordoned).map((n) => n.name)), nodeActionTimes, evictionsInFlight: 0 },
+    budget: {
+      totalNodes: nodes.length,
+      actionedNodes: new Set(nodes.filter((n) => n.tainted || n.cordoned).map((n) => n.name)),
+      nodeActionTimes,
+      evictionsInFlight: 0,
+    },
     now,
   });
 }

@@ -26,4 +26,3 @@ export class FakeClock implements Clock {
     return this.timers.map((t) => t.at - this.time).sort((a, b) => a - b);
   }
 }
-

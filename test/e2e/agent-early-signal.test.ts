@@ -11,7 +11,17 @@ import type { MemoryErrorEvent } from "../../crds/generated.ts";
 import { group, lostRangesAnnotation, memoryErrorEventName, version } from "../../crds/naming.ts";
 import { writeFakeHost, writeFakeProcess } from "../../agent/fake-host.ts";
 import { getEvent } from "./operator-harness.ts";
-import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
+import {
+  clients,
+  createHugepageNode,
+  createHugepagePod,
+  createNamespace,
+  deleteNamespace,
+  deleteNode,
+  kubectl,
+  waitFor,
+  waitForPodRunning,
+} from "./cluster/helpers.ts";
 
 const bootID = "2b7c9d1e-3f4a-4b5c-8d6e-7f8091a2b3c4";
 const agentMain = new URL("../../agent/main.ts", import.meta.url).pathname;
@@ -46,9 +56,11 @@ describe("agent early signal", () => {
     // A stand-in for the pod's database process: exits 0 on SIGUSR1.
     const workload = spawn(process.execPath, ["-e", "process.on('SIGUSR1', () => process.exit(0)); setInterval(() => {}, 1000);"], { stdio: "ignore" });
     children.push(workload);
-    const workloadExit = new Promise<NodeJS.Signals | number | null>((resolve) => workload.once("exit", (code, signal) => {
-      resolve(signal ?? code);
-    }));
+    const workloadExit = new Promise<NodeJS.Signals | number | null>((resolve) =>
+      workload.once("exit", (code, signal) => {
+        resolve(signal ?? code);
+      }),
+    );
     const pid = workload.pid ?? 0;
     const root = mkdtempSync(join(tmpdir(), "agent-root-"));
     writeFakeHost(root, { bootID, pools: [{ size: "2Mi", numaNode: 0, total: 32, free: 30 }], earlyKill: false });
@@ -61,14 +73,44 @@ describe("agent early signal", () => {
     const stateDir = mkdtempSync(join(tmpdir(), "agent-state-"));
     const replay = join(stateDir, "replay.txt");
     writeFileSync(replay, "0.5 Memory failure: 0x7205: recovery action for huge page: Recovered\n");
-    const agent = spawn(process.execPath, [agentMain, "--node-name", node, "--kubeconfig", inject("kubeconfig"), "--host-root", root, "--state-dir", stateDir, "--replay", replay, "--metrics-port", "0"], { stdio: "ignore" });
+    const agent = spawn(
+      process.execPath,
+      [
+        agentMain,
+        "--node-name",
+        node,
+        "--kubeconfig",
+        inject("kubeconfig"),
+        "--host-root",
+        root,
+        "--state-dir",
+        stateDir,
+        "--replay",
+        replay,
+        "--metrics-port",
+        "0",
+      ],
+      { stdio: "ignore" },
+    );
     children.push(agent);
 
     const custom = c.kubeConfig.makeApiClient(CustomObjectsApi);
     const eventName = memoryErrorEventName(node, bootID, 0x7205);
     const read = (): Promise<MemoryErrorEvent> => getEvent(eventName);
     const event = await waitFor(`MemoryErrorEvent ${eventName}`, read, { timeoutMs: 20_000 });
-    expect(event.spec.mappers).toMatchObject([{ pid, command: "postgres", podUID: uid, podNamespace: namespace, podName: name, mapping: "Shared", hugetlbfsFile: "/dev/hugepages/pg-buffers", virtualStart: `0x${(base + 0x200000).toString(16)}`, virtualEnd: `0x${(base + 0x400000).toString(16)}` }]);
+    expect(event.spec.mappers).toMatchObject([
+      {
+        pid,
+        command: "postgres",
+        podUID: uid,
+        podNamespace: namespace,
+        podName: name,
+        mapping: "Shared",
+        hugetlbfsFile: "/dev/hugepages/pg-buffers",
+        virtualStart: `0x${(base + 0x200000).toString(16)}`,
+        virtualEnd: `0x${(base + 0x400000).toString(16)}`,
+      },
+    ]);
 
     // What the operator writes: an early signal planned for the pod.
     await custom.patchClusterCustomObjectStatus(
@@ -77,7 +119,12 @@ describe("agent early signal", () => {
         version,
         plural: "memoryerrorevents",
         name: eventName,
-        body: { apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: eventName }, status: { phase: "Pending", pods: [{ uid, namespace, name, action: "EarlySignal", state: "Planned", signal: "SIGUSR1" }] } },
+        body: {
+          apiVersion: `${group}/${version}`,
+          kind: "MemoryErrorEvent",
+          metadata: { name: eventName },
+          status: { phase: "Pending", pods: [{ uid, namespace, name, action: "EarlySignal", state: "Planned", signal: "SIGUSR1" }] },
+        },
         fieldManager: "mce-operator",
         force: true,
       },
@@ -114,7 +161,12 @@ describe("agent early signal", () => {
         version,
         plural: "memoryerrorevents",
         name: eventName,
-        body: { apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: eventName }, status: { phase: "Contained", pods: [{ uid, namespace, name, action: "EarlySignal", state: "InProgress", signal: "SIGUSR1" }] } },
+        body: {
+          apiVersion: `${group}/${version}`,
+          kind: "MemoryErrorEvent",
+          metadata: { name: eventName },
+          status: { phase: "Contained", pods: [{ uid, namespace, name, action: "EarlySignal", state: "InProgress", signal: "SIGUSR1" }] },
+        },
         fieldManager: "mce-operator",
         force: true,
       },

@@ -26,15 +26,37 @@ interface RunningAgent {
 
 function startAgent(node: string, root: string, stateDir: string, replay: string): RunningAgent {
   const logFile = join(stateDir, `agent-${Date.now()}.log`);
-  const child = spawn(process.execPath, [agentMain, "--node-name", node, "--kubeconfig", inject("kubeconfig"), "--host-root", root, "--state-dir", stateDir, "--replay", replay, "--metrics-port", "0", "--health-interval", "1"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      agentMain,
+      "--node-name",
+      node,
+      "--kubeconfig",
+      inject("kubeconfig"),
+      "--host-root",
+      root,
+      "--state-dir",
+      stateDir,
+      "--replay",
+      replay,
+      "--metrics-port",
+      "0",
+      "--health-interval",
+      "1",
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const out = createWriteStream(logFile);
   child.stdout.pipe(out);
   child.stderr.pipe(out);
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => {
-    resolve(code);
-  }));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => {
+      resolve(code);
+    }),
+  );
   return { child, logFile, exited };
 }
 
@@ -60,21 +82,31 @@ function host(): { root: string; stateDir: string } {
 function replayFile(dir: string, offsets: number[]): { file: string; pfns: number[] } {
   const pfns = offsets.map((_, i) => 0x10000 + i * 0x200 + 5);
   const file = join(dir, "replay.txt");
-  writeFileSync(file, offsets.map((offset, i) => `${offset} Memory failure: 0x${(pfns[i] ?? 0).toString(16)}: recovery action for huge page: Recovered\n`).join(""));
+  writeFileSync(
+    file,
+    offsets.map((offset, i) => `${offset} Memory failure: 0x${(pfns[i] ?? 0).toString(16)}: recovery action for huge page: Recovered\n`).join(""),
+  );
   return { file, pfns };
 }
 
 async function eventsOf(node: string): Promise<MemoryErrorEvent[]> {
   const custom = clients().kubeConfig.makeApiClient(CustomObjectsApi);
-  const list = (await custom.listClusterCustomObject({ group, version, plural: "memoryerrorevents", labelSelector: `${nodeLabel}=${node}` })) as { items: MemoryErrorEvent[] };
+  const list = (await custom.listClusterCustomObject({ group, version, plural: "memoryerrorevents", labelSelector: `${nodeLabel}=${node}` })) as {
+    items: MemoryErrorEvent[];
+  };
   return list.items;
 }
 
 async function waitForEvents(node: string, count: number, timeoutMs: number): Promise<MemoryErrorEvent[]> {
-  return waitFor(`${count} MemoryErrorEvents of ${node}`, async () => {
-    const items = await eventsOf(node);
-    return items.length >= count && items;
-  }, { timeoutMs, intervalMs: 250 }, (last) => (last === false ? "fewer" : String(last?.length)));
+  return waitFor(
+    `${count} MemoryErrorEvents of ${node}`,
+    async () => {
+      const items = await eventsOf(node);
+      return items.length >= count && items;
+    },
+    { timeoutMs, intervalMs: 250 },
+    (last) => (last === false ? "fewer" : String(last?.length)),
+  );
 }
 
 /** Exactly the expected events, each once, created in the order the kernel reported them. */
@@ -82,7 +114,8 @@ function expectExactly(events: MemoryErrorEvent[], node: string, pfns: number[])
   expect(events.map((e) => e.metadata.name).sort()).toEqual(pfns.map((pfn) => memoryErrorEventName(node, bootID, pfn)).sort());
   const byCreation = [...events].sort((a, b) => Number(a.metadata.resourceVersion) - Number(b.metadata.resourceVersion));
   expect(byCreation.map((e) => e.spec.pfn)).toEqual(pfns.map((pfn) => `0x${pfn.toString(16)}`));
-  for (const event of events) expect(event.spec).toMatchObject({ nodeName: node, bootID, source: "Replay", severity: "ActionOptional", result: "Recovered", hugepage: { size: "2Mi" } });
+  for (const event of events)
+    expect(event.spec).toMatchObject({ nodeName: node, bootID, source: "Replay", severity: "ActionOptional", result: "Recovered", hugepage: { size: "2Mi" } });
 }
 
 beforeAll(async () => {
@@ -107,7 +140,13 @@ describe("agent reporting", () => {
           throw error;
         }
       });
-      expect(health.spec).toMatchObject({ nodeName: node, bootID, kernelVersion: "6.1.0-56-amd64", hugepagePools: [{ size: "2Mi", numaNode: 0, total: 32, free: 32 }], capabilities: { earlyKill: false, recovery: true, kmsg: false } });
+      expect(health.spec).toMatchObject({
+        nodeName: node,
+        bootID,
+        kernelVersion: "6.1.0-56-amd64",
+        hugepagePools: [{ size: "2Mi", numaNode: 0, total: 32, free: 32 }],
+        capabilities: { earlyKill: false, recovery: true, kmsg: false },
+      });
     } finally {
       expect(await stopAgent(agent)).toBe(0);
     }

@@ -16,10 +16,19 @@ export const repoRoot = join(dirname(new URL(import.meta.url).pathname), "..", "
 export function realBuild(root = repoRoot): { out: string; cleanup: () => void } {
   const out = join(root, "node_modules", ".cache", `mce-build-${process.pid}-${Date.now()}`);
   mkdirSync(out, { recursive: true });
-  execFileSync(process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", join(root, "tsconfig.build.json"), "--outDir", join(out, "dist")], { cwd: root, stdio: "pipe" });
+  execFileSync(
+    process.execPath,
+    [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", join(root, "tsconfig.build.json"), "--outDir", join(out, "dist")],
+    { cwd: root, stdio: "pipe" },
+  );
   // The compiled files are ES modules, as package.json's "type" says for the image.
   writeFileSync(join(out, "package.json"), JSON.stringify({ type: "module" }));
-  return { out, cleanup: () => { rmSync(out, { recursive: true, force: true }); } };
+  return {
+    out,
+    cleanup: () => {
+      rmSync(out, { recursive: true, force: true });
+    },
+  };
 }
 
 /** The final stage's ENTRYPOINT, in exec form: what the image runs. */

@@ -74,14 +74,22 @@ let installed = false;
 let objects: Awaited<ReturnType<typeof template>> = [];
 const agentKubeconfig: Record<string, string> = {};
 
-const cgroupOf = (pod: V1Pod): string => `0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${(pod.metadata?.uid ?? "").replaceAll("-", "_")}.slice/cri-containerd-${"cd".repeat(32)}.scope\n`;
+const cgroupOf = (pod: V1Pod): string =>
+  `0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${(pod.metadata?.uid ?? "").replaceAll("-", "_")}.slice/cri-containerd-${"cd".repeat(32)}.scope\n`;
 
 /** The chart's pods of one component, Running, on the given node (or any). */
 async function chartPod(component: "operator" | "agent", node?: string): Promise<V1Pod> {
-  return waitFor(`the chart's ${component} pod${node === undefined ? "" : ` on ${node}`} Running`, async () => {
-    const list = await c.core.listNamespacedPod({ namespace, labelSelector: `app.kubernetes.io/instance=${release},app.kubernetes.io/component=${component}` });
-    return list.items.find((p) => p.status?.phase === "Running" && (node === undefined || p.spec?.nodeName === node));
-  }, { timeoutMs: 60_000 });
+  return waitFor(
+    `the chart's ${component} pod${node === undefined ? "" : ` on ${node}`} Running`,
+    async () => {
+      const list = await c.core.listNamespacedPod({
+        namespace,
+        labelSelector: `app.kubernetes.io/instance=${release},app.kubernetes.io/component=${component}`,
+      });
+      return list.items.find((p) => p.status?.phase === "Running" && (node === undefined || p.spec?.nodeName === node));
+    },
+    { timeoutMs: 60_000 },
+  );
 }
 
 /** A kubeconfig with a token bound to the pod, through a fresh recording proxy (or straight to the API server). */
@@ -103,7 +111,10 @@ beforeAll(async () => {
   nodeA = (await createHugepageNode(c, { hugepages: { "hugepages-2Mi": "64Mi" }, labels: { [selectorLabel]: run } })).metadata?.name ?? "";
   nodeB = (await createHugepageNode(c, { hugepages: { "hugepages-2Mi": "64Mi" }, labels: { [selectorLabel]: run } })).metadata?.name ?? "";
   const file = valuesFile(values);
-  const install = await helm(["install", release, chartDir, "--namespace", namespace, "--create-namespace", "-f", file, "--wait=hookOnly"], inject("kubeconfig"));
+  const install = await helm(
+    ["install", release, chartDir, "--namespace", namespace, "--create-namespace", "-f", file, "--wait=hookOnly"],
+    inject("kubeconfig"),
+  );
   installed = install.code === 0;
   if (!installed) throw new Error(`helm install failed: ${install.stderr}`);
   objects = await template(values, release, namespace);
@@ -132,20 +143,51 @@ describe("helm install", () => {
     expect(listed.code, listed.stderr).toBe(0);
     // Each rendered object exists on the server.
     for (const o of objects) {
-      const args = ["get", `${o.kind.toLowerCase()}.${o.apiVersion.includes("/") ? (o.apiVersion.split("/")[0] ?? "") : ""}`.replace(/\.$/, ""), o.metadata.name, "-o", "name"];
+      const args = [
+        "get",
+        `${o.kind.toLowerCase()}.${o.apiVersion.includes("/") ? (o.apiVersion.split("/")[0] ?? "") : ""}`.replace(/\.$/, ""),
+        o.metadata.name,
+        "-o",
+        "name",
+      ];
       const got = await kubectl(o.metadata.namespace === undefined ? args : [...args, "-n", o.metadata.namespace]);
       expect(got.code, `${o.kind} ${o.metadata.name}: ${got.stderr}`).toBe(0);
     }
     expect(objects.map((o) => o.kind).sort()).toEqual(
-      ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap", "ContainmentPolicy", "DaemonSet", "Deployment", "PodDisruptionBudget", "PriorityClass", "PriorityClass", "PriorityClass", "Role", "RoleBinding", "Service", "Service", "ServiceAccount", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].sort(),
+      [
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "ContainmentPolicy",
+        "DaemonSet",
+        "Deployment",
+        "PodDisruptionBudget",
+        "PriorityClass",
+        "PriorityClass",
+        "PriorityClass",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Service",
+        "ServiceAccount",
+        "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+      ].sort(),
     );
     // The DaemonSet put an agent on each of this test's nodes; both operator replicas run.
     await chartPod("agent", nodeA);
     await chartPod("agent", nodeB);
-    await waitFor("two operator replicas Running", async () => {
-      const list = await c.core.listNamespacedPod({ namespace, labelSelector: `app.kubernetes.io/instance=${release},app.kubernetes.io/component=operator` });
-      return list.items.filter((p) => p.status?.phase === "Running").length === 2;
-    }, { timeoutMs: 60_000 });
+    await waitFor(
+      "two operator replicas Running",
+      async () => {
+        const list = await c.core.listNamespacedPod({ namespace, labelSelector: `app.kubernetes.io/instance=${release},app.kubernetes.io/component=operator` });
+        return list.items.filter((p) => p.status?.phase === "Running").length === 2;
+      },
+      { timeoutMs: 60_000 },
+    );
     const policy = await kubectl(["get", "validatingadmissionpolicy", `${release}-mce-operator-agent-own-node`, "-o", "jsonpath={.status.typeChecking}"]);
     expect(policy.stdout).not.toMatch(/warning/i);
   });
@@ -183,7 +225,11 @@ describe("least privilege: the operator and two agents with the chart's own serv
     const applied = await kubectl(["apply", "--server-side", "--field-manager=e2e", "-f", "-"], { input: JSON.stringify(policy) });
     expect(applied.code, applied.stderr).toBe(0);
 
-    for (const [key, labels] of [["evicted", { app: "evicted" }], ["guarded", { app: "guarded" }], ["signalled", { app: "signalled" }]] as const) {
+    for (const [key, labels] of [
+      ["evicted", { app: "evicted" }],
+      ["guarded", { app: "guarded" }],
+      ["signalled", { app: "signalled" }],
+    ] as const) {
       const created = await createHugepagePod(c, { namespace: work, nodeName: nodeA, hugepages: { "hugepages-2Mi": "2Mi" }, labels });
       pods[key] = await waitForPodRunning(c, work, created.metadata?.name ?? "");
     }
@@ -193,25 +239,47 @@ describe("least privilege: the operator and two agents with the chart's own serv
     // Node A's host: three processes map hugepages; the opted-in one is a real process to signal.
     const workload = spawn(process.execPath, ["-e", "process.on('SIGUSR1', () => process.exit(0)); setInterval(() => {}, 1000);"], { stdio: "ignore" });
     children.push(workload);
-    workloadExit = new Promise((resolve) => workload.once("exit", (code, signal) => {
-      resolve(signal ?? code);
-    }));
+    workloadExit = new Promise((resolve) =>
+      workload.once("exit", (code, signal) => {
+        resolve(signal ?? code);
+      }),
+    );
     const rootA = join(dir, "host-a");
     const rootB = join(dir, "host-b");
     writeFakeHost(rootA, { bootID: bootA, pools: [{ size: "2Mi", numaNode: 0, total: 32, free: 29 }], earlyKill: false, recovery: true });
     // Node B's kernel pool is one page short of what its kubelet advertises (64Mi): the free hugepage the
     // error dissolves, so the quarantine holds.
     writeFakeHost(rootB, { bootID: bootB, pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }], earlyKill: false, recovery: true });
-    writeFakeProcess(join(rootA, "proc"), { pid: 31001, comm: "dpdk-app", cgroup: cgroupOf(pods.evicted), vmas: [{ start: base, size: "2Mi", pfns: [0x10000] }] });
-    writeFakeProcess(join(rootA, "proc"), { pid: 31002, comm: "guarded-app", cgroup: cgroupOf(pods.guarded), vmas: [{ start: base, size: "2Mi", pfns: [0x10200] }] });
-    writeFakeProcess(join(rootA, "proc"), { pid: workload.pid ?? 0, comm: "cache", cgroup: cgroupOf(pods.signalled), vmas: [{ start: base, size: "2Mi", shared: true, path: "/dev/hugepages/cache", pfns: [0x10400] }] });
+    writeFakeProcess(join(rootA, "proc"), {
+      pid: 31001,
+      comm: "dpdk-app",
+      cgroup: cgroupOf(pods.evicted),
+      vmas: [{ start: base, size: "2Mi", pfns: [0x10000] }],
+    });
+    writeFakeProcess(join(rootA, "proc"), {
+      pid: 31002,
+      comm: "guarded-app",
+      cgroup: cgroupOf(pods.guarded),
+      vmas: [{ start: base, size: "2Mi", pfns: [0x10200] }],
+    });
+    writeFakeProcess(join(rootA, "proc"), {
+      pid: workload.pid ?? 0,
+      comm: "cache",
+      cgroup: cgroupOf(pods.signalled),
+      vmas: [{ start: base, size: "2Mi", shared: true, path: "/dev/hugepages/cache", pfns: [0x10400] }],
+    });
     // The errors come 12 s after the agents start (time for their watches and for Prometheus), 1.5 s
     // apart on node A (longer than the policy's cooldown): the early signal first, with no node action
     // beside it, then the second error taints and the third cordons. Node B's single error only
     // quarantines.
     const delay = 12;
     const replayA = join(dir, "replay-a.txt");
-    writeFileSync(replayA, [pfn.signalled, pfn.evicted, pfn.guarded].map((p, i) => `${delay + i * 1.5} Memory failure: 0x${p.toString(16)}: recovery action for huge page: Recovered\n`).join(""));
+    writeFileSync(
+      replayA,
+      [pfn.signalled, pfn.evicted, pfn.guarded]
+        .map((p, i) => `${delay + i * 1.5} Memory failure: 0x${p.toString(16)}: recovery action for huge page: Recovered\n`)
+        .join(""),
+    );
     const replayB = join(dir, "replay-b.txt");
     writeFileSync(replayB, `${delay} Memory failure: 0x${pfn.free.toString(16)}: recovery action for free huge page: Recovered\n`);
 
@@ -229,16 +297,58 @@ describe("least privilege: the operator and two agents with the chart's own serv
     const agentArgs = (node: string, kubeconfig: string, root: string, replay: string): string[] => {
       const state = join(dir, `state-${node}`);
       mkdirSync(state, { recursive: true });
-      return ["agent/main.ts", "--node-name", node, "--kubeconfig", kubeconfig, "--host-root", root, "--state-dir", state, "--replay", replay, "--metrics-port", "0", "--health-interval", "1", "--index-interval", "1", "--log-level", "debug"];
+      return [
+        "agent/main.ts",
+        "--node-name",
+        node,
+        "--kubeconfig",
+        kubeconfig,
+        "--host-root",
+        root,
+        "--state-dir",
+        state,
+        "--replay",
+        replay,
+        "--metrics-port",
+        "0",
+        "--health-interval",
+        "1",
+        "--index-interval",
+        "1",
+        "--log-level",
+        "debug",
+      ];
     };
     errorsAt = Date.now() + delay * 1000;
     agentA = startProcess("agent-a", agentArgs(nodeA, a.kubeconfig, rootA, replayA), dir);
     agentB = startProcess("agent-b", agentArgs(nodeB, b.kubeconfig, rootB, replayB), dir);
     const quarantineClass = `${release}-mce-operator-quarantine`;
-    operator = startProcess("operator", ["operator/cli.ts", "run", `--kubeconfig=${op.kubeconfig}`, `--namespace=${namespace}`, "--identity=e2e-operator", "--metrics-address=127.0.0.1", "--metrics-port=0", "--lease-duration=4s", "--renew-deadline=3s", "--retry-period=500ms", "--resync=5s", "--log-level=debug", `--quarantine-priority-class=${quarantineClass}`], dir);
+    operator = startProcess(
+      "operator",
+      [
+        "operator/cli.ts",
+        "run",
+        `--kubeconfig=${op.kubeconfig}`,
+        `--namespace=${namespace}`,
+        "--identity=e2e-operator",
+        "--metrics-address=127.0.0.1",
+        "--metrics-port=0",
+        "--lease-duration=4s",
+        "--renew-deadline=3s",
+        "--retry-period=500ms",
+        "--resync=5s",
+        "--log-level=debug",
+        `--quarantine-priority-class=${quarantineClass}`,
+      ],
+      dir,
+    );
     processes.push(agentA, agentB, operator);
 
-    const [portA, portB, portOperator] = await Promise.all([metricsPort(agentA, "serving /metrics and /healthz", "port"), metricsPort(agentB, "serving /metrics and /healthz", "port"), metricsPort(operator, "operator started", "metrics")]);
+    const [portA, portB, portOperator] = await Promise.all([
+      metricsPort(agentA, "serving /metrics and /healthz", "port"),
+      metricsPort(agentB, "serving /metrics and /healthz", "port"),
+      metricsPort(operator, "operator started", "metrics"),
+    ]);
     prometheus = await startPrometheus(
       [
         { port: portOperator, labels: { component: "operator" } },
@@ -277,26 +387,42 @@ describe("least privilege: the operator and two agents with the chart's own serv
     // The agent recorded the outcome in status (server-side apply on the status subresource) and the
     // operator followed it. (Only that it was recorded is asserted here: the outcome's final state is
     // the early-signal tests' business.)
-    const signalled = await waitFor("the early signal recorded in status", async () => {
-      const e = await getEvent(names.signalled);
-      return e.status?.earlySignals?.[0]?.uid === pods.signalled.metadata?.uid && e.status?.pods?.[0]?.action === "EarlySignal" && e;
-    }, { timeoutMs: 30_000 });
+    const signalled = await waitFor(
+      "the early signal recorded in status",
+      async () => {
+        const e = await getEvent(names.signalled);
+        return e.status?.earlySignals?.[0]?.uid === pods.signalled.metadata?.uid && e.status?.pods?.[0]?.action === "EarlySignal" && e;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(signalled.status?.earlySignals?.[0]?.signal).toBe("SIGUSR1");
-    const freeEvent = await waitFor("quarantine on node B", async () => {
-      const e = await getEvent(names.free);
-      return e.status?.quarantine?.[0]?.state === "Quarantined" && e;
-    }, { timeoutMs: 30_000 });
+    const freeEvent = await waitFor(
+      "quarantine on node B",
+      async () => {
+        const e = await getEvent(names.free);
+        return e.status?.quarantine?.[0]?.state === "Quarantined" && e;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(freeEvent.status?.quarantine?.[0]).toMatchObject({ size: "2Mi", bytes: 2 * 2 ** 20 });
     const placeholders = await c.core.listNamespacedPod({ namespace, labelSelector: `mce-operator.io/quarantine-for=${names.free}` });
     expect(placeholders.items[0]?.spec?.priorityClassName).toBe(`${release}-mce-operator-quarantine`);
-    const node = await waitFor("node A tainted and cordoned", async () => {
-      const n = await c.core.readNode({ name: nodeA });
-      return n.spec?.unschedulable === true && (n.spec.taints ?? []).some((t) => t.key === "mce-operator.io/memory-failing") && n;
-    }, { timeoutMs: 30_000 });
-    await waitFor("node A's HugepageMemoryDegraded condition", async () => {
-      const n = await c.core.readNode({ name: nodeA });
-      return n.status?.conditions?.some((x) => x.type === "HugepageMemoryDegraded" && x.status === "True") === true;
-    }, { timeoutMs: 30_000 });
+    const node = await waitFor(
+      "node A tainted and cordoned",
+      async () => {
+        const n = await c.core.readNode({ name: nodeA });
+        return n.spec?.unschedulable === true && (n.spec.taints ?? []).some((t) => t.key === "mce-operator.io/memory-failing") && n;
+      },
+      { timeoutMs: 30_000 },
+    );
+    await waitFor(
+      "node A's HugepageMemoryDegraded condition",
+      async () => {
+        const n = await c.core.readNode({ name: nodeA });
+        return n.status?.conditions?.some((x) => x.type === "HugepageMemoryDegraded" && x.status === "True") === true;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(node.metadata?.name).toBe(nodeA);
     const health = await getNodeHealth(nodeA);
     expect(health.status?.health).toBeDefined();
@@ -306,7 +432,11 @@ describe("least privilege: the operator and two agents with the chart's own serv
     // Let the operator renew its lease a few times and settle.
     await new Promise((resolve) => setTimeout(resolve, 3000));
     const components = [
-      { name: "operator", proxies: operatorProxy ? [operatorProxy] : [], grants: [...grantsOf(rulesOf("ClusterRole", /-operator$/)), ...grantsOf(rulesOf("Role", /-operator$/), namespace)] as Grant[] },
+      {
+        name: "operator",
+        proxies: operatorProxy ? [operatorProxy] : [],
+        grants: [...grantsOf(rulesOf("ClusterRole", /-operator$/)), ...grantsOf(rulesOf("Role", /-operator$/), namespace)] as Grant[],
+      },
       { name: "agent", proxies: agentProxies, grants: grantsOf(rulesOf("ClusterRole", /-agent$/)) },
     ];
     for (const component of components) {
@@ -317,7 +447,12 @@ describe("least privilege: the operator and two agents with the chart's own serv
       // A server-side apply that creates its object (201) is authorized as create as well as patch.
       const attributes = requests.flatMap((r) => {
         const a = requestAttributes(r.method, r.url);
-        return a?.verb === "patch" && r.status === 201 ? [{ r, a }, { r, a: { ...a, verb: "create" } }] : [{ r, a }];
+        return a?.verb === "patch" && r.status === 201
+          ? [
+              { r, a },
+              { r, a: { ...a, verb: "create" } },
+            ]
+          : [{ r, a }];
       });
       const uncovered = attributes.filter(({ a }) => a === undefined || !component.grants.some((g) => covers(g, a))).map(({ r }) => `${r.method} ${r.url}`);
       expect(uncovered, `${component.name}: requests no rule of the chart covers`).toEqual([]);
@@ -333,17 +468,29 @@ describe("least privilege: the operator and two agents with the chart's own serv
     const url = prometheus.url;
     const targets = (await (await fetch(`${url}/api/v1/targets`)).json()) as { data: { activeTargets: { health: string; labels: Record<string, string> }[] } };
     expect(targets.data.activeTargets.map((t) => t.health)).toEqual(["up", "up", "up"]);
-    interface Alert { labels: Record<string, string>; state: string; activeAt: string }
+    interface Alert {
+      labels: Record<string, string>;
+      state: string;
+      activeAt: string;
+    }
     const alerts = async (): Promise<Alert[]> => ((await (await fetch(`${url}/api/v1/alerts`)).json()) as { data: { alerts: Alert[] } }).data.alerts;
-    const firing = await waitFor("MCEUncorrectedMemoryError firing for node A", async () => {
-      const found = (await alerts()).find((a) => a.labels.alertname === "MCEUncorrectedMemoryError" && a.labels.node === nodeA && a.state === "firing");
-      return found;
-    }, { timeoutMs: 60_000, intervalMs: 1000 });
+    const firing = await waitFor(
+      "MCEUncorrectedMemoryError firing for node A",
+      async () => {
+        const found = (await alerts()).find((a) => a.labels.alertname === "MCEUncorrectedMemoryError" && a.labels.node === nodeA && a.state === "firing");
+        return found;
+      },
+      { timeoutMs: 60_000, intervalMs: 1000 },
+    );
     expect(firing.labels).toMatchObject({ severity: "warning", kernel_severity: "ActionOptional" });
     // It became active only after the errors were injected, not before.
     expect(Date.parse(firing.activeAt)).toBeGreaterThanOrEqual(errorsAt - 1000);
     // Node B's free hugepage is quarantined: the capacity alert is pending or firing for it.
-    const capacity = await waitFor("MCEHugepageCapacityQuarantined for node B", async () => (await alerts()).find((a) => a.labels.alertname === "MCEHugepageCapacityQuarantined" && a.labels.node === nodeB), { timeoutMs: 30_000, intervalMs: 1000 });
+    const capacity = await waitFor(
+      "MCEHugepageCapacityQuarantined for node B",
+      async () => (await alerts()).find((a) => a.labels.alertname === "MCEHugepageCapacityQuarantined" && a.labels.node === nodeB),
+      { timeoutMs: 30_000, intervalMs: 1000 },
+    );
     expect(capacity.labels.size).toBe("2Mi");
     expect((await alerts()).filter((a) => a.labels.alertname === "MCEAgentMissing")).toEqual([]);
   }, 120_000);
@@ -357,7 +504,8 @@ describe("the admission policy binds each agent to its own node", () => {
       metadata: { name, labels: { [nodeLabel]: labelNode, [selectorLabel]: run } },
       spec: { nodeName: node, bootID: "vap-test", observedAt: new Date().toISOString(), source: "Injected", pfn: "0x1005", severity: "ActionOptional" },
     });
-  const as = (who: "a" | "b", args: string[], input?: string): ReturnType<typeof kubectl> => kubectl(["--kubeconfig", agentKubeconfig[who] ?? "", ...args], input === undefined ? {} : { input });
+  const as = (who: "a" | "b", args: string[], input?: string): ReturnType<typeof kubectl> =>
+    kubectl(["--kubeconfig", agentKubeconfig[who] ?? "", ...args], input === undefined ? {} : { input });
 
   it("lets agent A write its own node's event, and refuses A's token for node B with the policy's message", async () => {
     expect(agentKubeconfig.a, "the least-privilege tests set up the agents' tokens").toBeDefined();
@@ -366,7 +514,9 @@ describe("the admission policy binds each agent to its own node", () => {
 
     const other = await as("a", ["create", "-f", "-"], event(nodeB, nodeB));
     expect(other.code).not.toBe(0);
-    expect(other.stderr).toMatch(new RegExp(`mce-agent of node ${nodeA} may only write objects of its own node: memoryerrorevents \\S+ is for node "${nodeB}"`));
+    expect(other.stderr).toMatch(
+      new RegExp(`mce-agent of node ${nodeA} may only write objects of its own node: memoryerrorevents \\S+ is for node "${nodeB}"`),
+    );
     expect(other.stderr).toMatch(/ValidatingAdmissionPolicy/);
 
     // Its own node in spec, another in the label the operator and agents select by: refused too.
@@ -377,11 +527,24 @@ describe("the admission policy binds each agent to its own node", () => {
 
   it("refuses A's token changing node B's event status, NodeMemoryHealth and pods", async () => {
     const bEvent = memoryErrorEventName(nodeB, bootB, pfn.free);
-    const status = await as("a", ["apply", "--server-side", "--field-manager=mce-agent", "--subresource=status", "-f", "-"], JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: bEvent }, status: { earlySignals: [] } }));
+    const status = await as(
+      "a",
+      ["apply", "--server-side", "--field-manager=mce-agent", "--subresource=status", "-f", "-"],
+      JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: bEvent }, status: { earlySignals: [] } }),
+    );
     expect(status.code).not.toBe(0);
     expect(status.stderr).toMatch(new RegExp(`may only write objects of its own node: memoryerrorevents ${bEvent} is for node "${nodeB}"`));
 
-    const health = await as("a", ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "-f", "-"], JSON.stringify({ apiVersion: `${group}/${version}`, kind: "NodeMemoryHealth", metadata: { name: nodeB }, spec: { nodeName: nodeB, bootID: "forged", observedAt: new Date().toISOString() } }));
+    const health = await as(
+      "a",
+      ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "-f", "-"],
+      JSON.stringify({
+        apiVersion: `${group}/${version}`,
+        kind: "NodeMemoryHealth",
+        metadata: { name: nodeB },
+        spec: { nodeName: nodeB, bootID: "forged", observedAt: new Date().toISOString() },
+      }),
+    );
     expect(health.code).not.toBe(0);
     expect(health.stderr).toMatch(new RegExp(`may only write objects of its own node: nodememoryhealths ${nodeB} is for node "${nodeB}"`));
 
@@ -391,7 +554,12 @@ describe("the admission policy binds each agent to its own node", () => {
       const kc = new KubeConfig();
       kc.loadFromFile(agentKubeconfig[who] ?? "");
       try {
-        await kc.makeApiClient(CoreV1Api).patchNamespacedPod({ namespace, name: podOnB.metadata?.name ?? "", body: { metadata: { annotations } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+        await kc
+          .makeApiClient(CoreV1Api)
+          .patchNamespacedPod(
+            { namespace, name: podOnB.metadata?.name ?? "", body: { metadata: { annotations } } },
+            setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+          );
         return { code: 200, body: "" };
       } catch (e) {
         if (!(e instanceof ApiException)) throw e;
@@ -408,7 +576,11 @@ describe("the admission policy binds each agent to its own node", () => {
   });
 
   it("refuses the agent's service account with a token that names no node", async () => {
-    const request = await c.core.createNamespacedServiceAccountToken({ namespace, name: `${release}-mce-operator-agent`, body: { spec: { audiences: [], expirationSeconds: 600 } } });
+    const request = await c.core.createNamespacedServiceAccountToken({
+      namespace,
+      name: `${release}-mce-operator-agent`,
+      body: { spec: { audiences: [], expirationSeconds: 600 } },
+    });
     const kubeconfig = tokenKubeconfig(inject("kubeconfig"), request.status?.token ?? "", "agent-unbound");
     const result = await kubectl(["--kubeconfig", kubeconfig, "create", "-f", "-"], { input: event(nodeA, nodeA) });
     expect(result.code).not.toBe(0);

@@ -17,7 +17,12 @@ const allOn = {
 interface Container {
   name: string;
   args?: string[];
-  securityContext?: { privileged?: boolean; allowPrivilegeEscalation?: boolean; readOnlyRootFilesystem?: boolean; capabilities?: { drop?: string[]; add?: string[] } };
+  securityContext?: {
+    privileged?: boolean;
+    allowPrivilegeEscalation?: boolean;
+    readOnlyRootFilesystem?: boolean;
+    capabilities?: { drop?: string[]; add?: string[] };
+  };
   volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
 }
 interface PodSpec {
@@ -30,11 +35,14 @@ interface PodSpec {
   volumes?: { name: string; hostPath?: { path: string; type?: string } }[];
 }
 const podSpec = (o: K8sObject | undefined): PodSpec => (o as unknown as { spec: { template: { spec: PodSpec } } }).spec.template.spec;
-const find = (objects: K8sObject[], kind: string, name?: RegExp): K8sObject | undefined => objects.find((o) => o.kind === kind && (name === undefined || name.test(o.metadata.name)));
+const find = (objects: K8sObject[], kind: string, name?: RegExp): K8sObject | undefined =>
+  objects.find((o) => o.kind === kind && (name === undefined || name.test(o.metadata.name)));
 
 describe("the chart's CRDs", () => {
   it("are byte for byte the files of crds/", () => {
-    const top = readdirSync(join(repoRoot, "crds")).filter((f) => f.endsWith(".yaml")).sort();
+    const top = readdirSync(join(repoRoot, "crds"))
+      .filter((f) => f.endsWith(".yaml"))
+      .sort();
     const chart = readdirSync(join(chartDir, "crds")).sort();
     const copy = "copy them: cp crds/*.yaml charts/mce-operator/crds/";
     expect(chart, `charts/mce-operator/crds/ holds other files than crds/*.yaml; ${copy}`).toEqual(top);
@@ -47,7 +55,13 @@ describe("the chart's CRDs", () => {
 
 describe("helm lint and template", () => {
   it("lints clean with --strict, with the defaults and with every option on", async () => {
-    for (const set of [[], ["--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true,defaultPolicy.enabled=true,agent.poolReplacement.enabled=true"]]) {
+    for (const set of [
+      [],
+      [
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true,defaultPolicy.enabled=true,agent.poolReplacement.enabled=true",
+      ],
+    ]) {
       const result = await helm(["lint", "--strict", chartDir, ...set]);
       expect(result.code, result.stdout + result.stderr).toBe(0);
       expect(result.stdout).not.toMatch(/\[(WARNING|ERROR)\]/);
@@ -66,7 +80,12 @@ describe("helm lint and template", () => {
   it("the schema describes every value of values.yaml", () => {
     const values = parse(readFileSync(join(chartDir, "values.yaml"), "utf8")) as Record<string, unknown>;
     const schema = JSON.parse(readFileSync(join(chartDir, "values.schema.json"), "utf8")) as Schema;
-    interface Schema { type?: string; properties?: Record<string, Schema>; description?: string; additionalProperties?: unknown }
+    interface Schema {
+      type?: string;
+      properties?: Record<string, Schema>;
+      description?: string;
+      additionalProperties?: unknown;
+    }
     const missing: string[] = [];
     const undescribed: string[] = [];
     const walk = (value: unknown, node: Schema, path: string): void => {
@@ -89,7 +108,9 @@ describe("helm lint and template", () => {
     expect((find(objects, "Deployment") as unknown as { spec: { replicas: number } }).spec.replicas).toBe(2);
     expect(operator.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } });
     expect(operator.containers[0]?.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } });
-    expect(operator.containers[0]?.args).toEqual(expect.arrayContaining(["run", "--leader-elect=true", "--quarantine-priority-class=mce-mce-operator-quarantine"]));
+    expect(operator.containers[0]?.args).toEqual(
+      expect.arrayContaining(["run", "--leader-elect=true", "--quarantine-priority-class=mce-mce-operator-quarantine"]),
+    );
     expect(operator.hostPID ?? false).toBe(false);
 
     const agent = podSpec(find(objects, "DaemonSet"));
@@ -105,7 +126,14 @@ describe("helm lint and template", () => {
     // Read-only host mounts, except tracefs (enabling events) and the agent's own state directory.
     const writable = (container?.volumeMounts ?? []).filter((m) => m.readOnly !== true).map((m) => m.mountPath);
     expect(writable.sort()).toEqual(["/host/sys/kernel/tracing", "/var/lib/mce-agent"]);
-    expect(Object.fromEntries((agent.volumes ?? []).map((v) => [v.name, v.hostPath?.path]))).toEqual({ proc: "/proc", sys: "/sys", tracefs: "/sys/kernel/tracing", kmsg: "/dev/kmsg", rasdaemon: "/var/lib/rasdaemon", state: "/var/lib/mce-agent" });
+    expect(Object.fromEntries((agent.volumes ?? []).map((v) => [v.name, v.hostPath?.path]))).toEqual({
+      proc: "/proc",
+      sys: "/sys",
+      tracefs: "/sys/kernel/tracing",
+      kmsg: "/dev/kmsg",
+      rasdaemon: "/var/lib/rasdaemon",
+      state: "/var/lib/mce-agent",
+    });
     // Every capability is explained in values.yaml.
     const valuesText = readFileSync(join(chartDir, "values.yaml"), "utf8");
     for (const cap of container?.securityContext?.capabilities?.add ?? []) expect(valuesText).toMatch(new RegExp(`#\\s+${cap}\\s+\\S`));
@@ -154,11 +182,17 @@ describe("helm lint and template", () => {
     const rule = find(objects, "PrometheusRule") as unknown as { apiVersion: string; spec: unknown };
     expect(rule.apiVersion).toBe("monitoring.coreos.com/v1");
     expect(rule.spec).toEqual(parse(readFileSync(join(chartDir, "files", "alerts.yaml"), "utf8")));
-    const monitor = find(objects, "ServiceMonitor") as unknown as { apiVersion: string; spec: { endpoints: { port: string; path: string }[]; selector: unknown } };
+    const monitor = find(objects, "ServiceMonitor") as unknown as {
+      apiVersion: string;
+      spec: { endpoints: { port: string; path: string }[]; selector: unknown };
+    };
     expect(monitor.apiVersion).toBe("monitoring.coreos.com/v1");
     expect(monitor.spec.endpoints).toMatchObject([{ port: "metrics", path: "/metrics" }]);
     // The Services it selects exist, both with a port named metrics.
-    const services = objects.filter((o) => o.kind === "Service") as unknown as { metadata: { labels: Record<string, string> }; spec: { ports: { name: string }[] } }[];
+    const services = objects.filter((o) => o.kind === "Service") as unknown as {
+      metadata: { labels: Record<string, string> };
+      spec: { ports: { name: string }[] };
+    }[];
     expect(services.map((s) => s.metadata.labels["app.kubernetes.io/component"]).sort()).toEqual(["agent", "operator"]);
     for (const s of services) expect(s.spec.ports[0]?.name).toBe("metrics");
     const dashboard = find(objects, "ConfigMap", /dashboard/) as unknown as { data: Record<string, string> };
@@ -176,7 +210,9 @@ describe("helm lint and template", () => {
       for (const values of [{}, allOn]) {
         // monitoring.coreos.com is not served by this cluster: those two are checked above.
         const objects = (await template(values, "dry", namespace)).filter((o) => !o.apiVersion.startsWith("monitoring.coreos.com/"));
-        const result = await kubectl(["apply", "--dry-run=server", "-n", namespace, "-f", "-"], { input: objects.map((o) => JSON.stringify(o)).join("\n---\n") });
+        const result = await kubectl(["apply", "--dry-run=server", "-n", namespace, "-f", "-"], {
+          input: objects.map((o) => JSON.stringify(o)).join("\n---\n"),
+        });
         expect(result.code, result.stderr).toBe(0);
         expect(result.stdout.trim().split("\n")).toHaveLength(objects.length);
       }
@@ -200,12 +236,27 @@ describe("alerts and dashboard", () => {
   it("tests each alert firing and not firing", () => {
     const rules = parse(readFileSync(alerts, "utf8")) as { groups: { rules: { alert?: string }[] }[] };
     const names = rules.groups.flatMap((g) => g.rules.flatMap((r) => (r.alert === undefined ? [] : [r.alert])));
-    expect(names.sort()).toEqual(["MCEAgentMissing", "MCECircuitBreakerOpen", "MCEEvictionBlocked", "MCEHugepageCapacityQuarantined", "MCEMemoryErrorStorm", "MCEUncorrectedMemoryError"]);
-    const tests = parse(readFileSync(join(chartDir, "files", "alerts.test.yaml"), "utf8")) as { tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[] };
+    expect(names.sort()).toEqual([
+      "MCEAgentMissing",
+      "MCECircuitBreakerOpen",
+      "MCEEvictionBlocked",
+      "MCEHugepageCapacityQuarantined",
+      "MCEMemoryErrorStorm",
+      "MCEUncorrectedMemoryError",
+    ]);
+    const tests = parse(readFileSync(join(chartDir, "files", "alerts.test.yaml"), "utf8")) as {
+      tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[];
+    };
     const cases = tests.tests.flatMap((t) => t.alert_rule_test);
     for (const name of names) {
-      expect(cases.some((c) => c.alertname === name && c.exp_alerts.length > 0), `${name} firing`).toBe(true);
-      expect(cases.some((c) => c.alertname === name && c.exp_alerts.length === 0), `${name} not firing`).toBe(true);
+      expect(
+        cases.some((c) => c.alertname === name && c.exp_alerts.length > 0),
+        `${name} firing`,
+      ).toBe(true);
+      expect(
+        cases.some((c) => c.alertname === name && c.exp_alerts.length === 0),
+        `${name} not firing`,
+      ).toBe(true);
     }
   });
 
@@ -214,9 +265,12 @@ describe("alerts and dashboard", () => {
     for (const file of ["operator/metrics.ts", "agent/metrics.ts"])
       for (const m of readFileSync(join(repoRoot, file), "utf8").matchAll(/name: "(mce_[a-z_]+)"/g)) if (m[1] !== undefined) exported.add(m[1]);
     const histogram = (name: string): string => name.replace(/_(bucket|sum|count)$/, "");
-    const dashboard = JSON.parse(readFileSync(join(chartDir, "files", "dashboard.json"), "utf8")) as { panels: { title: string; targets?: { expr: string }[] }[] };
+    const dashboard = JSON.parse(readFileSync(join(chartDir, "files", "dashboard.json"), "utf8")) as {
+      panels: { title: string; targets?: { expr: string }[] }[];
+    };
     const exprs = [...readFileSync(alerts, "utf8").matchAll(/(?<![:\w])(mce_[a-z_]+)(?![:\w])/g)].map((m) => m[1] ?? "");
-    for (const p of dashboard.panels) for (const t of p.targets ?? []) exprs.push(...[...t.expr.matchAll(/(?<![:\w])(mce_[a-z_]+)(?![:\w])/g)].map((m) => m[1] ?? ""));
+    for (const p of dashboard.panels)
+      for (const t of p.targets ?? []) exprs.push(...[...t.expr.matchAll(/(?<![:\w])(mce_[a-z_]+)(?![:\w])/g)].map((m) => m[1] ?? ""));
     expect(exprs.length).toBeGreaterThan(20);
     const unknown = exprs.filter((name) => !exported.has(name) && !exported.has(histogram(name)));
     expect(unknown).toEqual([]);

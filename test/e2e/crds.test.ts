@@ -65,7 +65,8 @@ function policy(name: string, spec: Record<string, unknown> = {}): Record<string
   return { apiVersion, kind: "ContainmentPolicy", metadata: { name, labels: { "mce-operator.io/e2e": "true" } }, spec: { mode: "DryRun", ...spec } };
 }
 
-const apply = (obj: unknown): ReturnType<typeof kubectl> => kubectl(["apply", "--server-side", "--field-manager=e2e", "-f", "-"], { input: JSON.stringify(obj) });
+const apply = (obj: unknown): ReturnType<typeof kubectl> =>
+  kubectl(["apply", "--server-side", "--field-manager=e2e", "-f", "-"], { input: JSON.stringify(obj) });
 
 describe("the mce-operator.io API on a real API server", () => {
   beforeAll(async () => {
@@ -98,7 +99,9 @@ describe("the mce-operator.io API on a real API server", () => {
       pods: [{ uid: "0d9f3b2e-1111-4c4c-8888-123456789abc", namespace: "nfv", name: "upf-0", action: "Evict", state: "Done", attempts: 1 }],
       quarantine: [{ size: "2Mi", bytes: 2097152, state: "Quarantined" }],
       nodeAction: { action: "None" },
-      conditions: [{ type: "Contained", status: "True", reason: "EvictedMappers", message: "every mapper was evicted", lastTransitionTime: "2026-11-25T12:00:01Z" }],
+      conditions: [
+        { type: "Contained", status: "True", reason: "EvictedMappers", message: "every mapper was evicted", lastTransitionTime: "2026-11-25T12:00:01Z" },
+      ],
     };
     const patched = await kubectl(["patch", "mee", names.mee, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status })]);
     expect(patched.code, patched.stderr).toBe(0);
@@ -109,7 +112,9 @@ describe("the mce-operator.io API on a real API server", () => {
   it("fills in the policy's defaults", async () => {
     const name = uniqueName("defaults");
     expect((await apply(policy(name))).code).toBe(0);
-    const got = JSON.parse((await kubectl(["get", "cpol", name, "-o", "json"])).stdout) as { spec: { escalation: unknown; safety: { excludedNamespaces: string[] } } };
+    const got = JSON.parse((await kubectl(["get", "cpol", name, "-o", "json"])).stdout) as {
+      spec: { escalation: unknown; safety: { excludedNamespaces: string[] } };
+    };
     expect(got.spec.escalation).toMatchObject({ taintAfter: 2, cordonAfter: 4, window: "24h" });
     expect(got.spec.safety.excludedNamespaces).toEqual(["kube-system"]);
   });
@@ -139,19 +144,55 @@ describe("the mce-operator.io API on a real API server", () => {
 
   const invalid: [string, () => Record<string, unknown>, RegExp][] = [
     ["a severity outside the enum", () => event(uniqueName("bad"), { severity: "Catastrophic" }), /spec\.severity: Unsupported value: "Catastrophic"/],
-    ["a missing nodeName", () => { const e = event(uniqueName("bad")); delete (e.spec as Record<string, unknown>).nodeName; return e; }, /spec\.nodeName: Required value/],
+    [
+      "a missing nodeName",
+      () => {
+        const e = event(uniqueName("bad"));
+        delete (e.spec as Record<string, unknown>).nodeName;
+        return e;
+      },
+      /spec\.nodeName: Required value/,
+    ],
     ["a pfn without 0x", () => event(uniqueName("bad"), { pfn: "5205" }), /spec\.pfn: Invalid value: "5205"/],
     ["an upper-case pfn", () => event(uniqueName("bad"), { pfn: "0xZZ" }), /spec\.pfn: Invalid value/],
     ["a 4Mi hugepage", () => event(uniqueName("bad"), { hugepage: { size: "4Mi", headPfn: "0x5200" } }), /spec\.hugepage\.size: Unsupported value: "4Mi"/],
-    ["a mapper with an unknown kill policy", () => event(uniqueName("bad"), { mappers: [{ pid: 1, command: "x", mapping: "Private", killPolicy: "Sometimes" }] }), /spec\.mappers\[0\]\.killPolicy: Unsupported value/],
-    ["a pid of 0", () => event(uniqueName("bad"), { mappers: [{ pid: 0, command: "x", mapping: "Private", killPolicy: "Late" }] }), /spec\.mappers\[0\]\.pid: Invalid value: 0/],
-    ["cordon before taint", () => policy(uniqueName("bad"), { escalation: { taintAfter: 5, cordonAfter: 3 } }), /spec\.escalation: Invalid value: .*cordonAfter must be greater than taintAfter/],
-    ["a budget over 100%", () => policy(uniqueName("bad"), { safety: { maxUnavailableNodesPercent: 150 } }), /spec\.safety\.maxUnavailableNodesPercent: Invalid value: 150/],
+    [
+      "a mapper with an unknown kill policy",
+      () => event(uniqueName("bad"), { mappers: [{ pid: 1, command: "x", mapping: "Private", killPolicy: "Sometimes" }] }),
+      /spec\.mappers\[0\]\.killPolicy: Unsupported value/,
+    ],
+    [
+      "a pid of 0",
+      () => event(uniqueName("bad"), { mappers: [{ pid: 0, command: "x", mapping: "Private", killPolicy: "Late" }] }),
+      /spec\.mappers\[0\]\.pid: Invalid value: 0/,
+    ],
+    [
+      "cordon before taint",
+      () => policy(uniqueName("bad"), { escalation: { taintAfter: 5, cordonAfter: 3 } }),
+      /spec\.escalation: Invalid value: .*cordonAfter must be greater than taintAfter/,
+    ],
+    [
+      "a budget over 100%",
+      () => policy(uniqueName("bad"), { safety: { maxUnavailableNodesPercent: 150 } }),
+      /spec\.safety\.maxUnavailableNodesPercent: Invalid value: 150/,
+    ],
     ["an unknown mode", () => policy(uniqueName("bad"), { mode: "Sometimes" }), /spec\.mode: Unsupported value: "Sometimes"/],
     ["a duration that is not one", () => policy(uniqueName("bad"), { escalation: { window: "a day" } }), /spec\.escalation\.window: Invalid value: "a day"/],
-    ["deleteAfter without the fallback", () => policy(uniqueName("bad"), { podActions: { eviction: { deleteAfter: "10m" } } }), /spec\.podActions\.eviction: Invalid value: .*deleteAfter is only meaningful with fallbackToDelete/],
-    ["a health object named for another node", () => ({ ...health(uniqueName("node-a")), spec: { ...(health("x").spec as object), nodeName: "node-b" } }), /metadata\.name must equal spec\.nodeName/],
-    ["a negative free count", () => health(uniqueName("bad"), { hugepagePools: [{ size: "2Mi", numaNode: 0, total: 4, free: -1 }] }), /spec\.hugepagePools\[0\]\.free: Invalid value: -1/],
+    [
+      "deleteAfter without the fallback",
+      () => policy(uniqueName("bad"), { podActions: { eviction: { deleteAfter: "10m" } } }),
+      /spec\.podActions\.eviction: Invalid value: .*deleteAfter is only meaningful with fallbackToDelete/,
+    ],
+    [
+      "a health object named for another node",
+      () => ({ ...health(uniqueName("node-a")), spec: { ...(health("x").spec as object), nodeName: "node-b" } }),
+      /metadata\.name must equal spec\.nodeName/,
+    ],
+    [
+      "a negative free count",
+      () => health(uniqueName("bad"), { hugepagePools: [{ size: "2Mi", numaNode: 0, total: 4, free: -1 }] }),
+      /spec\.hugepagePools\[0\]\.free: Invalid value: -1/,
+    ],
   ];
 
   it.each(invalid)("refuses %s, naming the field", async (_what, make, message) => {

@@ -5,7 +5,10 @@ import { describe, expect, it } from "vitest";
 
 describe("npm run demo", () => {
   it("shows a free-hugepage error reported by the agent and quarantined by the operator, then tears down", () => {
-    const run = spawnSync("node_modules/.bin/node", ["test/e2e/demo.ts", "--exit-when-done", "examples/free-hugepage.yaml"], { encoding: "utf8", timeout: 110_000 });
+    const run = spawnSync("node_modules/.bin/node", ["test/e2e/demo.ts", "--exit-when-done", "examples/free-hugepage.yaml"], {
+      encoding: "utf8",
+      timeout: 110_000,
+    });
     expect(run.stderr).toBe("");
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/● worker-7: memory error at pfn 0x4600 \(ActionOptional, free huge page → Recovered\)/);

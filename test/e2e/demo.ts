@@ -60,7 +60,12 @@ function expandNodes(s: Scenario): (ScenarioNode & { name: string })[] {
 function replayFor(nodeName: string, labels: Record<string, string>): string {
   return scenario.timeline
     .filter((e) => e.kernel && (e.node === nodeName || (e.nodes && selectorMatches(e.nodes, labels))))
-    .flatMap((e) => (e.kernel ?? "").split("\n").filter((l) => l.trim() !== "").map((line) => `${(3 + parseDuration(e.at, "at") / 1000).toFixed(3)} ${line}`))
+    .flatMap((e) =>
+      (e.kernel ?? "")
+        .split("\n")
+        .filter((l) => l.trim() !== "")
+        .map((line) => `${(3 + parseDuration(e.at, "at") / 1000).toFixed(3)} ${line}`),
+    )
     .join("\n");
 }
 
@@ -92,46 +97,111 @@ async function main(): Promise<void> {
   for (const ns of namespaces) {
     await rest.request("POST", "/api/v1/namespaces", { body: { metadata: { name: ns } } }).catch(() => undefined);
     // Pod admission needs the namespace's default ServiceAccount, which the controller-manager creates.
-    for (let i = 0; !(await rest.request("GET", `/api/v1/namespaces/${ns}/serviceaccounts/default`).then(() => true, () => false)); i++) {
+    for (
+      let i = 0;
+      !(await rest.request("GET", `/api/v1/namespaces/${ns}/serviceaccounts/default`).then(
+        () => true,
+        () => false,
+      ));
+      i++
+    ) {
       if (i > 100) throw new Error(`namespace ${ns} has no default ServiceAccount after 20 s`);
       await new Promise((r) => setTimeout(r, 200));
     }
   }
   for (const policy of scenario.policies)
-    await rest.request("PATCH", `/apis/${group}/${version}/containmentpolicies/${policy.metadata.name}`, { query: { fieldManager: "demo", force: true }, patch: "apply", body: { apiVersion: `${group}/${version}`, kind: "ContainmentPolicy", metadata: { name: policy.metadata.name }, spec: policy.spec } });
+    await rest.request("PATCH", `/apis/${group}/${version}/containmentpolicies/${policy.metadata.name}`, {
+      query: { fieldManager: "demo", force: true },
+      patch: "apply",
+      body: { apiVersion: `${group}/${version}`, kind: "ContainmentPolicy", metadata: { name: policy.metadata.name }, spec: policy.spec },
+    });
   const nodes = expandNodes(scenario);
   say(`${file}: ${scenario.description ?? ""}`);
   for (const n of nodes) {
     const capacity: Record<string, string> = { cpu: "64", memory: "256Gi", pods: "110" };
     for (const size of HUGEPAGE_SIZES) {
-      const bytes = n.allocatable?.[size] ? parseQuantity(n.allocatable[size]) : (n.pools ?? []).filter((p) => p.size === size).reduce((sum, p) => sum + p.total * hugepageBytes(size), 0);
+      const bytes = n.allocatable?.[size]
+        ? parseQuantity(n.allocatable[size])
+        : (n.pools ?? []).filter((p) => p.size === size).reduce((sum, p) => sum + p.total * hugepageBytes(size), 0);
       if (bytes > 0) capacity[`hugepages-${size}`] = formatBytes(bytes);
     }
-    await rest.request("POST", "/api/v1/nodes", { body: { metadata: { name: n.name, labels: { ...n.labels, type: "kwok" }, annotations: { [kwokNodeAnnotation.key]: kwokNodeAnnotation.value } }, status: { capacity, allocatable: capacity } } });
-    say(`node ${n.name}: ${Object.entries(capacity).filter(([k]) => k.startsWith("hugepages")).map(([k, v]) => `${k} ${v}`).join(", ") || "no hugepages"}`);
+    await rest.request("POST", "/api/v1/nodes", {
+      body: {
+        metadata: { name: n.name, labels: { ...n.labels, type: "kwok" }, annotations: { [kwokNodeAnnotation.key]: kwokNodeAnnotation.value } },
+        status: { capacity, allocatable: capacity },
+      },
+    });
+    say(
+      `node ${n.name}: ${
+        Object.entries(capacity)
+          .filter(([k]) => k.startsWith("hugepages"))
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ") || "no hugepages"
+      }`,
+    );
   }
   const uids = new Map<string, string>();
   for (const p of scenario.pods) {
     const namespace = p.namespace ?? "default";
-    const resources: Record<string, string> = { cpu: "100m", memory: "64Mi", ...Object.fromEntries(Object.entries(p.hugepages ?? {}).map(([s, q]) => [`hugepages-${s}`, q])) };
+    const resources: Record<string, string> = {
+      cpu: "100m",
+      memory: "64Mi",
+      ...Object.fromEntries(Object.entries(p.hugepages ?? {}).map(([s, q]) => [`hugepages-${s}`, q])),
+    };
     const created = await rest.request<{ metadata: { uid: string } }>("POST", `/api/v1/namespaces/${namespace}/pods`, {
-      body: { metadata: { name: p.name, labels: p.labels, annotations: p.annotations }, spec: { nodeName: p.node, terminationGracePeriodSeconds: 0, containers: [{ name: p.mappings?.[0]?.container ?? "app", image: "registry.k8s.io/pause:3.10", resources: { requests: resources, limits: resources } }] } },
+      body: {
+        metadata: { name: p.name, labels: p.labels, annotations: p.annotations },
+        spec: {
+          nodeName: p.node,
+          terminationGracePeriodSeconds: 0,
+          containers: [
+            { name: p.mappings?.[0]?.container ?? "app", image: "registry.k8s.io/pause:3.10", resources: { requests: resources, limits: resources } },
+          ],
+        },
+      },
     });
     uids.set(`${namespace}/${p.name}`, created.metadata.uid);
-    say(`pod ${namespace}/${p.name} on ${p.node}${p.hugepages ? ` (${Object.entries(p.hugepages).map(([s, q]) => `hugepages-${s} ${q}`).join(", ")})` : ""}`);
+    say(
+      `pod ${namespace}/${p.name} on ${p.node}${
+        p.hugepages
+          ? ` (${Object.entries(p.hugepages)
+              .map(([s, q]) => `hugepages-${s} ${q}`)
+              .join(", ")})`
+          : ""
+      }`,
+    );
   }
   for (const b of scenario.pdbs) {
     const namespace = b.namespace ?? "default";
-    await rest.request("POST", `/apis/policy/v1/namespaces/${namespace}/poddisruptionbudgets`, { body: { metadata: { name: b.name }, spec: { selector: b.selector, maxUnavailable: b.disruptionsAllowed } } });
+    await rest.request("POST", `/apis/policy/v1/namespaces/${namespace}/poddisruptionbudgets`, {
+      body: { metadata: { name: b.name }, spec: { selector: b.selector, maxUnavailable: b.disruptionsAllowed } },
+    });
   }
 
-  start("operator", ["operator/cli.ts", "run", `--kubeconfig=${kubeconfig}`, "--namespace=mce-system", "--metrics-address=127.0.0.1", "--metrics-port=0", "--leader-elect=false"], (e) => {
-    if (e.msg === "operator started") say(`operator: metrics at http://${String(e.metrics)}/metrics`);
-    if (e.level === "warn" || e.level === "error") say(`operator: ${JSON.stringify(e)}`);
-  });
+  start(
+    "operator",
+    [
+      "operator/cli.ts",
+      "run",
+      `--kubeconfig=${kubeconfig}`,
+      "--namespace=mce-system",
+      "--metrics-address=127.0.0.1",
+      "--metrics-port=0",
+      "--leader-elect=false",
+    ],
+    (e) => {
+      if (e.msg === "operator started") say(`operator: metrics at http://${String(e.metrics)}/metrics`);
+      if (e.level === "warn" || e.level === "error") say(`operator: ${JSON.stringify(e)}`);
+    },
+  );
   for (const n of nodes) {
     const root = join(work, "hosts", n.name);
-    writeFakeHost(root, { release: n.kernelRelease ?? "6.1.0-56-amd64", earlyKill: n.earlyKill ?? false, recovery: true, pools: (n.pools ?? []).map((p) => ({ size: p.size, numaNode: p.numaNode ?? 0, total: p.total, free: p.free })) });
+    writeFakeHost(root, {
+      release: n.kernelRelease ?? "6.1.0-56-amd64",
+      earlyKill: n.earlyKill ?? false,
+      recovery: true,
+      pools: (n.pools ?? []).map((p) => ({ size: p.size, numaNode: p.numaNode ?? 0, total: p.total, free: p.free })),
+    });
     for (const p of scenario.pods.filter((x) => x.node === n.name)) {
       const uid = uids.get(`${p.namespace ?? "default"}/${p.name}`) ?? "";
       for (const m of p.mappings ?? []) {
@@ -141,16 +211,38 @@ async function main(): Promise<void> {
           pid: m.pid,
           comm: m.command,
           cgroup,
-          vmas: [{ start: parseHex(m.virtualStart ?? "0x7f0000000000", "virtualStart"), size: m.size, shared: m.hugetlbfsFile !== undefined, path: m.hugetlbfsFile, pfns: Array.from({ length: m.count ?? 1 }, (_, i) => head + i * pagesPerHugepage(m.size)) }],
+          vmas: [
+            {
+              start: parseHex(m.virtualStart ?? "0x7f0000000000", "virtualStart"),
+              size: m.size,
+              shared: m.hugetlbfsFile !== undefined,
+              path: m.hugetlbfsFile,
+              pfns: Array.from({ length: m.count ?? 1 }, (_, i) => head + i * pagesPerHugepage(m.size)),
+            },
+          ],
         });
       }
     }
     const replay = join(work, `${n.name}.replay`);
     writeFileSync(replay, `${replayFor(n.name, n.labels ?? {})}\n`);
     mkdirSync(join(work, "state", n.name), { recursive: true });
-    start(`agent ${n.name}`, ["agent/main.ts", `--node-name=${n.name}`, `--kubeconfig=${kubeconfig}`, `--host-root=${root}`, `--state-dir=${join(work, "state", n.name)}`, `--replay=${replay}`, "--metrics-port=0", "--index-interval=1", "--health-interval=5"], (e) => {
-      if (e.level === "error") say(`agent ${n.name} error: ${JSON.stringify(e)}`);
-    });
+    start(
+      `agent ${n.name}`,
+      [
+        "agent/main.ts",
+        `--node-name=${n.name}`,
+        `--kubeconfig=${kubeconfig}`,
+        `--host-root=${root}`,
+        `--state-dir=${join(work, "state", n.name)}`,
+        `--replay=${replay}`,
+        "--metrics-port=0",
+        "--index-interval=1",
+        "--health-interval=5",
+      ],
+      (e) => {
+        if (e.level === "error") say(`agent ${n.name} error: ${JSON.stringify(e)}`);
+      },
+    );
   }
   say(`operator and ${nodes.length} agent(s) started; kernel lines replay in 3 s\n`);
   await follow(rest, scenario.timeline.filter((e) => e.kernel).length > 0);
@@ -174,17 +266,26 @@ async function follow(rest: KubeRest, expectEvents: boolean): Promise<void> {
       continue;
     }
     for (const e of events) {
-      const key = JSON.stringify([e.status?.phase, e.status?.pods?.map((p) => p.state), e.status?.quarantine?.map((q) => q.state), e.status?.nodeAction?.state]);
+      const key = JSON.stringify([
+        e.status?.phase,
+        e.status?.pods?.map((p) => p.state),
+        e.status?.quarantine?.map((q) => q.state),
+        e.status?.nodeAction?.state,
+      ]);
       const previous = seen.get(e.metadata.name);
       if (previous === key) continue;
       seen.set(e.metadata.name, key);
       const s = e.spec;
       if (previous === undefined)
-        say(`● ${s.nodeName}: memory error at pfn ${s.pfn} (${s.severity}, ${s.pageType ?? "?"} → ${s.result ?? "?"}) reported as ${e.metadata.name}; mappers: ${(s.mappers ?? []).map((m) => `${m.podNamespace ?? ""}/${m.podName ?? m.command} pid ${m.pid}`).join(", ") || "none"}`);
+        say(
+          `● ${s.nodeName}: memory error at pfn ${s.pfn} (${s.severity}, ${s.pageType ?? "?"} → ${s.result ?? "?"}) reported as ${e.metadata.name}; mappers: ${(s.mappers ?? []).map((m) => `${m.podNamespace ?? ""}/${m.podName ?? m.command} pid ${m.pid}`).join(", ") || "none"}`,
+        );
       const st = e.status;
       if (!st?.decidedAt) continue;
-      if (previous === undefined || (JSON.parse(previous) as unknown[])[0] === null) say(`  kernel [${st.prediction?.kernelProfile ?? ""}]: ${st.prediction?.reason ?? ""}`);
-      for (const p of st.pods ?? []) say(`  ${p.action} ${p.namespace}/${p.name}: ${p.state}${p.blockedBy ? ` (blocked by ${p.blockedBy})` : ""} — ${p.reason ?? ""}`);
+      if (previous === undefined || (JSON.parse(previous) as unknown[])[0] === null)
+        say(`  kernel [${st.prediction?.kernelProfile ?? ""}]: ${st.prediction?.reason ?? ""}`);
+      for (const p of st.pods ?? [])
+        say(`  ${p.action} ${p.namespace}/${p.name}: ${p.state}${p.blockedBy ? ` (blocked by ${p.blockedBy})` : ""} — ${p.reason ?? ""}`);
       for (const q of st.quarantine ?? []) say(`  quarantine ${formatBytes(q.bytes)} of hugepages-${q.size}: ${q.state ?? ""}`);
       if (st.nodeAction) say(`  node ${st.nodeAction.action}${st.nodeAction.state ? ` ${st.nodeAction.state}` : ""}: ${st.nodeAction.reason ?? ""}`);
       say(`  phase ${st.phase ?? ""}${st.dryRun ? " (DryRun)" : ""}`);

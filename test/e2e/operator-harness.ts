@@ -105,11 +105,21 @@ export async function getNodeHealth(name: string): Promise<NodeMemoryHealth> {
   return (await objects().getClusterCustomObject({ group, version, plural: "nodememoryhealths", name })) as NodeMemoryHealth;
 }
 
-export async function waitForEvent(name: string, what: string, check: (e: MemoryErrorEvent) => boolean, options: WaitOptions = { timeoutMs: 30_000 }): Promise<MemoryErrorEvent> {
-  return waitFor(`MemoryErrorEvent ${name}: ${what}`, async () => {
-    const e = await getEvent(name);
-    return check(e) && e;
-  }, options, (last) => JSON.stringify(last === false ? "not yet" : last));
+export async function waitForEvent(
+  name: string,
+  what: string,
+  check: (e: MemoryErrorEvent) => boolean,
+  options: WaitOptions = { timeoutMs: 30_000 },
+): Promise<MemoryErrorEvent> {
+  return waitFor(
+    `MemoryErrorEvent ${name}: ${what}`,
+    async () => {
+      const e = await getEvent(name);
+      return check(e) && e;
+    },
+    options,
+    (last) => JSON.stringify(last === false ? "not yet" : last),
+  );
 }
 
 export interface EventSpec {

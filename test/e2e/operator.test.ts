@@ -36,14 +36,21 @@ async function node(groupName: string, hugepages = "16Mi", pages = 8): Promise<s
 
 async function pod(namespace: string, nodeName: string, app: string, extra: { annotations?: Record<string, string>; hugepages?: string } = {}): Promise<V1Pod> {
   const created = await createHugepagePod(c, { namespace, nodeName, hugepages: { "hugepages-2Mi": extra.hugepages ?? "4Mi" }, labels: { app } });
-  if (extra.annotations) await kubectl(["annotate", "pod", "-n", namespace, created.metadata?.name ?? "", ...Object.entries(extra.annotations).map(([k, v]) => `${k}=${v}`)]);
+  if (extra.annotations)
+    await kubectl(["annotate", "pod", "-n", namespace, created.metadata?.name ?? "", ...Object.entries(extra.annotations).map(([k, v]) => `${k}=${v}`)]);
   return waitForPodRunning(c, namespace, created.metadata?.name ?? "");
 }
 
 /** A pod left to kube-scheduler, allowed only onto one node. */
-const scheduledPod = (namespace: string, nodeName: string, hugepages: string): Promise<V1Pod> => createHugepagePod(c, { namespace, onlyOnto: nodeName, hugepages: { "hugepages-2Mi": hugepages } });
+const scheduledPod = (namespace: string, nodeName: string, hugepages: string): Promise<V1Pod> =>
+  createHugepagePod(c, { namespace, onlyOnto: nodeName, hugepages: { "hugepages-2Mi": hugepages } });
 
-const mapperOf = (p: V1Pod, shared = false): { podUID: string; namespace: string; name: string; shared: boolean } => ({ podUID: p.metadata?.uid ?? "", namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "", shared });
+const mapperOf = (p: V1Pod, shared = false): { podUID: string; namespace: string; name: string; shared: boolean } => ({
+  podUID: p.metadata?.uid ?? "",
+  namespace: p.metadata?.namespace ?? "",
+  name: p.metadata?.name ?? "",
+  shared,
+});
 
 describe("the operator on a real control plane", () => {
   let namespace: string;
@@ -98,7 +105,15 @@ describe("the operator on a real control plane", () => {
     expect(pending.status?.conditions?.find((x) => x.type === "PodScheduled")?.message).toMatch(/Insufficient hugepages-2Mi/);
 
     // The kubelet restarts and advertises the smaller pool; the agent reports it: the quarantine goes.
-    await kubectl(["patch", "node", n, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { capacity: { "hugepages-2Mi": "14Mi" }, allocatable: { "hugepages-2Mi": "14Mi" } } })]);
+    await kubectl([
+      "patch",
+      "node",
+      n,
+      "--subresource=status",
+      "--type=merge",
+      "-p",
+      JSON.stringify({ status: { capacity: { "hugepages-2Mi": "14Mi" }, allocatable: { "hugepages-2Mi": "14Mi" } } }),
+    ]);
     await applyNodeHealth(n, [{ size: "2Mi", total: 7, free: 1 }]);
     const released = await waitForEvent(name, "quarantine released", (e) => e.status?.quarantine?.[0]?.state === "Released");
     expect(released.status?.phase).toBe("Contained");
@@ -111,7 +126,11 @@ describe("the operator on a real control plane", () => {
     const guarded = await pod(namespace, n, "guarded");
     const pdb = await createPdb(c, { namespace, matchLabels: { app: "guarded" }, minAvailable: 1 });
     const name = await createMemoryErrorEvent({ node: n, pfn: 0x6205, mappers: [mapperOf(guarded)] });
-    const blocked = await waitForEvent(name, "eviction blocked twice", (e) => (e.status?.pods?.[0]?.attempts ?? 0) >= 2 && e.status?.pods?.[0]?.state === "Blocked");
+    const blocked = await waitForEvent(
+      name,
+      "eviction blocked twice",
+      (e) => (e.status?.pods?.[0]?.attempts ?? 0) >= 2 && e.status?.pods?.[0]?.state === "Blocked",
+    );
     expect(blocked.status?.pods?.[0]).toMatchObject({ action: "Evict", blockedBy: pdb.metadata?.name });
     expect(blocked.status?.pods?.[0]?.reason).toMatch(/disruption budget/);
     expect(blocked.status?.phase).toBe("Pending");
@@ -129,7 +148,15 @@ describe("the operator on a real control plane", () => {
     const name = await createMemoryErrorEvent({ node: n, pfn: 0x7205, mappers: [mapperOf(cache, true)] });
     await waitForEvent(name, "signal handed to the agent", (e) => e.status?.pods?.[0]?.state === "InProgress");
     // What the agent writes, with its own field manager, to its own list.
-    const outcome = { uid: cache.metadata?.uid, state: "Done", signal: "SIGUSR1", pids: [1000], lostRanges: ["0x7f0000200000-0x7f0000400000"], at: new Date().toISOString(), message: "sent SIGUSR1 to pid 1000" };
+    const outcome = {
+      uid: cache.metadata?.uid,
+      state: "Done",
+      signal: "SIGUSR1",
+      pids: [1000],
+      lostRanges: ["0x7f0000200000-0x7f0000400000"],
+      at: new Date().toISOString(),
+      message: "sent SIGUSR1 to pid 1000",
+    };
     const patched = await kubectl(["apply", "--server-side", "--field-manager=mce-agent", "--subresource=status", "-f", "-"], {
       input: JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name }, status: { earlySignals: [outcome] } }),
     });
@@ -193,7 +220,11 @@ describe("operator replicas", () => {
 
   beforeAll(async () => {
     namespace = await createNamespace(c2, "failover");
-    await applyPolicy(`${run}-failover`, { mode: "Enforce", nodeSelector: { matchLabels: { [groupLabel]: `${run}-failover` } }, podActions: { eviction: { backoff: "1s" } } });
+    await applyPolicy(`${run}-failover`, {
+      mode: "Enforce",
+      nodeSelector: { matchLabels: { [groupLabel]: `${run}-failover` } },
+      podActions: { eviction: { backoff: "1s" } },
+    });
   });
 
   afterAll(async () => {
@@ -229,7 +260,9 @@ describe("operator replicas", () => {
     const pods = await Promise.all(Array.from({ length: 16 }, (_, i) => pod(namespace, i % 2 ? n1 : n2, `storm-${i}`, { hugepages: "2Mi" })));
     let operator = await startOperatorProcess(`${run}-k1`);
     await waitFor("k1 to lead", async () => /mce_operator_leader 1/.test(await operator.metrics()), { timeoutMs: 15_000 });
-    const names = await Promise.all(pods.map((p, i) => createMemoryErrorEvent({ node: p.spec?.nodeName ?? "", pfn: 0x20000 + i * 512 + 3, mappers: [mapperOf(p)] })));
+    const names = await Promise.all(
+      pods.map((p, i) => createMemoryErrorEvent({ node: p.spec?.nodeName ?? "", pfn: 0x20000 + i * 512 + 3, mappers: [mapperOf(p)] })),
+    );
     await waitFor("the first eviction", () => Promise.resolve(operator.logs.some((l) => l.msg === "pod action")), { timeoutMs: 15_000, intervalMs: 5 });
     await operator.kill();
     operator = await startOperatorProcess(`${run}-k2`);
@@ -241,4 +274,3 @@ describe("operator replicas", () => {
     await operator.stop();
   });
 });
-

@@ -13,7 +13,18 @@ import { memoryErrorEventName } from "../../crds/naming.ts";
 import { writeFakeHost } from "../../agent/fake-host.ts";
 import { imageEntrypoint, realBuild, repoRoot } from "./build.ts";
 import { quarantinePodName } from "../../operator/reconciler.ts";
-import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, uniqueName, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
+import {
+  clients,
+  createHugepageNode,
+  createHugepagePod,
+  createNamespace,
+  deleteNamespace,
+  deleteNode,
+  kubectl,
+  uniqueName,
+  waitFor,
+  waitForPodRunning,
+} from "./cluster/helpers.ts";
 import { applyCrds, applyPolicy, getEvent, getNodeHealth, startOperatorProcess, waitForEvent, type OperatorProcess } from "./operator-harness.ts";
 
 const bootID = "5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6";
@@ -53,11 +64,35 @@ async function nodeWithAgent(freeKb: number): Promise<{ node: string; poolFile: 
   const node = (await createHugepageNode(c, { hugepages: { "hugepages-2Mi": "64Mi" }, labels: { [label]: run } })).metadata?.name ?? "";
   nodes.push(node);
   const root = mkdtempSync(join(tmpdir(), "heal-root-"));
-  writeFakeHost(root, { bootID, pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }], earlyKill: false, nodeMemFreeKb: { 0: freeKb }, buddyinfo: [{ numaNode: 0, zone: "Normal", counts: [10, 10, 10, 10, 10, 10, 10, 10, 10, 40, 300] }] });
+  writeFakeHost(root, {
+    bootID,
+    pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }],
+    earlyKill: false,
+    nodeMemFreeKb: { 0: freeKb },
+    buddyinfo: [{ numaNode: 0, zone: "Normal", counts: [10, 10, 10, 10, 10, 10, 10, 10, 10, 40, 300] }],
+  });
   const stateDir = mkdtempSync(join(tmpdir(), "heal-state-"));
   const replay = join(stateDir, "replay.txt");
   writeFileSync(replay, "0.5 Memory failure: 0x9a03: recovery action for free huge page: Recovered\n");
-  const agent = spawn(process.execPath, [...agentCommand, "--node-name", node, "--kubeconfig", inject("kubeconfig"), "--host-root", root, "--state-dir", stateDir, "--replay", replay, "--metrics-port", "0"], { stdio: "ignore" });
+  const agent = spawn(
+    process.execPath,
+    [
+      ...agentCommand,
+      "--node-name",
+      node,
+      "--kubeconfig",
+      inject("kubeconfig"),
+      "--host-root",
+      root,
+      "--state-dir",
+      stateDir,
+      "--replay",
+      replay,
+      "--metrics-port",
+      "0",
+    ],
+    { stdio: "ignore" },
+  );
   children.push(agent);
   return { node, poolFile: join(root, "sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages") };
 }
@@ -67,13 +102,23 @@ describe("self-healing hugepage pools on the real control plane", () => {
     const { node, poolFile } = await nodeWithAgent(2 * 1024 * 1024);
     const name = memoryErrorEventName(node, bootID, 0x9a03);
     const given = await waitForEvent(name, "the replacement given", (e) => e.status?.poolReplacement?.state === "Given", { timeoutMs: 60_000 });
-    expect(given.status?.poolReplacement).toMatchObject({ action: "Replace", size: "2Mi", numaNode: 0, maxTotal: 32, afterMappersExit: false, expected: "Likely" });
+    expect(given.status?.poolReplacement).toMatchObject({
+      action: "Replace",
+      size: "2Mi",
+      numaNode: 0,
+      maxTotal: 32,
+      afterMappersExit: false,
+      expected: "Likely",
+    });
     expect(given.status?.poolReplacementResult).toMatchObject({ state: "Given", before: 31, requested: 32, after: 32, freeBytes: 2 * 1024 ** 3 });
     expect(readFileSync(poolFile, "utf8").trim()).toBe("32");
     const released = await waitForEvent(name, "the quarantine released", (e) => e.status?.quarantine?.[0]?.state === "Released", { timeoutMs: 60_000 });
     expect(released.status?.quarantine).toEqual([{ size: "2Mi", bytes: 2 * 1024 * 1024, state: "Released" }]);
     // The placeholder that held the 2 MiB was there, and is gone.
-    const reasons = async (): Promise<string[]> => (await c.core.listEventForAllNamespaces({ fieldSelector: `involvedObject.kind=Node,involvedObject.name=${node}` })).items.map((e) => `${e.reason ?? ""}: ${e.message ?? ""}`);
+    const reasons = async (): Promise<string[]> =>
+      (await c.core.listEventForAllNamespaces({ fieldSelector: `involvedObject.kind=Node,involvedObject.name=${node}` })).items.map(
+        (e) => `${e.reason ?? ""}: ${e.message ?? ""}`,
+      );
     const seen = await waitFor("the node's Events", async () => {
       const r = await reasons();
       return r.some((x) => x.startsWith("HugepageQuarantineReleased")) && r;
@@ -81,7 +126,10 @@ describe("self-healing hugepage pools on the real control plane", () => {
     expect(seen.some((x) => x.startsWith("HugepageQuarantined"))).toBe(true);
     expect(seen.find((x) => x.startsWith("HugepageQuarantineReleased"))).toMatch(/a replacement hugepage brought the pool back/);
     expect(seen.find((x) => x.startsWith("HugepageReplaced"))).toMatch(/nr_hugepages 31 → 32/);
-    await waitFor("the placeholder gone", async () => (await kubectl(["get", "pod", "-n", "mce-system", quarantinePodName(name, "2Mi"), "--ignore-not-found", "-o", "name"])).stdout === "");
+    await waitFor(
+      "the placeholder gone",
+      async () => (await kubectl(["get", "pod", "-n", "mce-system", quarantinePodName(name, "2Mi"), "--ignore-not-found", "-o", "name"])).stdout === "",
+    );
     // All 64Mi the kubelet advertises fit again.
     const whole = await createHugepagePod(c, { namespace, onlyOnto: node, hugepages: { "hugepages-2Mi": "64Mi" } });
     await waitForPodRunning(c, namespace, whole.metadata?.name ?? "");
@@ -97,7 +145,13 @@ describe("self-healing hugepage pools on the real control plane", () => {
     const name = memoryErrorEventName(node, bootID, 0x9a03);
     // Whichever sees the low free memory first says no: the model, if the agent's report reached the
     // operator before the error did, or else the agent, which checks again just before it would write.
-    const settled = await waitForEvent(name, "the replacement refused by the floor", (e) => e.status?.quarantine?.[0]?.state === "Quarantined" && (e.status.poolReplacement?.action === "None" || e.status.poolReplacement?.state === "Skipped"), { timeoutMs: 60_000 });
+    const settled = await waitForEvent(
+      name,
+      "the replacement refused by the floor",
+      (e) =>
+        e.status?.quarantine?.[0]?.state === "Quarantined" && (e.status.poolReplacement?.action === "None" || e.status.poolReplacement?.state === "Skipped"),
+      { timeoutMs: 60_000 },
+    );
     const replacement = settled.status?.poolReplacement;
     const why = replacement?.action === "None" ? replacement.reason : settled.status?.poolReplacementResult?.message;
     expect(why).toMatch(/NUMA node 0 has 257 ?Mi.* free.*256 ?Mi/);

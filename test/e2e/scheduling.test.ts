@@ -2,16 +2,7 @@
 // the behaviour the operator's capacity quarantine relies on.
 import type { CoreV1Event, V1Node } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  clients,
-  createHugepageNode,
-  createHugepagePod,
-  createNamespace,
-  deleteNamespace,
-  deleteNode,
-  waitFor,
-  waitForPodRunning,
-} from "./cluster/helpers.ts";
+import { clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, waitFor, waitForPodRunning } from "./cluster/helpers.ts";
 
 describe("scheduling hugepage pods", () => {
   const c = clients();

@@ -43,7 +43,13 @@ const helmHome = mkdtempSync(join(tmpdir(), "mce-helm-"));
 /** The pinned helm with its cache, config and data in a temporary directory. */
 export function helm(args: string[], kubeconfig?: string): Promise<RunResult> {
   return run(toolPath("helm"), [...args, ...(kubeconfig === undefined ? [] : ["--kubeconfig", kubeconfig])], {
-    env: { PATH: process.env.PATH ?? "", HOME: helmHome, HELM_CACHE_HOME: join(helmHome, "cache"), HELM_CONFIG_HOME: join(helmHome, "config"), HELM_DATA_HOME: join(helmHome, "data") },
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOME: helmHome,
+      HELM_CACHE_HOME: join(helmHome, "cache"),
+      HELM_CONFIG_HOME: join(helmHome, "config"),
+      HELM_DATA_HOME: join(helmHome, "data"),
+    },
   });
 }
 
@@ -85,7 +91,12 @@ export function tokenKubeconfig(adminKubeconfig: string, token: string, name: st
   const config = {
     apiVersion: "v1",
     kind: "Config",
-    clusters: [{ name: "e2e", cluster: server === undefined ? { server: cluster.server, "certificate-authority-data": ca } : { server, "insecure-skip-tls-verify": true } }],
+    clusters: [
+      {
+        name: "e2e",
+        cluster: server === undefined ? { server: cluster.server, "certificate-authority-data": ca } : { server, "insecure-skip-tls-verify": true },
+      },
+    ],
     users: [{ name, user: { token } }],
     contexts: [{ name, context: { cluster: "e2e", user: name } }],
     "current-context": name,
@@ -179,12 +190,23 @@ export function requestAttributes(method: string, url: string): RequestAttribute
   const [resource = "", name, subresource] = rest;
   const watch = parsed.searchParams.get("watch");
   const verb =
-    method === "GET" ? (name !== undefined ? "get" : watch === "true" || watch === "1" ? "watch" : "list")
-    : method === "POST" ? "create"
-    : method === "PUT" ? "update"
-    : method === "PATCH" ? "patch"
-    : method === "DELETE" ? (name !== undefined ? "delete" : "deletecollection")
-    : method.toLowerCase();
+    method === "GET"
+      ? name !== undefined
+        ? "get"
+        : watch === "true" || watch === "1"
+          ? "watch"
+          : "list"
+      : method === "POST"
+        ? "create"
+        : method === "PUT"
+          ? "update"
+          : method === "PATCH"
+            ? "patch"
+            : method === "DELETE"
+              ? name !== undefined
+                ? "delete"
+                : "deletecollection"
+              : method.toLowerCase();
   return { verb, apiGroup, resource: subresource === undefined ? resource : `${resource}/${subresource}`, namespace, name };
 }
 
@@ -205,7 +227,11 @@ export interface Grant {
 }
 
 export function grantsOf(rules: PolicyRule[], namespace?: string): Grant[] {
-  return rules.flatMap((rule) => rule.apiGroups.flatMap((apiGroup) => rule.resources.flatMap((resource) => rule.verbs.map((verb) => ({ verb, apiGroup, resource, namespace, resourceNames: rule.resourceNames })))));
+  return rules.flatMap((rule) =>
+    rule.apiGroups.flatMap((apiGroup) =>
+      rule.resources.flatMap((resource) => rule.verbs.map((verb) => ({ verb, apiGroup, resource, namespace, resourceNames: rule.resourceNames }))),
+    ),
+  );
 }
 
 export function covers(grant: Grant, request: RequestAttributes): boolean {
@@ -218,7 +244,8 @@ export function covers(grant: Grant, request: RequestAttributes): boolean {
   );
 }
 
-export const grantName = (g: Grant): string => `${g.verb} ${g.apiGroup === "" ? "core" : g.apiGroup}/${g.resource}${g.namespace === undefined ? "" : ` in ${g.namespace}`}${g.resourceNames ? ` named ${g.resourceNames.join(",")}` : ""}`;
+export const grantName = (g: Grant): string =>
+  `${g.verb} ${g.apiGroup === "" ? "core" : g.apiGroup}/${g.resource}${g.namespace === undefined ? "" : ` in ${g.namespace}`}${g.resourceNames ? ` named ${g.resourceNames.join(",")}` : ""}`;
 
 export interface Process {
   child: ChildProcess;
@@ -235,9 +262,11 @@ export function startProcess(name: string, args: string[], dir: string): Process
   const out = createWriteStream(logFile);
   child.stdout.pipe(out);
   child.stderr.pipe(out);
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => {
-    resolve(code);
-  }));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => {
+      resolve(code);
+    }),
+  );
   return {
     child,
     logFile,
@@ -249,7 +278,10 @@ export function startProcess(name: string, args: string[], dir: string): Process
       } catch {
         return [];
       }
-      return text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+      return text
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
     },
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
@@ -260,12 +292,16 @@ export function startProcess(name: string, args: string[], dir: string): Process
 
 /** The port a process logged it serves metrics on. */
 export async function metricsPort(p: Process, message: string, field: string): Promise<number> {
-  return waitFor(`${p.logFile}: "${message}"`, () => {
-    const line = p.logs().find((l) => l.msg === message);
-    if (line === undefined) return Promise.resolve(undefined);
-    const value = String(line[field]);
-    return Promise.resolve(Number(value.split(":").pop()));
-  }, { timeoutMs: 30_000 });
+  return waitFor(
+    `${p.logFile}: "${message}"`,
+    () => {
+      const line = p.logs().find((l) => l.msg === message);
+      if (line === undefined) return Promise.resolve(undefined);
+      const value = String(line[field]);
+      return Promise.resolve(Number(value.split(":").pop()));
+    },
+    { timeoutMs: 30_000 },
+  );
 }
 
 export interface PrometheusServer {
@@ -287,14 +323,18 @@ export async function startPrometheus(targets: { port: number; labels: Record<st
   const check = await run("promtool", ["check", "config", configFile]);
   if (check.code !== 0) throw new Error(`promtool check config: ${check.stdout}${check.stderr}`);
   const log = createWriteStream(join(dir, "prometheus.log"));
-  const child = spawn("prometheus", [`--config.file=${configFile}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("prometheus", [`--config.file=${configFile}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   child.stdout.pipe(log);
   child.stderr.pipe(log);
   const url = `http://127.0.0.1:${port}`;
   await waitFor("Prometheus ready", async () => (await fetch(`${url}/-/ready`)).ok, { timeoutMs: 30_000 });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => {
-    resolve();
-  }));
+  const exited = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      resolve();
+    }),
+  );
   return {
     url,
     child,
@@ -309,9 +349,11 @@ async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => {
-    resolve();
-  }));
+  await new Promise<void>((resolve) =>
+    server.close(() => {
+      resolve();
+    }),
+  );
   return port;
 }
 

@@ -173,8 +173,7 @@ async function waitReady(component: ComponentState, tls: ProbeTls | undefined, d
     if (await probe(component.health, tls)) return;
     if (Date.now() > deadline) {
       throw new Error(
-        `${component.name} not ready at ${component.health} after ${readyTimeoutMs / 1000}s; ` +
-          `last lines of ${component.log}:\n${tail(component.log)}`,
+        `${component.name} not ready at ${component.health} after ${readyTimeoutMs / 1000}s; ` + `last lines of ${component.log}:\n${tail(component.log)}`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -201,11 +200,7 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
   const etcdClient = `http://127.0.0.1:${ports.etcd}`;
   const etcdPeer = `http://127.0.0.1:${ports.etcdPeer}`;
   const serving = [`--tls-cert-file=${pki.serving.cert}`, `--tls-private-key-file=${pki.serving.key}`];
-  const delegated = (config: string): string[] => [
-    `--kubeconfig=${config}`,
-    `--authentication-kubeconfig=${config}`,
-    `--authorization-kubeconfig=${config}`,
-  ];
+  const delegated = (config: string): string[] => [`--kubeconfig=${config}`, `--authentication-kubeconfig=${config}`, `--authorization-kubeconfig=${config}`];
   return [
     {
       name: "etcd",
@@ -390,11 +385,7 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 
 // Clients first, then the apiserver, then etcd: an apiserver whose etcd is gone
 // hangs in shutdown, and etcd waits for its clients to leave.
-const stopOrder: ComponentName[][] = [
-  ["kwok", "kube-scheduler", "kube-controller-manager"],
-  ["kube-apiserver"],
-  ["etcd"],
-];
+const stopOrder: ComponentName[][] = [["kwok", "kube-scheduler", "kube-controller-manager"], ["kube-apiserver"], ["etcd"]];
 
 function stopGroups(pids: number[]): void {
   for (const pid of pids) signalGroup(pid, "SIGTERM");

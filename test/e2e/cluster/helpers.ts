@@ -3,15 +3,7 @@
 // service-account tokens, kubectl, and waiting with a clear failure message.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import {
-  ApiException,
-  CoreV1Api,
-  KubeConfig,
-  PolicyV1Api,
-  type V1Node,
-  type V1Pod,
-  type V1PodDisruptionBudget,
-} from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, KubeConfig, PolicyV1Api, type V1Node, type V1Pod, type V1PodDisruptionBudget } from "@kubernetes/client-node";
 import { inject } from "vitest";
 import { kwokNodeAnnotation } from "./control-plane.ts";
 

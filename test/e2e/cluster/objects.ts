@@ -15,7 +15,11 @@ export async function applyCrdFiles(rest: KubeRest, dir = "crds"): Promise<void>
   for (const f of files) {
     const crd = parse(readFileSync(`${dir}/${f}`, "utf8")) as Crd;
     await rest
-      .request("PATCH", `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`, { query: { fieldManager: "mce-e2e", force: true }, patch: "apply", body: crd })
+      .request("PATCH", `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`, {
+        query: { fieldManager: "mce-e2e", force: true },
+        patch: "apply",
+        body: crd,
+      })
       .catch((e: unknown) => {
         throw e instanceof ApiError ? new Error(`${dir}/${f}: ${e.message}`) : e;
       });
@@ -23,7 +27,14 @@ export async function applyCrdFiles(rest: KubeRest, dir = "crds"): Promise<void>
       const got = await rest.request<Crd>("GET", `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`);
       const established = got.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
       // Established comes before the storage serves lists (429 "storage is (re)initializing").
-      if (established && (await rest.request("GET", `/apis/${crd.spec.group}/${crd.spec.versions[0]?.name ?? ""}/${crd.spec.names.plural}`, { query: { limit: 1 } }).then(() => true, () => false))) break;
+      if (
+        established &&
+        (await rest.request("GET", `/apis/${crd.spec.group}/${crd.spec.versions[0]?.name ?? ""}/${crd.spec.names.plural}`, { query: { limit: 1 } }).then(
+          () => true,
+          () => false,
+        ))
+      )
+        break;
       if (i > 100) throw new Error(`${crd.metadata.name} not Established after 10 s`);
       await new Promise((r) => setTimeout(r, 100));
     }

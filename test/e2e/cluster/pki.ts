@@ -24,13 +24,7 @@ export interface Pki {
 
 /** Names the apiserver answers to: loopback, and the in-cluster service names. */
 export const servingNames = {
-  dns: [
-    "localhost",
-    "kubernetes",
-    "kubernetes.default",
-    "kubernetes.default.svc",
-    "kubernetes.default.svc.cluster.local",
-  ],
+  dns: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
   ips: ["127.0.0.1", "10.0.0.1", "10.0.2.100"],
 };
 
@@ -52,9 +46,23 @@ function writeConfig(dir: string): string {
 function issue(dir: string, ca: KeyPair, name: string, subject: string, extensions: string[]): KeyPair {
   const pair = { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
   openssl([
-    "req", "-config", join(dir, "openssl.cnf"), "-x509", ...ecKey, "-days", days, "-subj", subject,
-    "-CA", ca.cert, "-CAkey", ca.key,
-    "-keyout", pair.key, "-out", pair.cert,
+    "req",
+    "-config",
+    join(dir, "openssl.cnf"),
+    "-x509",
+    ...ecKey,
+    "-days",
+    days,
+    "-subj",
+    subject,
+    "-CA",
+    ca.cert,
+    "-CAkey",
+    ca.key,
+    "-keyout",
+    pair.key,
+    "-out",
+    pair.cert,
     ...["basicConstraints=critical,CA:FALSE", ...extensions].flatMap((ext) => ["-addext", ext]),
   ]);
   return pair;
@@ -69,10 +77,23 @@ export function createPki(dir: string): Pki {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const ca = { cert: join(dir, "ca.crt"), key: join(dir, "ca.key") };
   openssl([
-    "req", "-config", writeConfig(dir), "-x509", ...ecKey, "-days", days, "-subj", "/CN=mce-e2e-ca",
-    "-keyout", ca.key, "-out", ca.cert,
-    "-addext", "basicConstraints=critical,CA:TRUE",
-    "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    "req",
+    "-config",
+    writeConfig(dir),
+    "-x509",
+    ...ecKey,
+    "-days",
+    days,
+    "-subj",
+    "/CN=mce-e2e-ca",
+    "-keyout",
+    ca.key,
+    "-out",
+    ca.cert,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
   ]);
   const san = [...servingNames.dns.map((n) => `DNS:${n}`), ...servingNames.ips.map((ip) => `IP:${ip}`)];
   const serving = issue(dir, ca, "serving", "/CN=kube-apiserver", [

@@ -11,14 +11,7 @@ export interface Versions {
   helm: string;
 }
 
-export type Tool =
-  | "etcd"
-  | "kube-apiserver"
-  | "kube-controller-manager"
-  | "kube-scheduler"
-  | "kubectl"
-  | "kwok"
-  | "helm";
+export type Tool = "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "kwok" | "helm";
 
 const versionsFile = new URL("versions", import.meta.url);
 

@@ -56,7 +56,9 @@ export function predictedOutcome(prediction: KernelPrediction, names: ReadonlyMa
 const canonical = (o: Outcome): string => JSON.stringify([o.pageType, o.result, [...o.ao].sort(), [...o.ar].sort(), o.lsb, o.pool, o.hardwareCorruptedBytes]);
 
 export function agree(observed: Outcome, predicted: Outcome): boolean {
-  const replacementAgrees = observed.replacement === predicted.replacement || (observed.replacement !== undefined && (predicted.replacement?.split("|") ?? []).includes(observed.replacement));
+  const replacementAgrees =
+    observed.replacement === predicted.replacement ||
+    (observed.replacement !== undefined && (predicted.replacement?.split("|") ?? []).includes(observed.replacement));
   return replacementAgrees && canonical(observed) === canonical(predicted);
 }
 

@@ -60,12 +60,30 @@ export class Workload {
 
   static async start(vm: Vm, spec: WorkloadSpec): Promise<Workload> {
     const cgroup = spec.podUID === undefined ? "/sys/fs/cgroup" : containerCgroup(spec.podUID, spec.containerID ?? newContainerID());
-    const args = ["-l", `/shared/${spec.name}.log`, "-c", `/run/${spec.name}.ctl`, "-s", spec.size === "1Gi" ? "1G" : "2M", "-n", String(spec.pages ?? 1), "-k", spec.kill ?? "default"];
+    const args = [
+      "-l",
+      `/shared/${spec.name}.log`,
+      "-c",
+      `/run/${spec.name}.ctl`,
+      "-s",
+      spec.size === "1Gi" ? "1G" : "2M",
+      "-n",
+      String(spec.pages ?? 1),
+      "-k",
+      spec.kill ?? "default",
+    ];
     if (spec.file !== undefined) args.push("-f", spec.file);
     // Into its cgroup before exec, so the agent never sees it anywhere else.
-    await vm.run(`mkdir -p ${cgroup} && mkfifo /run/${spec.name}.ctl && setsid sh -c 'echo $$ > ${cgroup}/cgroup.procs && exec hwp ${args.join(" ")}' >/dev/null 2>&1 &`);
+    await vm.run(
+      `mkdir -p ${cgroup} && mkfifo /run/${spec.name}.ctl && setsid sh -c 'echo $$ > ${cgroup}/cgroup.procs && exec hwp ${args.join(" ")}' >/dev/null 2>&1 &`,
+    );
     const log = join(vm.shared, `${spec.name}.log`);
-    const mapped = await waitFor(`workload ${spec.name} mapped`, () => Promise.resolve((existsSync(log) && /mapped pfns=(\S+)/.exec(readFileSync(log, "utf8"))) || undefined), { timeoutMs: 30_000 }, () => (existsSync(log) ? readFileSync(log, "utf8") : "no log"));
+    const mapped = await waitFor(
+      `workload ${spec.name} mapped`,
+      () => Promise.resolve((existsSync(log) && /mapped pfns=(\S+)/.exec(readFileSync(log, "utf8"))) || undefined),
+      { timeoutMs: 30_000 },
+      () => (existsSync(log) ? readFileSync(log, "utf8") : "no log"),
+    );
     const text = readFileSync(log, "utf8");
     const ready = /ready pid=(\d+) base=(0x[0-9a-f]+)/.exec(text);
     if (ready === null) throw new Error(`workload ${spec.name}: ${text}`);
@@ -82,7 +100,12 @@ export class Workload {
 
   /** Every SIGBUS it got, in order. */
   get sigbus(): SignalSeen[] {
-    return [...this.log.matchAll(/t=(\d+) sigbus code=(\d+) addr=(0x[0-9a-f]+) lsb=(\d+)/g)].map((m) => ({ at: Number(m[1]), code: Number(m[2]), addr: Number(m[3]), lsb: Number(m[4]) }));
+    return [...this.log.matchAll(/t=(\d+) sigbus code=(\d+) addr=(0x[0-9a-f]+) lsb=(\d+)/g)].map((m) => ({
+      at: Number(m[1]),
+      code: Number(m[2]),
+      addr: Number(m[3]),
+      lsb: Number(m[4]),
+    }));
   }
 
   get sigusr1(): boolean {
@@ -100,7 +123,12 @@ export class Workload {
     const before = this.log.length;
     // timeout: a FIFO nobody reads any more would block the guest's shell for ever.
     await this.#vm.run(`timeout 5 sh -c 'echo "${command}" > /run/${this.spec.name}.ctl'`);
-    return waitFor(`workload ${this.spec.name}: ${command}`, () => Promise.resolve(answer.exec(this.log.slice(before)) ?? undefined), { timeoutMs: 15_000 }, () => this.log.slice(before));
+    return waitFor(
+      `workload ${this.spec.name}: ${command}`,
+      () => Promise.resolve(answer.exec(this.log.slice(before)) ?? undefined),
+      { timeoutMs: 15_000 },
+      () => this.log.slice(before),
+    );
   }
 
   /** Reads one byte at `offset` into its mapping: BUS_MCEERR_AR, if the page is poisoned. */
@@ -181,8 +209,12 @@ export function guestKubeconfig(hostKubeconfig: string, port: number): string {
   return JSON.stringify({
     apiVersion: "v1",
     kind: "Config",
-    clusters: [{ name: "host", cluster: { server: `https://${GUEST_APISERVER_IP}:${port}`, "certificate-authority-data": data(cluster?.caData, cluster?.caFile) } }],
-    users: [{ name: "admin", user: { "client-certificate-data": data(user?.certData, user?.certFile), "client-key-data": data(user?.keyData, user?.keyFile) } }],
+    clusters: [
+      { name: "host", cluster: { server: `https://${GUEST_APISERVER_IP}:${port}`, "certificate-authority-data": data(cluster?.caData, cluster?.caFile) } },
+    ],
+    users: [
+      { name: "admin", user: { "client-certificate-data": data(user?.certData, user?.certFile), "client-key-data": data(user?.keyData, user?.keyFile) } },
+    ],
     contexts: [{ name: "host", context: { cluster: "host", user: "admin" } }],
     "current-context": "host",
   });

@@ -12,10 +12,38 @@ import { formatPfn, type HugepageSize } from "../../../kernel/pfn.ts";
 import { predictKernelOutcome, predictUnpoison, type MemoryError, type NodeState } from "../../../operator/model/containment.ts";
 import { quarantinePodName } from "../../../operator/reconciler.ts";
 import { ClusterState } from "../../../operator/state.ts";
-import { apiStatus, clients, createHugepageNode, createHugepagePod, createNamespace, deleteNamespace, deleteNode, kubectl, podExists, uniqueName, waitFor, waitForPodGone, waitForPodRunning } from "../cluster/helpers.ts";
+import {
+  apiStatus,
+  clients,
+  createHugepageNode,
+  createHugepagePod,
+  createNamespace,
+  deleteNamespace,
+  deleteNode,
+  kubectl,
+  podExists,
+  uniqueName,
+  waitFor,
+  waitForPodGone,
+  waitForPodRunning,
+} from "../cluster/helpers.ts";
 import { applyCrds, applyPolicy, getEvent, getNodeHealth, startOperatorProcess, type OperatorProcess } from "../operator-harness.ts";
 import { agree, predictedOutcome, renderTable, writeResults, type Outcome, type Row } from "./conformance.ts";
-import { agentLog, freeHugepages, guestKubeconfig, inject, kernelLog, newContainerID, readMemory, startAgent, verdictOf, waitForIndex, Workload, type GuestMemory, type KillPolicy } from "./guest.ts";
+import {
+  agentLog,
+  freeHugepages,
+  guestKubeconfig,
+  inject,
+  kernelLog,
+  newContainerID,
+  readMemory,
+  startAgent,
+  verdictOf,
+  waitForIndex,
+  Workload,
+  type GuestMemory,
+  type KillPolicy,
+} from "./guest.ts";
 import { fragmentFor1GiB } from "./fragment.ts";
 import { readPrepared, Vm } from "./vm.ts";
 
@@ -65,22 +93,58 @@ async function createPod(guest: Guest, size: HugepageSize, optIn: boolean): Prom
   // KWOK runs no containers; the kubelet would report the runtime's id, which the agent matches to the cgroup.
   const containerID = newContainerID();
   const startedAt = running.status?.startTime ?? new Date();
-  const status = { name: "app", image: "registry.k8s.io/pause:3.10", imageID: "", ready: true, started: true, restartCount: 0, state: { running: { startedAt } }, containerID: `containerd://${containerID}` };
-  const patched = await kubectl(["patch", "pod", "-n", namespace, name, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { containerStatuses: [status] } })]);
+  const status = {
+    name: "app",
+    image: "registry.k8s.io/pause:3.10",
+    imageID: "",
+    ready: true,
+    started: true,
+    restartCount: 0,
+    state: { running: { startedAt } },
+    containerID: `containerd://${containerID}`,
+  };
+  const patched = await kubectl([
+    "patch",
+    "pod",
+    "-n",
+    namespace,
+    name,
+    "--subresource=status",
+    "--type=merge",
+    "-p",
+    JSON.stringify({ status: { containerStatuses: [status] } }),
+  ]);
   if (patched.code !== 0) throw new Error(patched.stderr);
   return { pod: running, containerID };
 }
 
-async function podWorkload(guest: Guest, label: string, size: HugepageSize, options: { kill?: KillPolicy; optIn?: boolean; file?: string; pages?: number } = {}): Promise<PodWorkload> {
+async function podWorkload(
+  guest: Guest,
+  label: string,
+  size: HugepageSize,
+  options: { kill?: KillPolicy; optIn?: boolean; file?: string; pages?: number } = {},
+): Promise<PodWorkload> {
   const { pod, containerID } = await createPod(guest, size, options.optIn ?? false);
-  const workload = await Workload.start(guest.vm, { name: label, podUID: pod.metadata?.uid ?? "", containerID, size, kill: options.kill, file: options.file, pages: options.pages });
+  const workload = await Workload.start(guest.vm, {
+    name: label,
+    podUID: pod.metadata?.uid ?? "",
+    containerID,
+    size,
+    kill: options.kill,
+    file: options.file,
+    pages: options.pages,
+  });
   return { pod, workload, optIn: options.optIn ?? false };
 }
 
 async function bootGuest(label: string, options: { earlyKill: boolean; gigantic: boolean; dryRun: boolean; policy?: "heal" }): Promise<Guest> {
   const node = `${run}-${label}`;
   const policy = options.policy ?? (options.dryRun ? "dry" : "enforce");
-  await createHugepageNode(c, { name: node, hugepages: { "hugepages-2Mi": "64Mi", ...(options.gigantic && { "hugepages-1Gi": "1Gi" }) }, labels: { [groupLabel]: `${run}-${policy}` } });
+  await createHugepageNode(c, {
+    name: node,
+    hugepages: { "hugepages-2Mi": "64Mi", ...(options.gigantic && { "hugepages-1Gi": "1Gi" }) },
+    labels: { [groupLabel]: `${run}-${policy}` },
+  });
   nodes.push(node);
   const port = Number(new URL(c.kubeConfig.getCurrentCluster()?.server ?? "").port);
   const vm = await Vm.boot({ prepared, gigantic: options.gigantic, apiserverPort: port });
@@ -90,13 +154,18 @@ async function bootGuest(label: string, options: { earlyKill: boolean; gigantic:
   const { pod, containerID } = await createPod(guest as Guest, "2Mi", false);
   const bystander = { pod, workload: await Workload.start(vm, { name: "bystander", podUID: pod.metadata?.uid ?? "", containerID, size: "2Mi" }) };
   await startAgent(vm, node, guestKubeconfig(provided("kubeconfig"), port));
-  await waitFor(`NodeMemoryHealth ${node} from the agent in the guest`, async () => {
-    try {
-      return await getNodeHealth(node);
-    } catch {
-      return undefined;
-    }
-  }, { timeoutMs: 120_000, intervalMs: 500 }, () => agentLog(vm).slice(-3000));
+  await waitFor(
+    `NodeMemoryHealth ${node} from the agent in the guest`,
+    async () => {
+      try {
+        return await getNodeHealth(node);
+      } catch {
+        return undefined;
+      }
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+    () => agentLog(vm).slice(-3000),
+  );
   await waitForIndex(vm, (known) => known >= 1);
   return { ...guest, bystander };
 }
@@ -111,24 +180,45 @@ async function stopGuest(guest: Guest | undefined): Promise<void> {
 
 /** The node as the model sees it: the guest's kernel and early-kill setting. */
 function nodeState(guest: Guest): NodeState {
-  return { name: guest.node, labels: {}, kernelRelease: prepared.release, earlyKill: guest.earlyKill, pools: [], allocatableBytes: {}, tainted: false, cordoned: false, history: [], poisonedHugepages: [] };
+  return {
+    name: guest.node,
+    labels: {},
+    kernelRelease: prepared.release,
+    earlyKill: guest.earlyKill,
+    pools: [],
+    allocatableBytes: {},
+    tainted: false,
+    cordoned: false,
+    history: [],
+    poisonedHugepages: [],
+  };
 }
 
 /** Waits for the agent's event for `pfn`; returns it with the time from `injectedAt`. */
 async function eventFor(guest: Guest, pfn: number, injectedAt: number): Promise<{ event: MemoryErrorEvent; latencyMs: number }> {
   const name = memoryErrorEventName(guest.node, guest.bootID, pfn);
-  const event = await waitFor(`MemoryErrorEvent ${name}`, () => readEvent(name), { timeoutMs: 30_000, intervalMs: 25 }, () => agentLog(guest.vm).slice(-2000));
+  const event = await waitFor(
+    `MemoryErrorEvent ${name}`,
+    () => readEvent(name),
+    { timeoutMs: 30_000, intervalMs: 25 },
+    () => agentLog(guest.vm).slice(-2000),
+  );
   return { event, latencyMs: Date.now() - injectedAt };
 }
 
 /** What the operator decides and does, checked against the policy of the guest's node. */
 async function checkOperator(guest: Guest, eventName: string, mappers: PodWorkload[], expectQuarantine: boolean): Promise<MemoryErrorEvent> {
-  const decided = await waitFor(`${eventName} decided and carried out`, async () => {
-    const e = await readEvent(eventName);
-    const pods = e?.status?.pods ?? [];
-    const final = guest.dryRun ? e?.status?.dryRun === true : e?.status?.phase === "Contained" && pods.every((p) => p.state === "Done");
-    return final && e;
-  }, { timeoutMs: 60_000, intervalMs: 200 }, (last) => JSON.stringify(last === false ? "not yet" : last?.status));
+  const decided = await waitFor(
+    `${eventName} decided and carried out`,
+    async () => {
+      const e = await readEvent(eventName);
+      const pods = e?.status?.pods ?? [];
+      const final = guest.dryRun ? e?.status?.dryRun === true : e?.status?.phase === "Contained" && pods.every((p) => p.state === "Done");
+      return final && e;
+    },
+    { timeoutMs: 60_000, intervalMs: 200 },
+    (last) => JSON.stringify(last === false ? "not yet" : last?.status),
+  );
   const status = decided.status;
   const byUID = new Map((status?.pods ?? []).map((p) => [p.uid, p]));
   // Exactly the mappers' pods; never the bystander.
@@ -141,7 +231,11 @@ async function checkOperator(guest: Guest, eventName: string, mappers: PodWorklo
       expect(await podExists(c, namespace, podName)).toBe(true);
     } else if (m.optIn) {
       expect(decision).toMatchObject({ action: "EarlySignal", state: "Done" });
-      expect(status?.earlySignals?.find((s) => s.uid === m.pod.metadata?.uid)).toMatchObject({ state: "Done", pids: [m.workload.pid], lostRanges: [m.workload.range()] });
+      expect(status?.earlySignals?.find((s) => s.uid === m.pod.metadata?.uid)).toMatchObject({
+        state: "Done",
+        pids: [m.workload.pid],
+        lostRanges: [m.workload.range()],
+      });
       await waitFor(`SIGUSR1 at ${m.workload.spec.name}`, () => Promise.resolve(m.workload.sigusr1));
       const pod = await c.core.readNamespacedPod({ namespace, name: podName });
       expect(pod.metadata?.annotations?.[lostRangesAnnotation]).toBe(m.workload.range());
@@ -241,7 +335,7 @@ async function poisonAndCompare(guest: Guest, s: InUseScenario, mappers: PodWork
       case "madvise-hwpoison":
       case "madvise-soft-offline": {
         const done = await first.command(`madvise ${s.method.slice(8)} ${offset.toString(16)}`, /madvise \S+ off=\S+ rc=(-?\d+) errno=(\S+)/);
-        notes.push(`madvise(${s.method === "madvise-hwpoison" ? "MADV_HWPOISON" : "MADV_SOFT_OFFLINE"}) returned ${done[1] === "0" ? "0" : done[2] ?? ""}`);
+        notes.push(`madvise(${s.method === "madvise-hwpoison" ? "MADV_HWPOISON" : "MADV_SOFT_OFFLINE"}) returned ${done[1] === "0" ? "0" : (done[2] ?? "")}`);
         break;
       }
     }
@@ -254,7 +348,12 @@ async function poisonAndCompare(guest: Guest, s: InUseScenario, mappers: PodWork
     const dmesg = await kernelLog(guest.vm);
     const verdict = verdictOf(dmesg, pfn);
     // The event says what the kernel printed, and who maps the page: the right pods and containers.
-    expect(event.spec).toMatchObject({ nodeName: guest.node, bootID: guest.bootID, pfn: formatPfn(pfn), ...(verdict && { pageType: verdict.pageType, result: verdict.result }) });
+    expect(event.spec).toMatchObject({
+      nodeName: guest.node,
+      bootID: guest.bootID,
+      pfn: formatPfn(pfn),
+      ...(verdict && { pageType: verdict.pageType, result: verdict.result }),
+    });
     // Which source's lines make the event first decides whether it carries the machine check's address.
     if (s.method === "machine-check") notes.push(`event source ${event.spec.source}${event.spec.physicalAddress === undefined ? ", no physical address" : ""}`);
     if (s.method !== "madvise-soft-offline") expect(event.spec.hugepage).toMatchObject({ size, headPfn: formatPfn(first.pfns[page] ?? 0) });
@@ -281,7 +380,10 @@ async function poisonAndCompare(guest: Guest, s: InUseScenario, mappers: PodWork
     const acted = s.method === "madvise-soft-offline" ? [] : mappers.filter((m) => page === 0 || m.optIn || guest.dryRun);
     const decided = await checkOperator(guest, event.metadata.name, acted, prediction.lostBytes > 0);
     expect(decided.status?.prediction).toMatchObject({ poolEffect: prediction.poolEffect, kernelProfile: prediction.kernelProfile });
-    if (s.method === "madvise-soft-offline") notes.push(dmesg.includes(`Soft offlining pfn ${formatPfn(pfn)} at process virtual address`) ? "kernel: only the Soft offlining line" : "no Soft offlining line");
+    if (s.method === "madvise-soft-offline")
+      notes.push(
+        dmesg.includes(`Soft offlining pfn ${formatPfn(pfn)} at process virtual address`) ? "kernel: only the Soft offlining line" : "no Soft offlining line",
+      );
   }
   // Let a late AO arrive before anything touches the page.
   await sleep(500);
@@ -305,7 +407,7 @@ async function poisonAndCompare(guest: Guest, s: InUseScenario, mappers: PodWork
     }
     if (s.shared) {
       const read = await m.workload.command(`pread ${offset.toString(16)}`, /pread off=\S+ rc=(-?\d+) errno=(\S+)/);
-      notes.push(`pread() of the file: ${read[2] === "0" ? "ok" : read[2] ?? ""}`);
+      notes.push(`pread() of the file: ${read[2] === "0" ? "ok" : (read[2] ?? "")}`);
     }
   }
   for (const m of mappers) await m.workload.exit();
@@ -313,12 +415,32 @@ async function poisonAndCompare(guest: Guest, s: InUseScenario, mappers: PodWork
   const after = await readMemory(guest.vm);
   const dmesg = await kernelLog(guest.vm);
   const verdict = verdictOf(dmesg, pfns[0] ?? 0);
-  const observed: Outcome = { pageType: verdict?.pageType, result: verdict?.result, ao: ao.sort(), ar: ar.sort(), lsb: lsbs.size === 1 ? [...lsbs][0] : undefined, ...delta(before, after, size) };
+  const observed: Outcome = {
+    pageType: verdict?.pageType,
+    result: verdict?.result,
+    ao: ao.sort(),
+    ar: ar.sort(),
+    lsb: lsbs.size === 1 ? [...lsbs][0] : undefined,
+    ...delta(before, after, size),
+  };
   // One page's prediction, times the pages poisoned.
-  const predicted = predictedOutcome(predictions[0] ?? (undefined as never), names, size, mappers.map((m) => m.workload.spec.name));
+  const predicted = predictedOutcome(
+    predictions[0] ?? (undefined as never),
+    names,
+    size,
+    mappers.map((m) => m.workload.spec.name),
+  );
   predicted.pool = { size, total: predicted.pool.total * pages, free: predicted.pool.free * pages };
   predicted.hardwareCorruptedBytes *= pages;
-  const row = record({ scenario: s.scenario, node: guest.node, observed, predicted, injectionToEventMs: Math.max(...latencies), profile: `${predictions[0]?.kernelProfile ?? ""}${predictions[0]?.verified ? "" : " (unverified)"}`, notes: [...new Set(notes)] });
+  const row = record({
+    scenario: s.scenario,
+    node: guest.node,
+    observed,
+    predicted,
+    injectionToEventMs: Math.max(...latencies),
+    profile: `${predictions[0]?.kernelProfile ?? ""}${predictions[0]?.verified ? "" : " (unverified)"}`,
+    notes: [...new Set(notes)],
+  });
   expect(row.observed).toEqual(row.predicted);
 }
 
@@ -347,10 +469,16 @@ async function free(guest: Guest, scenario: string, method: FreeMethod): Promise
   } else {
     const seen = await eventFor(guest, pfn, injectedAt);
     latencyMs = seen.latencyMs;
-    expect(seen.event.spec).toMatchObject({ pfn: formatPfn(pfn), pageType: "free huge page", result: "Recovered", hugepage: { size, headPfn: formatPfn(head) } });
+    expect(seen.event.spec).toMatchObject({
+      pfn: formatPfn(pfn),
+      pageType: "free huge page",
+      result: "Recovered",
+      hugepage: { size, headPfn: formatPfn(head) },
+    });
     expect(seen.event.spec.mappers ?? []).toEqual([]);
     // Which source's lines make the event first decides whether it carries the machine check's address.
-    if (method === "machine-check") notes.push(`event source ${seen.event.spec.source}${seen.event.spec.physicalAddress === undefined ? ", no physical address" : ""}`);
+    if (method === "machine-check")
+      notes.push(`event source ${seen.event.spec.source}${seen.event.spec.physicalAddress === undefined ? ", no physical address" : ""}`);
     await checkOperator(guest, seen.event.metadata.name, [], true);
     error = ClusterState.memoryError(seen.event);
   }
@@ -372,8 +500,20 @@ async function unpoison(guest: Guest, scenario: string, pfn: number): Promise<vo
   const logged = (await kernelLog(guest.vm)).includes(`Unpoison: Software-unpoisoned page ${formatPfn(pfn)}`);
   const expected = predictUnpoison();
   const observed: Outcome = { ao: [], ar: [], ...delta(before, after, "2Mi") };
-  const predicted: Outcome = { ao: [], ar: [], pool: { size: "2Mi", total: expected.poolTotalDelta, free: expected.poolTotalDelta }, hardwareCorruptedBytes: expected.hardwareCorruptedDelta };
-  const row = record({ scenario, node: guest.node, observed, predicted, profile: "linux-6.1", notes: [logged ? "kernel: Unpoison: Software-unpoisoned page" : "no Unpoison line"] });
+  const predicted: Outcome = {
+    ao: [],
+    ar: [],
+    pool: { size: "2Mi", total: expected.poolTotalDelta, free: expected.poolTotalDelta },
+    hardwareCorruptedBytes: expected.hardwareCorruptedDelta,
+  };
+  const row = record({
+    scenario,
+    node: guest.node,
+    observed,
+    predicted,
+    profile: "linux-6.1",
+    notes: [logged ? "kernel: Unpoison: Software-unpoisoned page" : "no Unpoison line"],
+  });
   expect(row.observed).toEqual(row.predicted);
 }
 
@@ -388,11 +528,16 @@ interface HealScenario {
 }
 
 async function replacementSettled(name: string): Promise<MemoryErrorEvent> {
-  return waitFor(`${name}: the replacement given or refused`, async () => {
-    const e = await readEvent(name);
-    const state = e?.status?.poolReplacement?.state;
-    return (state === "Given" || state === "Refused" || state === "Skipped") && e;
-  }, { timeoutMs: 90_000, intervalMs: 250 }, (last) => JSON.stringify(last === false ? "not yet" : last?.status?.poolReplacement));
+  return waitFor(
+    `${name}: the replacement given or refused`,
+    async () => {
+      const e = await readEvent(name);
+      const state = e?.status?.poolReplacement?.state;
+      return (state === "Given" || state === "Refused" || state === "Skipped") && e;
+    },
+    { timeoutMs: 90_000, intervalMs: 250 },
+    (last) => JSON.stringify(last === false ? "not yet" : last?.status?.poolReplacement),
+  );
 }
 
 /**
@@ -406,7 +551,8 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
   const file = s.page === "shared" ? `/dev/hugepages/${label}` : undefined;
   const before = await readMemory(guest.vm);
   const mappers: PodWorkload[] = [];
-  for (let i = 0; i < (s.page === "free" ? 0 : (s.mappers ?? 1)); i++) mappers.push(await podWorkload(guest, `${label}${String.fromCharCode(97 + i)}`, s.size, { file }));
+  for (let i = 0; i < (s.page === "free" ? 0 : (s.mappers ?? 1)); i++)
+    mappers.push(await podWorkload(guest, `${label}${String.fromCharCode(97 + i)}`, s.size, { file }));
   const notes: string[] = [];
   let fragmented: Awaited<ReturnType<typeof fragmentFor1GiB>> | undefined;
   try {
@@ -435,10 +581,14 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
     if (s.page === "private") {
       // The pod is evicted, but its process (KWOK runs none; hwp stands in) still maps the page: the agent waits.
       const pid = mappers[0]?.workload.pid ?? 0;
-      const waiting = await waitFor(`${name}: the agent waiting for pid ${pid}`, async () => {
-        const e = await readEvent(name);
-        return e?.status?.poolReplacementResult?.state === "Waiting" && e;
-      }, { timeoutMs: 30_000 });
+      const waiting = await waitFor(
+        `${name}: the agent waiting for pid ${pid}`,
+        async () => {
+          const e = await readEvent(name);
+          return e?.status?.poolReplacementResult?.state === "Waiting" && e;
+        },
+        { timeoutMs: 30_000 },
+      );
       expect(waiting.status?.poolReplacementResult?.message).toBe(`waiting for 1 mapper(s) to exit: pid ${pid}`);
       await sleep(2000);
       const held = await readMemory(guest.vm);
@@ -447,7 +597,9 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
     }
     if (s.fragment === true) {
       fragmented = await fragmentFor1GiB(guest.vm);
-      notes.push(`memory fragmented on purpose: one 2 MiB page in use in each 1 GiB range (${fragmented.kept.join(", ")}), ${Math.round(fragmented.memFreeBytes / 2 ** 20)} MiB free`);
+      notes.push(
+        `memory fragmented on purpose: one 2 MiB page in use in each 1 GiB range (${fragmented.kept.join(", ")}), ${Math.round(fragmented.memFreeBytes / 2 ** 20)} MiB free`,
+      );
     }
     // The mappers touch the page (AR), then exit: for a private page that lets the agent act.
     const ar: string[] = [];
@@ -467,15 +619,21 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
     const outcome = settled.status?.poolReplacement?.state ?? "";
     notes.push(`agent: ${result?.message ?? outcome}`);
     // Both stamped by the node's clock: from the kernel's line to the agent's answer.
-    if (result?.at !== undefined && s.page !== "private") notes.push(`answered ${((Date.parse(result.at) - Date.parse(event.spec.observedAt)) / 1000).toFixed(2)} s after the error`);
+    if (result?.at !== undefined && s.page !== "private")
+      notes.push(`answered ${((Date.parse(result.at) - Date.parse(event.spec.observedAt)) / 1000).toFixed(2)} s after the error`);
     if (outcome === "Given") {
       let seen: unknown;
-      const released = await waitFor(`${name}: quarantine released`, async () => {
-        const e = await readEvent(name);
-        const health = await getNodeHealth(guest.node);
-        seen = { quarantine: e?.status?.quarantine, health: health.spec.hugepagePools, observedAt: health.spec.observedAt };
-        return e?.status?.quarantine?.[0]?.state === "Released" && e;
-      }, { timeoutMs: 30_000 }, () => JSON.stringify(seen));
+      const released = await waitFor(
+        `${name}: quarantine released`,
+        async () => {
+          const e = await readEvent(name);
+          const health = await getNodeHealth(guest.node);
+          seen = { quarantine: e?.status?.quarantine, health: health.spec.hugepagePools, observedAt: health.spec.observedAt };
+          return e?.status?.quarantine?.[0]?.state === "Released" && e;
+        },
+        { timeoutMs: 30_000 },
+        () => JSON.stringify(seen),
+      );
       expect(released.status?.quarantine).toMatchObject([{ size: s.size, state: "Released" }]);
       // Every hugepage the kubelet advertises, less the bystander's, is schedulable again.
       const whole = await createHugepagePod(c, { namespace, onlyOnto: guest.node, hugepages: { [`hugepages-${s.size}`]: s.size === "2Mi" ? "62Mi" : "1Gi" } });
@@ -494,13 +652,35 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
     }
     const after = await readMemory(guest.vm);
     const verdict = verdictOf(await kernelLog(guest.vm), pfn);
-    const observed: Outcome = { pageType: verdict?.pageType, result: verdict?.result, ao: mappers.filter((m) => m.workload.sigbus.some((x) => x.code === 5)).map((m) => m.workload.spec.name), ar: ar.sort(), lsb: lsbs.size === 1 ? [...lsbs][0] : undefined, ...delta(before, after, s.size), replacement: outcome };
+    const observed: Outcome = {
+      pageType: verdict?.pageType,
+      result: verdict?.result,
+      ao: mappers.filter((m) => m.workload.sigbus.some((x) => x.code === 5)).map((m) => m.workload.spec.name),
+      ar: ar.sort(),
+      lsb: lsbs.size === 1 ? [...lsbs][0] : undefined,
+      ...delta(before, after, s.size),
+      replacement: outcome,
+    };
     const names = new Map(mappers.map((m) => [m.workload.pid, m.workload.spec.name]));
-    const predicted = predictedOutcome(prediction, names, s.size, mappers.map((m) => m.workload.spec.name));
+    const predicted = predictedOutcome(
+      prediction,
+      names,
+      s.size,
+      mappers.map((m) => m.workload.spec.name),
+    );
     // The model's conditional prediction: a replacement the kernel gives adds one hugepage back to the pool.
     predicted.replacement = asked?.expected === "Likely" ? "Given" : "Given|Refused";
-    if (outcome === "Given" && predicted.replacement.includes("Given")) predicted.pool = { ...predicted.pool, total: predicted.pool.total + 1, free: predicted.pool.free + 1 };
-    const row = record({ scenario: s.scenario, node: guest.node, observed, predicted, injectionToEventMs: latencyMs, profile: prediction.kernelProfile, notes });
+    if (outcome === "Given" && predicted.replacement.includes("Given"))
+      predicted.pool = { ...predicted.pool, total: predicted.pool.total + 1, free: predicted.pool.free + 1 };
+    const row = record({
+      scenario: s.scenario,
+      node: guest.node,
+      observed,
+      predicted,
+      injectionToEventMs: latencyMs,
+      profile: prediction.kernelProfile,
+      notes,
+    });
     expect({ ...row.observed, replacement: undefined }).toEqual({ ...row.predicted, replacement: undefined });
     expect(row.agreed, `replacement ${observed.replacement ?? ""}, predicted ${predicted.replacement}`).toBe(true);
   } finally {
@@ -516,7 +696,14 @@ beforeAll(async () => {
   const common = { podActions: { eviction: { backoff: "1s" } }, escalation: { taintAfter: 1000, cordonAfter: 2000 } };
   await applyPolicy(`${run}-enforce`, { mode: "Enforce", nodeSelector: { matchLabels: { [groupLabel]: `${run}-enforce` } }, ...common });
   await applyPolicy(`${run}-dry`, { mode: "DryRun", nodeSelector: { matchLabels: { [groupLabel]: `${run}-dry` } }, ...common });
-  const poolReplacement = { enabled: true, sizes: [{ size: "2Mi", maxPerWindow: 10 }, { size: "1Gi", maxPerWindow: 2 }], minFreeMemory: "64Mi" };
+  const poolReplacement = {
+    enabled: true,
+    sizes: [
+      { size: "2Mi", maxPerWindow: 10 },
+      { size: "1Gi", maxPerWindow: 2 },
+    ],
+    minFreeMemory: "64Mi",
+  };
   await applyPolicy(`${run}-heal`, { mode: "Enforce", nodeSelector: { matchLabels: { [groupLabel]: `${run}-heal` } }, ...common, poolReplacement });
   operator = await startOperatorProcess(`${run}-operator`);
 });
@@ -525,7 +712,15 @@ afterAll(async () => {
   await operator.stop();
   const table = renderTable(rows);
   console.log(`\nKernel in the loop: ${prepared.package} ${prepared.version} (${prepared.release}), QEMU TCG\n\n${table}\n`);
-  writeResults("bench/results/kernel-conformance.json", { kernel: { package: prepared.package, version: prepared.version, release: prepared.release }, machine: "QEMU q35, TCG, 1 vCPU, 4 GiB", measuredAt: new Date().toISOString() }, rows);
+  writeResults(
+    "bench/results/kernel-conformance.json",
+    {
+      kernel: { package: prepared.package, version: prepared.version, release: prepared.release },
+      machine: "QEMU q35, TCG, 1 vCPU, 4 GiB",
+      measuredAt: new Date().toISOString(),
+    },
+    rows,
+  );
   await deleteNamespace(c, namespace);
   for (const node of nodes) await deleteNode(c, node);
   await kubectl(["delete", "mee,nmh,cpol", "-l", "mce-operator.io/e2e=true", "--wait=false"]);
@@ -554,7 +749,12 @@ describe("early kill off (vm.memory_failure_early_kill=0), 2 MiB and 1 GiB pools
     await inUse(g(), { scenario: "shared hugetlbfs, two pods, early_kill=0", mappers: [{}, {}], shared: true, method: "corrupt-pfn" });
   });
   it("shared page, one mapper PR_MCE_KILL_EARLY: only it gets AO; it opted in and gets the early signal", async () => {
-    await inUse(g(), { scenario: "shared, early_kill=0, one mapper PR_MCE_KILL_EARLY", mappers: [{ kill: "early", optIn: true }, {}], shared: true, method: "corrupt-pfn" });
+    await inUse(g(), {
+      scenario: "shared, early_kill=0, one mapper PR_MCE_KILL_EARLY",
+      mappers: [{ kill: "early", optIn: true }, {}],
+      shared: true,
+      method: "corrupt-pfn",
+    });
   });
   it("two poisoned hugepages on one node, one private mapper", async () => {
     await inUse(g(), { scenario: "two poisoned 2 MiB hugepages on one node", mappers: [{}], pages: 2, method: "corrupt-pfn" });
@@ -636,7 +836,12 @@ describe("self-healing pools (poolReplacement on, 2 MiB named), 2 MiB pool, Enfo
     await heal(g(), { scenario: "replacement: private 2 MiB in use, replaced after the mapper exits", size: "2Mi", page: "private" });
   });
   it("a shared hugetlbfs page replaced at once while the poisoned one stays held", async () => {
-    await heal(g(), { scenario: "replacement: shared hugetlbfs 2 MiB, two pods, replaced while the poisoned page stays held", size: "2Mi", page: "shared", mappers: 2 });
+    await heal(g(), {
+      scenario: "replacement: shared hugetlbfs 2 MiB, two pods, replaced while the poisoned page stays held",
+      size: "2Mi",
+      page: "shared",
+      mappers: 2,
+    });
   });
 });
 
@@ -650,7 +855,12 @@ describe("self-healing pools, a 1 GiB page the kernel cannot give", () => {
   });
 
   it("memory fragmented on purpose: the kernel refuses, the quarantine stays with the reason", async () => {
-    await heal(guest ?? (undefined as never), { scenario: "replacement: 1 GiB in use, MADV_HWPOISON, memory fragmented, refused", size: "1Gi", page: "private", fragment: true });
+    await heal(guest ?? (undefined as never), {
+      scenario: "replacement: 1 GiB in use, MADV_HWPOISON, memory fragmented, refused",
+      size: "1Gi",
+      page: "private",
+      fragment: true,
+    });
   });
 });
 

@@ -89,8 +89,20 @@ export class Vm {
         : ["-drive", `file=${options.disk},if=virtio,format=raw,snapshot=on,cache=unsafe`]),
       ...["-virtfs", `local,path=${shared},mount_tag=shared,security_model=none,multidevs=remap`],
       // restrict=on: the guest reaches nothing but the guestfwd, which QEMU runs per connection.
-      ...["-netdev", `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_APISERVER_IP}:${port}-cmd:${options.prepared.busybox} nc 127.0.0.1 ${port}`, "-device", "virtio-net-pci,netdev=n0"],
-      ...["-device", "virtio-serial-pci", "-chardev", `socket,id=ctl,path=${join(dir, "control.sock")},server=on,wait=off`, "-device", "virtserialport,chardev=ctl,name=ctl"],
+      ...[
+        "-netdev",
+        `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_APISERVER_IP}:${port}-cmd:${options.prepared.busybox} nc 127.0.0.1 ${port}`,
+        "-device",
+        "virtio-net-pci,netdev=n0",
+      ],
+      ...[
+        "-device",
+        "virtio-serial-pci",
+        "-chardev",
+        `socket,id=ctl,path=${join(dir, "control.sock")},server=on,wait=off`,
+        "-device",
+        "virtserialport,chardev=ctl,name=ctl",
+      ],
     ];
     const qemu = spawn("qemu-system-x86_64", args, { stdio: ["ignore", "ignore", "pipe"] });
     const vm = new Vm(dir, qemu, options.cpus ?? 1);
@@ -120,7 +132,8 @@ export class Vm {
         });
         break;
       } catch (error) {
-        if (attempt > 100 || this.#qemu.exitCode !== null) throw new Error(`QEMU control socket: ${String(error)}; QEMU said: ${this.#stderr}`, { cause: error });
+        if (attempt > 100 || this.#qemu.exitCode !== null)
+          throw new Error(`QEMU control socket: ${String(error)}; QEMU said: ${this.#stderr}`, { cause: error });
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }

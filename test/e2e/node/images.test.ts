@@ -41,7 +41,7 @@ interface Config {
 }
 
 function config(ref: string): Config {
-  return (JSON.parse(docker(["image", "inspect", "-f", "{{json .Config}}", ref]).stdout) as Config);
+  return JSON.parse(docker(["image", "inspect", "-f", "{{json .Config}}", ref]).stdout) as Config;
 }
 
 /** Every path in the image's filesystem, without a leading slash (directories end with one). */
@@ -50,7 +50,9 @@ function filesOf(ref: string): string[] {
   expect(created.code, created.stderr).toBe(0);
   const id = created.stdout.trim();
   try {
-    return execFileSync("sh", ["-c", `docker export ${id} | tar -t`], { encoding: "utf8", maxBuffer: 64 * MiB }).split("\n").filter((p) => p !== "");
+    return execFileSync("sh", ["-c", `docker export ${id} | tar -t`], { encoding: "utf8", maxBuffer: 64 * MiB })
+      .split("\n")
+      .filter((p) => p !== "");
   } finally {
     docker(["rm", id]);
   }
@@ -76,7 +78,9 @@ beforeAll(() => {
 afterAll(() => {
   if (Object.keys(images).length === 0) return;
   const base = Number(docker(["image", "inspect", "-f", "{{.Size}}", "node:24-bookworm-slim"]).stdout.trim());
-  const rows = (Object.entries(images) as [Name, Image][]).map(([name, image]) => `  ${name.padEnd(9)} ${(image.bytes / MiB).toFixed(1).padStart(6)} MiB  ${image.ref}`);
+  const rows = (Object.entries(images) as [Name, Image][]).map(
+    ([name, image]) => `  ${name.padEnd(9)} ${(image.bytes / MiB).toFixed(1).padStart(6)} MiB  ${image.ref}`,
+  );
   console.log(`image sizes (docker image inspect .Size; node:24-bookworm-slim ${(base / MiB).toFixed(1)} MiB):\n${rows.join("\n")}`);
 });
 
@@ -167,7 +171,8 @@ describe.each(["operator", "agent"] as const)("the %s image's files", (name) => 
     const installed = packagesIn(files.get(name) ?? []);
     for (const dependency of Object.keys(pkg.dependencies)) expect(installed).toContain(`node_modules/${dependency}`);
     // The toolchain, the test runner and the pinned Node binary are not there...
-    for (const dev of ["typescript", "vitest", "eslint", "node", "fast-check", "typescript-eslint", "@eslint/js"]) expect(installed).not.toContain(`node_modules/${dev}`);
+    for (const dev of ["typescript", "vitest", "eslint", "node", "fast-check", "typescript-eslint", "@eslint/js"])
+      expect(installed).not.toContain(`node_modules/${dev}`);
     // ...and every installed package is one the lock file installs for production (a devDependency that
     // a production dependency also needs, such as @types/node, is not marked dev there).
     expect(installed.filter((p) => lock.packages[p] === undefined || lock.packages[p].dev === true)).toEqual([]);
@@ -198,7 +203,19 @@ describe("registry.k8s.io/pause:3.10", () => {
     try {
       // A grandchild orphaned in the pause container's PID namespace is reparented to pause, which must
       // reap it: afterwards no zombie is left.
-      const result = docker(["run", "--rm", "--network", "none", "--pid", `container:${id}`, "--entrypoint", "/bin/sh", images.workload.ref, "-c", "(sleep 0.2 &); sleep 1; ps -o pid,ppid,stat,comm"]);
+      const result = docker([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--pid",
+        `container:${id}`,
+        "--entrypoint",
+        "/bin/sh",
+        images.workload.ref,
+        "-c",
+        "(sleep 0.2 &); sleep 1; ps -o pid,ppid,stat,comm",
+      ]);
       expect(result.code, result.stderr).toBe(0);
       expect(result.stdout).toMatch(/^\s*1\s+0\s+\S+\s+pause$/m);
       expect(result.stdout.split("\n").filter((line) => /\sZ\S*\s/.test(line))).toEqual([]);

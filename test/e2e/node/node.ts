@@ -173,7 +173,11 @@ export class RealNode {
 
   #tail(component: string, lines: number): string {
     try {
-      return readFileSync(join(this.dir, `${component}.log`), "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+      return readFileSync(join(this.dir, `${component}.log`), "utf8")
+        .trimEnd()
+        .split("\n")
+        .slice(-lines)
+        .join("\n");
     } catch {
       return `(no ${component}.log)`;
     }

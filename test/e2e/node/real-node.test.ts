@@ -56,7 +56,10 @@ async function waitForEventOn(pfn: number, what: string, check: (e: MemoryErrorE
 }
 
 /** A pod of the workload image: hwp maps one 2 MiB hugepage and logs every signal to the guest's /shared. */
-async function startWorkload(name: string, options: { earlySignal?: boolean } = {}): Promise<{ pod: V1Pod; log: () => string; pid: number; base: number; pfn: number }> {
+async function startWorkload(
+  name: string,
+  options: { earlySignal?: boolean } = {},
+): Promise<{ pod: V1Pod; log: () => string; pid: number; base: number; pfn: number }> {
   const resources = { cpu: "50m", memory: "32Mi", "hugepages-2Mi": "2Mi" };
   await core.createNamespacedPod({
     namespace: apps,
@@ -89,7 +92,12 @@ async function startWorkload(name: string, options: { earlySignal?: boolean } = 
   const pod = await waitForPodRunning(clients(), apps, name, { timeoutMs: 180_000, intervalMs: 500 });
   const path = join(node.vm.shared, "workloads", `${name}.log`);
   const log = (): string => (existsSync(path) ? readFileSync(path, "utf8") : "");
-  const ready = await waitFor(`workload ${name} mapped its hugepage`, () => Promise.resolve(/ready pid=\d+ base=(0x[0-9a-f]+)/.exec(log()) ?? undefined), { timeoutMs: 60_000 }, log);
+  const ready = await waitFor(
+    `workload ${name} mapped its hugepage`,
+    () => Promise.resolve(/ready pid=\d+ base=(0x[0-9a-f]+)/.exec(log()) ?? undefined),
+    { timeoutMs: 60_000 },
+    log,
+  );
   const base = Number(ready[1]);
   // Its host pid, from the pod's cgroup as the kubelet made it (cgroupfs driver), and the pfn behind its
   // hugepage from the host's /proc/PID/pagemap (the container itself may not read pfns).
@@ -110,11 +118,16 @@ async function startWorkload(name: string, options: { earlySignal?: boolean } = 
 /** The host pids of a pod's processes, from its cgroups as the kubelet made them. */
 async function podPids(uid: string): Promise<number[]> {
   const out = await node.vm.run(`for f in $(find /sys/fs/cgroup/kubepods -path '*pod${uid}*' -name cgroup.procs); do cat "$f"; done`);
-  return out.split(/\s+/).filter((p) => p !== "").map(Number);
+  return out
+    .split(/\s+/)
+    .filter((p) => p !== "")
+    .map(Number);
 }
 
 async function agentPod(): Promise<V1Pod> {
-  const pods = (await core.listNamespacedPod({ namespace: system, labelSelector: "app.kubernetes.io/component=agent", fieldSelector: `spec.nodeName=${nodeName}` })).items;
+  const pods = (
+    await core.listNamespacedPod({ namespace: system, labelSelector: "app.kubernetes.io/component=agent", fieldSelector: `spec.nodeName=${nodeName}` })
+  ).items;
   const pod = pods[0];
   if (pod === undefined) throw new Error(`no agent pod on ${nodeName}`);
   return pod;
@@ -193,7 +206,10 @@ beforeAll(async () => {
     async () => {
       const pods = (await core.listNamespacedPod({ namespace: system, fieldSelector: `spec.nodeName=${nodeName}` })).items;
       const ready = (component: string): boolean =>
-        pods.some((p) => p.metadata?.labels?.["app.kubernetes.io/component"] === component && p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
+        pods.some(
+          (p) =>
+            p.metadata?.labels?.["app.kubernetes.io/component"] === component && p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+        );
       return ready("agent") && ready("operator");
     },
     { timeoutMs: 600_000, intervalMs: 2000 },
@@ -218,7 +234,10 @@ describe("the chart on a real node", () => {
   });
 
   it("runs the agent under the chart's security context and mounts, and it reports the node's pools", async () => {
-    const health = await waitFor("NodeMemoryHealth of the real node", async () => await getNodeHealth(nodeName).catch(() => undefined), { timeoutMs: 120_000, intervalMs: 1000 });
+    const health = await waitFor("NodeMemoryHealth of the real node", async () => await getNodeHealth(nodeName).catch(() => undefined), {
+      timeoutMs: 120_000,
+      intervalMs: 1000,
+    });
     const pools = health.spec.hugepagePools?.filter((p) => p.size === "2Mi") ?? [];
     expect(pools.reduce((sum, p) => sum + p.total, 0)).toBe(32);
     expect(health.spec.capabilities?.poolResize).toBe(true);
@@ -241,7 +260,11 @@ describe("a real machine check on a real node", () => {
     const raw = victim.pfn + 3;
     const injectedAt = Date.now();
     await injectError.machineCheck(node.vm, raw * 4096);
-    const event = await waitForEventOn(victim.pfn, "the victim's eviction decided", (e) => e.status?.pods?.some((p) => p.name === "victim" && p.action === "Evict") === true);
+    const event = await waitForEventOn(
+      victim.pfn,
+      "the victim's eviction decided",
+      (e) => e.status?.pods?.some((p) => p.name === "victim" && p.action === "Evict") === true,
+    );
     const decidedAt = Date.now();
     expect(Number(event.spec.pfn)).toBe(raw);
     expect(event.spec.pageType).toBe("huge page");
@@ -269,7 +292,11 @@ describe("a real machine check on a real node", () => {
     // The kubelet's SIGTERM reached it, and it never touched the poisoned hugepage: no SIGBUS at all.
     expect(victim.log()).toMatch(/ sigterm$/m);
     expect(victim.log()).not.toMatch(/sigbus/);
-    const decided = await waitForEventOn(victim.pfn, "the eviction done", (e) => e.status?.pods?.some((p) => p.name === "victim" && p.state === "Done") === true);
+    const decided = await waitForEventOn(
+      victim.pfn,
+      "the eviction done",
+      (e) => e.status?.pods?.some((p) => p.name === "victim" && p.state === "Done") === true,
+    );
     expect(decided.status?.phase).toBe("Contained");
     figures.machineCheckToDecisionSeconds = (decidedAt - injectedAt) / 1000;
     figures.machineCheckToPodGoneSeconds = (goneAt - injectedAt) / 1000;
@@ -288,7 +315,13 @@ describe("a real machine check on a real node", () => {
       },
       { timeoutMs: 300_000, intervalMs: 1000 },
     ).catch(async (error: unknown) => {
-      const pods = (await core.listNamespacedPod({ namespace: system })).items.map((p) => ({ name: p.metadata?.name, node: p.spec?.nodeName, phase: p.status?.phase, conditions: p.status?.conditions, containers: p.status?.containerStatuses?.map((c) => c.state) }));
+      const pods = (await core.listNamespacedPod({ namespace: system })).items.map((p) => ({
+        name: p.metadata?.name,
+        node: p.spec?.nodeName,
+        phase: p.status?.phase,
+        conditions: p.status?.conditions,
+        containers: p.status?.containerStatuses?.map((c) => c.state),
+      }));
       throw new Error(`${String(error)}\n${JSON.stringify(pods)}\n${await operatorLog()}\n${node.diagnostics()}`, { cause: error });
     });
     expect(placeholder.spec?.containers[0]?.resources?.requests?.["hugepages-2Mi"]).toBe("2Mi");
@@ -296,7 +329,10 @@ describe("a real machine check on a real node", () => {
     await createHugepagePod(clients(), { namespace: apps, name: "stale-fit", hugepages: { "hugepages-2Mi": "62Mi" }, onlyOnto: nodeName });
     const refused = await waitFor(
       "the scheduler to refuse stale-fit",
-      async () => (await core.readNamespacedPod({ namespace: apps, name: "stale-fit" })).status?.conditions?.find((c) => c.type === "PodScheduled" && c.reason === "Unschedulable"),
+      async () =>
+        (await core.readNamespacedPod({ namespace: apps, name: "stale-fit" })).status?.conditions?.find(
+          (c) => c.type === "PodScheduled" && c.reason === "Unschedulable",
+        ),
       { timeoutMs: 60_000, intervalMs: 500 },
     );
     expect(refused.message).toContain("Insufficient hugepages-2Mi");
@@ -311,9 +347,18 @@ describe("a real machine check on a real node", () => {
     await waitForIndexed(2);
     const before = await hugepagePool();
     await injectError.machineCheck(node.vm, (opted.pfn + 5) * 4096);
-    const event = await waitForEventOn(opted.pfn, "the early signal decided", (e) => e.status?.pods?.some((p) => p.name === "opted-in" && p.action === "EarlySignal") === true);
+    const event = await waitForEventOn(
+      opted.pfn,
+      "the early signal decided",
+      (e) => e.status?.pods?.some((p) => p.name === "opted-in" && p.action === "EarlySignal") === true,
+    );
     expect(event.status?.poolReplacement).toMatchObject({ action: "Replace", size: "2Mi", afterMappersExit: true });
-    await waitFor("SIGUSR1 in the opted-in container", () => Promise.resolve(/ sigusr1$/m.test(opted.log())), { timeoutMs: 60_000, intervalMs: 500 }, () => opted.log());
+    await waitFor(
+      "SIGUSR1 in the opted-in container",
+      () => Promise.resolve(/ sigusr1$/m.test(opted.log())),
+      { timeoutMs: 60_000, intervalMs: 500 },
+      () => opted.log(),
+    );
     const pod = await core.readNamespacedPod({ namespace: apps, name: "opted-in" });
     expect(pod.metadata?.annotations?.[lostRangesAnnotation]).toContain(`0x${opted.base.toString(16)}`);
     expect(pod.status?.phase).toBe("Running");
