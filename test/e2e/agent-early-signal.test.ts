@@ -2,6 +2,7 @@
 // mapped the poisoned hugepage, publishes the lost range on the pod and in an Event, and records
 // the outcome in status.earlySignals with server-side apply, leaving the operator's fields alone.
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -154,7 +155,11 @@ describe("agent early signal", () => {
     expect(notices).toHaveLength(1);
     expect(notices[0]?.message).toContain(range);
 
-    // A later status change by the operator must not make the agent signal again.
+    // A later status change by the operator must not make the agent signal again. The same change plans
+    // an early signal for a second pod, one with no process on the node: the agent answers that one
+    // (Failed), which proves it has handled this version of the event, and only then is the first pod's
+    // entry checked to be the one it recorded before.
+    const other = { uid: randomUUID(), namespace, name: `${name}-gone` };
     await custom.patchClusterCustomObjectStatus(
       {
         group,
@@ -165,15 +170,26 @@ describe("agent early signal", () => {
           apiVersion: `${group}/${version}`,
           kind: "MemoryErrorEvent",
           metadata: { name: eventName },
-          status: { phase: "Contained", pods: [{ uid, namespace, name, action: "EarlySignal", state: "InProgress", signal: "SIGUSR1" }] },
+          status: {
+            phase: "Contained",
+            pods: [
+              { uid, namespace, name, action: "EarlySignal", state: "InProgress", signal: "SIGUSR1" },
+              { ...other, action: "EarlySignal", state: "Planned", signal: "SIGUSR1" },
+            ],
+          },
         },
         fieldManager: "mce-operator",
         force: true,
       },
       setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
     );
-    await new Promise((resolve) => setTimeout(resolve, 2000));
-    expect((await read()).status?.earlySignals).toHaveLength(1);
+    const answered = await waitFor("the agent's answer for the second pod", async () => {
+      const current = await read();
+      return current.status?.earlySignals?.some((s) => s.uid === other.uid) === true && current;
+    });
+    expect(answered.status?.earlySignals).toEqual([done.status?.earlySignals?.[0], expect.objectContaining({ uid: other.uid, state: "Failed" })]);
+    const noticesAfter = await c.core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.uid=${uid},reason=HugepageLost` });
+    expect(noticesAfter.items).toHaveLength(1);
     agent.kill("SIGTERM");
   }, 90_000);
 });

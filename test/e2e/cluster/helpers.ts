@@ -1,6 +1,6 @@
 // Helpers for e2e tests: clients for the cluster the global setup provided,
 // KWOK nodes with hugepage capacity, hugepage pods, PDBs, namespaces, bound
-// service-account tokens, kubectl, and waiting with a clear failure message.
+// service-account tokens, kubectl, and waiting (waitFor) or holding (consistently) with a clear failure message.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { ApiException, CoreV1Api, KubeConfig, PolicyV1Api, type V1Node, type V1Pod, type V1PodDisruptionBudget } from "@kubernetes/client-node";
@@ -54,6 +54,44 @@ export async function waitFor<T>(
       throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}; last seen: ${lastSeen}`);
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+export interface ConsistentlyOptions {
+  /** How long the condition must hold. */
+  durationMs?: number;
+  intervalMs?: number;
+}
+
+/**
+ * The negative counterpart of waitFor: checks `check` again and again for `durationMs` and fails the
+ * moment it returns false or throws, naming what stopped holding and what was seen. For "this does not
+ * happen" where no later positive signal (a barrier: an event ordered after, a counter, a status field)
+ * can prove the system has already processed its input; where one can, wait for it with waitFor and
+ * assert the negative once instead. The duration only bounds the polling: nothing is asserted about time.
+ */
+export async function consistently(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  { durationMs = 3000, intervalMs = 200 }: ConsistentlyOptions = {},
+  describe: () => Promise<string> | string = () => "",
+): Promise<void> {
+  const until = Date.now() + durationMs;
+  for (;;) {
+    let holds: boolean;
+    let why = "";
+    try {
+      holds = await check();
+    } catch (error) {
+      holds = false;
+      why = `error: ${error instanceof Error ? error.message : String(error)}`;
+    }
+    if (!holds) {
+      if (why === "") why = await describe();
+      throw new Error(`expected ${what} to hold for ${durationMs / 1000}s; it stopped holding${why === "" ? "" : `: ${why}`}`);
+    }
+    if (Date.now() >= until) return;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(intervalMs, Math.max(0, until - Date.now()))));
   }
 }
 
