@@ -131,6 +131,15 @@ export class Workload {
     );
   }
 
+  /**
+   * A barrier: a command that changes nothing, answered after every signal the kernel had queued for the
+   * process by the time it was sent (a pending signal's handler runs, and logs, before the process
+   * reads its next command).
+   */
+  async sync(): Promise<void> {
+    await this.command("pfns", /now pfns=/);
+  }
+
   /** Reads one byte at `offset` into its mapping: BUS_MCEERR_AR, if the page is poisoned. */
   async touch(offset: number): Promise<SignalSeen | undefined> {
     const seen = this.sigbus.length;

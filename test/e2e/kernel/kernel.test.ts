@@ -9,12 +9,14 @@ import { afterAll, beforeAll, describe, expect, inject as provided, it } from "v
 import type { MemoryErrorEvent } from "../../../crds/generated.ts";
 import { lostRangesAnnotation, memoryErrorEventName } from "../../../crds/naming.ts";
 import { formatPfn, type HugepageSize } from "../../../kernel/pfn.ts";
-import { predictKernelOutcome, predictUnpoison, type MemoryError, type NodeState } from "../../../operator/model/containment.ts";
+import { predictKernelOutcome, predictUnpoison } from "../../../operator/model/prediction.ts";
+import type { MemoryError, NodeState } from "../../../operator/model/types.ts";
 import { quarantinePodName } from "../../../operator/reconciler.ts";
 import { ClusterState } from "../../../operator/state.ts";
 import {
   apiStatus,
   clients,
+  consistently,
   createHugepageNode,
   createHugepagePod,
   createNamespace,
@@ -64,8 +66,6 @@ async function readEvent(name: string): Promise<MemoryErrorEvent | undefined> {
     throw error;
   }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One booted guest: a KWOK node of the same name on the control plane, the agent running inside. */
 interface Guest {
@@ -385,8 +385,9 @@ async function poisonAndCompare(guest: Guest, s: InUseScenario, mappers: PodWork
         dmesg.includes(`Soft offlining pfn ${formatPfn(pfn)} at process virtual address`) ? "kernel: only the Soft offlining line" : "no Soft offlining line",
       );
   }
-  // Let a late AO arrive before anything touches the page.
-  await sleep(500);
+  // The kernel sends BUS_MCEERR_AO while it handles the error, before it prints the verdict the event
+  // came from: a round trip to each mapper now finds any AO already logged.
+  for (const m of mappers) await m.workload.sync();
   const ao = mappers.filter((m) => m.workload.sigbus.some((sig) => sig.code === 5)).map((m) => m.workload.spec.name);
   for (const m of mappers)
     for (const sig of m.workload.sigbus.filter((x) => x.code === 5)) expect(sig).toMatchObject({ addr: m.workload.base, lsb: Math.log2(m.workload.bytes) });
@@ -461,9 +462,15 @@ async function free(guest: Guest, scenario: string, method: FreeMethod): Promise
   let error: MemoryError;
   const notes: string[] = [];
   if (method === "soft-offline-page") {
-    // The kernel logs nothing: no event can come. The model is asked about the same page.
-    await sleep(3000);
-    expect(await readEvent(memoryErrorEventName(guest.node, guest.bootID, pfn))).toBeUndefined();
+    // The kernel logs nothing (the write to soft_offline_page returns once the kernel is done): no event
+    // can come. No later signal could prove the agent has read nothing, so the absence is watched a while.
+    expect((await kernelLog(guest.vm)).split("\n").filter((line) => new RegExp(`${formatPfn(pfn)}\\b`).test(line))).toEqual([]);
+    await consistently(
+      `no MemoryErrorEvent for the soft-offlined pfn ${formatPfn(pfn)}`,
+      async () => (await readEvent(memoryErrorEventName(guest.node, guest.bootID, pfn))) === undefined,
+      { durationMs: 3000, intervalMs: 250 },
+      () => agentLog(guest.vm).slice(-2000),
+    );
     notes.push("the kernel logs nothing, so the agent reports no event; the pool shrink reaches NodeMemoryHealth");
     error = { nodeName: guest.node, pfn, severity: "SoftOffline", hugepage: { size, headPfn: head }, mappers: [], observedAt: injectedAt };
   } else {
@@ -590,10 +597,15 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
         { timeoutMs: 30_000 },
       );
       expect(waiting.status?.poolReplacementResult?.message).toBe(`waiting for 1 mapper(s) to exit: pid ${pid}`);
-      await sleep(2000);
-      const held = await readMemory(guest.vm);
-      notes.push(`mapper alive: ${s.size} pool total ${held.pools[s.size].total - before.pools[s.size].total} against before, nothing raised`);
-      expect((await readEvent(name))?.status?.poolReplacement?.state).toBe("Requested");
+      // That the agent keeps waiting while the mapper lives is a claim over time: watched for a while.
+      const waitingPool = (await readMemory(guest.vm)).pools[s.size].total;
+      await consistently(
+        `${name}: the pool not raised while pid ${pid} maps the page`,
+        async () => (await readMemory(guest.vm)).pools[s.size].total === waitingPool && (await readEvent(name))?.status?.poolReplacement?.state === "Requested",
+        { durationMs: 3000, intervalMs: 500 },
+        async () => JSON.stringify({ pool: (await readMemory(guest.vm)).pools[s.size], status: (await readEvent(name))?.status?.poolReplacement }),
+      );
+      notes.push(`mapper alive: ${s.size} pool total ${waitingPool - before.pools[s.size].total} against before, nothing raised`);
     }
     if (s.fragment === true) {
       fragmented = await fragmentFor1GiB(guest.vm);
@@ -643,12 +655,20 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
       await waitForPodGone(c, namespace, whole.metadata?.name ?? "");
       notes.push("quarantine released; a pod needing all the advertised hugepages scheduled");
     } else {
-      // Nothing came back: the quarantine stays, and the event says why.
-      await sleep(2000);
-      const kept = await readEvent(name);
-      expect(kept?.status?.quarantine).toMatchObject([{ size: s.size, state: "Quarantined" }]);
-      expect(kept?.status?.poolReplacement?.reason).toMatch(/the quarantine of .* stays/);
-      notes.push(`operator: ${(kept?.status?.poolReplacement?.reason ?? "").split("; ").pop() ?? ""}`);
+      // Nothing came back: the quarantine stays, and the event says why. The operator's reason is the
+      // barrier: written once it has handled the agent's answer.
+      const kept = await waitFor(
+        `${name}: the operator's reason for keeping the quarantine`,
+        async () => {
+          const e = await readEvent(name);
+          return /the quarantine of .* stays/.test(e?.status?.poolReplacement?.reason ?? "") && e;
+        },
+        { timeoutMs: 30_000 },
+        (last) => JSON.stringify(last === false ? "not yet" : last?.status?.poolReplacement),
+      );
+      expect(kept.status?.quarantine).toMatchObject([{ size: s.size, state: "Quarantined" }]);
+      expect(kept.status?.poolReplacement?.reason).toMatch(/the quarantine of .* stays/);
+      notes.push(`operator: ${(kept.status?.poolReplacement?.reason ?? "").split("; ").pop() ?? ""}`);
     }
     const after = await readMemory(guest.vm);
     const verdict = verdictOf(await kernelLog(guest.vm), pfn);
@@ -712,8 +732,9 @@ afterAll(async () => {
   await operator.stop();
   const table = renderTable(rows);
   console.log(`\nKernel in the loop: ${prepared.package} ${prepared.version} (${prepared.release}), QEMU TCG\n\n${table}\n`);
+  // Under .test-results/ (not tracked): `npm run record -- kernel` copies it to bench/results/ on purpose.
   writeResults(
-    "bench/results/kernel-conformance.json",
+    ".test-results/kernel-conformance.json",
     {
       kernel: { package: prepared.package, version: prepared.version, release: prepared.release },
       machine: "QEMU q35, TCG, 1 vCPU, 4 GiB",
@@ -862,9 +883,4 @@ describe("self-healing pools, a 1 GiB page the kernel cannot give", () => {
       fragment: true,
     });
   });
-});
-
-it("every scenario agreed with the model", () => {
-  expect(rows.filter((r) => !r.agreed).map((r) => r.scenario)).toEqual([]);
-  expect(rows.length).toBeGreaterThanOrEqual(21);
 });

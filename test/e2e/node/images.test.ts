@@ -188,9 +188,9 @@ describe("registry.k8s.io/pause:3.10", () => {
     expect(started.code, started.stderr).toBe(0);
     const id = started.stdout.trim();
     try {
-      const t0 = Date.now();
       expect(docker(["stop", "-t", "10", id]).code).toBe(0);
-      expect(Date.now() - t0).toBeLessThan(5_000);
+      // Exit code 0 is pause's own SIGTERM handler: had it ignored the signal, docker would have killed it
+      // with SIGKILL after the 10 s grace period, and the exit code would be 137.
       expect(docker(["inspect", "-f", "{{.State.ExitCode}}", id]).stdout.trim()).toBe("0");
     } finally {
       docker(["rm", "-f", id]);

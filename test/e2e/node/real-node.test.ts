@@ -4,7 +4,7 @@
 // nodes. A real machine check from QEMU's monitor hits a workload pod's hugepage; every step from the
 // kernel to the kubelet is asserted on the real component that carries it out.
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -25,7 +25,7 @@ let prepared: NodePrepared;
 let node: RealNode;
 let apps: string;
 let installed = false;
-/** Figures for bench/results/real-node.json. */
+/** Figures for .test-results/real-node.json. */
 const figures: Record<string, unknown> = {};
 
 const { core } = clients();
@@ -169,13 +169,17 @@ async function hugepagePool(): Promise<number> {
   return (health.spec.hugepagePools ?? []).filter((p) => p.size === "2Mi").reduce((sum, p) => sum + p.total, 0);
 }
 
-/** bench/results/real-node.json: what this run measured, with the commit and the CPU it ran on. */
+/**
+ * .test-results/real-node.json (not tracked): what this run measured, with the commit and the CPU it ran
+ * on. `npm run record -- node` copies it to bench/results/ on purpose.
+ */
 function saveFigures(): void {
   const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: repoRoot, encoding: "utf8" }).trim();
   const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
   const imageMiB = Object.fromEntries(Object.entries(prepared.images).map(([name, i]) => [name, Math.round((i.bytes / 2 ** 20) * 10) / 10]));
   const result = { commit, cpu, measuredAt: new Date().toISOString(), machine: "QEMU q35, TCG, 2 vCPU, 4 GiB", kernel: prepared.release, imageMiB, ...figures };
-  writeFileSync(join(repoRoot, "bench", "results", "real-node.json"), `${JSON.stringify(result, null, 2)}\n`);
+  mkdirSync(join(repoRoot, ".test-results"), { recursive: true });
+  writeFileSync(join(repoRoot, ".test-results", "real-node.json"), `${JSON.stringify(result, null, 2)}\n`);
 }
 
 beforeAll(async () => {
