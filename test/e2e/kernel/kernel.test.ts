@@ -9,8 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject as provided, it } from "v
 import type { MemoryErrorEvent } from "../../../crds/generated.ts";
 import { lostRangesAnnotation, memoryErrorEventName } from "../../../crds/naming.ts";
 import { formatPfn, type HugepageSize } from "../../../kernel/pfn.ts";
-import { predictKernelOutcome, predictUnpoison } from "../../../operator/model/prediction.ts";
-import type { MemoryError, NodeState } from "../../../operator/model/types.ts";
+import { predictKernelOutcome, predictUnpoison, type MemoryError, type NodeState } from "../../../operator/model/containment.ts";
 import { quarantinePodName } from "../../../operator/reconciler.ts";
 import { ClusterState } from "../../../operator/state.ts";
 import {
