@@ -6,7 +6,7 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["{operator,agent,crds,kernel}/**/*.test.ts"],
+          include: ["{operator,agent,crds,kernel,runtime}/**/*.test.ts"],
         },
       },
       {

@@ -6,10 +6,10 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { NodeMemoryHealth } from "../crds/generated.ts";
 import { Agent, numaMemoryMoved } from "./agent.ts";
-import { ManualClock, settle } from "./clock.ts";
+import { FakeClock, settle } from "../runtime/testing/fake-clock.ts";
 import { writeFakeHost } from "./fake-host.ts";
 import { HostFiles } from "./host.ts";
-import { memoryLogger } from "./log.ts";
+import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import { HugetlbIndex } from "./mappings.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { AgentState } from "./state.ts";
@@ -25,7 +25,7 @@ function setup() {
   };
   writeFakeHost(root, host);
   mkdirSync(join(root, "proc"), { recursive: true });
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   const applied: NodeMemoryHealth[] = [];
   const agent = new Agent({
     nodeName: "edge-1",

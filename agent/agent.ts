@@ -4,11 +4,11 @@ import type { NodeMemoryHealth, NodeMemoryHealthSpec, NodeMemoryHealthSpecHugepa
 import { group, version } from "../crds/naming.ts";
 import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../runtime/clock.ts";
 import { buildMemoryErrorEvent, type EventContext, type PodDirectory } from "./event.ts";
 import type { HostFiles, HostMemory } from "./host.ts";
 import type { HealthSink } from "./kube.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../runtime/log.ts";
 import { readKillPolicy, type HugetlbIndex } from "./mappings.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import { Reporter, type Backoff, type EventSink } from "./reporter.ts";

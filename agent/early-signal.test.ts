@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { MemoryErrorEvent, MemoryErrorEventStatusEarlySignal, MemoryErrorEventStatusPod } from "../crds/generated.ts";
-import { ManualClock, settle } from "./clock.ts";
+import { FakeClock, settle } from "../runtime/testing/fake-clock.ts";
 import { EarlySignaller, type EarlySignalApi, type EarlySignalName, type PodRef } from "./early-signal.ts";
 import type { PodInfo } from "./event.ts";
-import { memoryLogger } from "./log.ts";
+import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import type { ProcessInfo } from "./mappings.ts";
 import { AgentMetrics } from "./metrics.ts";
 
@@ -66,7 +66,7 @@ function setup(live: Record<number, string> = { 601: uid, 603: uid, 602: other }
   };
   const process = (pid: number): ProcessInfo | undefined =>
     live[pid] === undefined ? undefined : { pid, command: "x", pod: { podUID: live[pid], qos: "Burstable" } };
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   const signaller_ = new EarlySignaller({
     api,
     signaller,
@@ -75,6 +75,7 @@ function setup(live: Record<number, string> = { 601: uid, 603: uid, 602: other }
     clock,
     log: memoryLogger(),
     metrics: new AgentMetrics(),
+    retryMs: 1000,
   });
   return { api, calls, applied, signalled, signaller: signaller_, clock };
 }
@@ -154,14 +155,13 @@ describe("EarlySignaller", () => {
   it("retries a failed pass in the background with the latest version of the event", async () => {
     const { api, applied, signalled, signaller, clock } = setup();
     api.failApply = true;
-    const abort = new AbortController();
-    signaller.offer(event(planned), abort.signal, 1000);
+    signaller.offer(event(planned));
     await settle();
     expect(signalled).toHaveLength(1);
     api.failApply = false;
     await clock.advance(1000);
     expect(applied).toHaveLength(1);
     expect(signalled).toHaveLength(1);
-    abort.abort();
+    signaller.stop();
   });
 });

@@ -5,10 +5,10 @@
 // Idempotent: an entry already recorded is never redone, after a restart either.
 import type { MemoryErrorEvent, MemoryErrorEventSpecMapper, MemoryErrorEventStatusEarlySignal, MemoryErrorEventStatusPod } from "../crds/generated.ts";
 import { lostRangesAnnotation } from "../crds/naming.ts";
-import type { Clock } from "./clock.ts";
-import { KeyedRunner } from "./keyed-runner.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { ValueQueue } from "../runtime/queue.ts";
 import type { PodDirectory } from "./event.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../runtime/log.ts";
 import type { ProcessInfo } from "./mappings.ts";
 import type { AgentMetrics } from "./metrics.ts";
 
@@ -44,6 +44,8 @@ export interface EarlySignallerOptions {
   clock: Clock;
   log: Logger;
   metrics: AgentMetrics;
+  /** The pause before a failed pass is tried again (default 5 s). */
+  retryMs?: number;
 }
 
 const WAITING = new Set<MemoryErrorEventStatusPod["state"]>(["Planned", "InProgress"]);
@@ -52,27 +54,34 @@ export class EarlySignaller {
   readonly #options: EarlySignallerOptions;
   /** Outcomes carried out by this process, kept until status shows them, so a failed status write never signals twice. */
   readonly #carriedOut = new Map<string, Map<string, MemoryErrorEventStatusEarlySignal>>();
-  readonly #runner: KeyedRunner<MemoryErrorEvent>;
+  readonly #queue: ValueQueue<MemoryErrorEvent>;
 
   constructor(options: EarlySignallerOptions) {
     this.#options = options;
-    this.#runner = new KeyedRunner({
-      run: async (event) => {
+    const { clock, log, retryMs = 5000 } = options;
+    this.#queue = new ValueQueue(
+      async (_name, event) => {
         await this.reconcile(event);
-        return "done";
+        return undefined;
       },
-      what: "early signal",
-      clock: options.clock,
-      log: options.log,
-    });
+      { clock, baseDelayMs: retryMs, maxDelayMs: retryMs },
+    );
+    this.#queue.onError = (name, error, retryInMs) => {
+      log.warn("early signal not finished; will retry", { memoryErrorEvent: name, error, retryInMs });
+    };
   }
 
   /**
    * Reconciles `event` in the background, one pass at a time per event: a change seen during a pass
    * is reconciled after it, and a failed pass is retried after `retryMs` with the latest version.
    */
-  offer(event: MemoryErrorEvent, signal: AbortSignal, retryMs = 5000): void {
-    this.#runner.offer(event.metadata.name, event, signal, retryMs);
+  offer(event: MemoryErrorEvent): void {
+    this.#queue.offer(event.metadata.name, event);
+  }
+
+  /** Starts nothing more; a pass under way finishes. */
+  stop(): void {
+    this.#queue.stop();
   }
 
   /** Does whatever early signals `event` plans and nobody did yet; rejects when a write failed (retry later). */

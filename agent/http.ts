@@ -5,9 +5,12 @@
 // only to read a kubeconfig file, never in the cluster.
 import { readFileSync } from "node:fs";
 import type { Agent as HttpAgent, IncomingMessage } from "node:http";
-import { http, https } from "./node-http.ts";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join } from "node:path";
+import { ApiError, type Query, type WatchEvent } from "../runtime/api.ts";
+import { systemClock, type Clock } from "../runtime/clock.ts";
+import type { ListWatchClient } from "../runtime/informer.ts";
+import { http, https } from "./node-http.ts";
 
 const parseYaml = (text: string): unknown => (createRequire(import.meta.url)("yaml") as typeof import("yaml")).parse(text);
 
@@ -31,36 +34,17 @@ export interface ClusterConfig {
   token?: (() => string | undefined) | undefined;
 }
 
-/** A request the API server answered with an error status; `code` is the HTTP status, as the reporter reads it. */
-export class KubeApiError extends Error {
-  readonly code: number;
-  /** The Status object's reason (AlreadyExists, Conflict, Expired...), or the HTTP status text. */
-  readonly reason: string;
-
-  constructor(code: number, reason: string, message: string) {
-    super(message);
-    this.name = "KubeApiError";
-    this.code = code;
-    this.reason = reason;
-  }
-}
-
-/** The HTTP status of a KubeApiError, undefined for anything else (the server was not reached). */
-export function apiStatusOf(error: unknown): number | undefined {
-  return error instanceof KubeApiError ? error.code : undefined;
-}
-
 // ---- configuration ----
 
 /** A token from a file, read again once it is older than `rereadMs`; the last good one is kept if a read fails. */
-export function tokenFromFile(file: string, rereadMs = TOKEN_REREAD_MS, now: () => number = Date.now): () => string | undefined {
+export function tokenFromFile(file: string, clock: Pick<Clock, "now"> = systemClock, rereadMs = TOKEN_REREAD_MS): () => string | undefined {
   let token: string | undefined;
   let readAt = -Infinity;
   return () => {
-    if (now() - readAt >= rereadMs) {
+    if (clock.now() - readAt >= rereadMs) {
       try {
         token = readFileSync(file, "utf8").trim();
-        readAt = now();
+        readAt = clock.now();
       } catch (error) {
         if (token === undefined)
           throw new Error(`cannot read the token file ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
@@ -71,12 +55,12 @@ export function tokenFromFile(file: string, rereadMs = TOKEN_REREAD_MS, now: () 
 }
 
 /** The in-cluster config: KUBERNETES_SERVICE_HOST/PORT and the mounted service account token and CA. */
-export function inClusterConfig(env: NodeJS.ProcessEnv = process.env, dir = SERVICE_ACCOUNT_DIR): ClusterConfig {
+export function inClusterConfig(env: NodeJS.ProcessEnv = process.env, dir = SERVICE_ACCOUNT_DIR, clock: Pick<Clock, "now"> = systemClock): ClusterConfig {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT;
   if (host === undefined || host === "" || port === undefined || port === "")
     throw new Error("not running in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set");
-  const token = tokenFromFile(join(dir, "token"));
+  const token = tokenFromFile(join(dir, "token"), clock);
   token(); // fail now, not at the first request, when there is no token
   return { server: `https://${host.includes(":") ? `[${host}]` : host}:${port}`, ca: readFileSync(join(dir, "ca.crt")), token };
 }
@@ -101,7 +85,7 @@ function named(list: unknown, field: string, name: string, file: string): Record
 }
 
 /** The kubeconfig's current context (or `context`): server, TLS material and credentials, files resolved against the kubeconfig's directory. */
-export function loadKubeconfigFile(file: string, context?: string): ClusterConfig {
+export function loadKubeconfigFile(file: string, context?: string, clock: Pick<Clock, "now"> = systemClock): ClusterConfig {
   let document: unknown;
   try {
     document = parseYaml(readFileSync(file, "utf8"));
@@ -139,7 +123,7 @@ export function loadKubeconfigFile(file: string, context?: string): ClusterConfi
   let token: (() => string | undefined) | undefined;
   if (tokenText !== undefined && tokenText !== "") token = () => tokenText;
   else if (tokenPath !== undefined && tokenPath !== "") {
-    token = tokenFromFile(isAbsolute(tokenPath) ? tokenPath : join(base, tokenPath));
+    token = tokenFromFile(isAbsolute(tokenPath) ? tokenPath : join(base, tokenPath), clock);
     token();
   }
   const insecure = cluster["insecure-skip-tls-verify"];
@@ -155,26 +139,12 @@ export function loadKubeconfigFile(file: string, context?: string): ClusterConfi
 
 // ---- requests ----
 
-export type Query = Record<string, string | number | boolean | undefined>;
-
 export interface RequestOptions {
   query?: Query | undefined;
   body?: unknown;
   /** Content-Type of the body: JSON_CONTENT (the default), APPLY_PATCH or MERGE_PATCH. */
   contentType?: string | undefined;
   signal?: AbortSignal | undefined;
-}
-
-export interface WatchEvent {
-  type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
-  object: Record<string, unknown>;
-}
-
-interface StatusObject {
-  kind?: string;
-  code?: number;
-  reason?: string;
-  message?: string;
 }
 
 export interface KubeClientOptions {
@@ -185,7 +155,7 @@ export interface KubeClientOptions {
   userAgent?: string;
 }
 
-export class KubeClient {
+export class KubeClient implements ListWatchClient {
   readonly server: string;
   readonly #config: ClusterConfig;
   readonly #agent: HttpAgent;
@@ -241,7 +211,7 @@ export class KubeClient {
     });
   }
 
-  /** One request; the parsed JSON answer, or a KubeApiError carrying the status and the API server's message. */
+  /** One request; the parsed JSON answer, or an ApiError carrying the status and the API server's message. */
   async request<T>(method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE", path: string, options: RequestOptions = {}): Promise<T> {
     const timeout = AbortSignal.timeout(this.#requestTimeoutMs);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
@@ -249,7 +219,7 @@ export class KubeClient {
     try {
       text = await readBody(await this.#send(method, path, options, signal, this.#requestTimeoutMs));
     } catch (error) {
-      if (error instanceof KubeApiError || (error instanceof Error && error.message.startsWith(`${method} ${path}: `))) throw error;
+      if (error instanceof ApiError || (error instanceof Error && error.message.startsWith(`${method} ${path}: `))) throw error;
       throw unreachable(method, path, timeout.aborted ? Object.assign(new Error("timed out"), { name: "TimeoutError" }) : error);
     }
     if (text === "") return {} as T;
@@ -262,8 +232,8 @@ export class KubeClient {
 
   /**
    * One watch request (`watch=true` is added): calls `onEvent` for each event until the server ends the
-   * stream (resolves) or it fails (rejects; an ERROR event's Status becomes a KubeApiError, so 410 Gone
-   * has code 410). Aborting `signal` resolves.
+   * stream (resolves) or it fails (rejects; an ERROR event's Status becomes an ApiError, so 410 Gone
+   * has status 410). Aborting `signal` resolves.
    */
   async watch(path: string, query: Query, onEvent: (event: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     let response;
@@ -283,14 +253,7 @@ export class KubeClient {
       } catch {
         throw new Error(`watch ${path}: not a watch event: ${text.slice(0, 200)}`);
       }
-      if (event.type === "ERROR") {
-        const status = event.object as StatusObject;
-        throw new KubeApiError(
-          status.code ?? 500,
-          status.reason ?? "Unknown",
-          `watch ${path}: ${status.code ?? ""} ${status.message ?? JSON.stringify(status)}`,
-        );
-      }
+      if (event.type === "ERROR") throw ApiError.fromStatus(`watch ${path}`, event.object);
       onEvent(event);
     };
     try {
@@ -307,7 +270,7 @@ export class KubeClient {
     } catch (error) {
       response.destroy();
       if (signal.aborted) return;
-      if (error instanceof KubeApiError || (error instanceof Error && error.message.startsWith("watch "))) throw error;
+      if (error instanceof ApiError || (error instanceof Error && error.message.startsWith("watch "))) throw error;
       throw unreachable("watch", path, error);
     }
   }
@@ -334,147 +297,7 @@ function unreachable(method: string, path: string, error: unknown): Error {
   return wrapped;
 }
 
-async function apiError(method: string, path: string, response: IncomingMessage): Promise<KubeApiError> {
+async function apiError(method: string, path: string, response: IncomingMessage): Promise<ApiError> {
   const text = await readBody(response).catch(() => "");
-  let status: StatusObject = {};
-  try {
-    status = JSON.parse(text) as StatusObject;
-  } catch {
-    // Not a Status object (a proxy's page): the raw text is the message.
-  }
-  const code = response.statusCode ?? 0;
-  const statusText = response.statusMessage ?? "";
-  const message = typeof status.message === "string" ? status.message : text.slice(0, 500) || statusText;
-  return new KubeApiError(code, status.reason ?? statusText, `${method} ${path}: ${code} ${status.reason ?? statusText}: ${message}`);
-}
-
-// ---- list, then watch ----
-
-/** What an informer keeps of each object: enough to report it deleted. */
-export interface ObjectMeta {
-  name: string;
-  namespace?: string | undefined;
-  uid?: string | undefined;
-  resourceVersion?: string | undefined;
-}
-
-export interface InformerOptions {
-  /** The collection, e.g. /api/v1/pods or /apis/mce-operator.io/v1alpha1/memoryerrorevents. */
-  path: string;
-  /** labelSelector, fieldSelector. */
-  query?: Query | undefined;
-  /** An object new to the informer, or changed (another resourceVersion): from the list or the watch. */
-  onUpsert: (object: Record<string, unknown>, meta: ObjectMeta) => void;
-  /** An object deleted: a DELETED event, or gone from a re-list. */
-  onDelete?: ((meta: ObjectMeta) => void) | undefined;
-  /** A list or watch failed; the next attempt is in `retryInMs`. */
-  onError?: ((error: unknown, retryInMs: number) => void) | undefined;
-  /** Resolves after `ms`, or early when `signal` aborts. */
-  sleep: (ms: number, signal: AbortSignal) => Promise<void>;
-  backoff?: { initialMs: number; maxMs: number } | undefined;
-  /** The server ends each watch after a random time in this range, so quiet watches end cleanly (default 240 to 300 s). */
-  watchSeconds?: { min: number; max: number } | undefined;
-  pageSize?: number | undefined;
-}
-
-function metaOf(object: Record<string, unknown>): ObjectMeta {
-  const m = (object.metadata ?? {}) as Partial<ObjectMeta>;
-  return { name: m.name ?? "", namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion };
-}
-
-/** By uid when there is one: a deleted and re-created object is two objects. */
-function keyOf(meta: ObjectMeta): string {
-  return meta.uid ?? `${meta.namespace ?? ""}/${meta.name}`;
-}
-
-interface ListAnswer {
-  metadata?: { resourceVersion?: string; continue?: string };
-  items?: Record<string, unknown>[];
-}
-
-/**
- * Lists, then watches from the list's resourceVersion, until `signal` aborts. A watch the server ends
- * is resumed from the last resourceVersion seen; 410 Gone (too old) re-lists, and objects missing from
- * the new list are reported deleted; any other failure restarts after a capped exponential backoff.
- */
-export async function runInformer(client: KubeClient, options: InformerOptions, signal: AbortSignal): Promise<void> {
-  const { initialMs, maxMs } = options.backoff ?? { initialMs: 1000, maxMs: 30_000 };
-  const { min, max } = options.watchSeconds ?? { min: 240, max: 300 };
-  const known = new Map<string, ObjectMeta>();
-  let resourceVersion = "";
-  let delay = initialMs;
-  // Read through a function: the loop's condition does not hold for the awaits inside it.
-  const stopped = (): boolean => signal.aborted;
-
-  const upsert = (object: Record<string, unknown>): void => {
-    const meta = metaOf(object);
-    const key = keyOf(meta);
-    const before = known.get(key);
-    known.set(key, meta);
-    if (before?.resourceVersion === undefined || before.resourceVersion !== meta.resourceVersion) options.onUpsert(object, meta);
-  };
-  const remove = (key: string, meta: ObjectMeta): void => {
-    if (!known.delete(key)) return;
-    options.onDelete?.(meta);
-  };
-
-  const list = async (): Promise<void> => {
-    const items: Record<string, unknown>[] = [];
-    let next: string | undefined;
-    let version: string;
-    do {
-      const page = await client.request<ListAnswer>("GET", options.path, {
-        query: { ...options.query, limit: options.pageSize ?? 500, continue: next },
-        signal,
-      });
-      items.push(...(page.items ?? []));
-      next = page.metadata?.continue ?? undefined;
-      if (next === "") next = undefined;
-      version = page.metadata?.resourceVersion ?? "";
-    } while (next !== undefined);
-    const listed = new Set(items.map((item) => keyOf(metaOf(item))));
-    for (const [key, meta] of known) if (!listed.has(key)) remove(key, meta);
-    for (const item of items) upsert(item);
-    resourceVersion = version;
-  };
-
-  while (!signal.aborted) {
-    try {
-      if (resourceVersion === "") {
-        await list();
-        delay = initialMs;
-      }
-      const timeoutSeconds = min + Math.floor(Math.random() * (max - min + 1));
-      const started = Date.now();
-      let events = 0;
-      await client.watch(
-        options.path,
-        { ...options.query, resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
-        (event) => {
-          events++;
-          const meta = metaOf(event.object);
-          if (meta.resourceVersion !== undefined && meta.resourceVersion !== "") resourceVersion = meta.resourceVersion;
-          delay = initialMs;
-          if (event.type === "BOOKMARK") return;
-          if (event.type === "DELETED") remove(keyOf(meta), meta);
-          else upsert(event.object);
-        },
-        signal,
-      );
-      // The server ended the watch (its timeoutSeconds): resume at once, unless it ends watches as soon as
-      // they start (a proxy in the way), which must not become a tight loop against the API server.
-      if (events === 0 && Date.now() - started < 1000) throw new Error(`watch ${options.path}: the server ended the watch at once, with no event`);
-    } catch (error) {
-      if (stopped()) return;
-      if (apiStatusOf(error) === 410) {
-        resourceVersion = "";
-        continue;
-      }
-      // A watch that fell silent past the client's limit: resume from where it was, at once.
-      if (error instanceof Error && error.name === "TimeoutError" && resourceVersion !== "") continue;
-      options.onError?.(error, delay);
-      await options.sleep(delay, signal);
-      delay = Math.min(delay * 2, maxMs);
-    }
-  }
+  return ApiError.fromResponse(`${method} ${path}`, response.statusCode ?? 0, response.statusMessage ?? "", text);
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ManualClock } from "./clock.ts";
+import { FakeClock } from "../runtime/testing/fake-clock.ts";
 import { KmsgSource, parseKmsgRecord } from "./kmsg.ts";
-import { memoryLogger } from "./log.ts";
+import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import type { Device, KernelLine } from "./source.ts";
 
 /** A record, or "EAGAIN" / "EPIPE" for a read failing with that errno. */
@@ -33,7 +33,7 @@ async function readAll(
   const device = fakeDevice(steps);
   const log = memoryLogger();
   const lost: number[] = [];
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   // Sleeps return at once: the clock is only consulted for stamps here.
   clock.sleep = () => Promise.resolve();
   const source = new KmsgSource({ open: () => Promise.resolve(device), clock, log, after, onLost: (n) => lost.push(n) });
@@ -107,7 +107,7 @@ describe("KmsgSource", () => {
   it("rethrows errors other than EAGAIN and EPIPE, closing the device", async () => {
     const device = fakeDevice([]);
     device.read = () => Promise.reject(Object.assign(new Error("denied"), { code: "EACCES" }));
-    const source = new KmsgSource({ open: () => Promise.resolve(device), clock: new ManualClock(), log: memoryLogger() });
+    const source = new KmsgSource({ open: () => Promise.resolve(device), clock: new FakeClock(), log: memoryLogger() });
     await expect(async () => {
       for await (const line of source.lines(new AbortController().signal)) expect(line).toBeUndefined();
     }).rejects.toThrow("denied");

@@ -1,8 +1,8 @@
 // /dev/kmsg: one record per read(), `PRI,SEQ,TS_USEC,FLAGS;text` then ` KEY=value` dictionary lines.
 // The device keeps no state for us: we skip what the durable cursor says we already handled, notice
 // records the ring buffer overwrote (EPIPE, then a jump in sequence), and join continuation pieces.
-import type { Clock } from "./clock.ts";
-import type { Logger } from "./log.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { Logger } from "../runtime/log.ts";
 import { errnoCode, type Device, type KernelLine, type LineSource } from "./source.ts";
 
 export interface KmsgRecord {

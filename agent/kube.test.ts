@@ -4,7 +4,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { MemoryErrorEvent, MemoryErrorEventStatus } from "../crds/generated.ts";
-import { ManualClock } from "./clock.ts";
+import { FakeClock } from "../runtime/testing/fake-clock.ts";
 import { KubeClient } from "./http.ts";
 import { KubeApi } from "./kube.ts";
 
@@ -82,7 +82,7 @@ function event(uid: string, status?: MemoryErrorEventStatus): MemoryErrorEvent {
 
 describe("KubeApi status writes", () => {
   it("applies status.poolReplacementResult on the status subresource as mce-agent", async () => {
-    const api = new KubeApi(client, "edge-1", new ManualClock());
+    const api = new KubeApi(client, "edge-1", new FakeClock());
     await api.applyPoolReplacementResult(NAME, given);
     expect(seen).toEqual([
       {
@@ -96,7 +96,7 @@ describe("KubeApi status writes", () => {
   });
 
   it("carries every part the agent owns in each apply, so one part never drops the other", async () => {
-    const api = new KubeApi(client, "edge-1", new ManualClock());
+    const api = new KubeApi(client, "edge-1", new FakeClock());
     await api.applyEarlySignals(NAME, [signalled]);
     await api.applyPoolReplacementResult(NAME, given);
     await api.applyEarlySignals(NAME, [signalled, { ...signalled, uid: "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a" }]);
@@ -108,7 +108,7 @@ describe("KubeApi status writes", () => {
   });
 
   it("after a restart, carries what the watch shows the agent owns; its own writes win over an older watch event", async () => {
-    const api = new KubeApi(client, "edge-1", new ManualClock());
+    const api = new KubeApi(client, "edge-1", new FakeClock());
     api.observe(event("u1", { earlySignals: [signalled], poolReplacementResult: { state: "Waiting", message: "waiting" } }));
     await api.applyPoolReplacementResult(NAME, given);
     // An event older than the write: its Waiting must not come back.
@@ -121,7 +121,7 @@ describe("KubeApi status writes", () => {
   });
 
   it("forgets what it owned of a deleted event, and of one made again under the same name", async () => {
-    const api = new KubeApi(client, "edge-1", new ManualClock());
+    const api = new KubeApi(client, "edge-1", new FakeClock());
     api.observe(event("u1", { earlySignals: [signalled] }));
     await api.applyPoolReplacementResult(NAME, given);
     // Deleted and made again, the deletion unseen: another uid.
@@ -138,7 +138,7 @@ describe("KubeApi status writes", () => {
 
   it("sends the applies of one event one at a time, each built when it is sent", async () => {
     hold = true;
-    const api = new KubeApi(client, "edge-1", new ManualClock());
+    const api = new KubeApi(client, "edge-1", new FakeClock());
     const first = api.applyEarlySignals(NAME, [signalled]);
     const second = api.applyPoolReplacementResult(NAME, given);
     await expect.poll(() => seen.length).toBe(1);

@@ -10,11 +10,13 @@ import type {
 } from "../crds/generated.ts";
 import { crdInfo } from "../crds/generated.ts";
 import { group, nodeLabel, version } from "../crds/naming.ts";
-import type { Clock } from "./clock.ts";
+import { apiStatusOf } from "../runtime/api.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { Informer } from "../runtime/informer.ts";
+import type { Logger } from "../runtime/log.ts";
 import type { EarlySignalApi, PodRef } from "./early-signal.ts";
 import { containersOf, type PodDirectory, type PodInfo } from "./event.ts";
-import { APPLY_PATCH, apiStatusOf, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH, runInformer, type ObjectMeta } from "./http.ts";
-import type { Logger } from "./log.ts";
+import { APPLY_PATCH, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH } from "./http.ts";
 import type { PoolReplacementApi } from "./pool-replacement.ts";
 import type { EventSink } from "./reporter.ts";
 
@@ -25,8 +27,10 @@ const healths = crdInfo.NodeMemoryHealth.plural;
 const customPath = `/apis/${group}/${version}`;
 
 /** A client for the kubeconfig `file`, or for the in-cluster service account when there is none. */
-export function loadKubeConfig(file: string | undefined): KubeClient {
-  return new KubeClient(file === undefined ? inClusterConfig() : loadKubeconfigFile(file), { userAgent: FIELD_MANAGER });
+export function loadKubeConfig(file: string | undefined, clock: Clock): KubeClient {
+  return new KubeClient(file === undefined ? inClusterConfig(process.env, undefined, clock) : loadKubeconfigFile(file, undefined, clock), {
+    userAgent: FIELD_MANAGER,
+  });
 }
 
 export interface HealthSink {
@@ -180,30 +184,35 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
 }
 
 /** Runs an informer until `signal` aborts, logging each failure and the backoff before the next attempt. */
-function keepWatching(
+function keepWatching<T>(
   client: KubeClient,
   what: string,
-  path: string,
-  query: Record<string, string>,
-  handlers: { onUpsert: (object: Record<string, unknown>) => void; onDelete?: (meta: ObjectMeta) => void },
+  options: {
+    path: string;
+    query: Record<string, string>;
+    transform: (raw: Record<string, unknown>) => T;
+    onUpsert: (object: T) => void;
+    onDelete: (object: T) => void;
+  },
   clock: Clock,
   log: Logger,
   signal: AbortSignal,
 ): void {
-  runInformer(
-    client,
-    {
-      path,
-      query,
-      onUpsert: handlers.onUpsert,
-      onDelete: (meta) => handlers.onDelete?.(meta),
-      onError: (error, retryInMs) => {
-        log.warn("watch failed; restarting", { watch: what, error, retryInMs });
-      },
-      sleep: (ms, s) => clock.sleep(ms, s),
+  const informer = new Informer(client, {
+    ...options,
+    onUpsert: (_key, object) => {
+      options.onUpsert(object);
     },
-    signal,
-  ).catch((error: unknown) => {
+    onDelete: (_key, object) => {
+      options.onDelete(object);
+    },
+    onError: (error, retryInMs) => {
+      log.warn("watch failed; restarting", { watch: what, error, retryInMs });
+    },
+    clock,
+    backoff: { initialMs: 1000, maxMs: 30_000 },
+  });
+  informer.run(signal).catch((error: unknown) => {
     log.error("watch stopped", { watch: what, error });
   });
 }
@@ -213,35 +222,34 @@ interface PodObject {
   status?: Partial<Record<"initContainerStatuses" | "containerStatuses" | "ephemeralContainerStatuses", { name: string; containerID?: string }[]>>;
 }
 
+/** What the agent keeps of a pod. */
+function podInfo(object: Record<string, unknown>): PodInfo {
+  const pod = object as PodObject;
+  const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? []), ...(pod.status?.ephemeralContainerStatuses ?? [])];
+  return {
+    uid: pod.metadata?.uid ?? "",
+    namespace: pod.metadata?.namespace ?? "",
+    name: pod.metadata?.name ?? "",
+    containers: containersOf(statuses),
+    annotations: pod.metadata?.annotations ?? {},
+  };
+}
+
 /** The pods on this node (field selector spec.nodeName), by uid, from a watch. */
 export function watchPods(client: KubeClient, nodeName: string, clock: Clock, log: Logger, signal: AbortSignal): PodDirectory {
   const byUID = new Map<string, PodInfo>();
-  const keep = (object: Record<string, unknown>): void => {
-    const pod = object as PodObject;
-    const uid = pod.metadata?.uid;
-    if (uid === undefined) return;
-    const statuses = [
-      ...(pod.status?.initContainerStatuses ?? []),
-      ...(pod.status?.containerStatuses ?? []),
-      ...(pod.status?.ephemeralContainerStatuses ?? []),
-    ];
-    byUID.set(uid, {
-      uid,
-      namespace: pod.metadata?.namespace ?? "",
-      name: pod.metadata?.name ?? "",
-      containers: containersOf(statuses),
-      annotations: pod.metadata?.annotations ?? {},
-    });
-  };
   keepWatching(
     client,
     `pods on ${nodeName}`,
-    "/api/v1/pods",
-    { fieldSelector: `spec.nodeName=${nodeName}` },
     {
-      onUpsert: keep,
-      onDelete: ({ uid }) => {
-        if (uid !== undefined) byUID.delete(uid);
+      path: "/api/v1/pods",
+      query: { fieldSelector: `spec.nodeName=${nodeName}` },
+      transform: podInfo,
+      onUpsert: (pod) => {
+        if (pod.uid !== "") byUID.set(pod.uid, pod);
+      },
+      onDelete: (pod) => {
+        byUID.delete(pod.uid);
       },
     },
     clock,
@@ -264,14 +272,13 @@ export function watchMemoryErrorEvents(
   keepWatching(
     client,
     `memory error events of ${nodeName}`,
-    `${customPath}/${events}`,
-    { labelSelector: `${nodeLabel}=${nodeName}` },
     {
+      path: `${customPath}/${events}`,
+      query: { labelSelector: `${nodeLabel}=${nodeName}` },
       // The API server's JSON, of the CRD's schema.
-      onUpsert: (object) => {
-        onEvent(object as unknown as MemoryErrorEvent);
-      },
-      onDelete: ({ name }) => onDelete?.(name),
+      transform: (object) => object as unknown as MemoryErrorEvent,
+      onUpsert: onEvent,
+      onDelete: (event) => onDelete?.(event.metadata.name),
     },
     clock,
     log,

@@ -1,17 +1,17 @@
 // mce-agent: one per node (DaemonSet). Flags and environment in, the agent composed and run, /metrics
 // and /healthz served, a clean stop on SIGTERM.
-import { statSync } from "node:fs";
 import type { Server } from "node:http";
 import { http } from "./node-http.ts";
-import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { systemClock } from "../runtime/clock.ts";
+import { FlagError } from "../runtime/flags.ts";
+import { jsonLogger, type Logger } from "../runtime/log.ts";
 import { Agent } from "./agent.ts";
-import { systemClock } from "./clock.ts";
+import { agentUsage, parseConfig, type Config } from "./config.ts";
 import { EarlySignaller, type EarlySignalName } from "./early-signal.ts";
 import { HostFiles } from "./host.ts";
 import { KmsgSource } from "./kmsg.ts";
 import { KubeApi, loadKubeConfig, watchMemoryErrorEvents, watchPods } from "./kube.ts";
-import { isLogLevel, jsonLogger, type Logger } from "./log.ts";
 import { HugetlbIndex, readProcess } from "./mappings.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { hostPoolFiles, PoolReplacer } from "./pool-replacement.ts";
@@ -20,104 +20,6 @@ import { ReplaySource } from "./replay.ts";
 import { errnoCode, openDevice, type LineSource } from "./source.ts";
 import { AgentState } from "./state.ts";
 import { enableTraceEvents, TracefsSource } from "./tracefs.ts";
-
-const USAGE = `usage: node agent/main.ts [flags]
-  --node-name NAME        this node (default: $NODE_NAME, from the downward API)
-  --kubeconfig FILE       kubeconfig to use (default: in-cluster service account)
-  --host-root DIR         where the host's /proc, /sys, /dev and /var are (default: /)
-  --state-dir DIR         cursor and undelivered events (default: /var/lib/mce-agent)
-  --replay FILE           read kernel lines from FILE ('<offset-seconds> <line>' or kmsg records) instead of the kernel
-  --metrics-port PORT     /metrics and /healthz (default: 9464; 0 picks a free port)
-  --log-level LEVEL       debug, info, warn, error (default: info)
-  --index-interval SEC    hugetlb index refresh (default: 5)
-  --health-interval SEC   NodeMemoryHealth check (default: 30)
-  --queue-capacity N      most undelivered events kept on disk (default: 1000)`;
-
-class UsageError extends Error {}
-
-export interface Config {
-  nodeName: string;
-  kubeconfig?: string | undefined;
-  hostRoot: string;
-  stateDir: string;
-  replay?: string | undefined;
-  metricsPort: number;
-  logLevel: "debug" | "info" | "warn" | "error";
-  indexIntervalMs: number;
-  healthIntervalMs: number;
-  queueCapacity: number;
-}
-
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
-function number(flag: string, text: string, { min, max, integer }: { min: number; max: number; integer: boolean }): number {
-  const value = Number(text);
-  if (text.trim() === "" || !Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
-    throw new UsageError(`--${flag} '${text}': expected ${integer ? "an integer" : "a number"} from ${min} to ${max}`);
-  }
-  return value;
-}
-
-function directory(flag: string, path: string): string {
-  try {
-    if (statSync(path).isDirectory()) return resolve(path);
-  } catch {
-    // Reported below.
-  }
-  throw new UsageError(`--${flag} '${path}': not a directory`);
-}
-
-export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        "node-name": { type: "string" },
-        kubeconfig: { type: "string" },
-        "host-root": { type: "string", default: "/" },
-        "state-dir": { type: "string", default: "/var/lib/mce-agent" },
-        replay: { type: "string" },
-        "metrics-port": { type: "string", default: "9464" },
-        "log-level": { type: "string", default: "info" },
-        "index-interval": { type: "string", default: "5" },
-        "health-interval": { type: "string", default: "30" },
-        "queue-capacity": { type: "string", default: "1000" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
-  }
-  const v = parsed.values;
-  const nodeName = v["node-name"] ?? env.NODE_NAME;
-  if (nodeName === undefined || nodeName === "") throw new UsageError("no node name: set NODE_NAME (downward API spec.nodeName) or --node-name");
-  if (nodeName.length > 253 || !DNS_SUBDOMAIN.test(nodeName)) throw new UsageError(`node name '${nodeName}' is not a DNS subdomain`);
-  if (v.kubeconfig === undefined && env.KUBERNETES_SERVICE_HOST === undefined)
-    throw new UsageError("no --kubeconfig and not running in a cluster (KUBERNETES_SERVICE_HOST unset)");
-  const logLevel = v["log-level"];
-  if (!isLogLevel(logLevel)) throw new UsageError(`--log-level '${logLevel}': expected debug, info, warn or error`);
-  if (v.replay !== undefined) {
-    try {
-      if (!statSync(v.replay).isFile()) throw new Error();
-    } catch {
-      throw new UsageError(`--replay '${v.replay}': not a readable file`);
-    }
-  }
-  return {
-    nodeName,
-    kubeconfig: v.kubeconfig,
-    hostRoot: directory("host-root", v["host-root"]),
-    stateDir: resolve(v["state-dir"]),
-    replay: v.replay,
-    metricsPort: number("metrics-port", v["metrics-port"], { min: 0, max: 65535, integer: true }),
-    logLevel,
-    indexIntervalMs: number("index-interval", v["index-interval"], { min: 0.1, max: 3600, integer: false }) * 1000,
-    healthIntervalMs: number("health-interval", v["health-interval"], { min: 1, max: 3600, integer: false }) * 1000,
-    queueCapacity: number("queue-capacity", v["queue-capacity"], { min: 1, max: 1_000_000, integer: true }),
-  };
-}
 
 /** Probes /dev/kmsg: open and close it, so the start-up line can say whether it is readable. */
 async function probeKmsg(path: string): Promise<string | undefined> {
@@ -153,16 +55,20 @@ async function serveMetrics(metrics: AgentMetrics, port: number, log: Logger): P
 }
 
 async function main(): Promise<number> {
-  let config: Config;
+  let config: Config | "help";
   try {
     config = parseConfig(process.argv.slice(2), process.env);
   } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`mce-agent: ${error.message}\n${USAGE}\n`);
+    if (!(error instanceof FlagError)) throw error;
+    process.stderr.write(`mce-agent: ${error.message}\n${agentUsage}\n`);
     return 2;
   }
-  const log = jsonLogger(config.logLevel);
+  if (config === "help") {
+    process.stdout.write(`${agentUsage}\n`);
+    return 0;
+  }
   const clock = systemClock;
+  const log = jsonLogger(config.logLevel, { clock });
   const host = new HostFiles(config.hostRoot);
   const bootID = host.bootID();
   if (bootID === undefined || bootID === "") {
@@ -229,7 +135,7 @@ async function main(): Promise<number> {
 
   let kube: ReturnType<typeof loadKubeConfig>;
   try {
-    kube = loadKubeConfig(config.kubeconfig);
+    kube = loadKubeConfig(config.kubeconfig, clock);
   } catch (error) {
     log.error("cannot load the Kubernetes client configuration", {
       kubeconfig: config.kubeconfig ?? "in-cluster",
@@ -288,8 +194,8 @@ async function main(): Promise<number> {
     (event) => {
       // First, so a status apply carries what the agent already owns of this event.
       api.observe(event);
-      signaller.offer(event, abort.signal);
-      replacer.offer(event, abort.signal);
+      signaller.offer(event);
+      replacer.offer(event);
     },
     clock,
     log,
@@ -303,8 +209,10 @@ async function main(): Promise<number> {
   const stop = (signal: NodeJS.Signals): void => {
     log.info("stopping", { signal });
     abort.abort();
+    signaller.stop();
+    replacer.stop();
     // Whatever still holds the event loop (a request in flight) must not keep a stopping pod alive.
-    setTimeout(() => process.exit(0), 10_000).unref();
+    clock.setTimeout(() => process.exit(0), 10_000);
   };
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);

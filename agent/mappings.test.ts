@@ -2,7 +2,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } fr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ManualClock } from "./clock.ts";
+import { FakeClock } from "../runtime/testing/fake-clock.ts";
 import { writeFakeProcess } from "./fake-host.ts";
 import { decodePagemapEntry, HugetlbIndex, parseHugetlbVmas, parseKillPolicy } from "./mappings.ts";
 
@@ -17,7 +17,7 @@ let index: HugetlbIndex;
 
 beforeEach(() => {
   procDir = mkdtempSync(join(tmpdir(), "proc-"));
-  index = new HugetlbIndex({ procDir, clock: new ManualClock() });
+  index = new HugetlbIndex({ procDir, clock: new FakeClock() });
 });
 
 afterEach(() => {
@@ -173,7 +173,7 @@ describe("HugetlbIndex", () => {
   });
 
   it("caps smaps reads per refresh and catches up later", () => {
-    const capped = new HugetlbIndex({ procDir, clock: new ManualClock(), maxSmapsPerRefresh: 2 });
+    const capped = new HugetlbIndex({ procDir, clock: new FakeClock(), maxSmapsPerRefresh: 2 });
     for (let pid = 1; pid <= 5; pid++) writeFakeProcess(procDir, { pid, comm: "p", cgroup: host, vmas: [{ start: base, size: "2Mi", pfns: [pid * 512] }] });
     expect(capped.refresh()).toMatchObject({ smapsRead: 2, smapsDeferred: 3, hugepages: 2 });
     expect(capped.refresh()).toMatchObject({ smapsRead: 2, smapsDeferred: 1, hugepages: 4 });

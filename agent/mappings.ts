@@ -9,7 +9,7 @@ import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:f
 import { join } from "node:path";
 import { hugepageBytes, hugepageHeadPfn, HUGEPAGE_SIZES, PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
 import { podOfProcCgroup, type PodCgroup } from "./cgroup.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../runtime/clock.ts";
 
 export interface HugetlbVma {
   start: number;
@@ -95,7 +95,7 @@ export interface RefreshReport {
 export interface IndexOptions {
   /** The host's /proc (`<host-root>/proc`). */
   procDir: string;
-  clock: Clock;
+  clock: Pick<Clock, "now">;
   maxSmapsPerRefresh?: number;
 }
 
@@ -142,7 +142,7 @@ const ANONYMOUS = "/anon_hugepage (deleted)";
 
 export class HugetlbIndex {
   readonly #procDir: string;
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, "now">;
   readonly #maxSmaps: number;
   readonly #processes = new Map<number, Tracked>();
   #byHugepage = new Map<string, Mapper[]>();

@@ -4,10 +4,10 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusPoolReplacement } from "../crds/generated.ts";
 import type { HugepageSize } from "../kernel/pfn.ts";
-import { ManualClock, settle } from "./clock.ts";
+import { FakeClock, settle } from "../runtime/testing/fake-clock.ts";
 import { writeFakeHost, writeFakeProcess } from "./fake-host.ts";
 import { HostFiles } from "./host.ts";
-import { memoryLogger } from "./log.ts";
+import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { AgentState } from "./state.ts";
 import { hostPoolFiles, mapsCover, PoolReplacer, type PoolFiles, type PoolReplacementResult } from "./pool-replacement.ts";
@@ -99,7 +99,7 @@ function setup(stateDir = mkdtempSync(join(tmpdir(), "pool-writes-")), files = n
       return Promise.resolve();
     },
   };
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   const log = memoryLogger();
   const metrics = new AgentMetrics();
   let healthRefreshes = 0;
@@ -115,6 +115,7 @@ function setup(stateDir = mkdtempSync(join(tmpdir(), "pool-writes-")), files = n
     log,
     metrics,
     recheckMs: 5000,
+    retryMs: 1000,
   });
   return { files, api, applied, clock, log, metrics, replacer, stateDir, refreshes: () => healthRefreshes };
 }
@@ -160,7 +161,7 @@ describe("PoolReplacer", () => {
       files,
       writes,
       refreshHealth: () => undefined,
-      clock: new ManualClock(),
+      clock: new FakeClock(),
       log: memoryLogger(),
       metrics: new AgentMetrics(),
     });
@@ -307,16 +308,15 @@ describe("PoolReplacer", () => {
     files.maps.set(601, [[0x7f0000000000n, 0x7f0000400000n]]);
     // pid 602 was reused by a process that maps something else there: it does not hold the page.
     files.maps.set(602, [[0x400000n, 0x452000n]]);
-    const abort = new AbortController();
     const waiting = event({ poolReplacement: { ...requested, afterMappersExit: true } });
-    replacer.offer(waiting, abort.signal);
+    replacer.offer(waiting);
     await settle();
     expect(files.writes).toEqual([]);
     expect(applied).toEqual([{ state: "Waiting", at: "2026-01-01T00:00:00.000Z", message: "waiting for 1 mapper(s) to exit: pid 601" }]);
     expect(log.entries).toMatchObject([{ level: "info", pids: [601] }]);
     // Still there at the next look: the same Waiting is not written again.
     await clock.advance(5000);
-    replacer.offer(waiting, abort.signal);
+    replacer.offer(waiting);
     await settle();
     expect(applied).toHaveLength(1);
     // The process exits; the next look raises the pool.
@@ -327,28 +327,27 @@ describe("PoolReplacer", () => {
     // Nothing more to look at.
     await clock.advance(60_000);
     expect(applied).toHaveLength(2);
-    abort.abort();
+    replacer.stop();
   });
 
   it("looks again at once when the event is offered again while it waits", async () => {
     const { files, applied, replacer } = setup();
     files.maps.set(601, [[0x7f0000000000n, 0x7f0000200000n]]);
     files.maps.set(602, [[0x7f1000000000n, 0x7f1000200000n]]);
-    const abort = new AbortController();
     const plan = { poolReplacement: { ...requested, afterMappersExit: true } };
-    replacer.offer(event(plan), abort.signal);
+    replacer.offer(event(plan));
     await settle();
     expect(applied.map((r) => r.message)).toEqual(["waiting for 2 mapper(s) to exit: pid 601, 602"]);
     files.maps.delete(602);
     // The status now shows the Waiting; one mapper fewer is worth saying.
-    replacer.offer(event({ ...plan, poolReplacementResult: applied[0] }), abort.signal);
+    replacer.offer(event({ ...plan, poolReplacementResult: applied[0] }));
     await settle();
     expect(applied.map((r) => r.message)).toEqual(["waiting for 2 mapper(s) to exit: pid 601, 602", "waiting for 1 mapper(s) to exit: pid 601"]);
     files.maps.delete(601);
-    replacer.offer(event({ ...plan, poolReplacementResult: applied[1] }), abort.signal);
+    replacer.offer(event({ ...plan, poolReplacementResult: applied[1] }));
     await settle();
     expect(applied.map((r) => r.state)).toEqual(["Waiting", "Waiting", "Given"]);
-    abort.abort();
+    replacer.stop();
   });
 
   it("after a restart, takes up a Waiting recorded by an earlier agent once the mappers are gone", async () => {
@@ -366,9 +365,8 @@ describe("PoolReplacer", () => {
   it("stops waiting on an event that was deleted, and stops when the operator withdraws the request", async () => {
     const { files, applied, replacer, clock } = setup();
     files.maps.set(601, [[0x7f0000000000n, 0x7f0000200000n]]);
-    const abort = new AbortController();
     const plan = { poolReplacement: { ...requested, afterMappersExit: true } };
-    replacer.offer(event(plan), abort.signal);
+    replacer.offer(event(plan));
     await settle();
     replacer.forget(NAME);
     await settle();
@@ -377,21 +375,20 @@ describe("PoolReplacer", () => {
     expect([files.writes, applied.map((r) => r.state)]).toEqual([[], ["Waiting"]]);
 
     files.maps.set(601, [[0x7f0000000000n, 0x7f0000200000n]]);
-    replacer.offer(event(plan), abort.signal);
+    replacer.offer(event(plan));
     await settle();
-    replacer.offer(event({ poolReplacement: { ...plan.poolReplacement, state: "Skipped" } }), abort.signal);
+    replacer.offer(event({ poolReplacement: { ...plan.poolReplacement, state: "Skipped" } }));
     await settle();
     files.maps.clear();
     await clock.advance(10_000);
     expect(files.writes).toEqual([]);
-    abort.abort();
+    replacer.stop();
   });
 
   it("retries a failed status write with backoff, never writing the pool twice", async () => {
     const { files, api, applied, replacer, clock } = setup();
     api.failApply = true;
-    const abort = new AbortController();
-    replacer.offer(event({ poolReplacement: requested }), abort.signal, 1000);
+    replacer.offer(event({ poolReplacement: requested }));
     await settle();
     await clock.advance(1000);
     // Second failure: the next try is 2 s later.
@@ -402,7 +399,7 @@ describe("PoolReplacer", () => {
     await clock.advance(1000);
     expect(applied.map((r) => r.state)).toEqual(["Given"]);
     expect(files.writes).toEqual(["2Mi/0=32"]);
-    abort.abort();
+    replacer.stop();
   });
 });
 

@@ -9,11 +9,11 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { MemoryErrorEvent, MemoryErrorEventStatusPoolReplacement, MemoryErrorEventStatusPoolReplacementResult } from "../crds/generated.ts";
 import { hugepageBytes, hugepagePoolDir, type HugepageSize } from "../kernel/pfn.ts";
-import type { Clock } from "./clock.ts";
-import { KeyedRunner } from "./keyed-runner.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { ValueQueue } from "../runtime/queue.ts";
 import type { PoolWrite } from "./state.ts";
 import type { HostFiles } from "./host.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../runtime/log.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import { errnoCode } from "./source.ts";
 
@@ -106,7 +106,9 @@ export interface PoolReplacerOptions {
   metrics: AgentMetrics;
   /** How often to look again whether the mappers let go of the hugepage (default 5 s). */
   recheckMs?: number;
-  /** The longest pause between retries of a failed pass (default 60 s). */
+  /** The first pause before a failed pass is tried again (default 5 s)… */
+  retryMs?: number;
+  /** …doubling up to this (default 60 s). */
   maxRetryMs?: number;
 }
 
@@ -145,19 +147,19 @@ export class PoolReplacer {
   readonly #pools = new Map<string, Promise<void>>();
   /** Events (name → uid) whose final result status has shown, until they are deleted. */
   readonly #finished = new Map<string, string | undefined>();
-  readonly #runner: KeyedRunner<MemoryErrorEvent>;
+  readonly #queue: ValueQueue<MemoryErrorEvent>;
 
   constructor(options: PoolReplacerOptions) {
     this.#options = options;
-    const { clock, log, recheckMs, maxRetryMs = 60_000 } = options;
-    this.#runner = new KeyedRunner({
-      run: async (event) => ((await this.reconcile(event)) === "waiting" ? "again" : "done"),
-      what: "pool replacement",
+    const { clock, log, recheckMs = 5000, retryMs = 5000, maxRetryMs = 60_000 } = options;
+    this.#queue = new ValueQueue(async (_name, event) => ((await this.reconcile(event)) === "waiting" ? { requeueAfterMs: recheckMs } : undefined), {
       clock,
-      log,
-      recheckMs,
-      maxRetryMs,
+      baseDelayMs: retryMs,
+      maxDelayMs: maxRetryMs,
     });
+    this.#queue.onError = (name, error, retryInMs) => {
+      log.warn("pool replacement not finished; will retry", { memoryErrorEvent: name, error, retryInMs });
+    };
   }
 
   /**
@@ -166,13 +168,18 @@ export class PoolReplacer {
    * the event is offered again; a failed pass is retried with the latest version after `retryMs`,
    * doubling up to `maxRetryMs`.
    */
-  offer(event: MemoryErrorEvent, signal: AbortSignal, retryMs = 5000): void {
-    this.#runner.offer(event.metadata.name, event, signal, retryMs);
+  offer(event: MemoryErrorEvent): void {
+    this.#queue.offer(event.metadata.name, event);
+  }
+
+  /** Starts nothing more; a pass under way finishes. */
+  stop(): void {
+    this.#queue.stop();
   }
 
   /** The event is gone: stop waiting on it and drop what was kept of it. */
   forget(eventName: string): void {
-    this.#runner.forget(eventName);
+    this.#queue.forget(eventName);
     this.#carriedOut.delete(eventName);
     this.#finished.delete(eventName);
   }

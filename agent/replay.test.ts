@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ManualClock } from "./clock.ts";
+import { FakeClock } from "../runtime/testing/fake-clock.ts";
 import { parseReplay, ReplaySource } from "./replay.ts";
 import type { KernelLine } from "./source.ts";
 
@@ -38,7 +38,7 @@ describe("parseReplay", () => {
 
 describe("ReplaySource", () => {
   it("plays lines at their offsets", async () => {
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const source = new ReplaySource({ file: file("0 a\n2 b\n"), clock });
     const seen: KernelLine[] = [];
     const done = (async () => {
@@ -58,7 +58,7 @@ describe("ReplaySource", () => {
   });
 
   it("resumes after the cursor", async () => {
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     clock.sleep = () => Promise.resolve();
     const source = new ReplaySource({ file: file("0 a\n0 b\n0 c\n"), clock, after: 2 });
     const seen: string[] = [];
@@ -67,7 +67,7 @@ describe("ReplaySource", () => {
   });
 
   it("stops when aborted", async () => {
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const source = new ReplaySource({ file: file("0 a\n60 b\n"), clock });
     const abort = new AbortController();
     const seen: string[] = [];
@@ -81,6 +81,6 @@ describe("ReplaySource", () => {
   });
 
   it("fails at construction on a bad file", () => {
-    expect(() => new ReplaySource({ file: file("nonsense\n"), clock: new ManualClock() })).toThrow(/:1: expected/);
+    expect(() => new ReplaySource({ file: file("nonsense\n"), clock: new FakeClock() })).toThrow(/:1: expected/);
   });
 });

@@ -2,7 +2,7 @@
 // `<offset-seconds> <kernel line>` (offset from the start of the replay), or /dev/kmsg records
 // `PRI,SEQ,TS_USEC,FLAGS;text` (timed by TS_USEC from the first record). Blank and `#` lines are skipped.
 import { readFileSync } from "node:fs";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../runtime/clock.ts";
 import { parseKmsgRecord } from "./kmsg.ts";
 import type { KernelLine, LineSource } from "./source.ts";
 

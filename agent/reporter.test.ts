@@ -3,8 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { MemoryErrorEvent } from "../crds/generated.ts";
-import { ManualClock, settle } from "./clock.ts";
-import { memoryLogger } from "./log.ts";
+import { ApiError } from "../runtime/api.ts";
+import { FakeClock, settle } from "../runtime/testing/fake-clock.ts";
+import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { Reporter, type EventSink } from "./reporter.ts";
 import { AgentState } from "./state.ts";
@@ -31,7 +32,7 @@ function fakeServer(): EventSink & { down: boolean; stored: string[]; attempts: 
     create: (e: MemoryErrorEvent): Promise<"created" | "exists"> => {
       server.attempts++;
       if (server.down) return Promise.reject(new Error("connect ECONNREFUSED"));
-      if (e.metadata.name === server.reject) return Promise.reject(Object.assign(new Error("invalid"), { code: 422 }));
+      if (e.metadata.name === server.reject) return Promise.reject(new ApiError(422, "Invalid", "POST memoryerrorevents: 422 Invalid: invalid"));
       if (server.stored.includes(e.metadata.name)) return Promise.resolve("exists");
       server.stored.push(e.metadata.name);
       return Promise.resolve("created");
@@ -43,14 +44,14 @@ function fakeServer(): EventSink & { down: boolean; stored: string[]; attempts: 
 function setup(): {
   state: AgentState;
   server: ReturnType<typeof fakeServer>;
-  clock: ManualClock;
+  clock: FakeClock;
   reporter: Reporter;
   metrics: AgentMetrics;
   stop: () => Promise<void>;
 } {
   const state = new AgentState({ dir: mkdtempSync(join(tmpdir(), "reporter-")), bootID: "b", log: memoryLogger() });
   const server = fakeServer();
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   const metrics = new AgentMetrics();
   const reporter = new Reporter({ state, sink: server, clock, log: memoryLogger(), metrics, backoff: { initialMs: 100, maxMs: 400 } });
   const abort = new AbortController();

@@ -2,18 +2,15 @@
 // queue is retried with exponential backoff and nothing behind it overtakes it. Create is the only
 // write: a 409 AlreadyExists means an earlier attempt (before a crash or a lost response) got there.
 import type { MemoryErrorEvent } from "../crds/generated.ts";
-import type { Clock } from "./clock.ts";
-import type { Logger } from "./log.ts";
+import { apiStatusOf } from "../runtime/api.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { Logger } from "../runtime/log.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { AgentState } from "./state.ts";
 
 export interface EventSink {
-  /** Creates the event; "exists" on 409. Rejects on any other failure, with the HTTP status as `code` when there was one. */
+  /** Creates the event; "exists" on 409. Rejects on any other failure, with an ApiError when the API server answered. */
   create(event: MemoryErrorEvent): Promise<"created" | "exists">;
-}
-
-export function httpStatus(error: unknown): number | undefined {
-  return error instanceof Error && "code" in error && typeof error.code === "number" ? error.code : undefined;
 }
 
 export interface Backoff {
@@ -78,7 +75,7 @@ export class Reporter {
         state.remove(event.metadata.name);
         delay = backoff.initialMs;
       } catch (error) {
-        const status = httpStatus(error);
+        const status = apiStatusOf(error);
         if (status === 400 || status === 422) {
           // The API server will never take it; holding it would block every event behind it.
           metrics.delivered.inc({ outcome: "rejected" });

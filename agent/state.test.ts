@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { MemoryErrorEvent } from "../crds/generated.ts";
-import { memoryLogger } from "./log.ts";
+import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import { AgentState } from "./state.ts";
 
 function event(name: string, severity: MemoryErrorEvent["spec"]["severity"] = "ActionOptional"): { event: MemoryErrorEvent; readAt: number } {

@@ -5,7 +5,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { MemoryErrorEvent } from "../crds/generated.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../runtime/log.ts";
 import type { SourceName } from "./source.ts";
 
 export interface QueuedEvent {

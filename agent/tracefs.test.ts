@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ManualClock } from "./clock.ts";
+import { FakeClock } from "../runtime/testing/fake-clock.ts";
 import { HostFiles } from "./host.ts";
 import type { Device } from "./source.ts";
 import { enableTraceEvents, TracefsSource } from "./tracefs.ts";
@@ -51,7 +51,7 @@ describe("TracefsSource", () => {
       },
       close: () => Promise.resolve(),
     };
-    const source = new TracefsSource({ open: () => Promise.resolve(device), clock: new ManualClock() });
+    const source = new TracefsSource({ open: () => Promise.resolve(device), clock: new FakeClock() });
     const lines: string[] = [];
     for await (const line of source.lines(new AbortController().signal)) lines.push(line.text);
     expect(lines).toEqual(["  kworker/0:2-53  [000] .....   123.46: memory_failure_event: pfn 0x5203: recovery action for huge page: Recovered"]);

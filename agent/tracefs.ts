@@ -2,7 +2,7 @@
 // trace_pipe where tracefs is mounted. They carry the verdict even when printk is rate-limited or
 // filtered by loglevel. trace_pipe consumes what it gives: another reader of it takes lines from us.
 import { writeFileSync } from "node:fs";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../runtime/clock.ts";
 import type { HostFiles } from "./host.ts";
 import { errnoCode, type Device, type KernelLine, type LineSource } from "./source.ts";
 

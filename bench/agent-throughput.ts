@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { ErrorAssembler } from "../agent/assembler.ts";
-import { ManualClock } from "../agent/clock.ts";
+import { FakeClock } from "../runtime/testing/fake-clock.ts";
 import { writeFakeProcess } from "../agent/fake-host.ts";
 import { KmsgSource } from "../agent/kmsg.ts";
-import { memoryLogger } from "../agent/log.ts";
+import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import { HugetlbIndex } from "../agent/mappings.ts";
 
 const LINES = Number(process.env.BENCH_LINES ?? 200_000);
@@ -39,7 +39,7 @@ export async function kmsgRate(): Promise<{ lines: number; seconds: number; line
     read: (buffer: Buffer): Promise<number> => Promise.resolve(next < records.length ? (records[next++] ?? Buffer.alloc(0)).copy(buffer) : 0),
     close: () => Promise.resolve(),
   };
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   const source = new KmsgSource({ open: () => Promise.resolve(device), clock, log: memoryLogger() });
   const assembler = new ErrorAssembler();
   let errors = 0;
@@ -61,7 +61,7 @@ export function indexCost(): { processes: number; hugepages: number; fullScanMs:
         : [];
     writeFakeProcess(root, { pid, comm: `proc-${pid}`, cgroup: cgroup(pid), vmas: maps });
   }
-  const index = new HugetlbIndex({ procDir: root, clock: { now: () => performance.now(), sleep: () => Promise.resolve() }, maxSmapsPerRefresh: PROCESSES });
+  const index = new HugetlbIndex({ procDir: root, clock: { now: () => performance.now() }, maxSmapsPerRefresh: PROCESSES });
   const full = index.refresh();
   const incremental = index.refresh();
   writeFakeProcess(root, { pid: 7, comm: "proc-7", cgroup: cgroup(7), vmas: [{ start: 0x7e0000000000, size: "2Mi", pfns: [0x900000] }] });

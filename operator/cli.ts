@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { operatorUsage, runOperator } from "./main.ts";
+import { runOperator } from "./main.ts";
 import { renderTimeline } from "./simulate/render.ts";
 import { parseScenario } from "./simulate/scenario.ts";
 import { simulate } from "./simulate/simulate.ts";
@@ -46,13 +46,7 @@ export function runSimulate(args: string[]): { code: number; stdout: string; std
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === "run") {
-    if (rest.includes("--help")) {
-      process.stdout.write(`${operatorUsage}\n`);
-      return 0;
-    }
-    return runOperator(rest);
-  }
+  if (command === "run") return runOperator(rest);
   let result;
   if (command === undefined) result = runSimulate([relative(process.cwd(), join(root, "examples", "dpdk-private-2m.yaml"))]);
   else if (command === "simulate") result = runSimulate(rest);

@@ -1,17 +1,16 @@
-// Wires the pieces: reflectors keep ClusterState current and enqueue keys; work queues feed the
+// Wires the pieces: informers keep ClusterState current and enqueue keys; work queues feed the
 // reconciler; a periodic resync re-queues everything (level-triggered: a missed watch event costs at
 // most one resync period); leader election decides whether this replica acts at all. Memory errors have
 // a queue of their own, so node health and policy status, which can wait a moment, never delay a
 // decision or an eviction; their keys are also held back briefly so a burst on one node coalesces.
 import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
 import { group, version } from "../crds/naming.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
+import { Informer, type InformerOptions, type ListWatchClient } from "../runtime/informer.ts";
+import type { Logger } from "../runtime/log.ts";
+import { WorkQueue } from "../runtime/queue.ts";
 import type { ClusterActions } from "./actions.ts";
-import { Reflector } from "./kube/reflector.ts";
-import type { ListWatchClient } from "./kube/reflector.ts";
-import type { Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
-import { WorkQueue } from "./queue.ts";
-import type { Clock } from "./queue.ts";
 import { Reconciler } from "./reconciler.ts";
 import { ClusterState, nodeInfo, pdbInfo, podInfo } from "./state.ts";
 
@@ -23,6 +22,8 @@ export interface ControllerOptions {
 }
 
 const backgroundDelayMs = 1000;
+// The server ends each watch before client-node's 30 s inactivity limit would abort it.
+const watchSeconds = { min: 20, max: 27 };
 const crd = (plural: string): string => `/apis/${group}/${version}/${plural}`;
 
 export class Controller {
@@ -31,11 +32,12 @@ export class Controller {
   /** Node health and policy status: lower priority, coalesced. */
   readonly background: WorkQueue;
   readonly reconciler: Reconciler;
-  private readonly reflectors: { start(): void; stop(): void; readonly hasSynced: boolean; readonly synced: Promise<void> }[] = [];
+  private readonly informers: Pick<Informer<unknown>, "run" | "hasSynced" | "synced">[] = [];
+  private watching: AbortController | undefined;
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics;
   private readonly options: ControllerOptions;
-  private resyncTimer: unknown;
+  private resyncTimer: Timer;
   private acting = false;
 
   constructor(client: ListWatchClient, actions: ClusterActions, metrics: OperatorMetrics, log: Logger, options: ControllerOptions) {
@@ -60,86 +62,88 @@ export class Controller {
       log.warn("watch failed, restarting", { resource: what, error, retryInMs });
     };
     const { state } = this;
-    this.reflectors.push(
-      new Reflector<MemoryErrorEvent>(client, {
-        path: crd("memoryerrorevents"),
-        transform: (raw) => raw as unknown as MemoryErrorEvent,
-        onUpsert: (_key, event) => {
-          state.upsertEvent(event);
-          this.enqueue(`event/${event.metadata.name}`);
-        },
-        onDelete: (_key, event) => {
-          state.deleteEvent(event.metadata.name);
-          this.enqueue(`node/${event.spec.nodeName}`);
-        },
-        onError: onError("memoryerrorevents"),
-      }),
-      new Reflector<NodeMemoryHealth>(client, {
-        path: crd("nodememoryhealths"),
-        transform: (raw) => raw as unknown as NodeMemoryHealth,
-        onUpsert: (_key, health) => {
-          state.upsertHealth(health, options.clock.now());
-          this.nodeChanged(health.metadata.name);
-        },
-        onDelete: (_key, health) => {
-          state.deleteHealth(health.metadata.name);
-        },
-        onError: onError("nodememoryhealths"),
-      }),
-      new Reflector<ContainmentPolicy>(client, {
-        path: crd("containmentpolicies"),
-        transform: (raw) => raw as unknown as ContainmentPolicy,
-        onUpsert: (_key, policy) => {
-          state.policies.set(policy.metadata.name, policy);
-          this.enqueuePolicies();
-        },
-        onDelete: (_key, policy) => {
-          state.policies.delete(policy.metadata.name);
-          this.enqueuePolicies();
-        },
-        onError: onError("containmentpolicies"),
-      }),
-      new Reflector(client, {
-        path: "/api/v1/nodes",
-        transform: nodeInfo,
-        onUpsert: (_key, node) => {
-          const old = state.nodes.get(node.name);
-          state.nodes.set(node.name, node);
-          if (!old || JSON.stringify(old.labels) !== JSON.stringify(node.labels)) this.enqueuePolicies();
-          if (JSON.stringify(old?.allocatableBytes) !== JSON.stringify(node.allocatableBytes)) this.nodeChanged(node.name);
-        },
-        onDelete: (_key, node) => {
-          state.nodes.delete(node.name);
-          this.enqueuePolicies();
-        },
-        onError: onError("nodes"),
-      }),
-      new Reflector(client, {
-        path: "/apis/policy/v1/poddisruptionbudgets",
-        transform: pdbInfo,
-        onUpsert: (key, pdb) => state.pdbs.set(key, pdb),
-        onDelete: (key) => state.pdbs.delete(key),
-        onError: onError("poddisruptionbudgets"),
-      }),
-      new Reflector(client, {
-        path: "/api/v1/pods",
-        transform: podInfo,
-        onUpsert: (key, pod) => {
-          state.upsertPod(key, pod);
-        },
-        onDelete: (key, pod) => {
-          state.deletePod(key);
-          // A mapper gone may finish an eviction or free a private poisoned page.
-          if (pod.nodeName) this.nodeChanged(pod.nodeName);
-        },
-        onError: onError("pods"),
-      }),
-    );
+    const watch = <T>(informer: Omit<InformerOptions<T>, "clock" | "watchSeconds" | "onError">): void => {
+      const what = informer.path.slice(informer.path.lastIndexOf("/") + 1);
+      this.informers.push(new Informer(client, { ...informer, clock: options.clock, watchSeconds, onError: onError(what) }));
+    };
+    watch<MemoryErrorEvent>({
+      path: crd("memoryerrorevents"),
+      transform: (raw) => raw as unknown as MemoryErrorEvent,
+      onUpsert: (_key, event) => {
+        state.upsertEvent(event);
+        this.enqueue(`event/${event.metadata.name}`);
+      },
+      onDelete: (_key, event) => {
+        state.deleteEvent(event.metadata.name);
+        this.enqueue(`node/${event.spec.nodeName}`);
+      },
+    });
+    watch<NodeMemoryHealth>({
+      path: crd("nodememoryhealths"),
+      transform: (raw) => raw as unknown as NodeMemoryHealth,
+      onUpsert: (_key, health) => {
+        state.upsertHealth(health, options.clock.now());
+        this.nodeChanged(health.metadata.name);
+      },
+      onDelete: (_key, health) => {
+        state.deleteHealth(health.metadata.name);
+      },
+    });
+    watch<ContainmentPolicy>({
+      path: crd("containmentpolicies"),
+      transform: (raw) => raw as unknown as ContainmentPolicy,
+      onUpsert: (_key, policy) => {
+        state.policies.set(policy.metadata.name, policy);
+        this.enqueuePolicies();
+      },
+      onDelete: (_key, policy) => {
+        state.policies.delete(policy.metadata.name);
+        this.enqueuePolicies();
+      },
+    });
+    watch({
+      path: "/api/v1/nodes",
+      transform: nodeInfo,
+      onUpsert: (_key, node) => {
+        const old = state.nodes.get(node.name);
+        state.nodes.set(node.name, node);
+        if (!old || JSON.stringify(old.labels) !== JSON.stringify(node.labels)) this.enqueuePolicies();
+        if (JSON.stringify(old?.allocatableBytes) !== JSON.stringify(node.allocatableBytes)) this.nodeChanged(node.name);
+      },
+      onDelete: (_key, node) => {
+        state.nodes.delete(node.name);
+        this.enqueuePolicies();
+      },
+    });
+    watch({
+      path: "/apis/policy/v1/poddisruptionbudgets",
+      transform: pdbInfo,
+      onUpsert: (key, pdb) => state.pdbs.set(key, pdb),
+      onDelete: (key) => state.pdbs.delete(key),
+    });
+    watch({
+      path: "/api/v1/pods",
+      transform: podInfo,
+      onUpsert: (key, pod) => {
+        state.upsertPod(key, pod);
+      },
+      onDelete: (key, pod) => {
+        state.deletePod(key);
+        // A mapper gone may finish an eviction or free a private poisoned page.
+        if (pod.nodeName) this.nodeChanged(pod.nodeName);
+      },
+    });
   }
 
   /** Watches start at once, so a standby replica is ready to act the moment it becomes leader. */
   start(): void {
-    for (const r of this.reflectors) r.start();
+    if (this.watching) return;
+    const watching = new AbortController();
+    this.watching = watching;
+    for (const informer of this.informers)
+      informer.run(watching.signal).catch((error: unknown) => {
+        this.log.error("watch stopped", { error });
+      });
   }
 
   get isActing(): boolean {
@@ -147,11 +151,11 @@ export class Controller {
   }
 
   get synced(): boolean {
-    return this.reflectors.every((r) => r.hasSynced);
+    return this.informers.every((i) => i.hasSynced);
   }
 
   async waitForSync(): Promise<void> {
-    await Promise.all(this.reflectors.map((r) => r.synced));
+    await Promise.all(this.informers.map((i) => i.synced));
   }
 
   /** Starts acting: everything is queued once, then on change and at every resync. */
@@ -171,7 +175,8 @@ export class Controller {
     this.stopActing();
     this.queue.stop();
     this.background.stop();
-    for (const r of this.reflectors) r.stop();
+    this.watching?.abort();
+    this.watching = undefined;
   }
 
   private resync(): void {

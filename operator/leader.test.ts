@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { LeaderElector } from "./leader.ts";
 import type { Lease, LeaseClient } from "./leader.ts";
-import { FakeClock } from "./testing/fake-clock.ts";
+import { FakeClock, settle } from "../runtime/testing/fake-clock.ts";
 
 /** An in-memory Lease with the API server's optimistic concurrency. */
 class FakeLeases implements LeaseClient {
@@ -42,13 +42,8 @@ function candidate(leases: FakeLeases, clock: FakeClock, identity: string, log: 
   return new LeaderElector(leases, { ...options(identity, log), clock });
 }
 
-const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 async function run(clock: FakeClock, ms: number): Promise<void> {
-  for (let t = 0; t < ms; t += 1000) {
-    clock.advance(1000);
-    await settle();
-    await settle();
-  }
+  for (let t = 0; t < ms; t += 1000) await clock.advance(1000);
 }
 
 describe("LeaderElector", () => {

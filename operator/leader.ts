@@ -2,7 +2,7 @@
 // lease when its holder has not renewed it for leaseDuration (timed by this process's own clock from
 // when it last saw the record change, so clock skew between nodes does not matter), the leader renews
 // every retryPeriod and steps down if it cannot renew within renewDeadline, and releases on shutdown.
-import type { Clock } from "./queue.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
 
 export interface LeaseSpec {
   holderIdentity?: string;
@@ -44,7 +44,7 @@ export class LeaderElector {
   private readonly options: ElectionOptions;
   private observed: { record: string; at: number } | undefined;
   private lastRenew = 0;
-  private timer: unknown;
+  private timer: Timer;
   private stopped = false;
   leading = false;
 

@@ -1,34 +1,89 @@
 import { describe, expect, it } from "vitest";
-import { parseConfig } from "./main.ts";
+import { operatorFlags, operatorUsage, parseConfig, type OperatorConfig } from "./main.ts";
+
+const config = (argv: string[], env: Record<string, string> = {}): OperatorConfig => {
+  const c = parseConfig(argv, env);
+  if (c === "help") throw new Error("unexpected help");
+  return c;
+};
 
 describe("operator configuration", () => {
   it("has defaults a cluster install can run with", () => {
-    const c = parseConfig([], { POD_NAMESPACE: "mce", POD_NAME: "mce-operator-abc" });
-    expect(c).toMatchObject({
+    expect(config([], { POD_NAMESPACE: "mce", POD_NAME: "mce-operator-abc" })).toMatchObject({
       namespace: "mce",
       identity: "mce-operator-abc",
+      metricsAddress: "0.0.0.0",
       metricsPort: 8080,
       leaderElect: true,
+      leaseName: "mce-operator",
       leaseDurationMs: 15_000,
       renewDeadlineMs: 10_000,
       retryPeriodMs: 2_000,
       concurrency: 16,
       resyncMs: 300_000,
+      logLevel: "info",
     });
   });
 
-  it("reads flags first, then MCE_ environment variables", () => {
-    const c = parseConfig(["--concurrency=8", "--lease-duration", "30s"], { MCE_CONCURRENCY: "2", MCE_LOG_LEVEL: "debug", MCE_LEADER_ELECT: "false" });
-    expect([c.concurrency, c.leaseDurationMs, c.logLevel, c.leaderElect]).toEqual([8, 30_000, "debug", false]);
+  it("takes every flag from the command line as the chart passes them", () => {
+    expect(
+      config([
+        "--kubeconfig=/k",
+        "--namespace=ns",
+        "--identity=me",
+        "--metrics-address=127.0.0.1",
+        "--metrics-port=9000",
+        "--leader-elect=false",
+        "--lease-name=l",
+        "--lease-duration=30s",
+        "--renew-deadline=20s",
+        "--retry-period=500ms",
+        "--concurrency=8",
+        "--resync=1h30m",
+        "--log-level=debug",
+        "--quarantine-priority-class=pc",
+      ]),
+    ).toEqual({
+      kubeconfig: "/k",
+      namespace: "ns",
+      identity: "me",
+      metricsAddress: "127.0.0.1",
+      metricsPort: 9000,
+      leaderElect: false,
+      leaseName: "l",
+      leaseDurationMs: 30_000,
+      renewDeadlineMs: 20_000,
+      retryPeriodMs: 500,
+      concurrency: 8,
+      resyncMs: 5_400_000,
+      logLevel: "debug",
+      quarantinePriorityClass: "pc",
+    });
+  });
+
+  it("reads flags first, then MCE_ environment variables, then the variables Kubernetes sets", () => {
+    const c = config(["--concurrency=8", "--lease-duration", "30s"], {
+      MCE_CONCURRENCY: "2",
+      MCE_LOG_LEVEL: "debug",
+      MCE_LEADER_ELECT: "false",
+      MCE_NAMESPACE: "from-mce",
+      POD_NAMESPACE: "from-pod",
+    });
+    expect([c.concurrency, c.leaseDurationMs, c.logLevel, c.leaderElect, c.namespace]).toEqual([8, 30_000, "debug", false, "from-mce"]);
+  });
+
+  it("says help for --help, and the help names every flag", () => {
+    expect(parseConfig(["--concurrency=x", "--help"], {})).toBe("help");
+    for (const flag of Object.keys(operatorFlags)) expect(operatorUsage).toContain(`--${flag}`);
   });
 
   it.each([
-    [["--metrics-port=http"], /--metrics-port: "http" is not an integer from 0 to 65535/],
-    [["--lease-duration=soon"], /--lease-duration: "soon" is not a duration/],
-    [["--leader-elect=yes"], /--leader-elect: "yes" is not true or false/],
-    [["--log-level=loud"], /--log-level: "loud" is not debug, info, warn or error/],
+    [["--metrics-port=http"], /--metrics-port "http": not an integer from 0 to 65535/],
+    [["--lease-duration=soon"], /--lease-duration "soon": not a duration/],
+    [["--leader-elect=yes"], /--leader-elect "yes": not true or false/],
+    [["--log-level=loud"], /--log-level "loud": not one of debug, info, warn, error/],
     [["--renew-deadline=20s"], /--renew-deadline must be shorter than --lease-duration/],
-    [["--no-such-flag"], /Unknown option '--no-such-flag'/],
+    [["--no-such-flag"], /unknown flag --no-such-flag/],
   ])("refuses %j with a message naming the flag", (argv, message) => {
     expect(() => parseConfig(argv, {})).toThrow(message);
   });

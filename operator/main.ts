@@ -1,20 +1,37 @@
 // The operator process: configuration from flags and environment, the controller, leader election,
 // the metrics and health endpoints, and a clean shutdown on SIGTERM that gives the lease up.
 import { hostname } from "node:os";
-import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
 import express from "express";
 import type { Server } from "node:http";
+import { systemClock, type Clock } from "../runtime/clock.ts";
+import { FlagError, flagUsage, parseFlags, type FlagSpecs } from "../runtime/flags.ts";
+import { jsonLogger, LOG_LEVELS, type Logger, type LogLevel } from "../runtime/log.ts";
 import { Controller } from "./controller.ts";
 import { KubeActions } from "./kube/actions.ts";
 import { KubeLeases } from "./kube/leases.ts";
 import { KubeRest } from "./kube/rest.ts";
 import { LeaderElector } from "./leader.ts";
-import { jsonLogger } from "./log.ts";
-import type { Level, Logger } from "./log.ts";
 import { OperatorMetrics } from "./metrics.ts";
-import { parseDuration } from "./model/duration.ts";
-import { systemClock } from "./queue.ts";
+
+export const operatorFlags = {
+  kubeconfig: { type: "string", env: "KUBECONFIG", help: "kubeconfig to use (default: the in-cluster service account)" },
+  namespace: { type: "string", env: "POD_NAMESPACE", default: "mce-system", help: "where quarantine pods, events and the lease go" },
+  "metrics-address": { type: "string", default: "0.0.0.0", help: "address of /metrics, /healthz and /readyz" },
+  "metrics-port": { type: "integer", default: 8080, min: 0, max: 65535, help: "port of /metrics, /healthz and /readyz (0 picks a free port)" },
+  "leader-elect": { type: "boolean", default: true, help: "act only while holding the lease (false: a single replica acts at once)" },
+  "lease-name": { type: "string", default: "mce-operator", help: "the coordination.k8s.io Lease" },
+  identity: { type: "string", env: "POD_NAME", help: "this replica's name in the lease (default: host-pid)" },
+  "lease-duration": { type: "duration", default: "15s", min: "1s", help: "how long a lease not renewed holds others off" },
+  "renew-deadline": { type: "duration", default: "10s", min: "1s", help: "how long the leader tries to renew before it steps down" },
+  "retry-period": { type: "duration", default: "2s", min: "100ms", help: "how often the lease is tried or renewed" },
+  concurrency: { type: "integer", default: 16, min: 1, max: 256, help: "memory errors reconciled at once" },
+  resync: { type: "duration", default: "5m", min: "1s", help: "how often everything is queued again" },
+  "log-level": { type: "enum", default: "info", values: LOG_LEVELS, help: "the least level logged" },
+  "quarantine-priority-class": { type: "string", help: "priority class of the quarantine placeholder pods" },
+} as const satisfies FlagSpecs;
+
+export const operatorUsage = flagUsage("usage: mce-operator run [flags]", operatorFlags);
 
 export interface OperatorConfig {
   kubeconfig?: string | undefined;
@@ -29,92 +46,33 @@ export interface OperatorConfig {
   retryPeriodMs: number;
   concurrency: number;
   resyncMs: number;
-  logLevel: Level;
+  logLevel: LogLevel;
   quarantinePriorityClass?: string | undefined;
 }
 
-export class ConfigError extends Error {}
-
-const options = {
-  kubeconfig: { type: "string" },
-  namespace: { type: "string" },
-  "metrics-address": { type: "string" },
-  "metrics-port": { type: "string" },
-  "leader-elect": { type: "string" },
-  "lease-name": { type: "string" },
-  identity: { type: "string" },
-  "lease-duration": { type: "string" },
-  "renew-deadline": { type: "string" },
-  "retry-period": { type: "string" },
-  concurrency: { type: "string" },
-  resync: { type: "string" },
-  "log-level": { type: "string" },
-  "quarantine-priority-class": { type: "string" },
-} as const;
-
-export const operatorUsage = `mce-operator run [flags]   (every flag also reads MCE_<FLAG> from the environment)
-  --kubeconfig PATH            default $KUBECONFIG, else in-cluster
-  --namespace NS               quarantine pods, events and the lease (default $POD_NAMESPACE or mce-system)
-  --metrics-address ADDR       default 0.0.0.0
-  --metrics-port PORT          /metrics, /healthz, /readyz (default 8080)
-  --leader-elect true|false    default true
-  --lease-name NAME            default mce-operator
-  --identity ID                default $POD_NAME or host-pid
-  --lease-duration D           default 15s; --renew-deadline D default 10s; --retry-period D default 2s
-  --concurrency N              memory errors reconciled at once (default 16)
-  --resync D                   re-queue everything this often (default 5m)
-  --log-level debug|info|warn|error
-  --quarantine-priority-class NAME`;
-
-/** Reads the configuration, or throws a ConfigError that names the flag and what was wrong. */
-export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConfig {
-  let values: Partial<Record<keyof typeof options, string>>;
-  try {
-    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
-  } catch (e) {
-    throw new ConfigError((e as Error).message);
-  }
-  const get = (flag: keyof typeof options): string | undefined => values[flag] ?? env[`MCE_${flag.toUpperCase().replaceAll("-", "_")}`];
-  const duration = (flag: keyof typeof options, fallback: string): number => {
-    try {
-      return parseDuration(get(flag) ?? fallback, `--${flag}`);
-    } catch (e) {
-      throw new ConfigError((e as Error).message);
-    }
-  };
-  const integer = (flag: keyof typeof options, fallback: number, min: number, max: number): number => {
-    const text = get(flag);
-    const n = text === undefined ? fallback : Number(text);
-    if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not an integer from ${min} to ${max}`);
-    return n;
-  };
-  const boolean = (flag: keyof typeof options, fallback: boolean): boolean => {
-    const text = get(flag);
-    if (text === undefined) return fallback;
-    if (text !== "true" && text !== "false") throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not true or false`);
-    return text === "true";
-  };
-  const logLevel = get("log-level") ?? "info";
-  if (!["debug", "info", "warn", "error"].includes(logLevel))
-    throw new ConfigError(`--log-level: ${JSON.stringify(logLevel)} is not debug, info, warn or error`);
+/** Reads the configuration, or "help" for --help; throws a FlagError that names the flag and what was wrong. */
+export function parseConfig(argv: readonly string[], env: Record<string, string | undefined>): OperatorConfig | "help" {
+  const parsed = parseFlags(operatorFlags, argv, env);
+  if (parsed.help) return "help";
+  const v = parsed.values;
   const config: OperatorConfig = {
-    kubeconfig: get("kubeconfig") ?? env.KUBECONFIG,
-    namespace: get("namespace") ?? env.POD_NAMESPACE ?? "mce-system",
-    metricsAddress: get("metrics-address") ?? "0.0.0.0",
-    metricsPort: integer("metrics-port", 8080, 0, 65535),
-    leaderElect: boolean("leader-elect", true),
-    leaseName: get("lease-name") ?? "mce-operator",
-    identity: get("identity") ?? env.POD_NAME ?? `${hostname()}-${process.pid}`,
-    leaseDurationMs: duration("lease-duration", "15s"),
-    renewDeadlineMs: duration("renew-deadline", "10s"),
-    retryPeriodMs: duration("retry-period", "2s"),
-    concurrency: integer("concurrency", 16, 1, 256),
-    resyncMs: duration("resync", "5m"),
-    logLevel: logLevel as Level,
-    quarantinePriorityClass: get("quarantine-priority-class"),
+    kubeconfig: v.kubeconfig,
+    namespace: v.namespace,
+    metricsAddress: v["metrics-address"],
+    metricsPort: v["metrics-port"],
+    leaderElect: v["leader-elect"],
+    leaseName: v["lease-name"],
+    identity: v.identity ?? `${hostname()}-${process.pid}`,
+    leaseDurationMs: v["lease-duration"],
+    renewDeadlineMs: v["renew-deadline"],
+    retryPeriodMs: v["retry-period"],
+    concurrency: v.concurrency,
+    resyncMs: v.resync,
+    logLevel: v["log-level"],
+    quarantinePriorityClass: v["quarantine-priority-class"],
   };
-  if (config.renewDeadlineMs >= config.leaseDurationMs) throw new ConfigError("--renew-deadline must be shorter than --lease-duration");
-  if (config.retryPeriodMs >= config.renewDeadlineMs) throw new ConfigError("--retry-period must be shorter than --renew-deadline");
+  if (config.renewDeadlineMs >= config.leaseDurationMs) throw new FlagError("--renew-deadline must be shorter than --lease-duration");
+  if (config.retryPeriodMs >= config.renewDeadlineMs) throw new FlagError("--retry-period must be shorter than --renew-deadline");
   return config;
 }
 
@@ -129,7 +87,8 @@ export interface RunningOperator {
 
 export async function startOperator(
   config: OperatorConfig,
-  log: Logger = jsonLogger(config.logLevel, { component: "mce-operator" }),
+  clock: Clock = systemClock,
+  log: Logger = jsonLogger(config.logLevel, { fields: { component: "mce-operator" }, clock }),
 ): Promise<RunningOperator> {
   const kubeConfig = new KubeConfig();
   if (config.kubeconfig) kubeConfig.loadFromFile(config.kubeconfig);
@@ -139,12 +98,12 @@ export async function startOperator(
   rest.onRequest = (verb) => {
     metrics.apiRequests.inc({ verb });
   };
-  const actions = new KubeActions(rest, { quarantinePriorityClass: config.quarantinePriorityClass });
+  const actions = new KubeActions(rest, { quarantinePriorityClass: config.quarantinePriorityClass, clock });
   const controller = new Controller(rest, actions, metrics, log, {
     namespace: config.namespace,
     concurrency: config.concurrency,
     resyncMs: config.resyncMs,
-    clock: systemClock,
+    clock,
   });
   const elector = config.leaderElect
     ? new LeaderElector(new KubeLeases(rest, config.namespace, config.leaseName), {
@@ -154,7 +113,7 @@ export async function startOperator(
         leaseDurationMs: config.leaseDurationMs,
         renewDeadlineMs: config.renewDeadlineMs,
         retryPeriodMs: config.retryPeriodMs,
-        clock: systemClock,
+        clock,
         onStartedLeading: () => {
           log.info("became leader", { identity: config.identity, lease: `${config.namespace}/${config.leaseName}` });
           metrics.leader.set(1);
@@ -224,13 +183,17 @@ export async function startOperator(
 
 /** Runs until SIGTERM or SIGINT; returns the exit code. */
 export async function runOperator(argv: string[]): Promise<number> {
-  let config: OperatorConfig;
+  let config: OperatorConfig | "help";
   try {
     config = parseConfig(argv, process.env);
   } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
+    if (!(e instanceof FlagError)) throw e;
     process.stderr.write(`mce-operator run: ${e.message}\n${operatorUsage}\n`);
     return 2;
+  }
+  if (config === "help") {
+    process.stdout.write(`${operatorUsage}\n`);
+    return 0;
   }
   const running = await startOperator(config);
   await new Promise<void>((resolve) => {

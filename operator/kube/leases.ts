@@ -1,15 +1,15 @@
 // LeaseClient on coordination.k8s.io/v1: replace sends the resourceVersion it read, so a stale
 // candidate gets 409 Conflict instead of overwriting the holder.
+import { ApiError } from "../../runtime/api.ts";
 import type { Lease, LeaseClient } from "../leader.ts";
-import { ApiError } from "./rest.ts";
-import type { KubeRest } from "./rest.ts";
+import type { RestClient } from "./rest.ts";
 
 export class KubeLeases implements LeaseClient {
-  private readonly rest: KubeRest;
+  private readonly rest: RestClient;
   private readonly path: string;
   private readonly collection: string;
 
-  constructor(rest: KubeRest, namespace: string, name: string) {
+  constructor(rest: RestClient, namespace: string, name: string) {
     this.rest = rest;
     this.collection = `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`;
     this.path = `${this.collection}/${name}`;

@@ -1,7 +1,7 @@
 // Installs the project's CRDs through the REST client and waits until the API server serves them.
 import { readFileSync, readdirSync } from "node:fs";
 import { parse } from "yaml";
-import { ApiError } from "../../../operator/kube/rest.ts";
+import { ApiError } from "../../../runtime/api.ts";
 import type { KubeRest } from "../../../operator/kube/rest.ts";
 
 interface Crd {
