@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
 import { parseResource } from "../crds/validate.ts";
-import { silentLogger } from "./log.ts";
+import { silentLogger } from "../runtime/log.ts";
 import { OperatorMetrics } from "./metrics.ts";
 import { T0 } from "./model/fixtures.ts";
 import { phaseOf, quarantinePodName, Reconciler } from "./reconciler.ts";

@@ -15,7 +15,7 @@ import { group, version } from "../crds/naming.ts";
 import { formatBytes } from "../crds/quantity.ts";
 import { HUGEPAGE_SIZES } from "../kernel/pfn.ts";
 import type { ClusterActions, EvictionOutcome, ObjectRef } from "./actions.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../runtime/log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { decideContainment, isUncorrected } from "./model/containment.ts";
 import type { Decision } from "./model/containment.ts";
@@ -23,7 +23,7 @@ import { formatDuration, parseDuration } from "./model/duration.ts";
 import { quarantinesToRelease } from "./model/quarantine.ts";
 import { replacementPause } from "./model/replacement.ts";
 import { policyForNode, selectorMatches } from "./model/selector.ts";
-import type { WorkResult } from "./queue.ts";
+import type { WorkResult } from "../runtime/queue.ts";
 import { ClusterState, defaultTaintKey } from "./state.ts";
 
 type Condition = NonNullable<MemoryErrorEventStatus["conditions"]>[number];

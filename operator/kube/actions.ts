@@ -3,9 +3,10 @@ import { randomBytes } from "node:crypto";
 import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import { group, version } from "../../crds/naming.ts";
 import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
+import { ApiError } from "../../runtime/api.ts";
+import { systemClock, type Clock } from "../../runtime/clock.ts";
 import { cordonedByAnnotation, quarantineEventLabel, quarantineSizeLabel } from "../state.ts";
-import { ApiError } from "./rest.ts";
-import type { KubeRest } from "./rest.ts";
+import type { RestClient } from "./rest.ts";
 
 export const fieldManager = "mce-operator";
 const crdPath = (plural: string, name: string): string => `/apis/${group}/${version}/${plural}/${name}/status`;
@@ -14,14 +15,20 @@ const tolerateGone = (e: unknown): void => {
 };
 
 export class KubeActions implements ClusterActions {
-  private readonly rest: KubeRest;
+  private readonly rest: RestClient;
   private readonly component: string;
   private readonly quarantinePriorityClass: string | undefined;
+  private readonly clock: Clock;
 
-  constructor(rest: KubeRest, options: { component?: string; quarantinePriorityClass?: string } = {}) {
+  constructor(rest: RestClient, options: { component?: string; quarantinePriorityClass?: string | undefined; clock?: Clock } = {}) {
     this.rest = rest;
     this.component = options.component ?? "mce-operator";
     this.quarantinePriorityClass = options.quarantinePriorityClass;
+    this.clock = options.clock ?? systemClock;
+  }
+
+  private now(): string {
+    return new Date(this.clock.now()).toISOString();
   }
 
   private async applyStatus<T>(plural: string, kind: string, name: string, status: unknown): Promise<T> {
@@ -70,7 +77,7 @@ export class KubeActions implements ClusterActions {
       patch: "json",
       body: [
         { op: "test", path: "/metadata/resourceVersion", value: node.metadata.resourceVersion },
-        { op: "add", path: "/spec/taints", value: [...taints, { key, value: reason, effect: "NoSchedule", timeAdded: new Date().toISOString() }] },
+        { op: "add", path: "/spec/taints", value: [...taints, { key, value: reason, effect: "NoSchedule", timeAdded: this.now() }] },
       ],
     });
   }
@@ -83,7 +90,7 @@ export class KubeActions implements ClusterActions {
   }
 
   async setNodeCondition(nodeName: string, condition: { status: "True" | "False"; reason: string; message: string }): Promise<void> {
-    const now = new Date().toISOString();
+    const now = this.now();
     await this.rest.request("PATCH", `/api/v1/nodes/${nodeName}/status`, {
       patch: "strategic",
       body: { status: { conditions: [{ type: "HugepageMemoryDegraded", ...condition, lastHeartbeatTime: now, lastTransitionTime: now }] } },
@@ -137,7 +144,7 @@ export class KubeActions implements ClusterActions {
 
   async recordEvent(about: ObjectRef, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
     const namespace = about.namespace ?? "default";
-    const now = new Date().toISOString();
+    const now = this.now();
     await this.rest.request("POST", `/api/v1/namespaces/${namespace}/events`, {
       body: {
         apiVersion: "v1",
