@@ -6,7 +6,7 @@ import { availableParallelism, cpus } from "node:os";
 import { performance } from "node:perf_hooks";
 import { hugepageBytes } from "../kernel/pfn.ts";
 import { decideContainment } from "../operator/model/containment.ts";
-import type { ClusterBudget, Mapper, MemoryError, NodeState, PodState } from "../operator/model/containment.ts";
+import type { ClusterBudget, Mapper, MemoryError, NodeState, PodState } from "../operator/model/types.ts";
 import { T0, mapper, node, pod, policySpec } from "../operator/model/fixtures.ts";
 
 const NODES = 1000;

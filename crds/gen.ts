@@ -39,27 +39,43 @@ export function loadCrds(dir = crdDir): CrdInfo[] {
 const pascal = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1);
 const singular = (s: string): string => (s.endsWith("ies") ? `${s.slice(0, -3)}y` : s.endsWith("s") ? s.slice(0, -1) : s);
 
+/** Whether a schema or anything below it has a default. */
+const hasDefaults = (schema: JsonSchema): boolean =>
+  schema.default !== undefined ||
+  Object.values(schema.properties ?? {}).some(hasDefaults) ||
+  (schema.items !== undefined && hasDefaults(schema.items)) ||
+  (typeof schema.additionalProperties === "object" && hasDefaults(schema.additionalProperties));
+
 class TypeWriter {
   private readonly out: string[] = [];
-  private readonly named: { name: string; schema: JsonSchema }[] = [];
+  private readonly named: { name: string; schema: JsonSchema; defaulted: boolean }[] = [];
 
-  /** Emits an interface for an object schema, reusing an earlier one with the same shape. */
-  objectType(name: string, schema: JsonSchema): string {
-    const same = this.named.find((n) => isDeepStrictEqual(n.schema, schema));
+  /**
+   * Emits an interface for an object schema, reusing an earlier one with the same shape. `defaulted`
+   * types are what a reader holds after the API server (or crds/validate.ts) applied the defaults: a
+   * field with a default is never missing there.
+   */
+  objectType(name: string, schema: JsonSchema, defaulted = false): string {
+    const withDefaults = defaulted && hasDefaults(schema);
+    const same = this.named.find((n) => n.defaulted === withDefaults && isDeepStrictEqual(n.schema, schema));
     if (same) return same.name;
-    this.named.push({ name, schema });
-    const required = new Set(schema.required ?? []);
+    if (withDefaults && !name.startsWith("Defaulted")) name = `Defaulted${name}`;
+    this.named.push({ name, schema, defaulted: withDefaults });
+    const required = new Set([
+      ...(schema.required ?? []),
+      ...(withDefaults ? Object.keys(schema.properties ?? {}).filter((p) => schema.properties?.[p]?.default !== undefined) : []),
+    ]);
     const lines = Object.entries(schema.properties ?? {}).map(([prop, sub]) => {
       const doc = sub.description ? `  /** ${sub.description.replaceAll("*/", "* /")} */\n` : "";
       const optional = required.has(prop) ? "" : "?";
-      return `${doc}  ${prop}${optional}: ${this.typeOf(name + pascal(prop), sub)};`;
+      return `${doc}  ${prop}${optional}: ${this.typeOf(name + pascal(prop), sub, withDefaults)};`;
     });
     const doc = schema.description ? `/** ${schema.description.replaceAll("*/", "* /")} */\n` : "";
     this.out.push(`${doc}export interface ${name} {\n${lines.join("\n")}\n}\n`);
     return name;
   }
 
-  typeOf(name: string, schema: JsonSchema): string {
+  typeOf(name: string, schema: JsonSchema, defaulted = false): string {
     if (schema.enum) return schema.enum.map((v) => JSON.stringify(v)).join(" | ");
     switch (schema.type) {
       case "string":
@@ -70,10 +86,10 @@ class TypeWriter {
       case "boolean":
         return "boolean";
       case "array":
-        return `${this.typeOf(singular(name), schema.items ?? {})}[]`;
+        return `${this.typeOf(singular(name), schema.items ?? {}, defaulted)}[]`;
       case "object":
-        if (schema.properties) return this.objectType(name, schema);
-        if (typeof schema.additionalProperties === "object") return `Record<string, ${this.typeOf(name, schema.additionalProperties)}>`;
+        if (schema.properties) return this.objectType(name, schema, defaulted);
+        if (typeof schema.additionalProperties === "object") return `Record<string, ${this.typeOf(name, schema.additionalProperties, defaulted)}>`;
         return "Record<string, unknown>";
       default:
         return "unknown";
@@ -97,6 +113,12 @@ export function generate(crds: CrdInfo[]): string {
         `  apiVersion: "${crd.group}/${crd.version}";\n  kind: "${crd.kind}";\n  metadata: ObjectMeta;\n` +
         `  spec: ${spec};\n  status?: ${status};\n}\n`,
     );
+    if (properties.spec && hasDefaults(properties.spec)) {
+      const defaulted = writer.typeOf(`${crd.kind}Spec`, properties.spec, true);
+      kinds.push(
+        `/** A ${crd.kind} with the CRD's defaults applied. */\nexport type Defaulted${crd.kind} = Omit<${crd.kind}, "spec"> & { spec: ${defaulted} };\n`,
+      );
+    }
   }
   const infos = Object.fromEntries(crds.map((c) => [c.kind, c]));
   return [

@@ -174,6 +174,123 @@ export interface ContainmentPolicyStatus {
   conditions?: ContainmentPolicyStatusCondition[];
 }
 
+/** For pods that opt in by annotation: the node's agent sends the signal to the container processes that mapped the lost hugepage and publishes the lost virtual ranges (pod annotation and Event), so the application can drop them before it touches them. */
+export interface DefaultedContainmentPolicySpecPodActionsEarlySignal {
+  /** Send early signals to pods that opted in. */
+  enabled: boolean;
+  /** The pod annotation whose value "true" opts a pod in. */
+  optInAnnotation: string;
+  /** The signal the agent sends. */
+  signal: "SIGBUS" | "SIGUSR1" | "SIGUSR2" | "SIGTERM";
+  /** How long the operator waits for the agent to report the signal done (a Go duration). */
+  timeout: string;
+}
+
+/** Early eviction, through the Eviction API, of mappers that did not opt in to the early signal. */
+export interface DefaultedContainmentPolicySpecPodActionsEviction {
+  /** Evict mappers before they touch the poisoned hugepage and crash. */
+  enabled: boolean;
+  /** Eviction attempts while a PodDisruptionBudget refuses (429) before the action is reported TimedOut. */
+  maxAttempts: number;
+  /** First retry delay after a refused eviction; doubles per attempt up to five minutes (a Go duration). */
+  backoff: string;
+  /** Opt-in: delete the pod when eviction stayed refused for deleteAfter. This overrides the PodDisruptionBudget; off by default. */
+  fallbackToDelete: boolean;
+  /** How long eviction must stay refused before the fallback delete (a Go duration). */
+  deleteAfter?: string;
+}
+
+/** What to do with pods whose mappings the error poisoned. */
+export interface DefaultedContainmentPolicySpecPodActions {
+  /** For pods that opt in by annotation: the node's agent sends the signal to the container processes that mapped the lost hugepage and publishes the lost virtual ranges (pod annotation and Event), so the application can drop them before it touches them. */
+  earlySignal: DefaultedContainmentPolicySpecPodActionsEarlySignal;
+  /** Early eviction, through the Eviction API, of mappers that did not opt in to the early signal. */
+  eviction: DefaultedContainmentPolicySpecPodActionsEviction;
+}
+
+/** Take hugepage capacity the kernel removed out of scheduling until the kubelet's advertised capacity catches up. */
+export interface DefaultedContainmentPolicySpecCapacityQuarantine {
+  /** Quarantine lost hugepage capacity. */
+  enabled: boolean;
+}
+
+export interface DefaultedContainmentPolicySpecPoolReplacementSize {
+  /** Hugepage size of the pool. */
+  size: "2Mi" | "1Gi";
+  /** Replacements of this size one node may be asked for within the window. */
+  maxPerWindow: number;
+}
+
+/** Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes. */
+export interface DefaultedContainmentPolicySpecPoolReplacement {
+  /** Ask the node's agent for replacement hugepages (off by default). */
+  enabled: boolean;
+  /** The pools that may be raised, with how many replacements each node may get per window. */
+  sizes: DefaultedContainmentPolicySpecPoolReplacementSize[];
+  /** The window the per-node limits and the refusal pause count in (a Go duration). */
+  window: string;
+  /** Free memory that must remain on the hugepage's NUMA node after the replacement is taken out of it (a quantity such as 1Gi); the agent checks it again just before it writes the pool size. */
+  minFreeMemory: string;
+}
+
+/** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
+export interface DefaultedContainmentPolicySpecEscalation {
+  /** The sliding window errors are counted over (a Go duration). */
+  window: string;
+  /** Uncorrected errors in the window at which the node is tainted NoSchedule. */
+  taintAfter: number;
+  /** Uncorrected errors in the window at which the node is cordoned. Greater than taintAfter. */
+  cordonAfter: number;
+  /** Corrected errors that count as one uncorrected error; 0 ignores corrected errors. */
+  countCorrected: number;
+  /** Key of the NoSchedule taint (never NoExecute, which ignores PodDisruptionBudgets). */
+  taintKey: string;
+}
+
+/** Stops new node actions when too many happened within a window. */
+export interface DefaultedContainmentPolicySpecSafetyCircuitBreaker {
+  /** Node actions (taint or cordon) allowed within the window before the breaker opens. */
+  maxNodeActions: number;
+  /** The breaker's window (a Go duration). */
+  window: string;
+}
+
+/** Limits that keep containment from hurting more of the cluster than the errors do. */
+export interface DefaultedContainmentPolicySpecSafety {
+  /** Largest share of the cluster's nodes, in percent, that may be tainted or cordoned at once. */
+  maxUnavailableNodesPercent: number;
+  /** Stops new node actions when too many happened within a window. */
+  circuitBreaker: DefaultedContainmentPolicySpecSafetyCircuitBreaker;
+  /** Largest number of evictions the operator has in flight across the cluster. */
+  maxEvictionsInFlight: number;
+  /** Namespaces whose pods are never signalled or evicted (the decision says so). */
+  excludedNamespaces: string[];
+  /** Pods carrying all of these labels are never signalled or evicted. */
+  excludedPodLabels?: Record<string, string>;
+  /** Least time between two node actions on the same node (a Go duration). */
+  cooldown: string;
+}
+
+/** The policy. */
+export interface DefaultedContainmentPolicySpec {
+  /** Nodes this policy governs (a label selector; empty selects every node, least specific). */
+  nodeSelector?: ContainmentPolicySpecNodeSelector;
+  /** DryRun records every decision in status and changes nothing else; Enforce carries the decisions out. */
+  mode: "DryRun" | "Enforce";
+  /** Kernel behaviour profile to predict with (for example linux-6.1), overriding the one chosen from the node's kernel version. */
+  kernelProfile?: string;
+  /** What to do with pods whose mappings the error poisoned. */
+  podActions: DefaultedContainmentPolicySpecPodActions;
+  /** Take hugepage capacity the kernel removed out of scheduling until the kubelet's advertised capacity catches up. */
+  capacityQuarantine: DefaultedContainmentPolicySpecCapacityQuarantine;
+  /** Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes. */
+  poolReplacement: DefaultedContainmentPolicySpecPoolReplacement;
+  /** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
+  escalation: DefaultedContainmentPolicySpecEscalation;
+  /** Limits that keep containment from hurting more of the cluster than the errors do. */
+  safety: DefaultedContainmentPolicySpecSafety;
+}
+
 /** The hugepage that contains the poisoned page, when it was one. */
 export interface MemoryErrorEventSpecHugepage {
   /** Hugepage size, as Kubernetes names the resource suffix (hugepages-2Mi, hugepages-1Gi). */
@@ -272,8 +389,10 @@ export interface MemoryErrorEventStatusPod {
   action: "EarlySignal" | "Evict" | "Delete" | "None";
   /** Planned (recorded, not started), InProgress, Done, Blocked (a PodDisruptionBudget refused the eviction; retried with backoff), TimedOut, Failed, Skipped (nothing to do; see reason), DryRun (would have been done). */
   state: "Planned" | "InProgress" | "Done" | "Blocked" | "TimedOut" | "Failed" | "Skipped" | "DryRun";
-  /** Why this action, in words. */
+  /** Why this action, as decided, in words. */
   reason?: string;
+  /** What the last attempt came to, in words: the API server's refusal, the node agent's report, or why nothing more is needed (the pod is gone). */
+  message?: string;
   /** How many times the action was tried. */
   attempts?: number;
   /** When the action was last tried. */
@@ -334,8 +453,10 @@ export interface MemoryErrorEventStatusPoolReplacement {
   lostForGoodBytes?: number;
   /** When the operator handed it to the node's agent. */
   requestedAt?: string;
-  /** Why, in words. */
+  /** Why, as decided, in words. */
   reason?: string;
+  /** What carrying it out came to, in words (what the agent reported and what follows from it). */
+  message?: string;
 }
 
 /** Written by the node's agent, never by the operator: what happened when it carried out poolReplacement. The operator copies the outcome into poolReplacement.state. */
@@ -362,10 +483,16 @@ export interface MemoryErrorEventStatusPoolReplacementResult {
 export interface MemoryErrorEventStatusNodeAction {
   /** None, Taint (NoSchedule taint), Cordon (spec.unschedulable). The operator never drains. */
   action: "None" | "Taint" | "Cordon";
-  /** Planned, Done, HeldByBudget (the cluster-wide budget or circuit breaker held it back), DryRun. */
-  state?: "Planned" | "Done" | "HeldByBudget" | "DryRun";
-  /** Why, in words. */
+  /** Planned, InProgress (being applied), Done, HeldByBudget (the cooldown, the circuit breaker or the node budget held it back: see heldBy; taken later if the node's errors still call for it), DryRun. */
+  state?: "Planned" | "InProgress" | "Done" | "HeldByBudget" | "DryRun";
+  /** What holds the action back while HeldByBudget: Cooldown (the node was acted on recently), CircuitBreaker (too many node actions in the breaker's window), NodeBudget (too many nodes are tainted or cordoned already). */
+  heldBy?: "Cooldown" | "CircuitBreaker" | "NodeBudget";
+  /** When the operator applied the taint or cordon; absent when it did not (held, or the node already had it). */
+  appliedAt?: string;
+  /** Why, as decided, in words. */
   reason?: string;
+  /** What carrying it out came to, in words (held at action time, taken once the budget allowed it). */
+  message?: string;
 }
 
 /** The operator's containment decision and how carrying it out went. */
@@ -509,12 +636,14 @@ export interface NodeMemoryHealthStatusCapacityLostForGood {
 export interface NodeMemoryHealthStatus {
   /** The metadata.generation this status was computed from. */
   observedGeneration?: number;
-  /** Healthy (no uncorrected error in the policy's window), Degraded (errors below the cordon threshold), Failing (at or above it). */
+  /** Healthy (no counted error in the policy's window), Degraded (counted errors below the cordon threshold), Failing (at or above it); see countedErrors. */
   health?: "Healthy" | "Degraded" | "Failing";
   /** Uncorrected memory errors in the policy's escalation window. */
   uncorrectedErrors?: number;
   /** Corrected memory errors in the policy's escalation window. */
   correctedErrors?: number;
+  /** What the taint and cordon thresholds compare: every uncorrected error, plus one for each countCorrected corrected ones (the policy's spec.escalation.countCorrected). */
+  countedErrors?: number;
   /** The escalation window the counts cover (a Go duration, for example 24h). */
   window?: string;
   /** Hugepages on the node that hold a poisoned page in this boot. */
@@ -541,6 +670,9 @@ export interface ContainmentPolicy {
   spec: ContainmentPolicySpec;
   status?: ContainmentPolicyStatus;
 }
+
+/** A ContainmentPolicy with the CRD's defaults applied. */
+export type DefaultedContainmentPolicy = Omit<ContainmentPolicy, "spec"> & { spec: DefaultedContainmentPolicySpec };
 
 /** One hardware memory error that the kernel of a node observed (machine check, hwpoison), reported once by that node's agent. Named from node, boot id and pfn so a retry can never duplicate it. The operator writes its containment decision into status. */
 export interface MemoryErrorEvent {
@@ -1396,7 +1528,12 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   },
                   "reason": {
                     "type": "string",
-                    "description": "Why this action, in words.",
+                    "description": "Why this action, as decided, in words.",
+                    "maxLength": 1024
+                  },
+                  "message": {
+                    "type": "string",
+                    "description": "What the last attempt came to, in words: the API server's refusal, the node agent's report, or why nothing more is needed (the pod is gone).",
                     "maxLength": 1024
                   },
                   "attempts": {
@@ -1619,7 +1756,12 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 },
                 "reason": {
                   "type": "string",
-                  "description": "Why, in words.",
+                  "description": "Why, as decided, in words.",
+                  "maxLength": 1024
+                },
+                "message": {
+                  "type": "string",
+                  "description": "What carrying it out came to, in words (what the agent reported and what follows from it).",
                   "maxLength": 1024
                 }
               }
@@ -1696,17 +1838,37 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 },
                 "state": {
                   "type": "string",
-                  "description": "Planned, Done, HeldByBudget (the cluster-wide budget or circuit breaker held it back), DryRun.",
+                  "description": "Planned, InProgress (being applied), Done, HeldByBudget (the cooldown, the circuit breaker or the node budget held it back: see heldBy; taken later if the node's errors still call for it), DryRun.",
                   "enum": [
                     "Planned",
+                    "InProgress",
                     "Done",
                     "HeldByBudget",
                     "DryRun"
                   ]
                 },
+                "heldBy": {
+                  "type": "string",
+                  "description": "What holds the action back while HeldByBudget: Cooldown (the node was acted on recently), CircuitBreaker (too many node actions in the breaker's window), NodeBudget (too many nodes are tainted or cordoned already).",
+                  "enum": [
+                    "Cooldown",
+                    "CircuitBreaker",
+                    "NodeBudget"
+                  ]
+                },
+                "appliedAt": {
+                  "type": "string",
+                  "format": "date-time",
+                  "description": "When the operator applied the taint or cordon; absent when it did not (held, or the node already had it)."
+                },
                 "reason": {
                   "type": "string",
-                  "description": "Why, in words.",
+                  "description": "Why, as decided, in words.",
+                  "maxLength": 1024
+                },
+                "message": {
+                  "type": "string",
+                  "description": "What carrying it out came to, in words (held at action time, taken once the budget allowed it).",
                   "maxLength": 1024
                 }
               }
@@ -2029,7 +2191,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
             },
             "health": {
               "type": "string",
-              "description": "Healthy (no uncorrected error in the policy's window), Degraded (errors below the cordon threshold), Failing (at or above it).",
+              "description": "Healthy (no counted error in the policy's window), Degraded (counted errors below the cordon threshold), Failing (at or above it); see countedErrors.",
               "enum": [
                 "Healthy",
                 "Degraded",
@@ -2044,6 +2206,11 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
             "correctedErrors": {
               "type": "integer",
               "description": "Corrected memory errors in the policy's escalation window.",
+              "minimum": 0
+            },
+            "countedErrors": {
+              "type": "integer",
+              "description": "What the taint and cordon thresholds compare: every uncorrected error, plus one for each countCorrected corrected ones (the policy's spec.escalation.countCorrected).",
               "minimum": 0
             },
             "window": {

@@ -3,7 +3,7 @@
 // CEL rules (x-kubernetes-validations) are the API server's to enforce; the few the model relies on are
 // re-checked where the model reads them.
 import { crdInfo } from "./generated.ts";
-import type { CrdKind, ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "./generated.ts";
+import type { CrdKind, DefaultedContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "./generated.ts";
 import type { JsonSchema } from "./schema.ts";
 
 export interface SchemaIssue {
@@ -97,6 +97,11 @@ function checkObject(schema: JsonSchema, value: Record<string, unknown>, path: s
   }
 }
 
+/** Words cut to a field's maxLength, marked as cut, so a long reason never makes the API server refuse a write. */
+export function clip(text: string, maxLength: number): string {
+  return text.length <= maxLength ? text : `${text.slice(0, maxLength - 1)}…`;
+}
+
 /** Fills in schema defaults the way the API server does, returning a new value. */
 export function applyDefaults(schema: JsonSchema, value: unknown): unknown {
   if (Array.isArray(value)) return schema.items ? value.map((v) => applyDefaults(schema.items ?? {}, v)) : value;
@@ -121,7 +126,7 @@ export function validateResource(kind: CrdKind, value: unknown): SchemaIssue[] {
 }
 
 interface KindTypes {
-  ContainmentPolicy: ContainmentPolicy;
+  ContainmentPolicy: DefaultedContainmentPolicy;
   MemoryErrorEvent: MemoryErrorEvent;
   NodeMemoryHealth: NodeMemoryHealth;
 }

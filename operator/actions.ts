@@ -34,9 +34,13 @@ export interface ClusterActions {
   applyPolicyStatus(name: string, status: ContainmentPolicyStatus): Promise<void>;
   evictPod(namespace: string, name: string): Promise<EvictionOutcome>;
   deletePod(namespace: string, name: string): Promise<void>;
-  /** Adds a NoSchedule taint with this key (never NoExecute: it ignores PodDisruptionBudgets). */
-  taintNode(nodeName: string, key: string, reason: string): Promise<void>;
-  cordonNode(nodeName: string): Promise<void>;
+  /**
+   * Adds a NoSchedule taint with this key (never NoExecute: it ignores PodDisruptionBudgets); resolves to
+   * the Node the API server now holds.
+   */
+  taintNode(nodeName: string, key: string, reason: string): Promise<Record<string, unknown>>;
+  /** Marks the node unschedulable and annotates it as cordoned by the operator; resolves to the Node the API server now holds. */
+  cordonNode(nodeName: string): Promise<Record<string, unknown>>;
   setNodeCondition(nodeName: string, condition: { status: "True" | "False"; reason: string; message: string }): Promise<void>;
   /** Creates the placeholder pod; creating one that exists is not an error. */
   createQuarantinePod(pod: QuarantinePod): Promise<void>;

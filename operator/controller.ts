@@ -1,17 +1,23 @@
-// Wires the pieces: informers keep ClusterState current and enqueue keys; work queues feed the
-// reconciler; a periodic resync re-queues everything (level-triggered: a missed watch event costs at
-// most one resync period); leader election decides whether this replica acts at all. Memory errors have
-// a queue of their own, so node health and policy status, which can wait a moment, never delay a
-// decision or an eviction; their keys are also held back briefly so a burst on one node coalesces.
-import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
+// Wires the pieces: informers keep ClusterState current and enqueue names; one work queue per kind feeds
+// that kind's reconciler; a periodic resync re-queues everything (level-triggered: a missed watch event
+// costs at most one resync period); leader election decides whether this replica acts at all. Memory
+// errors have their queue to themselves, so node health and policy status, which can wait a moment, never
+// delay a decision or an eviction; their names are also held back briefly so a burst on one node coalesces.
+import { isDeepStrictEqual } from "node:util";
+import type { DefaultedContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
 import { group, version } from "../crds/naming.ts";
+import { parseResource } from "../crds/validate.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import { Informer, type InformerOptions, type ListWatchClient } from "../runtime/informer.ts";
 import type { Logger } from "../runtime/log.ts";
 import { WorkQueue } from "../runtime/queue.ts";
+import type { WorkResult } from "../runtime/queue.ts";
 import type { ClusterActions } from "./actions.ts";
 import type { OperatorMetrics } from "./metrics.ts";
-import { Reconciler } from "./reconciler.ts";
+import type { ReconcileContext } from "./reconcile/context.ts";
+import { EventReconciler } from "./reconcile/event.ts";
+import { NodeReconciler } from "./reconcile/node.ts";
+import { PolicyReconciler } from "./reconcile/policy.ts";
 import { ClusterState, nodeInfo, pdbInfo, podInfo } from "./state.ts";
 
 export interface ControllerOptions {
@@ -26,12 +32,13 @@ const backgroundDelayMs = 1000;
 const watchSeconds = { min: 20, max: 27 };
 const crd = (plural: string): string => `/apis/${group}/${version}/${plural}`;
 
+/** The kinds the operator reconciles, each with its own queue of names. */
+export type WorkKind = "event" | "node" | "policy";
+
 export class Controller {
   readonly state = new ClusterState();
-  readonly queue: WorkQueue;
-  /** Node health and policy status: lower priority, coalesced. */
-  readonly background: WorkQueue;
-  readonly reconciler: Reconciler;
+  /** One queue per kind: memory errors first; node health and policy status lower priority, coalesced. */
+  readonly queues: Record<WorkKind, WorkQueue>;
   private readonly informers: Pick<Informer<unknown>, "run" | "hasSynced" | "synced">[] = [];
   private watching: AbortController | undefined;
   private readonly log: Logger;
@@ -44,20 +51,31 @@ export class Controller {
     this.log = log;
     this.metrics = metrics;
     this.options = options;
-    this.reconciler = new Reconciler(this.state, actions, metrics, log, {
+    const context: ReconcileContext = {
+      state: this.state,
+      actions,
+      metrics,
+      log,
       namespace: options.namespace,
       now: () => options.clock.now(),
       enqueueNode: (name) => {
-        this.enqueue(`node/${name}`);
+        this.enqueue("node", name);
       },
-    });
-    this.queue = new WorkQueue((key) => this.work(key), { concurrency: options.concurrency, clock: options.clock });
-    this.background = new WorkQueue((key) => this.work(key), { concurrency: 2, clock: options.clock });
-    for (const q of [this.queue, this.background])
-      q.onError = (key, error, retryInMs) => {
-        metrics.reconcileErrors.inc({ kind: key.split("/")[0] ?? "" });
-        log.warn("reconcile failed, retrying", { key, error, retryInMs });
+    };
+    const reconcilers: Record<WorkKind, { reconcile(name: string): Promise<WorkResult> }> = {
+      event: new EventReconciler(context),
+      node: new NodeReconciler(context),
+      policy: new PolicyReconciler(context),
+    };
+    const queue = (kind: WorkKind, concurrency: number): WorkQueue => {
+      const q = new WorkQueue((name) => this.work(name, reconcilers[kind]), { concurrency, clock: options.clock });
+      q.onError = (name, error, retryInMs) => {
+        metrics.reconcileErrors.inc({ kind });
+        log.warn("reconcile failed, retrying", { kind, name, error, retryInMs });
       };
+      return q;
+    };
+    this.queues = { event: queue("event", options.concurrency), node: queue("node", 2), policy: queue("policy", 1) };
     const onError = (what: string) => (error: unknown, retryInMs: number) => {
       log.warn("watch failed, restarting", { resource: what, error, retryInMs });
     };
@@ -71,11 +89,11 @@ export class Controller {
       transform: (raw) => raw as unknown as MemoryErrorEvent,
       onUpsert: (_key, event) => {
         state.upsertEvent(event);
-        this.enqueue(`event/${event.metadata.name}`);
+        this.enqueue("event", event.metadata.name);
       },
       onDelete: (_key, event) => {
         state.deleteEvent(event.metadata.name);
-        this.enqueue(`node/${event.spec.nodeName}`);
+        this.enqueue("node", event.spec.nodeName);
       },
     });
     watch<NodeMemoryHealth>({
@@ -89,15 +107,26 @@ export class Controller {
         state.deleteHealth(health.metadata.name);
       },
     });
-    watch<ContainmentPolicy>({
+    watch<DefaultedContainmentPolicy | undefined>({
       path: crd("containmentpolicies"),
-      transform: (raw) => raw as unknown as ContainmentPolicy,
-      onUpsert: (_key, policy) => {
-        state.policies.set(policy.metadata.name, policy);
+      // The CRD's defaults are applied here, once, for everything downstream; the API server has applied
+      // them already, unless the policy was stored under an older CRD.
+      transform: (raw) => {
+        const name = typeof raw.metadata === "object" && raw.metadata !== null ? String((raw.metadata as { name?: unknown }).name) : "?";
+        try {
+          return parseResource("ContainmentPolicy", raw, `ContainmentPolicy ${name}`);
+        } catch (error) {
+          log.error("policy ignored: it breaks the CRD's schema", { policy: name, error });
+          return undefined;
+        }
+      },
+      onUpsert: (key, policy) => {
+        if (policy) state.policies.set(policy.metadata.name, policy);
+        else state.policies.delete(key);
         this.enqueuePolicies();
       },
-      onDelete: (_key, policy) => {
-        state.policies.delete(policy.metadata.name);
+      onDelete: (key) => {
+        state.policies.delete(key);
         this.enqueuePolicies();
       },
     });
@@ -106,9 +135,11 @@ export class Controller {
       transform: nodeInfo,
       onUpsert: (_key, node) => {
         const old = state.nodes.get(node.name);
-        state.nodes.set(node.name, node);
-        if (!old || JSON.stringify(old.labels) !== JSON.stringify(node.labels)) this.enqueuePolicies();
-        if (JSON.stringify(old?.allocatableBytes) !== JSON.stringify(node.allocatableBytes)) this.nodeChanged(node.name);
+        state.upsertNode(node);
+        if (!old || !isDeepStrictEqual(old.labels, node.labels)) this.enqueuePolicies();
+        if (!isDeepStrictEqual(old?.allocatableBytes, node.allocatableBytes)) this.nodeChanged(node.name);
+        // A person's untaint or uncordon frees a budget slot: held actions elsewhere may go now.
+        if (old && (old.cordonedByUs !== node.cordonedByUs || !isDeepStrictEqual(old.taintKeys, node.taintKeys))) this.enqueueHeld();
       },
       onDelete: (_key, node) => {
         state.nodes.delete(node.name);
@@ -173,51 +204,54 @@ export class Controller {
 
   stop(): void {
     this.stopActing();
-    this.queue.stop();
-    this.background.stop();
+    for (const q of Object.values(this.queues)) q.stop();
     this.watching?.abort();
     this.watching = undefined;
   }
 
   private resync(): void {
     if (!this.acting) return;
-    for (const name of this.state.events.keys()) this.enqueue(`event/${name}`);
-    for (const name of this.state.nodes.keys()) this.enqueue(`node/${name}`);
+    for (const name of this.state.events.keys()) this.enqueue("event", name);
+    for (const name of this.state.nodes.keys()) this.enqueue("node", name);
     this.enqueuePolicies();
     this.resyncTimer = this.options.clock.setTimeout(() => {
       this.resync();
     }, this.options.resyncMs);
   }
 
-  private enqueue(key: string): void {
+  private enqueue(kind: WorkKind, name: string): void {
     if (!this.acting) return;
-    if (key.startsWith("event/")) this.queue.add(key);
-    else this.background.addAfter(key, backgroundDelayMs);
-    this.metrics.queueDepth.set(this.queue.depth + this.background.depth);
+    if (kind === "event") this.queues.event.add(name);
+    else this.queues[kind].addAfter(name, backgroundDelayMs);
+    this.updateDepth();
+  }
+
+  private updateDepth(): void {
+    this.metrics.queueDepth.set(Object.values(this.queues).reduce((sum, q) => sum + q.depth, 0));
   }
 
   private enqueuePolicies(): void {
-    for (const name of this.state.policies.keys()) this.enqueue(`policy/${name}`);
+    for (const name of this.state.policies.keys()) this.enqueue("policy", name);
+  }
+
+  /** Events whose taint or cordon the budget holds: retried when it may have freed up. */
+  private enqueueHeld(): void {
+    for (const e of this.state.events.values()) if (e.status?.nodeAction?.state === "HeldByBudget") this.enqueue("event", e.metadata.name);
   }
 
   /** A node's capacity, pools or pods changed: its events may now finish or release quarantine. */
   private nodeChanged(nodeName: string): void {
-    this.enqueue(`node/${nodeName}`);
+    this.enqueue("node", nodeName);
     for (const e of this.state.eventsOn(nodeName))
-      if (e.status?.phase === "Pending" || e.status?.quarantine?.some((q) => q.state === "Quarantined")) this.enqueue(`event/${e.metadata.name}`);
+      if (e.status?.phase === "Pending" || e.status?.quarantine?.some((q) => q.state === "Quarantined")) this.enqueue("event", e.metadata.name);
   }
 
-  private async work(key: string): Promise<{ requeueAfterMs?: number } | undefined> {
+  private async work(name: string, reconciler: { reconcile(name: string): Promise<WorkResult> }): Promise<WorkResult> {
     if (!this.acting) return undefined;
-    const slash = key.indexOf("/");
-    const kind = key.slice(0, slash);
-    const name = key.slice(slash + 1);
     try {
-      if (kind === "event") return await this.reconciler.reconcileEvent(name);
-      if (kind === "node") return await this.reconciler.reconcileNode(name);
-      return await this.reconciler.reconcilePolicy(name);
+      return await reconciler.reconcile(name);
     } finally {
-      this.metrics.queueDepth.set(this.queue.depth + this.background.depth);
+      this.updateDepth();
     }
   }
 }

@@ -1,20 +1,28 @@
 // The operator's view of the cluster: slim copies of what the model needs, kept by the reflectors, and
 // the functions that turn them into the model's input. At 30,000 pods a full V1Pod each would cost
 // hundreds of MiB; a PodInfo is a few hundred bytes.
-import type { ContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
+import type { DefaultedContainmentPolicy, MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
 import { parseQuantity } from "../crds/quantity.ts";
+import { parseResource } from "../crds/validate.ts";
 import { HUGEPAGE_SIZES, parseHex } from "../kernel/pfn.ts";
 import type { HugepageSize } from "../kernel/pfn.ts";
-import { countedInPool, staleCapacity } from "./model/containment.ts";
+import { clusterBudget, nodeHealth } from "./model/escalation.ts";
+import type { NodeActionTaken, NodeHealth } from "./model/escalation.ts";
+import { countedInPool } from "./model/prediction.ts";
+import { staleCapacity } from "./model/quarantine.ts";
 import type { HeldQuarantine } from "./model/quarantine.ts";
-import type { ClusterBudget, DisruptionBudgetState, MemoryError, NodeState, PodState, PoisonedHugepage } from "./model/containment.ts";
+import { policyForNode } from "./model/selector.ts";
+import type { PolicyMatch } from "./model/selector.ts";
+import type { ClusterBudget, DisruptionBudgetState, ErrorRecord, MemoryError, NodeState, PodState, PoisonedHugepage, Policy } from "./model/types.ts";
 
 /** Label on the placeholder pods that hold quarantined capacity, naming the event. */
 export const quarantineEventLabel = "mce-operator.io/quarantine-for";
 export const quarantineSizeLabel = "mce-operator.io/quarantine-size";
 /** Annotation the operator sets on a node it cordoned, so it never undoes a person's cordon. */
 export const cordonedByAnnotation = "mce-operator.io/cordoned";
-export const defaultTaintKey = "mce-operator.io/memory-failing";
+/** The CRD's defaults, for a node no policy selects (its health is still kept). */
+export const defaultPolicy: Policy = parseResource("ContainmentPolicy", { metadata: { name: "defaults" }, spec: {} }, "the CRD's defaults").spec;
+export const defaultTaintKey = defaultPolicy.escalation.taintKey;
 
 export interface PodInfo extends PodState {
   deleting: boolean;
@@ -24,8 +32,10 @@ export interface PodInfo extends PodState {
 
 export interface NodeInfo {
   name: string;
+  resourceVersion?: string | undefined;
   labels: Record<string, string>;
   unschedulable: boolean;
+  /** Unschedulable, and the operator's annotation says it cordoned it: a person's uncordon ends it. */
   cordonedByUs: boolean;
   taintKeys: string[];
   allocatableBytes: Partial<Record<HugepageSize, number>>;
@@ -73,9 +83,10 @@ export function nodeInfo(raw: Raw): NodeInfo {
   const condition = ((status.conditions ?? []) as Raw[]).find((c) => c.type === "HugepageMemoryDegraded");
   return {
     name: str(metadata.name),
+    resourceVersion: str(metadata.resourceVersion) || undefined,
     labels: strings(metadata.labels),
     unschedulable: spec.unschedulable === true,
-    cordonedByUs: strings(metadata.annotations)[cordonedByAnnotation] === "true",
+    cordonedByUs: spec.unschedulable === true && strings(metadata.annotations)[cordonedByAnnotation] === "true",
     taintKeys: ((spec.taints ?? []) as Raw[]).map((t) => String(t.key)),
     allocatableBytes: Object.fromEntries(
       HUGEPAGE_SIZES.flatMap((s) => (allocatable[`hugepages-${s}`] ? [[s, parseQuantity(allocatable[`hugepages-${s}`] ?? "0")]] : [])),
@@ -99,21 +110,29 @@ function olderVersion(a: string | undefined, b: string | undefined): boolean {
   return a !== undefined && b !== undefined && /^\d+$/.test(a) && /^\d+$/.test(b) && BigInt(a) < BigInt(b);
 }
 
-/** When the operator last tainted or cordoned the node, from the events that did it. */
-function lastNodeAction(events: readonly MemoryErrorEvent[]): number | undefined {
-  const times = events.flatMap((e) =>
-    e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt ? [Date.parse(e.status.decidedAt)] : [],
-  );
-  return times.length > 0 ? Math.max(...times) : undefined;
+/** The node action an event's status records as applied or being applied, if any. */
+function nodeActionTaken(event: MemoryErrorEvent): NodeActionTaken | undefined {
+  const action = event.status?.nodeAction;
+  if (!action?.appliedAt || (action.state !== "InProgress" && action.state !== "Done")) return undefined;
+  return { eventName: event.metadata.name, node: event.spec.nodeName, at: Date.parse(action.appliedAt) };
 }
+
+const errorRecords = (events: readonly MemoryErrorEvent[]): ErrorRecord[] =>
+  events.map((e) => ({ at: Date.parse(e.spec.observedAt), severity: e.spec.severity }));
 
 export class ClusterState {
   readonly events = new Map<string, MemoryErrorEvent>();
   readonly health = new Map<string, NodeMemoryHealth>();
   /** When the operator received each node's latest report, on its own clock (see staleCapacity). */
   private readonly healthSeenAt = new Map<string, number>();
-  readonly policies = new Map<string, ContainmentPolicy>();
+  readonly policies = new Map<string, DefaultedContainmentPolicy>();
   readonly nodes = new Map<string, NodeInfo>();
+  /**
+   * Taints and cordons a pass has let through the budget and is recording, by event name: they count
+   * from the moment of the check until the event's InProgress status reaches the cache, so two passes can
+   * never both take the last slot.
+   */
+  readonly nodeActionsInFlight = new Map<string, NodeActionTaken>();
   readonly pdbs = new Map<string, DisruptionBudgetState>();
   readonly pods = new Map<string, PodInfo>();
   private readonly podsByNode = new Map<string, Map<string, PodInfo>>();
@@ -126,6 +145,13 @@ export class ClusterState {
     const onNode = this.podsByNode.get(pod.nodeName) ?? new Map<string, PodInfo>();
     this.podsByNode.set(pod.nodeName, onNode);
     onNode.set(pod.uid, pod);
+  }
+
+  /** Caches a node unless the cache already holds a newer version (our own patch's answer can be ahead of the watch). */
+  upsertNode(node: NodeInfo): void {
+    const cached = this.nodes.get(node.name);
+    if (cached && olderVersion(node.resourceVersion, cached.resourceVersion)) return;
+    this.nodes.set(node.name, node);
   }
 
   deletePod(key: string): void {
@@ -215,8 +241,8 @@ export class ClusterState {
       allocatableBytes: node?.allocatableBytes ?? {},
       tainted: node ? this.taintedByUs(node) : false,
       cordoned: node?.cordonedByUs ?? false,
-      lastNodeActionAt: lastNodeAction(others),
-      history: others.map((e) => ({ at: Date.parse(e.spec.observedAt), severity: e.spec.severity })),
+      lastNodeActionAt: this.lastNodeActionAt(nodeName, except),
+      history: errorRecords(others),
       poisonedHugepages: poisoned,
       numaMemory: health?.spec.numaMemory,
       poolResize: health?.spec.capabilities?.poolResize,
@@ -231,21 +257,41 @@ export class ClusterState {
 
   /** The node carries the taint key of one of the policies. */
   taintedByUs(node: NodeInfo): boolean {
-    const keys = new Set([...this.policies.values()].map((p) => p.spec.escalation?.taintKey ?? defaultTaintKey));
-    return node.taintKeys.some((k) => keys.has(k) || k === defaultTaintKey);
+    const keys = new Set([defaultTaintKey, ...[...this.policies.values()].map((p) => p.spec.escalation.taintKey)]);
+    return node.taintKeys.some((k) => keys.has(k));
   }
 
-  /** Nodes tainted or cordoned by the operator, node actions taken recently, evictions in flight. */
+  /** When the operator last tainted or cordoned the node, for the cooldown; `except` an event that is asking. */
+  lastNodeActionAt(nodeName: string, except?: string): number | undefined {
+    const times = this.eventsOn(nodeName).flatMap((e) => (e.metadata.name === except ? [] : (nodeActionTaken(e)?.at ?? [])));
+    for (const t of this.nodeActionsInFlight.values()) if (t.node === nodeName && t.eventName !== except) times.push(t.at);
+    return times.length > 0 ? Math.max(...times) : undefined;
+  }
+
+  /** The budget as the model counts it: see escalation.ts's clusterBudget. */
   budget(): ClusterBudget {
-    const actionedNodes = new Set([...this.nodes.values()].filter((n) => n.cordonedByUs || this.taintedByUs(n)).map((n) => n.name));
-    const nodeActionTimes: number[] = [];
+    const actionedNow = [...this.nodes.values()].filter((n) => n.cordonedByUs || this.taintedByUs(n)).map((n) => n.name);
+    const taken: NodeActionTaken[] = [];
+    const inFlight = [...this.nodeActionsInFlight.values()];
     let evictionsInFlight = 0;
     for (const e of this.events.values()) {
-      if (e.status?.nodeAction?.state === "Done" && e.status.nodeAction.action !== "None" && e.status.decidedAt)
-        nodeActionTimes.push(Date.parse(e.status.decidedAt));
+      const t = nodeActionTaken(e);
+      if (t) (e.status?.nodeAction?.state === "InProgress" ? inFlight : taken).push(t);
       for (const p of e.status?.pods ?? []) if (p.action === "Evict" && (p.state === "InProgress" || p.state === "Blocked")) evictionsInFlight += 1;
     }
-    return { totalNodes: this.nodes.size, actionedNodes, nodeActionTimes, evictionsInFlight };
+    return clusterBudget({ totalNodes: this.nodes.size, actionedNow, taken, inFlight, evictionsInFlight });
+  }
+
+  /** The policy that governs a node. */
+  policyFor(nodeName: string): PolicyMatch {
+    return policyForNode([...this.policies.values()], this.nodes.get(nodeName)?.labels ?? {});
+  }
+
+  /** The node's health now, counted by the policy that governs it (the CRD's defaults when none does). */
+  nodeHealth(nodeName: string, now: number): NodeHealth {
+    const match = this.policyFor(nodeName);
+    const policy = match.kind === "matched" ? match.policy.spec : defaultPolicy;
+    return nodeHealth(errorRecords(this.eventsOn(nodeName)), policy.escalation, now);
   }
 
   /** The model's view of an event. */

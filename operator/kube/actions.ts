@@ -68,12 +68,13 @@ export class KubeActions implements ClusterActions {
     await this.rest.request("DELETE", `/api/v1/namespaces/${namespace}/pods/${name}`).catch(tolerateGone);
   }
 
-  async taintNode(nodeName: string, key: string, reason: string): Promise<void> {
-    const node = await this.rest.request<{ metadata: { resourceVersion: string }; spec: { taints?: { key: string }[] } }>("GET", `/api/v1/nodes/${nodeName}`);
+  async taintNode(nodeName: string, key: string, reason: string): Promise<Record<string, unknown>> {
+    type Node = Record<string, unknown> & { metadata: { resourceVersion: string }; spec: { taints?: { key: string }[] } };
+    const node = await this.rest.request<Node>("GET", `/api/v1/nodes/${nodeName}`);
     const taints = node.spec.taints ?? [];
-    if (taints.some((t) => t.key === key)) return;
+    if (taints.some((t) => t.key === key)) return node;
     // A JSON patch with the resourceVersion test fails instead of overwriting a taint added meanwhile.
-    await this.rest.request("PATCH", `/api/v1/nodes/${nodeName}`, {
+    return this.rest.request("PATCH", `/api/v1/nodes/${nodeName}`, {
       patch: "json",
       body: [
         { op: "test", path: "/metadata/resourceVersion", value: node.metadata.resourceVersion },
@@ -82,8 +83,8 @@ export class KubeActions implements ClusterActions {
     });
   }
 
-  async cordonNode(nodeName: string): Promise<void> {
-    await this.rest.request("PATCH", `/api/v1/nodes/${nodeName}`, {
+  async cordonNode(nodeName: string): Promise<Record<string, unknown>> {
+    return this.rest.request("PATCH", `/api/v1/nodes/${nodeName}`, {
       patch: "merge",
       body: { metadata: { annotations: { [cordonedByAnnotation]: "true" } }, spec: { unschedulable: true } },
     });

@@ -1,7 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decideContainment } from "./containment.ts";
-import type { ContainmentInput, Mapper, PodState } from "./containment.ts";
+import type { ContainmentInput } from "./containment.ts";
+import type { Mapper, PodState } from "./types.ts";
 import { T0, budget, input, mapper, memoryError, node, pod, policySpec } from "./fixtures.ts";
 
 const podName = fc.stringMatching(/^[a-z][a-z0-9-]{0,11}$/);

@@ -1,11 +1,12 @@
 // Builders for model inputs, shared by the model's tests and benchmark so each states only what differs.
 import type { ContainmentPolicySpec } from "../../crds/generated.ts";
 import { parseResource } from "../../crds/validate.ts";
-import type { ClusterBudget, ContainmentInput, Mapper, MemoryError, NodeState, PodState } from "./containment.ts";
+import type { ContainmentInput } from "./containment.ts";
+import type { ClusterBudget, Mapper, MemoryError, NodeState, PodState, Policy } from "./types.ts";
 
 export const T0 = Date.parse("2026-11-25T12:00:00Z");
 
-export function policySpec(spec: Partial<ContainmentPolicySpec> = {}): ContainmentPolicySpec {
+export function policySpec(spec: Partial<ContainmentPolicySpec> = {}): Policy {
   return parseResource("ContainmentPolicy", { metadata: { name: "test" }, spec: { mode: "Enforce", ...spec } }, "test policy").spec;
 }
 
@@ -54,6 +55,10 @@ export function mapper(podName: string, overrides: Partial<Mapper> = {}): Mapper
     ...overrides,
   };
 }
+
+/** A process that maps the hugepage through a shared hugetlbfs file. */
+export const shared = (name: string, killPolicy: Mapper["killPolicy"] = "Default"): Mapper =>
+  mapper(name, { command: name, mapping: "Shared", hugetlbfsFile: "/dev/hugepages/cache", killPolicy });
 
 export function memoryError(overrides: Partial<MemoryError> = {}): MemoryError {
   return {

@@ -1,5 +1,43 @@
-// Which quarantines a node keeps: what they hold together covers the hugepage capacity the kubelet
-// advertises beyond what the pools can give, and no more. Pure; one node and one hugepage size at a time.
+// Capacity quarantine: hugepage capacity the kubelet still advertises after the kernel took a page out of
+// the pool is held by a placeholder pod, so the scheduler never places a pod on capacity that is not
+// there; and which quarantines a node keeps: what they hold together covers that stale capacity, and no
+// more. Pure; one node and one hugepage size at a time.
+import type { MemoryErrorEventStatusQuarantine } from "../../crds/generated.ts";
+import { hugepageBytes } from "../../kernel/pfn.ts";
+import type { HugepageSize } from "../../kernel/pfn.ts";
+import { countedInPool } from "./prediction.ts";
+import type { KernelPrediction } from "./prediction.ts";
+import type { MemoryError, NodeState, Policy } from "./types.ts";
+
+/**
+ * Hugepage bytes the kubelet advertises beyond what the pools can really give: their total after
+ * `totalDelta`, less `poisonedInPool` pages nr_hugepages still counts. Nothing where it advertises none.
+ */
+export function staleCapacity(size: HugepageSize, node: Pick<NodeState, "pools" | "allocatableBytes">, totalDelta: number, poisonedInPool: number): number {
+  const bytes = hugepageBytes(size);
+  const total = node.pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
+  return Math.max(0, (node.allocatableBytes[size] ?? 0) - (total + totalDelta - poisonedInPool) * bytes);
+}
+
+/** The quarantine one error adds: the stale capacity after it, less what was stale before it. */
+export function quarantineFor(
+  prediction: KernelPrediction,
+  error: MemoryError,
+  node: NodeState,
+  policy: Policy,
+  dryRun: boolean,
+): MemoryErrorEventStatusQuarantine[] {
+  const size = error.hugepage?.size;
+  if (!size || prediction.lostBytes === 0 || !policy.capacityQuarantine.enabled) return [];
+  const inPool = node.poisonedHugepages.filter((p) => p.size === size && p.inPool).length;
+  const before = staleCapacity(size, node, 0, inPool);
+  const stillInPool = countedInPool(prediction.poolEffect);
+  // A page still counted in nr_hugepages is not subtracted twice: it leaves the total only when unmapped.
+  const after = stillInPool ? staleCapacity(size, node, 0, inPool + 1) : staleCapacity(size, node, prediction.pool?.totalDelta ?? 0, inPool);
+  const bytes = after - before;
+  return bytes > 0 ? [{ size, bytes, state: dryRun ? "DryRun" : "Planned" }] : [];
+}
+
 export interface HeldQuarantine {
   eventName: string;
   bytes: number;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { decideContainment, predictKernelOutcome } from "./containment.ts";
-import type { MemoryError, NodeState } from "./containment.ts";
+import { decideContainment } from "./containment.ts";
+import { predictKernelOutcome } from "./prediction.ts";
+import type { MemoryError, NodeState } from "./types.ts";
 import { input, mapper, memoryError, node, policySpec, T0 } from "./fixtures.ts";
 import { decidePoolReplacement, poolCeiling, replacementPause } from "./replacement.ts";
 

@@ -2,22 +2,14 @@
 // the pool, one replacement hugepage allocated by the node's agent makes the real capacity equal to what
 // the kubelet advertises again. Pure: the node's state, the policy and `now` in, a decision with its
 // reason out. The agent does the allocating and the kernel has the last word (it may give nothing).
-import type { ContainmentPolicySpec, MemoryErrorEventStatusPoolReplacement } from "../../crds/generated.ts";
+import type { MemoryErrorEventStatusPoolReplacement } from "../../crds/generated.ts";
 import { formatBytes, parseQuantity } from "../../crds/quantity.ts";
 import { hugepageBytes, PAGE_SIZE_BYTES } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
-import type { KernelPrediction, MemoryError, NodeState } from "./containment.ts";
-import { countedInPool } from "./containment.ts";
 import { parseDuration } from "./duration.ts";
-
-export type ReplacementState = NonNullable<MemoryErrorEventStatusPoolReplacement["state"]>;
-
-/** A replacement asked for on the node by another error, for the per-window limits. */
-export interface ReplacementRecord {
-  at: number;
-  size: HugepageSize;
-  state: ReplacementState;
-}
+import { countedInPool } from "./prediction.ts";
+import type { KernelPrediction } from "./prediction.ts";
+import type { MemoryError, NodeState, Policy, ReplacementState } from "./types.ts";
 
 /** After this many refusals by the kernel within the window, the node is not asked again until the window passes. */
 export const REFUSALS_BEFORE_PAUSE = 2;
@@ -40,8 +32,8 @@ export function poolCeiling(node: NodeState, size: HugepageSize, numaNode: numbe
 }
 
 /** Why the node is not asked for replacements now (the kernel refused twice in the window), or undefined. */
-export function replacementPause(node: NodeState, policy: ContainmentPolicySpec, now: number): { until: number; reason: string } | undefined {
-  const windowText = policy.poolReplacement?.window ?? "24h";
+export function replacementPause(node: Pick<NodeState, "replacements">, policy: Policy, now: number): { until: number; reason: string } | undefined {
+  const windowText = policy.poolReplacement.window;
   const windowMs = parseDuration(windowText, "spec.poolReplacement.window");
   const refused = (node.replacements ?? []).filter((r) => r.state === "Refused" && r.at > now - windowMs && r.at <= now).sort((a, b) => a.at - b.at);
   if (refused.length < REFUSALS_BEFORE_PAUSE) return undefined;
@@ -63,12 +55,12 @@ export function decidePoolReplacement(
   prediction: KernelPrediction,
   error: MemoryError,
   node: NodeState,
-  policy: ContainmentPolicySpec,
+  policy: Policy,
   now: number,
   dryRun: boolean,
 ): MemoryErrorEventStatusPoolReplacement | undefined {
   const settings = policy.poolReplacement;
-  if (settings?.enabled !== true) return undefined;
+  if (!settings.enabled) return undefined;
   const page = error.hugepage;
   const effect = prediction.poolEffect;
   if (!page || effect === "None" || effect === "NotHugepage" || effect === "Unknown")
@@ -79,7 +71,7 @@ export function decidePoolReplacement(
     );
   const size = page.size;
   const bytes = hugepageBytes(size);
-  const limit = settings.sizes?.find((s) => s.size === size);
+  const limit = settings.sizes.find((s) => s.size === size);
   if (!limit) return none(`the policy names no hugepages-${size} pool for replacement`);
   if (node.poolResize === false)
     return none("the node's agent cannot write its hugepage pools (/sys is read-only to it; the chart's agent.poolReplacement.enabled mounts them writable)");
@@ -88,16 +80,16 @@ export function decidePoolReplacement(
   if (numaNode === undefined) return none(`the hugepage's NUMA node is unknown and the node has ${sizePools.length} hugepages-${size} pools`);
   const pause = replacementPause(node, policy, now);
   if (pause) return none(pause.reason);
-  const windowText = settings.window ?? "24h";
+  const windowText = settings.window;
   const windowMs = parseDuration(windowText, "spec.poolReplacement.window");
-  const maxPerWindow = limit.maxPerWindow ?? 4;
+  const maxPerWindow = limit.maxPerWindow;
   const asked = (node.replacements ?? []).filter((r) => r.size === size && ASKED.has(r.state) && r.at > now - windowMs && r.at <= now).length;
   if (asked >= maxPerWindow)
     return none(`${asked} hugepages-${size} replacement(s) asked for on this node in ${windowText}: the policy's limit is ${maxPerWindow}`);
   // This error's page, when the kernel still counts it, is not in node.poisonedHugepages yet.
   const maxTotal = poolCeiling(node, size, numaNode, countedInPool(effect) ? 1 : 0);
   if (maxTotal === undefined) return none(`the node does not advertise hugepages-${size}, so the pool's size before the errors is unknown`);
-  const minFreeBytes = parseQuantity(settings.minFreeMemory ?? "1Gi");
+  const minFreeBytes = parseQuantity(settings.minFreeMemory);
   const afterMappersExit = effect === "ReleasedOnUnmap";
   const memory = node.numaMemory?.find((m) => m.numaNode === numaNode);
   // A mapped page's memory, all but the poisoned 4 KiB, returns to the node when its last mapper exits.

@@ -1,5 +1,5 @@
 // Kubernetes label selectors, and choosing the one policy that governs a node.
-import type { ContainmentPolicy, ContainmentPolicySpecNodeSelector } from "../../crds/generated.ts";
+import type { ContainmentPolicySpecNodeSelector, DefaultedContainmentPolicy } from "../../crds/generated.ts";
 
 export type LabelSelector = ContainmentPolicySpecNodeSelector;
 
@@ -26,11 +26,11 @@ export function selectorSpecificity(selector: LabelSelector | undefined): number
   return Object.keys(selector?.matchLabels ?? {}).length + (selector?.matchExpressions?.length ?? 0);
 }
 
-export type PolicyMatch = { kind: "matched"; policy: ContainmentPolicy } | { kind: "none" } | { kind: "conflict"; policies: string[] };
+export type PolicyMatch = { kind: "matched"; policy: DefaultedContainmentPolicy } | { kind: "none" } | { kind: "conflict"; policies: string[] };
 
 /** The most specific policy selecting the node wins; two equally specific ones are a conflict. */
-export function policyForNode(policies: readonly ContainmentPolicy[], nodeLabels: Readonly<Record<string, string>>): PolicyMatch {
-  let best: ContainmentPolicy[] = [];
+export function policyForNode(policies: readonly DefaultedContainmentPolicy[], nodeLabels: Readonly<Record<string, string>>): PolicyMatch {
+  let best: DefaultedContainmentPolicy[] = [];
   let bestScore = -1;
   for (const policy of policies) {
     if (!selectorMatches(policy.spec.nodeSelector, nodeLabels)) continue;

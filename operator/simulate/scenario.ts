@@ -1,7 +1,7 @@
 // The simulator's scenario file: a cluster snapshot plus a timeline of kernel events. Validated against
 // a schema so a mistake is reported with the file, the path and line inside it, and what was expected.
 import { LineCounter, parseDocument } from "yaml";
-import type { ContainmentPolicy } from "../../crds/generated.ts";
+import type { DefaultedContainmentPolicy } from "../../crds/generated.ts";
 import type { JsonSchema } from "../../crds/schema.ts";
 import { parseResource, SchemaError, validateValue } from "../../crds/validate.ts";
 import type { SchemaIssue } from "../../crds/validate.ts";
@@ -185,7 +185,7 @@ export interface ScenarioEntry {
 export interface Scenario {
   description?: string;
   start?: string;
-  policies: ContainmentPolicy[];
+  policies: DefaultedContainmentPolicy[];
   nodes: ScenarioNode[];
   pods: ScenarioPod[];
   pdbs: { name: string; namespace?: string; selector: { matchLabels: Record<string, string> }; disruptionsAllowed: number }[];

@@ -1,13 +1,15 @@
 // `mce-operator simulate`: runs a scenario's timeline through the containment model with no cluster.
 // Each error is decided against the cluster as the earlier ones left it: pools shrink, evicted pods go,
 // tainted nodes count against the budget. Evictions blocked by a PodDisruptionBudget stay blocked.
-import type { ContainmentPolicy } from "../../crds/generated.ts";
+import type { DefaultedContainmentPolicy } from "../../crds/generated.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
 import { assembleKernelErrors } from "../../kernel/assemble.ts";
 import { formatPfn, HUGEPAGE_SIZES as sizes, hugepageBytes, hugepageHeadPfn, pagesPerHugepage, parseHex } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
-import { countedInPool, decideContainment } from "../model/containment.ts";
-import type { Decision, Mapper, MemoryError, NodeState, PodState } from "../model/containment.ts";
+import { decideContainment } from "../model/containment.ts";
+import type { Decision } from "../model/containment.ts";
+import { countedInPool } from "../model/prediction.ts";
+import type { Mapper, MemoryError, NodeState, PodState } from "../model/types.ts";
 import { parseDuration } from "../model/duration.ts";
 import { policyForNode, selectorMatches } from "../model/selector.ts";
 import type { Scenario, ScenarioEntry, ScenarioMapping, ScenarioPod } from "./scenario.ts";
@@ -317,7 +319,7 @@ function decideNode(
   error: MemoryError,
   pods: LivePod[],
   scenario: Scenario,
-  policy: ContainmentPolicy,
+  policy: DefaultedContainmentPolicy,
   nodes: LiveNode[],
   nodeActionTimes: number[],
   now: number,

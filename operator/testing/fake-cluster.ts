@@ -1,6 +1,9 @@
 // ClusterActions in memory, recording every call, for the reconciler's unit tests.
 import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
+import { cordonedByAnnotation } from "../state.ts";
+
+type Raw = Record<string, unknown>;
 
 export class FakeCluster implements ClusterActions {
   readonly calls: string[] = [];
@@ -55,13 +58,32 @@ export class FakeCluster implements ClusterActions {
     this.quarantinePods.delete(`${namespace}/${name}`);
     return Promise.resolve();
   }
-  taintNode(nodeName: string, key: string): Promise<void> {
-    this.call(`taint ${nodeName} ${key}`);
-    return Promise.resolve();
+  /** Nodes the fake API server holds, as the API returns them; a taint or cordon answers with the changed one. */
+  readonly nodes = new Map<string, Raw>();
+  private changeNode(nodeName: string, change: (node: Raw) => Raw): Promise<Raw> {
+    const old = this.nodes.get(nodeName) ?? { metadata: { name: nodeName, resourceVersion: "1" }, spec: {} };
+    const changed = change(structuredClone(old));
+    const metadata = changed.metadata as Raw;
+    metadata.resourceVersion = String(Number(metadata.resourceVersion ?? 0) + 1);
+    this.nodes.set(nodeName, changed);
+    return Promise.resolve(structuredClone(changed));
   }
-  cordonNode(nodeName: string): Promise<void> {
+  taintNode(nodeName: string, key: string, reason: string): Promise<Raw> {
+    this.call(`taint ${nodeName} ${key}`);
+    return this.changeNode(nodeName, (node) => {
+      const spec = node.spec as { taints?: Raw[] };
+      spec.taints = [...(spec.taints ?? []), { key, value: reason, effect: "NoSchedule" }];
+      return node;
+    });
+  }
+  cordonNode(nodeName: string): Promise<Raw> {
     this.call(`cordon ${nodeName}`);
-    return Promise.resolve();
+    return this.changeNode(nodeName, (node) => {
+      const metadata = node.metadata as { annotations?: Record<string, string> };
+      metadata.annotations = { ...metadata.annotations, [cordonedByAnnotation]: "true" };
+      (node.spec as Raw).unschedulable = true;
+      return node;
+    });
   }
   setNodeCondition(nodeName: string, condition: { status: string; reason: string }): Promise<void> {
     this.call(`condition ${nodeName} ${condition.status} ${condition.reason}`);

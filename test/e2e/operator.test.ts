@@ -4,7 +4,7 @@
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { group, version } from "../../crds/naming.ts";
-import { quarantinePodName } from "../../operator/reconciler.ts";
+import { quarantinePodName } from "../../operator/reconcile/context.ts";
 import {
   clients,
   consistently,

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { memoryErrorEventName } from "../../crds/naming.ts";
 import { writeFakeHost } from "../../agent/fake-host.ts";
 import { imageEntrypoint, realBuild, repoRoot } from "./build.ts";
-import { quarantinePodName } from "../../operator/reconciler.ts";
+import { quarantinePodName } from "../../operator/reconcile/context.ts";
 import {
   clients,
   consistently,

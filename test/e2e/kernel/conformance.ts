@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { HugepageSize } from "../../../kernel/pfn.ts";
-import type { KernelPrediction } from "../../../operator/model/containment.ts";
+import type { KernelPrediction } from "../../../operator/model/prediction.ts";
 
 export interface Outcome {
   /** The kernel's page-type and result words; undefined where it prints no verdict. */

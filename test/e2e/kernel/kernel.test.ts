@@ -9,8 +9,9 @@ import { afterAll, beforeAll, describe, expect, inject as provided, it } from "v
 import type { MemoryErrorEvent } from "../../../crds/generated.ts";
 import { lostRangesAnnotation, memoryErrorEventName } from "../../../crds/naming.ts";
 import { formatPfn, type HugepageSize } from "../../../kernel/pfn.ts";
-import { predictKernelOutcome, predictUnpoison, type MemoryError, type NodeState } from "../../../operator/model/containment.ts";
-import { quarantinePodName } from "../../../operator/reconciler.ts";
+import { predictKernelOutcome, predictUnpoison } from "../../../operator/model/prediction.ts";
+import type { MemoryError, NodeState } from "../../../operator/model/types.ts";
+import { quarantinePodName } from "../../../operator/reconcile/context.ts";
 import { ClusterState } from "../../../operator/state.ts";
 import {
   apiStatus,
@@ -731,9 +732,9 @@ afterAll(async () => {
   await operator.stop();
   const table = renderTable(rows);
   console.log(`\nKernel in the loop: ${prepared.package} ${prepared.version} (${prepared.release}), QEMU TCG\n\n${table}\n`);
-  // Under .test-results/ (not tracked): `npm run record -- kernel` copies it to bench/results/ on purpose.
+  // Under .test-results/figures/ (not tracked): `npm run record -- kernel` copies it to bench/results/ on purpose.
   writeResults(
-    ".test-results/kernel-conformance.json",
+    ".test-results/figures/kernel-conformance.json",
     {
       kernel: { package: prepared.package, version: prepared.version, release: prepared.release },
       machine: "QEMU q35, TCG, 1 vCPU, 4 GiB",

@@ -1,0 +1,208 @@
+import { describe, expect, it } from "vitest";
+import { mapper, memoryError, node, shared } from "./fixtures.ts";
+import { predictKernelOutcome, predictUnpoison } from "./prediction.ts";
+import type { KernelPrediction } from "./prediction.ts";
+import type { MemoryError, NodeState } from "./types.ts";
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+interface ObservedRow {
+  /** The row of kernel-facts.md's observed-outcomes table, verbatim. */
+  row: string;
+  error: MemoryError;
+  node: NodeState;
+  /** Signals at the error, per mapper command: what the kernel did. */
+  ao: Record<string, "AO" | "None">;
+  ar: boolean;
+  pool: { totalDelta: number; freeDelta: number } | undefined;
+  effect: KernelPrediction["poolEffect"];
+  lsb?: number;
+  result?: string;
+  memoryLostBytes?: number;
+}
+
+// One entry per row of the observed-outcomes table (2 MiB pages unless said), Debian 6.1 under QEMU.
+const observed: ObservedRow[] = [
+  {
+    row: "private anon hugepage in use, early_kill=0, poison one 4 KiB subpage",
+    error: memoryError({ mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ earlyKill: false }),
+    ao: { hwp: "None" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    lsb: 21,
+    result: "Recovered",
+  },
+  {
+    row: "same, early_kill=1",
+    error: memoryError({ pfn: 0x3e09, hugepage: { size: "2Mi", headPfn: 0x3e00 }, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ earlyKill: true }),
+    ao: { hwp: "AO" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    lsb: 21,
+    result: "Recovered",
+  },
+  {
+    row: "shared hugetlbfs file, two mappers, early_kill=1",
+    error: memoryError({ mappers: [shared("a"), shared("b")] }),
+    node: node({ earlyKill: true }),
+    ao: { a: "AO", b: "AO" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+    lsb: 21,
+    result: "Recovered",
+  },
+  {
+    row: "shared, early_kill=0, default prctl",
+    error: memoryError({ mappers: [shared("a"), shared("b")] }),
+    node: node({ earlyKill: false }),
+    ao: { a: "None", b: "None" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+  },
+  {
+    row: "shared, early_kill=0, one mapper PR_MCE_KILL_EARLY",
+    error: memoryError({ mappers: [shared("a", "Early"), shared("b")] }),
+    node: node({ earlyKill: false }),
+    ao: { a: "AO", b: "None" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+  },
+  {
+    row: "shared, early_kill=1, one mapper PR_MCE_KILL_LATE",
+    error: memoryError({ mappers: [shared("a", "Late"), shared("b")] }),
+    node: node({ earlyKill: true }),
+    ao: { a: "None", b: "AO" },
+    ar: true,
+    pool: { totalDelta: 0, freeDelta: -1 },
+    effect: "HeldForever",
+  },
+  {
+    row: "free hugepage (corrupt-pfn on head or tail pfn)",
+    error: memoryError({ pfn: 0x4600, pageType: "free huge page", hugepage: { size: "2Mi", headPfn: 0x4600 } }),
+    node: node(),
+    ao: {},
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Dissolved",
+    result: "Recovered",
+    memoryLostBytes: 4096,
+  },
+  {
+    row: "MADV_SOFT_OFFLINE on an in-use hugepage",
+    error: memoryError({ pfn: 0x4205, severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node(),
+    ao: { hwp: "None" },
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Migrated",
+  },
+  {
+    row: "soft_offline_page on a free hugepage",
+    error: memoryError({ severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [] }),
+    node: node(),
+    ao: {},
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Migrated",
+  },
+  {
+    row: "1 GiB hugepage in use, MADV_HWPOISON",
+    error: memoryError({ pfn: 0x100005, result: "Failed", hugepage: { size: "1Gi", headPfn: 0x100000 }, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ pools: [{ size: "1Gi", numaNode: 0, total: 1, free: 0 }], allocatableBytes: { "1Gi": GiB } }),
+    ao: { hwp: "None" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    lsb: 30,
+    result: "Failed",
+    // ~1 GiB returns to MemFree after munmap: only the raw page is lost for good.
+    memoryLostBytes: 4096,
+  },
+  {
+    row: "real SRAO machine check (QEMU mce) on a mapped hugepage, early_kill=1",
+    error: memoryError({ pfn: 0x5203, physicalAddress: undefined, mappers: [mapper("hwp", { command: "hwp" })] } as Partial<MemoryError>),
+    node: node({ earlyKill: true }),
+    ao: { hwp: "AO" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+    result: "Recovered",
+  },
+  {
+    row: "same, early_kill=0",
+    error: memoryError({ pfn: 0x5203, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ earlyKill: false }),
+    ao: { hwp: "None" },
+    ar: true,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "ReleasedOnUnmap",
+  },
+  {
+    row: "real SRAO on a free hugepage",
+    error: memoryError({ pfn: 0x5003, pageType: "free huge page", hugepage: { size: "2Mi", headPfn: 0x5000 } }),
+    node: node(),
+    ao: {},
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Dissolved",
+    result: "Recovered",
+  },
+];
+
+describe("predicted kernel outcome equals kernel-facts.md (linux-6.1, measured)", () => {
+  it.each(observed)("$row", (row) => {
+    const p = predictKernelOutcome(row.error, row.node);
+    expect(p.kernelProfile).toBe("linux-6.1");
+    expect(p.verified).toBe(true);
+    expect(p.poolEffect).toBe(row.effect);
+    expect(Object.fromEntries(p.mappers.map((m) => [m.command, m.atError]))).toEqual(row.ao);
+    expect(p.mappers.every((m) => m.onAccess === (row.ar ? "AR" : "None"))).toBe(true);
+    expect(p.pool && { totalDelta: p.pool.totalDelta, freeDelta: p.pool.freeDelta }).toEqual(row.pool);
+    expect(p.hardwareCorruptedDelta).toBe(4096);
+    if (row.lsb !== undefined) expect(p.signalAddressLsb).toBe(row.lsb);
+    if (row.result !== undefined) expect(p.kernelResult).toBe(row.result);
+    if (row.memoryLostBytes !== undefined) expect(p.memoryLostBytes).toBe(row.memoryLostBytes);
+  });
+
+  it("unpoison-pfn on that page: HardwareCorrupted -4 kB, pool unchanged", () => {
+    expect(predictUnpoison()).toEqual({ hardwareCorruptedDelta: -4096, poolTotalDelta: 0 });
+  });
+});
+
+describe("kernel profiles", () => {
+  it("marks a kernel outside every profile unverified and assumes the worst", () => {
+    const p = predictKernelOutcome(
+      memoryError({ mappers: [mapper("a", { killPolicy: "Early" })] }),
+      node({ kernelRelease: "5.10.0-30-amd64", earlyKill: true }),
+    );
+    expect(p.kernelProfile).toBe("conservative");
+    expect(p.verified).toBe(false);
+    expect(p.mappers[0]?.atError).toBe("None");
+    expect(p.mappers[0]?.onAccess).toBe("AR");
+  });
+
+  it("treats a free hugepage on an unknown kernel as lost whole", () => {
+    const p = predictKernelOutcome(memoryError({ pageType: "free huge page" }), node({ kernelRelease: undefined }));
+    expect(p.poolEffect).toBe("Unknown");
+    expect(p.memoryLostBytes).toBe(2 * MiB);
+  });
+
+  it("uses an unmeasured profile for 6.6 and says so", () => {
+    const p = predictKernelOutcome(memoryError(), node({ kernelRelease: "6.6.0-1-amd64" }));
+    expect(p.kernelProfile).toBe("linux-6.3+");
+    expect(p.verified).toBe(false);
+  });
+
+  it("honours a policy's explicit profile and refuses an unknown one", () => {
+    expect(predictKernelOutcome(memoryError(), node({ kernelRelease: "5.4.0" }), "linux-6.1").kernelProfile).toBe("linux-6.1");
+    expect(() => predictKernelOutcome(memoryError(), node(), "linux-9.9")).toThrow(/unknown kernel profile "linux-9.9"/);
+  });
+});

@@ -1,0 +1,536 @@
+// Level-triggered reconcile of one MemoryErrorEvent, in the kubebuilder shape: read the cached state,
+// decide once with the containment model and record the decision in status (the desired state), then
+// carry out each action the decision holds, recording it before and after, so a crash at any moment
+// resumes without repeating or losing an action. Every choice (what to do, whether the budget allows a
+// node action now, whether a held one is due) is the model's; this file does bookkeeping and I/O only.
+import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusPod, MemoryErrorEventStatusQuarantine } from "../../crds/generated.ts";
+import { formatBytes } from "../../crds/quantity.ts";
+import { clip } from "../../crds/validate.ts";
+import type { EvictionOutcome } from "../actions.ts";
+import type { Logger } from "../../runtime/log.ts";
+import { decideContainment } from "../model/containment.ts";
+import type { Decision } from "../model/containment.ts";
+import { formatDuration, parseDuration } from "../model/duration.ts";
+import { breaker, heldActionDue, nodeActionHold } from "../model/escalation.ts";
+import { quarantinesToRelease } from "../model/quarantine.ts";
+import { replacementPause } from "../model/replacement.ts";
+import { selectorMatches } from "../model/selector.ts";
+import type { Policy } from "../model/types.ts";
+import type { WorkResult } from "../../runtime/queue.ts";
+import { ClusterState, defaultPolicy, nodeInfo } from "../state.ts";
+import { eventRef, iso, nodeRef, podRef, quarantinePodName, recordEvent, sameStatus, setCondition } from "./context.ts";
+import type { ReconcileContext } from "./context.ts";
+
+type Phase = NonNullable<MemoryErrorEventStatus["phase"]>;
+type NodeAction = MemoryErrorEventStatus["nodeAction"];
+
+/** What one pass will do: the status with actions marked InProgress, and the side effects to make. */
+interface Plan {
+  status: MemoryErrorEventStatus;
+  evictions: MemoryErrorEventStatusPod[];
+  toCreate: MemoryErrorEventStatusQuarantine[];
+  toRelease: MemoryErrorEventStatusQuarantine[];
+  applyNodeAction: boolean;
+}
+
+const terminalPodStates = new Set(["Done", "Skipped", "DryRun", "TimedOut", "Failed"]);
+const maxBackoffMs = 300_000;
+/** The CRD's maxLength of every reason and message field the operator writes. */
+const words = (text: string): string => clip(text, 1024);
+
+/** The phase an event is in, from how far its actions have got. */
+export function phaseOf(status: MemoryErrorEventStatus): Phase {
+  const pods = status.pods ?? [];
+  const quarantine = status.quarantine ?? [];
+  const node = status.nodeAction;
+  const pending =
+    pods.some((p) => !terminalPodStates.has(p.state)) ||
+    quarantine.some((q) => q.state === "Planned") ||
+    node?.state === "Planned" ||
+    node?.state === "InProgress";
+  if (pending) return "Pending";
+  if (pods.some((p) => p.state === "TimedOut" || p.state === "Failed")) return "Failed";
+  if (node && node.action !== "None" && (node.state === "Done" || node.state === "DryRun")) return "Escalated";
+  const effect = status.prediction?.poolEffect;
+  if (pods.length === 0 && quarantine.length === 0 && (effect === "None" || effect === "NotHugepage")) return "Ignored";
+  return "Contained";
+}
+
+export class EventReconciler {
+  private readonly context: ReconcileContext;
+  private readonly state: ClusterState;
+
+  constructor(context: ReconcileContext) {
+    this.context = context;
+    this.state = context.state;
+  }
+
+  private async writeStatus(event: MemoryErrorEvent, status: MemoryErrorEventStatus): Promise<void> {
+    // earlySignals and poolReplacementResult belong to the node's agent: the operator's apply never claims them.
+    const held = await this.context.actions.applyEventStatus(event.metadata.name, { ...status, earlySignals: undefined, poolReplacementResult: undefined });
+    // Keep the cache ahead of the watch with what the API server now holds (the agent may have
+    // added its earlySignals meanwhile), so the next step and the budget see what was just recorded.
+    this.state.upsertEvent(held);
+  }
+
+  /**
+   * One pass over an event: decide if not yet decided; mark every action about to be carried out
+   * InProgress and record that (with the decision) in one status write; carry the actions out; record
+   * their outcomes and the phase in a second write. A crash between the two leaves InProgress actions
+   * that the next pass checks against the cluster before trying again.
+   */
+  async reconcile(name: string): Promise<WorkResult> {
+    const event = this.state.events.get(name);
+    if (!event) return undefined;
+    const log = this.context.log.child({ memoryErrorEvent: name, node: event.spec.nodeName });
+    const now = this.context.now();
+    let status = event.status ?? {};
+    let decidedNow = false;
+    if (!status.decidedAt || status.observedGeneration !== event.metadata.generation) {
+      const decided = this.decide(event, now, log);
+      if (decided.undecided) {
+        if (!sameStatus(decided.status, event.status)) await this.writeStatus(event, decided.status);
+        return decided.undecided === "conflict" ? { requeueAfterMs: 30_000 } : undefined;
+      }
+      status = decided.status;
+      decidedNow = true;
+    }
+    // A policy deleted since the decision: the actions decided go on under the CRD's defaults.
+    const policy = status.policy ? this.state.policies.get(status.policy)?.spec : undefined;
+    const requeue: number[] = [];
+    const plan = this.plan(event, status, policy, now, requeue, decidedNow);
+    try {
+      if (decidedNow || !sameStatus(plan.status, status)) await this.writeStatus(event, plan.status);
+    } finally {
+      // From here the InProgress node action in the cached status holds the budget slot.
+      this.state.nodeActionsInFlight.delete(name);
+    }
+    let after: MemoryErrorEventStatus;
+    try {
+      after = await this.act(event, plan, policy ?? defaultPolicy, requeue, log);
+    } catch (e) {
+      this.context.enqueueNode(event.spec.nodeName);
+      throw e;
+    }
+    const phase = phaseOf(after);
+    if (phase !== after.phase) {
+      const contained = phase === "Contained" || phase === "Escalated" || phase === "Ignored";
+      const message = contained ? "every action is carried out" : phase === "Failed" ? "an action could not be carried out: see pods[]" : "actions in progress";
+      after = {
+        ...after,
+        phase,
+        conditions: setCondition(
+          after.conditions,
+          { type: "Contained", status: contained ? "True" : "False", reason: phase, message },
+          now,
+          event.metadata.generation,
+        ),
+      };
+      if (phase !== "Pending") log.info("memory error phase", { phase });
+    }
+    if (!sameStatus(after, plan.status)) await this.writeStatus(event, after);
+    this.context.enqueueNode(event.spec.nodeName);
+    return requeue.length > 0 ? { requeueAfterMs: Math.max(1, Math.min(...requeue)) } : undefined;
+  }
+
+  /** Decides with the model. Nothing is written here: the caller records the decision with its plan. */
+  private decide(event: MemoryErrorEvent, now: number, log: Logger): { status: MemoryErrorEventStatus; undecided?: "conflict" | "none" } {
+    const { metrics } = this.context;
+    const nodeName = event.spec.nodeName;
+    const match = this.state.policyFor(nodeName);
+    const generation = event.metadata.generation;
+    if (match.kind !== "matched") {
+      const conflict = match.kind === "conflict";
+      const message = conflict
+        ? `policies ${match.policies.join(", ")} select node ${nodeName} equally specifically`
+        : `no ContainmentPolicy selects node ${nodeName}`;
+      log.warn("memory error not decided", { reason: message });
+      return {
+        undecided: conflict ? "conflict" : "none",
+        status: {
+          ...event.status,
+          observedGeneration: generation,
+          phase: conflict ? "Pending" : "Ignored",
+          decidedAt: conflict ? undefined : iso(now),
+          conditions: setCondition(
+            event.status?.conditions,
+            { type: "Decided", status: "False", reason: conflict ? "PolicyConflict" : "NoPolicy", message },
+            now,
+            generation,
+          ),
+        },
+      };
+    }
+    let decision: Decision;
+    try {
+      decision = decideContainment({
+        error: ClusterState.memoryError(event),
+        node: this.state.nodeState(nodeName, event.metadata.name),
+        pods: this.state.podsOn(nodeName).filter((p) => !p.quarantineFor),
+        pdbs: [...this.state.pdbs.values()],
+        policy: match.policy.spec,
+        budget: this.state.budget(),
+        now,
+      });
+    } catch (e) {
+      log.error("cannot decide", { error: e });
+      return {
+        undecided: "none",
+        status: {
+          observedGeneration: generation,
+          phase: "Failed",
+          decidedAt: iso(now),
+          conditions: setCondition(
+            event.status?.conditions,
+            { type: "Decided", status: "False", reason: "DecisionFailed", message: words((e as Error).message) },
+            now,
+            generation,
+          ),
+        },
+      };
+    }
+    const { prediction, nodeAction } = decision;
+    metrics.memoryErrors.inc({ severity: event.spec.severity, page_type: event.spec.pageType ?? "", result: event.spec.result ?? "" });
+    metrics.decisionLatency.observe(Math.max(0, now - Date.parse(event.spec.observedAt)) / 1000);
+    if (nodeAction.state === "HeldByBudget") metrics.nodeActionsHeld.inc({ action: nodeAction.action });
+    if (nodeAction.action !== "None") metrics.breakerOpen.set(breaker(this.state.budget(), match.policy.spec.safety, now).open ? 1 : 0);
+    const replacement =
+      decision.poolReplacement?.action === "Replace" ? `, one replacement hugepages-${decision.poolReplacement.size ?? ""} asked of the agent` : "";
+    const quarantined = decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine";
+    const summary = `${prediction.reason}; ${decision.pods.length} pod action(s), ${quarantined}${replacement}, node ${nodeAction.action}${decision.dryRun ? " (DryRun: nothing is carried out)" : ""}`;
+    recordEvent(this.context, eventRef(event), "Warning", "MemoryErrorDecided", words(summary));
+    log.info("memory error decided", {
+      policy: match.policy.metadata.name,
+      dryRun: decision.dryRun,
+      poolEffect: prediction.poolEffect,
+      pods: decision.pods.length,
+      nodeAction: nodeAction.action,
+    });
+    const status: MemoryErrorEventStatus = {
+      observedGeneration: generation,
+      phase: "Pending",
+      decidedAt: iso(now),
+      dryRun: decision.dryRun,
+      policy: match.policy.metadata.name,
+      prediction: {
+        kernelProfile: prediction.kernelProfile,
+        verified: prediction.verified,
+        poolEffect: prediction.poolEffect,
+        lostBytes: prediction.lostBytes,
+        memoryLostBytes: prediction.memoryLostBytes,
+        kernelResult: prediction.kernelResult,
+        reason: clip(prediction.reason, 2048),
+      },
+      pods: decision.pods,
+      quarantine: decision.quarantine,
+      nodeAction,
+      poolReplacement: decision.poolReplacement,
+      earlySignals: event.status?.earlySignals,
+      poolReplacementResult: event.status?.poolReplacementResult,
+      conditions: setCondition(
+        event.status?.conditions,
+        { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: words(prediction.reason) },
+        now,
+        generation,
+      ),
+    };
+    status.phase = phaseOf(status);
+    return { status };
+  }
+
+  /** Works out, without side effects on the cluster, what to do now; marks it InProgress in the returned status. */
+  private plan(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: Policy | undefined, now: number, requeue: number[], decidedNow: boolean): Plan {
+    const nodeName = event.spec.nodeName;
+    const { eviction } = (policy ?? defaultPolicy).podActions;
+    const backoffMs = parseDuration(eviction.backoff, "spec.podActions.eviction.backoff");
+    const deleteAfterMs =
+      eviction.fallbackToDelete && eviction.deleteAfter ? parseDuration(eviction.deleteAfter, "spec.podActions.eviction.deleteAfter") : undefined;
+    let slots = (policy ?? defaultPolicy).safety.maxEvictionsInFlight - this.state.budget().evictionsInFlight;
+    const evictions: MemoryErrorEventStatusPod[] = [];
+    const pods = (status.pods ?? []).map((entry): MemoryErrorEventStatusPod => {
+      if (terminalPodStates.has(entry.state)) return entry;
+      if (entry.action === "EarlySignal") return this.planEarlySignal(status, entry, policy ?? defaultPolicy, now, requeue);
+      const pod = this.state.podByUid(nodeName, entry.uid);
+      // Gone or going: our own eviction went through before a crash, or something else removed it.
+      if (!pod || pod.deleting) return { ...entry, state: "Done", message: "the pod is gone" };
+      const attempts = entry.attempts ?? 0;
+      if (entry.state === "Blocked" && entry.lastAttemptAt) {
+        const due = Date.parse(entry.lastAttemptAt) + Math.min(backoffMs * 2 ** Math.max(0, attempts - 1), maxBackoffMs);
+        if (now < due) {
+          requeue.push(due - now);
+          return entry;
+        }
+      }
+      if (entry.state === "Planned" && slots <= 0) {
+        requeue.push(1000);
+        return entry;
+      }
+      if (entry.state === "Planned") slots -= 1;
+      // Evictions start when the decision is made, so refusals have lasted since then.
+      const fallback =
+        entry.state === "Blocked" && deleteAfterMs !== undefined && status.decidedAt !== undefined && now - Date.parse(status.decidedAt) >= deleteAfterMs;
+      const next: MemoryErrorEventStatusPod = {
+        ...entry,
+        action: fallback ? "Delete" : entry.action,
+        state: "InProgress",
+        attempts: attempts + 1,
+        lastAttemptAt: iso(now),
+      };
+      evictions.push(next);
+      return next;
+    });
+    const stale = this.state.staleCapacity(nodeName);
+    const quarantine = status.quarantine ?? [];
+    const toRelease = quarantine.filter((q) => {
+      const staleBytes = stale[q.size];
+      // Unknown until the node reports after its last change: release nothing then.
+      return (
+        q.state === "Quarantined" &&
+        staleBytes !== undefined &&
+        quarantinesToRelease(this.state.heldQuarantines(nodeName, q.size), staleBytes).has(event.metadata.name)
+      );
+    });
+    // A lost placeholder is made again, unless this pass releases it.
+    const toCreate = quarantine.filter(
+      (q) =>
+        q.state === "Planned" ||
+        (q.state === "Quarantined" &&
+          !this.state.pods.has(`${this.context.namespace}/${quarantinePodName(event.metadata.name, q.size)}`) &&
+          !toRelease.includes(q)),
+    );
+    // A node action the decision just held is not asked about again in the same pass.
+    const { nodeAction, apply } =
+      decidedNow && status.nodeAction?.state === "HeldByBudget"
+        ? { nodeAction: status.nodeAction, apply: false }
+        : this.planNodeAction(event, status, policy, now);
+    const poolReplacement = this.planPoolReplacement(event, status, policy, now);
+    return { status: { ...status, pods, nodeAction, poolReplacement }, evictions, toCreate, toRelease, applyNodeAction: apply };
+  }
+
+  /**
+   * A planned taint or cordon, or a held one the model says is due again, is taken if the model's limits
+   * allow it now; the slot is reserved in the same synchronous step as the check, and is then held by the
+   * InProgress status. An InProgress action (a crash or an API error cut the last pass short) is applied
+   * again: it already holds its slot, and applying it twice changes nothing.
+   */
+  private planNodeAction(
+    event: MemoryErrorEvent,
+    status: MemoryErrorEventStatus,
+    policy: Policy | undefined,
+    now: number,
+  ): { nodeAction: NodeAction; apply: boolean } {
+    const { metrics } = this.context;
+    const action = status.nodeAction;
+    if (!action || action.action === "None") return { nodeAction: action, apply: false };
+    if (action.state === "InProgress") return { nodeAction: action, apply: true };
+    const nodeName = event.spec.nodeName;
+    const node = this.state.nodeState(nodeName, event.metadata.name);
+    const latest = !this.state.eventsOn(nodeName).some((e) => Date.parse(e.spec.observedAt) > Date.parse(event.spec.observedAt));
+    const retry =
+      action.state === "HeldByBudget" &&
+      policy !== undefined &&
+      heldActionDue({ action: action.action, dryRun: status.dryRun === true, latest, node, health: this.state.nodeHealth(nodeName, now) });
+    if (action.state !== "Planned" && !retry) return { nodeAction: action, apply: false };
+    const { safety } = policy ?? defaultPolicy;
+    const budget = this.state.budget();
+    metrics.breakerOpen.set(breaker(budget, safety, now).open ? 1 : 0);
+    const hold = nodeActionHold(nodeName, node.lastNodeActionAt, budget, safety, now);
+    if (hold) {
+      if (action.state === "Planned") metrics.nodeActionsHeld.inc({ action: action.action });
+      const message = words(`${action.state === "Planned" ? "held at action time" : "still held"}: ${hold.reason}`);
+      return { nodeAction: { ...action, state: "HeldByBudget", heldBy: hold.heldBy, message }, apply: false };
+    }
+    this.state.nodeActionsInFlight.set(event.metadata.name, { eventName: event.metadata.name, node: nodeName, at: now });
+    const message = retry ? "taken once the limits allowed it" : action.message;
+    return { nodeAction: { ...action, state: "InProgress", heldBy: undefined, appliedAt: iso(now), message }, apply: true };
+  }
+
+  private planEarlySignal(
+    status: MemoryErrorEventStatus,
+    entry: MemoryErrorEventStatusPod,
+    policy: Policy,
+    now: number,
+    requeue: number[],
+  ): MemoryErrorEventStatusPod {
+    const { metrics } = this.context;
+    const outcome = status.earlySignals?.find((s) => s.uid === entry.uid);
+    if (outcome) {
+      metrics.actions.inc({ action: "early_signal", outcome: outcome.state.toLowerCase() });
+      recordEvent(this.context, podRef(entry), outcome.state === "Done" ? "Normal" : "Warning", "EarlySignal", words(outcome.message ?? outcome.state));
+      return { ...entry, state: outcome.state, message: words(`agent: ${outcome.message ?? outcome.state}`), lastAttemptAt: outcome.at };
+    }
+    const timeoutMs = parseDuration(policy.podActions.earlySignal.timeout, "spec.podActions.earlySignal.timeout");
+    const deadline = Date.parse(status.decidedAt ?? iso(now)) + timeoutMs;
+    if (now >= deadline) {
+      metrics.actions.inc({ action: "early_signal", outcome: "timed_out" });
+      return { ...entry, state: "TimedOut", message: `the node's agent did not report within ${formatDuration(timeoutMs)}` };
+    }
+    requeue.push(deadline - now);
+    return entry.state === "Planned" ? { ...entry, state: "InProgress", attempts: 1, lastAttemptAt: iso(now) } : entry;
+  }
+
+  /**
+   * Hands a planned replacement to the node's agent (unless the kernel has refused twice on the node since
+   * it was decided), and copies the agent's outcome in once it reports. Releasing the quarantine needs
+   * nothing more: the agent publishes the raised pool, and the capacity is no longer stale.
+   */
+  private planPoolReplacement(
+    event: MemoryErrorEvent,
+    status: MemoryErrorEventStatus,
+    policy: Policy | undefined,
+    now: number,
+  ): MemoryErrorEventStatus["poolReplacement"] {
+    const { metrics, log } = this.context;
+    const replacement = status.poolReplacement;
+    if (replacement?.action !== "Replace" || !replacement.size) return replacement;
+    const size = replacement.size;
+    const nodeName = event.spec.nodeName;
+    if (replacement.state === "Planned") {
+      const pause = policy && replacementPause(this.state.nodeState(nodeName, event.metadata.name), policy, now);
+      if (pause) {
+        metrics.poolReplacements.inc({ size, outcome: "skipped" });
+        return { ...replacement, state: "Skipped", message: words(`not asked: ${pause.reason}`) };
+      }
+      metrics.poolReplacements.inc({ size, outcome: "requested" });
+      return { ...replacement, state: "Requested", requestedAt: iso(now) };
+    }
+    const result = status.poolReplacementResult;
+    if (replacement.state !== "Requested" || !result) return replacement;
+    const agentSays = `agent: ${result.message ?? result.state}`;
+    if (result.state === "Waiting") return { ...replacement, message: words(agentSays) };
+    metrics.poolReplacements.inc({ size, outcome: result.state.toLowerCase() });
+    const quarantined = status.quarantine?.find((q) => q.size === size && q.state === "Quarantined");
+    const consequence =
+      result.state === "Given"
+        ? quarantined
+          ? "the quarantine is released once the agent's next report shows the pool back"
+          : "the pool is back to its size before the error"
+        : quarantined
+          ? `the quarantine of ${formatBytes(quarantined.bytes)} hugepages-${size} stays: the capacity is lost until the node is repaired or rebooted`
+          : "the capacity stays lost";
+    const reason = result.state === "Given" ? "HugepageReplaced" : result.state === "Refused" ? "HugepageReplacementRefused" : "HugepageReplacementSkipped";
+    const message = words(`${agentSays}; ${consequence}`);
+    recordEvent(
+      this.context,
+      nodeRef(nodeName),
+      result.state === "Given" ? "Normal" : "Warning",
+      reason,
+      words(`memory error ${event.metadata.name}: ${message}`),
+    );
+    log.info("pool replacement", {
+      memoryErrorEvent: event.metadata.name,
+      node: nodeName,
+      size,
+      state: result.state,
+      before: result.before,
+      after: result.after,
+    });
+    return { ...replacement, state: result.state, message };
+  }
+
+  /** Carries the plan out and returns the status with every outcome. */
+  private async act(event: MemoryErrorEvent, plan: Plan, policy: Policy, requeue: number[], log: Logger): Promise<MemoryErrorEventStatus> {
+    const { metrics, actions } = this.context;
+    const nodeName = event.spec.nodeName;
+    const { eviction } = policy.podActions;
+    const fallbackConfigured = eviction.fallbackToDelete && eviction.deleteAfter !== undefined;
+    const backoffMs = parseDuration(eviction.backoff, "spec.podActions.eviction.backoff");
+    const settled = await Promise.allSettled(plan.evictions.map((entry) => this.evictOne(entry)));
+    const outcomes = new Map<string, Partial<MemoryErrorEventStatusPod>>();
+    settled.forEach((result, i) => {
+      const entry = plan.evictions[i];
+      if (!entry || result.status === "rejected") return;
+      const outcome = result.value;
+      if (outcome.kind !== "blocked") {
+        outcomes.set(entry.uid, { state: "Done" });
+        return;
+      }
+      const pod = this.state.podByUid(nodeName, entry.uid);
+      const pdb = pod && [...this.state.pdbs.values()].find((b) => b.namespace === pod.namespace && selectorMatches(b.selector, pod.labels))?.name;
+      const timedOut = (entry.attempts ?? 0) >= eviction.maxAttempts && !fallbackConfigured;
+      outcomes.set(entry.uid, { state: timedOut ? "TimedOut" : "Blocked", blockedBy: pdb, message: words(`blocked: ${outcome.message}`) });
+      metrics.evictionsBlocked.inc();
+      metrics.actions.inc({ action: "evict", outcome: timedOut ? "timed_out" : "blocked" });
+      if (!timedOut) requeue.push(Math.min(backoffMs * 2 ** Math.max(0, (entry.attempts ?? 1) - 1), maxBackoffMs));
+    });
+    let status: MemoryErrorEventStatus = { ...plan.status, pods: (plan.status.pods ?? []).map((p) => ({ ...p, ...outcomes.get(p.uid) })) };
+    for (const [uid, o] of outcomes) log.info("pod action", { pod: status.pods?.find((p) => p.uid === uid)?.name, state: o.state, blockedBy: o.blockedBy });
+    status = await this.actOnQuarantine(event, plan, status, log);
+    const action = status.nodeAction;
+    if (plan.applyNodeAction && action) {
+      const held =
+        action.action === "Cordon"
+          ? await actions.cordonNode(nodeName)
+          : await actions.taintNode(nodeName, policy.escalation.taintKey, "HugepageMemoryFailing");
+      // The API server's answer is ahead of the watch: the budget sees the node actioned from now on.
+      this.state.upsertNode(nodeInfo(held));
+      metrics.actions.inc({ action: action.action.toLowerCase(), outcome: "done" });
+      recordEvent(
+        this.context,
+        nodeRef(nodeName),
+        "Warning",
+        action.action === "Cordon" ? "CordonedForMemoryErrors" : "TaintedForMemoryErrors",
+        action.reason ?? "",
+      );
+      log.warn(`node ${action.action === "Cordon" ? "cordoned" : "tainted"}`, { reason: action.reason });
+      status = { ...status, nodeAction: { ...action, state: "Done" } };
+    }
+    for (const entry of plan.evictions) {
+      if (outcomes.get(entry.uid)?.state !== "Done") continue;
+      metrics.actions.inc({ action: entry.action === "Delete" ? "delete" : "evict", outcome: "done" });
+      const page = event.spec.hugepage?.headPfn ?? event.spec.pfn;
+      const message = `memory error ${event.metadata.name} poisoned hugepage ${page} that this pod maps; it would crash with SIGBUS on access`;
+      recordEvent(this.context, podRef(entry), "Warning", entry.action === "Delete" ? "DeletedForMemoryError" : "EvictedForMemoryError", message);
+    }
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) {
+      // Record what did happen, then let the queue retry the rest with backoff.
+      await this.writeStatus(event, status);
+      throw failed.reason;
+    }
+    return status;
+  }
+
+  /** Makes the planned and lost placeholders, and deletes the ones the node no longer needs. */
+  private async actOnQuarantine(event: MemoryErrorEvent, plan: Plan, status: MemoryErrorEventStatus, log: Logger): Promise<MemoryErrorEventStatus> {
+    const { metrics, actions, namespace } = this.context;
+    const nodeName = event.spec.nodeName;
+    const quarantine = new Map((status.quarantine ?? []).map((q) => [q.size, q]));
+    for (const q of plan.toCreate) {
+      const name = quarantinePodName(event.metadata.name, q.size);
+      await actions.createQuarantinePod({
+        namespace,
+        name,
+        eventName: event.metadata.name,
+        eventUID: event.metadata.uid ?? "",
+        nodeName,
+        size: q.size,
+        bytes: q.bytes,
+      });
+      if (q.state === "Planned") {
+        metrics.actions.inc({ action: "quarantine", outcome: "done" });
+        const message = `holding ${formatBytes(q.bytes)} of hugepages-${q.size} out of scheduling: the kernel removed it after memory error ${event.metadata.name}, the kubelet still advertises it`;
+        recordEvent(this.context, nodeRef(nodeName), "Warning", "HugepageQuarantined", message);
+      }
+      quarantine.set(q.size, { ...q, state: "Quarantined" });
+    }
+    for (const q of plan.toRelease) {
+      await actions.deletePod(namespace, quarantinePodName(event.metadata.name, q.size));
+      metrics.actions.inc({ action: "release", outcome: "done" });
+      const refilled = status.poolReplacement?.state === "Given" && status.poolReplacement.size === q.size;
+      const why = refilled ? "a replacement hugepage brought the pool back to what the kubelet advertises" : "the kubelet's advertised capacity caught up";
+      recordEvent(this.context, nodeRef(nodeName), "Normal", "HugepageQuarantineReleased", `released ${formatBytes(q.bytes)} of hugepages-${q.size}: ${why}`);
+      log.info("quarantine released", { size: q.size, bytes: q.bytes });
+      quarantine.set(q.size, { ...q, state: "Released" });
+    }
+    return status.quarantine ? { ...status, quarantine: status.quarantine.map((q) => quarantine.get(q.size) ?? q) } : status;
+  }
+
+  private async evictOne(entry: MemoryErrorEventStatusPod): Promise<EvictionOutcome> {
+    if (entry.action === "Delete") {
+      await this.context.actions.deletePod(entry.namespace, entry.name);
+      return { kind: "evicted" };
+    }
+    return this.context.actions.evictPod(entry.namespace, entry.name);
+  }
+}

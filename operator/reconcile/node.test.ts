@@ -1,0 +1,60 @@
+import { beforeEach, describe, expect, it } from "vitest";
+import { T0 } from "../model/fixtures.ts";
+import { ReconcileHarness, memoryEvent, policy } from "../testing/reconcilers.ts";
+
+describe("NodeReconciler", () => {
+  let h: ReconcileHarness;
+  beforeEach(() => {
+    h = new ReconcileHarness();
+    h.state.policies.set("default", policy());
+    h.addNode("worker-1");
+  });
+
+  it("keeps node health and the Node condition", async () => {
+    h.hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
+    await h.events.reconcile("e1");
+    await h.nodes.reconcile("worker-1");
+    expect(h.cluster.healthStatus.get("worker-1")).toMatchObject({
+      health: "Degraded",
+      uncorrectedErrors: 1,
+      countedErrors: 1,
+      poisonedHugepages: 1,
+      quarantinedCapacity: "2Mi",
+      nodeAction: "None",
+    });
+    expect(h.cluster.effects).toContain("condition worker-1 True Degraded");
+  });
+
+  it("counts corrected errors as the policy does: the tainted node is Degraded, never Healthy", async () => {
+    h.state.policies.set("default", policy({ escalation: { countCorrected: 2 }, safety: { maxUnavailableNodesPercent: 100 } }));
+    for (let i = 1; i <= 5; i++) {
+      h.hold(memoryEvent(`c${i}`, "worker-1", [], { severity: "Corrected", pfn: `0x52${i}0` }, T0 + i * 1000));
+      h.now = T0 + i * 1000 + 100;
+      await h.events.reconcile(`c${i}`);
+    }
+    await h.nodes.reconcile("worker-1");
+    expect(h.cluster.effects).toContain("taint worker-1 mce-operator.io/memory-failing");
+    expect(h.cluster.healthStatus.get("worker-1")).toMatchObject({
+      health: "Degraded",
+      uncorrectedErrors: 0,
+      correctedErrors: 5,
+      countedErrors: 2,
+      nodeAction: "Taint",
+    });
+    expect(h.cluster.effects).toContain("condition worker-1 True Degraded");
+    expect(h.cluster.healthStatus.get("worker-1")?.conditions?.[0]?.message).toMatch(/5 corrected counted as 2/);
+  });
+
+  it("shows a person's untaint at once", async () => {
+    h.state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 100 } }));
+    h.hold(memoryEvent("e1", "worker-1", []));
+    await h.events.reconcile("e1");
+    await h.nodes.reconcile("worker-1");
+    expect(h.cluster.healthStatus.get("worker-1")?.nodeAction).toBe("Taint");
+    h.editNode("worker-1", (n) => {
+      n.spec.taints = [];
+    });
+    await h.nodes.reconcile("worker-1");
+    expect(h.cluster.healthStatus.get("worker-1")?.nodeAction).toBe("None");
+  });
+});

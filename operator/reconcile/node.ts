@@ -1,0 +1,99 @@
+// Reconciles one node's NodeMemoryHealth status, its HugepageMemoryDegraded Node condition and its gauges
+// from the node's events. The health is the model's (escalation.ts's nodeHealth, the same count the taint
+// and cordon decisions use), so the three never disagree.
+import type { NodeMemoryHealthStatus } from "../../crds/generated.ts";
+import { formatBytes } from "../../crds/quantity.ts";
+import { clip } from "../../crds/validate.ts";
+import { HUGEPAGE_SIZES } from "../../kernel/pfn.ts";
+import { parseDuration } from "../model/duration.ts";
+import { replacementPause } from "../model/replacement.ts";
+import type { Policy } from "../model/types.ts";
+import type { WorkResult } from "../../runtime/queue.ts";
+import { iso, sameStatus, setCondition } from "./context.ts";
+import type { ReconcileContext } from "./context.ts";
+
+export class NodeReconciler {
+  private readonly context: ReconcileContext;
+
+  constructor(context: ReconcileContext) {
+    this.context = context;
+  }
+
+  async reconcile(nodeName: string): Promise<WorkResult> {
+    const { state, metrics, actions } = this.context;
+    const health = state.health.get(nodeName);
+    const node = state.nodes.get(nodeName);
+    const events = state.eventsOn(nodeName);
+    const match = state.policyFor(nodeName);
+    const now = this.context.now();
+    const verdict = state.nodeHealth(nodeName, now);
+    const quarantined = HUGEPAGE_SIZES.map((size) => ({
+      size,
+      bytes: events
+        .flatMap((e) => e.status?.quarantine ?? [])
+        .filter((q) => q.size === size && q.state === "Quarantined")
+        .reduce((sum, q) => sum + q.bytes, 0),
+    })).filter((q) => q.bytes > 0);
+    for (const size of HUGEPAGE_SIZES) metrics.quarantinedBytes.set({ node: nodeName, size }, quarantined.find((q) => q.size === size)?.bytes ?? 0);
+    const boot = health?.spec.bootID;
+    const thisBoot = events.filter((e) => !boot || e.spec.bootID === boot);
+    const poisoned = new Set(
+      thisBoot.filter((e) => e.spec.hugepage && e.status?.prediction?.poolEffect !== "None").map((e) => `${e.spec.hugepage?.size}/${e.spec.hugepage?.headPfn}`),
+    );
+    const nodeAction = node?.cordonedByUs ? "Cordon" : node && state.taintedByUs(node) ? "Taint" : "None";
+    // Capacity a pool lost and no replacement gave back.
+    const lostForGood = HUGEPAGE_SIZES.map((size) => ({
+      size,
+      bytes: thisBoot
+        .filter((e) => e.spec.hugepage?.size === size && e.status?.poolReplacement?.state !== "Given")
+        .reduce((sum, e) => sum + (e.status?.prediction?.lostBytes ?? 0), 0),
+    })).filter((l) => l.bytes > 0);
+    for (const size of HUGEPAGE_SIZES) metrics.capacityLostBytes.set({ node: nodeName, size }, lostForGood.find((l) => l.size === size)?.bytes ?? 0);
+    const policy = match.kind === "matched" ? match.policy.spec : undefined;
+    const poolReplacements = policy?.poolReplacement.enabled ? this.replacementCounts(nodeName, policy, now) : undefined;
+    const held = quarantined.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size}`).join(", ") || "nothing";
+    const message = clip(`${verdict.words}; ${poisoned.size} poisoned hugepage(s); ${held} quarantined`, 1024);
+    if (health) {
+      const status: NodeMemoryHealthStatus = {
+        observedGeneration: health.metadata.generation,
+        health: verdict.health,
+        uncorrectedErrors: verdict.uncorrectedErrors,
+        correctedErrors: verdict.correctedErrors,
+        countedErrors: verdict.countedErrors,
+        window: verdict.window,
+        poisonedHugepages: poisoned.size,
+        quarantinedCapacity: formatBytes(quarantined.reduce((sum, q) => sum + q.bytes, 0)),
+        quarantined,
+        nodeAction,
+        poolReplacements,
+        capacityLostForGood: lostForGood,
+        conditions: setCondition(
+          health.status?.conditions,
+          { type: "Degraded", status: verdict.health === "Healthy" ? "False" : "True", reason: verdict.health, message },
+          now,
+          health.metadata.generation,
+        ),
+      };
+      if (!sameStatus({ ...status, conditions: undefined }, { ...health.status, conditions: undefined })) {
+        await actions.applyHealthStatus(nodeName, status);
+        state.health.set(nodeName, { ...health, status });
+      }
+    }
+    const wanted = { status: verdict.health === "Healthy" ? ("False" as const) : ("True" as const), reason: verdict.health, message };
+    if (node && (events.length > 0 || node.degradedCondition) && !sameStatus(node.degradedCondition, wanted)) {
+      await actions.setNodeCondition(nodeName, wanted);
+      state.nodes.set(nodeName, { ...node, degradedCondition: wanted });
+    }
+    return undefined;
+  }
+
+  /** Replacements asked of the node's agent in the policy's window, and the pause after two refusals. */
+  private replacementCounts(nodeName: string, policy: Policy, now: number): NonNullable<NodeMemoryHealthStatus["poolReplacements"]> {
+    const node = this.context.state.nodeState(nodeName);
+    const windowMs = parseDuration(policy.poolReplacement.window, "spec.poolReplacement.window");
+    const recent = (node.replacements ?? []).filter((r) => r.at > now - windowMs);
+    const count = (states: string[]): number => recent.filter((r) => states.includes(r.state)).length;
+    const pause = replacementPause(node, policy, now);
+    return { tried: count(["Requested", "Given", "Refused"]), given: count(["Given"]), refused: count(["Refused"]), pausedUntil: pause && iso(pause.until) };
+  }
+}
