@@ -8,6 +8,8 @@ import { formatPfn, HUGEPAGE_SIZES as sizes, hugepageBytes, hugepageHeadPfn, pag
 import type { HugepageSize } from "../../kernel/pfn.ts";
 import { decideContainment } from "../model/containment.ts";
 import type { Decision } from "../model/containment.ts";
+import { clusterBudget } from "../model/escalation.ts";
+import type { NodeActionTaken } from "../model/escalation.ts";
 import { countedInPool } from "../model/prediction.ts";
 import type { Mapper, MemoryError, NodeState, PodState } from "../model/types.ts";
 import { parseDuration } from "../model/duration.ts";
@@ -246,7 +248,7 @@ export function simulate(scenario: Scenario): SimulationResult {
   let pods = scenario.pods.map(livePod);
   const warnings: string[] = [];
   const steps: SimulatedStep[] = [];
-  const nodeActionTimes: number[] = [];
+  const taken: NodeActionTaken[] = [];
   const start = Date.parse(scenario.start ?? "2026-01-01T00:00:00Z");
   const byName = new Map(nodes.map((n) => [n.name, n]));
   for (const p of pods) if (!byName.has(p.nodeName)) throw new Error(`pods: ${p.namespace}/${p.name} runs on unknown node ${p.nodeName}`);
@@ -292,7 +294,7 @@ export function simulate(scenario: Scenario): SimulationResult {
           step.undecided =
             match.kind === "none" ? "no ContainmentPolicy selects this node" : `policies ${match.policies.join(", ")} select this node equally specifically`;
         } else {
-          const decision = decideNode(node, error, pods, scenario, match.policy, nodes, nodeActionTimes, now);
+          const decision = decideNode(node, error, pods, scenario, match.policy, nodes, taken, now);
           const blocked = new Set(
             pods
               .filter((p) =>
@@ -301,7 +303,7 @@ export function simulate(scenario: Scenario): SimulationResult {
               .map((p) => p.uid),
           );
           for (const p of decision.pods) if (p.action === "Evict" && blocked.has(p.uid) && p.state === "Planned") p.state = "Blocked";
-          if (decision.nodeAction.state === "Planned") nodeActionTimes.push(now);
+          if (decision.nodeAction.state === "Planned") taken.push({ eventName: `${where}/${node.name}/${formatPfn(e.pfn)}`, node: node.name, at: now });
           pods = applyOutcome(node, pods, decision, size, headPfn, blocked, now);
           step.decision = decision;
         }
@@ -321,7 +323,7 @@ function decideNode(
   scenario: Scenario,
   policy: DefaultedContainmentPolicy,
   nodes: LiveNode[],
-  nodeActionTimes: number[],
+  taken: readonly NodeActionTaken[],
   now: number,
 ): Decision {
   return decideContainment({
@@ -330,12 +332,13 @@ function decideNode(
     pods: pods.filter((p) => p.nodeName === node.name),
     pdbs: scenario.pdbs.map((b) => ({ namespace: b.namespace ?? "default", name: b.name, selector: b.selector, disruptionsAllowed: b.disruptionsAllowed })),
     policy: policy.spec,
-    budget: {
+    budget: clusterBudget({
       totalNodes: nodes.length,
-      actionedNodes: new Set(nodes.filter((n) => n.tainted || n.cordoned).map((n) => n.name)),
-      nodeActionTimes,
+      actionedNow: nodes.filter((n) => n.tainted || n.cordoned).map((n) => n.name),
+      taken,
+      inFlight: [],
       evictionsInFlight: 0,
-    },
+    }),
     now,
   });
 }
