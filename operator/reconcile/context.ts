@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { MemoryErrorEvent, MemoryErrorEventStatus } from "../../crds/generated.ts";
 import { group, version } from "../../crds/naming.ts";
+import { clip } from "../../crds/validate.ts";
 import type { ClusterActions, ObjectRef } from "../actions.ts";
 import type { Logger } from "../../runtime/log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
@@ -24,6 +25,8 @@ export interface ReconcileContext {
 export type Condition = NonNullable<MemoryErrorEventStatus["conditions"]>[number];
 
 export const iso = (ms: number): string => new Date(ms).toISOString();
+/** Cut to the CRD's maxLength of every reason and message field the operator writes. */
+export const words = (text: string): string => clip(text, 1024);
 export const eventRef = (event: MemoryErrorEvent): ObjectRef => ({
   kind: "MemoryErrorEvent",
   name: event.metadata.name,

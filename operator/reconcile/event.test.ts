@@ -2,7 +2,8 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { podInfo } from "../state.ts";
 import { T0 } from "../model/fixtures.ts";
 import { MiB, ReconcileHarness, health, memoryEvent, policy } from "../testing/reconcilers.ts";
-import { EventReconciler, phaseOf } from "./event.ts";
+import { phaseOf } from "./decision.ts";
+import { EventReconciler } from "./event.ts";
 import { quarantinePodName } from "./context.ts";
 
 describe("EventReconciler", () => {

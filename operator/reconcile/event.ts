@@ -5,7 +5,6 @@
 // node action now, whether a held one is due) is the model's; this file does bookkeeping and I/O only.
 import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusPod, MemoryErrorEventStatusQuarantine } from "../../crds/generated.ts";
 import { formatBytes } from "../../crds/quantity.ts";
-import { clip } from "../../crds/validate.ts";
 import type { EvictionOutcome } from "../actions.ts";
 import type { Logger } from "../../runtime/log.ts";
 import { decideContainment } from "../model/containment.ts";
@@ -18,10 +17,10 @@ import { selectorMatches } from "../model/selector.ts";
 import type { Policy } from "../model/types.ts";
 import type { WorkResult } from "../../runtime/queue.ts";
 import { ClusterState, defaultPolicy, nodeInfo } from "../state.ts";
-import { eventRef, iso, nodeRef, podRef, quarantinePodName, recordEvent, sameStatus, setCondition } from "./context.ts";
+import { eventRef, iso, nodeRef, podRef, quarantinePodName, recordEvent, sameStatus, setCondition, words } from "./context.ts";
+import { decidedStatus, decisionSummary, failedStatus, phaseOf, terminalPodStates, undecidedStatus } from "./decision.ts";
 import type { ReconcileContext } from "./context.ts";
 
-type Phase = NonNullable<MemoryErrorEventStatus["phase"]>;
 type NodeAction = MemoryErrorEventStatus["nodeAction"];
 
 /** What one pass will do: the status with actions marked InProgress, and the side effects to make. */
@@ -33,28 +32,7 @@ interface Plan {
   applyNodeAction: boolean;
 }
 
-const terminalPodStates = new Set(["Done", "Skipped", "DryRun", "TimedOut", "Failed"]);
 const maxBackoffMs = 300_000;
-/** The CRD's maxLength of every reason and message field the operator writes. */
-const words = (text: string): string => clip(text, 1024);
-
-/** The phase an event is in, from how far its actions have got. */
-export function phaseOf(status: MemoryErrorEventStatus): Phase {
-  const pods = status.pods ?? [];
-  const quarantine = status.quarantine ?? [];
-  const node = status.nodeAction;
-  const pending =
-    pods.some((p) => !terminalPodStates.has(p.state)) ||
-    quarantine.some((q) => q.state === "Planned") ||
-    node?.state === "Planned" ||
-    node?.state === "InProgress";
-  if (pending) return "Pending";
-  if (pods.some((p) => p.state === "TimedOut" || p.state === "Failed")) return "Failed";
-  if (node && node.action !== "None" && (node.state === "Done" || node.state === "DryRun")) return "Escalated";
-  const effect = status.prediction?.poolEffect;
-  if (pods.length === 0 && quarantine.length === 0 && (effect === "None" || effect === "NotHugepage")) return "Ignored";
-  return "Contained";
-}
 
 export class EventReconciler {
   private readonly context: ReconcileContext;
@@ -138,28 +116,10 @@ export class EventReconciler {
     const { metrics } = this.context;
     const nodeName = event.spec.nodeName;
     const match = this.state.policyFor(nodeName);
-    const generation = event.metadata.generation;
     if (match.kind !== "matched") {
-      const conflict = match.kind === "conflict";
-      const message = conflict
-        ? `policies ${match.policies.join(", ")} select node ${nodeName} equally specifically`
-        : `no ContainmentPolicy selects node ${nodeName}`;
-      log.warn("memory error not decided", { reason: message });
-      return {
-        undecided: conflict ? "conflict" : "none",
-        status: {
-          ...event.status,
-          observedGeneration: generation,
-          phase: conflict ? "Pending" : "Ignored",
-          decidedAt: conflict ? undefined : iso(now),
-          conditions: setCondition(
-            event.status?.conditions,
-            { type: "Decided", status: "False", reason: conflict ? "PolicyConflict" : "NoPolicy", message },
-            now,
-            generation,
-          ),
-        },
-      };
+      const undecided = undecidedStatus(event, match, now);
+      log.warn("memory error not decided", { reason: undecided.message });
+      return undecided;
     }
     let decision: Decision;
     try {
@@ -174,31 +134,14 @@ export class EventReconciler {
       });
     } catch (e) {
       log.error("cannot decide", { error: e });
-      return {
-        undecided: "none",
-        status: {
-          observedGeneration: generation,
-          phase: "Failed",
-          decidedAt: iso(now),
-          conditions: setCondition(
-            event.status?.conditions,
-            { type: "Decided", status: "False", reason: "DecisionFailed", message: words((e as Error).message) },
-            now,
-            generation,
-          ),
-        },
-      };
+      return failedStatus(event, e as Error, now);
     }
     const { prediction, nodeAction } = decision;
     metrics.memoryErrors.inc({ severity: event.spec.severity, page_type: event.spec.pageType ?? "", result: event.spec.result ?? "" });
     metrics.decisionLatency.observe(Math.max(0, now - Date.parse(event.spec.observedAt)) / 1000);
     if (nodeAction.state === "HeldByBudget") metrics.nodeActionsHeld.inc({ action: nodeAction.action });
     if (nodeAction.action !== "None") metrics.breakerOpen.set(breaker(this.state.budget(), match.policy.spec.safety, now).open ? 1 : 0);
-    const replacement =
-      decision.poolReplacement?.action === "Replace" ? `, one replacement hugepages-${decision.poolReplacement.size ?? ""} asked of the agent` : "";
-    const quarantined = decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine";
-    const summary = `${prediction.reason}; ${decision.pods.length} pod action(s), ${quarantined}${replacement}, node ${nodeAction.action}${decision.dryRun ? " (DryRun: nothing is carried out)" : ""}`;
-    recordEvent(this.context, eventRef(event), "Warning", "MemoryErrorDecided", words(summary));
+    recordEvent(this.context, eventRef(event), "Warning", "MemoryErrorDecided", decisionSummary(decision));
     log.info("memory error decided", {
       policy: match.policy.metadata.name,
       dryRun: decision.dryRun,
@@ -206,36 +149,7 @@ export class EventReconciler {
       pods: decision.pods.length,
       nodeAction: nodeAction.action,
     });
-    const status: MemoryErrorEventStatus = {
-      observedGeneration: generation,
-      phase: "Pending",
-      decidedAt: iso(now),
-      dryRun: decision.dryRun,
-      policy: match.policy.metadata.name,
-      prediction: {
-        kernelProfile: prediction.kernelProfile,
-        verified: prediction.verified,
-        poolEffect: prediction.poolEffect,
-        lostBytes: prediction.lostBytes,
-        memoryLostBytes: prediction.memoryLostBytes,
-        kernelResult: prediction.kernelResult,
-        reason: clip(prediction.reason, 2048),
-      },
-      pods: decision.pods,
-      quarantine: decision.quarantine,
-      nodeAction,
-      poolReplacement: decision.poolReplacement,
-      earlySignals: event.status?.earlySignals,
-      poolReplacementResult: event.status?.poolReplacementResult,
-      conditions: setCondition(
-        event.status?.conditions,
-        { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: words(prediction.reason) },
-        now,
-        generation,
-      ),
-    };
-    status.phase = phaseOf(status);
-    return { status };
+    return { status: decidedStatus(event, decision, match.policy.metadata.name, now) };
   }
 
   /** Works out, without side effects on the cluster, what to do now; marks it InProgress in the returned status. */
