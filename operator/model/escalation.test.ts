@@ -29,7 +29,7 @@ describe("escalation", () => {
     const corrected = Array.from({ length: 5 }, (_, i): ErrorRecord => ({ at: T0 - i * 1000, severity: "Corrected" }));
     const health = nodeHealth(corrected, policySpec({ escalation: { countCorrected: 2 } }).escalation, T0);
     expect(health).toMatchObject({ health: "Degraded", uncorrectedErrors: 0, correctedErrors: 5, countedErrors: 2, calledFor: "Taint" });
-    expect(health.words).toBe("2 counted memory error(s) in 24h: 0 uncorrected, 5 corrected counted as 2 (one per 2)");
+    expect(health.words).toBe("2 counted memory error(s) in 24h (0 uncorrected; 5 corrected, counted one per 2)");
   });
 
   it("counts an error stamped just after the operator's now (a node clock ahead)", () => {

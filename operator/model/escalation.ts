@@ -49,9 +49,11 @@ export function nodeHealth(errors: readonly ErrorRecord[], escalation: Escalatio
   const countedErrors = uncorrectedErrors + fromCorrected;
   const health: Health = countedErrors === 0 ? "Healthy" : countedErrors < cordonAfter ? "Degraded" : "Failing";
   const calledFor: NodeActionKind = countedErrors >= cordonAfter ? "Cordon" : countedErrors >= taintAfter ? "Taint" : "None";
-  const corrected =
-    countCorrected > 0 ? `${correctedErrors} corrected counted as ${fromCorrected} (one per ${countCorrected})` : `${correctedErrors} corrected, not counted`;
-  const words = `${countedErrors} counted memory error(s) in ${window}: ${uncorrectedErrors} uncorrected, ${corrected}`;
+  // With countCorrected 0 the count is the uncorrected errors, and the words say just that.
+  const words =
+    countCorrected > 0
+      ? `${countedErrors} counted memory error(s) in ${window} (${uncorrectedErrors} uncorrected; ${correctedErrors} corrected, counted one per ${countCorrected})`
+      : `${uncorrectedErrors} uncorrected memory error(s) in ${window}${correctedErrors > 0 ? ` (${correctedErrors} corrected, not counted)` : ""}`;
   return { health, uncorrectedErrors, correctedErrors, countedErrors, window, calledFor, words };
 }
 

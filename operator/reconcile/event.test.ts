@@ -446,7 +446,7 @@ describe("EventReconciler", () => {
       }
       expect(taints()).toEqual(["taint worker-1 mce-operator.io/memory-failing"]);
       const tainted = h.cluster.recorded.find((r) => r.reason === "TaintedForMemoryErrors");
-      expect(tainted?.message).toMatch(/^2 counted memory error\(s\) in 24h: 0 uncorrected, 4 corrected counted as 2 \(one per 2\)/);
+      expect(tainted?.message).toMatch(/^2 counted memory error\(s\) in 24h \(0 uncorrected; 4 corrected, counted one per 2\)/);
       expect(tainted?.message).not.toMatch(/2 uncorrected/);
     });
 

@@ -42,7 +42,9 @@ describe("NodeReconciler", () => {
       nodeAction: "Taint",
     });
     expect(h.cluster.effects).toContain("condition worker-1 True Degraded");
-    expect(h.cluster.healthStatus.get("worker-1")?.conditions?.[0]?.message).toMatch(/5 corrected counted as 2/);
+    expect(h.cluster.healthStatus.get("worker-1")?.conditions?.[0]?.message).toMatch(
+      /2 counted memory error\(s\) in 24h \(0 uncorrected; 5 corrected, counted one per 2\)/,
+    );
   });
 
   it("shows a person's untaint at once", async () => {

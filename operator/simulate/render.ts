@@ -21,9 +21,12 @@ function renderStep(step: SimulatedStep): string[] {
   const r = d.poolReplacement;
   if (r)
     out.push(
-      `    replacement ${r.action === "Replace" ? `hugepages-${r.size ?? ""} [${r.state ?? ""}, ${(r.expected ?? "").toLowerCase()}]` : "none"}: ${r.reason ?? ""}`,
+      `    replacement ${r.action === "Replace" ? `hugepages-${r.size ?? ""} [${r.state ?? ""}, ${(r.expected ?? "").toLowerCase()}]` : "none"}: ${r.reason ?? ""}${r.message ? `; ${r.message}` : ""}`,
     );
-  out.push(`    node ${d.nodeAction.action}${d.nodeAction.state ? ` [${d.nodeAction.state}]` : ""}: ${d.nodeAction.reason ?? ""}; health ${d.health.health}`);
+  const held = d.nodeAction.heldBy ? `, held by ${d.nodeAction.heldBy}` : "";
+  out.push(
+    `    node ${d.nodeAction.action}${d.nodeAction.state ? ` [${d.nodeAction.state}${held}]` : ""}: ${d.nodeAction.reason ?? ""}; health ${d.health.health}`,
+  );
   for (const c of step.capacity)
     out.push(
       `  capacity hugepages-${c.size}: kubelet advertises ${formatBytes(c.advertisedBytes)}, kernel can give ${formatBytes(c.realBytes)}, quarantined ${formatBytes(c.quarantinedBytes)} → schedulable ${formatBytes(c.advertisedBytes - c.quarantinedBytes)}`,

@@ -226,7 +226,7 @@ function replace(node: LiveNode, decision: Decision, now: number): void {
   const size = r.size;
   const given = r.expected === "Likely";
   r.state = given ? "Given" : "Refused";
-  r.reason = `${r.reason ?? ""}; assumed ${given ? "given" : "refused"} by the kernel`;
+  r.message = `assumed ${given ? "given" : "refused"} by the kernel`;
   node.replacements = [...(node.replacements ?? []), { at: now, size, state: r.state }];
   if (!given) return;
   const bytes = hugepageBytes(size);

@@ -286,9 +286,15 @@ async function follow(rest: KubeRest, expectEvents: boolean): Promise<void> {
       if (previous === undefined || (JSON.parse(previous) as unknown[])[0] === null)
         say(`  kernel [${st.prediction?.kernelProfile ?? ""}]: ${st.prediction?.reason ?? ""}`);
       for (const p of st.pods ?? [])
-        say(`  ${p.action} ${p.namespace}/${p.name}: ${p.state}${p.blockedBy ? ` (blocked by ${p.blockedBy})` : ""} — ${p.reason ?? ""}`);
+        say(
+          `  ${p.action} ${p.namespace}/${p.name}: ${p.state}${p.blockedBy ? ` (blocked by ${p.blockedBy})` : ""} — ${p.reason ?? ""}${p.message ? `; ${p.message}` : ""}`,
+        );
       for (const q of st.quarantine ?? []) say(`  quarantine ${formatBytes(q.bytes)} of hugepages-${q.size}: ${q.state ?? ""}`);
-      if (st.nodeAction) say(`  node ${st.nodeAction.action}${st.nodeAction.state ? ` ${st.nodeAction.state}` : ""}: ${st.nodeAction.reason ?? ""}`);
+      const node = st.nodeAction;
+      if (node)
+        say(
+          `  node ${node.action}${node.state ? ` ${node.state}` : ""}${node.heldBy ? ` (${node.heldBy})` : ""}: ${node.reason ?? ""}${node.message ? `; ${node.message}` : ""}`,
+        );
       say(`  phase ${st.phase ?? ""}${st.dryRun ? " (DryRun)" : ""}`);
     }
     const final = events.length > 0 && events.every((e) => e.status?.phase && e.status.phase !== "Pending");

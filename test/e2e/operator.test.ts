@@ -133,7 +133,7 @@ describe("the operator on a real control plane", () => {
       (e) => (e.status?.pods?.[0]?.attempts ?? 0) >= 2 && e.status?.pods?.[0]?.state === "Blocked",
     );
     expect(blocked.status?.pods?.[0]).toMatchObject({ action: "Evict", blockedBy: pdb.metadata?.name });
-    expect(blocked.status?.pods?.[0]?.reason).toMatch(/disruption budget/);
+    expect(blocked.status?.pods?.[0]?.message).toMatch(/disruption budget/);
     expect(blocked.status?.phase).toBe("Pending");
     expect(await podExists(c, namespace, guarded.metadata?.name ?? "")).toBe(true);
     await c.policy.deleteNamespacedPodDisruptionBudget({ namespace, name: pdb.metadata?.name ?? "" });

@@ -667,7 +667,7 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
         (last) => JSON.stringify(last === false ? "not yet" : last?.status?.poolReplacement),
       );
       expect(kept.status?.quarantine).toMatchObject([{ size: s.size, state: "Quarantined" }]);
-      expect(kept.status?.poolReplacement?.reason).toMatch(/the quarantine of .* stays/);
+      expect(kept.status?.poolReplacement?.message).toMatch(/the quarantine of .* stays/);
       notes.push(`operator: ${(kept.status?.poolReplacement?.reason ?? "").split("; ").pop() ?? ""}`);
     }
     const after = await readMemory(guest.vm);
