@@ -5,6 +5,7 @@
 // Idempotent: an entry already recorded is never redone, after a restart either.
 import type { MemoryErrorEvent, MemoryErrorEventSpecMapper, MemoryErrorEventStatusEarlySignal, MemoryErrorEventStatusPod } from "../crds/generated.ts";
 import { lostRangesAnnotation } from "../crds/naming.ts";
+import { clip } from "../crds/validate.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { ValueQueue } from "../runtime/queue.ts";
 import type { PodDirectory } from "./event.ts";
@@ -141,7 +142,7 @@ export class EarlySignaller {
     const state = failures.length === pids.length ? "Failed" : "Done";
     metrics.earlySignals.inc({ state });
     log.info("early signal carried out", { ...object, signal, pids, lostRanges: ranges, state, failures });
-    return { uid: pod.uid, state, signal, pids, lostRanges: ranges, at, ...(failures.length > 0 && { message: failures.join("; ").slice(0, 1024) }) };
+    return { uid: pod.uid, state, signal, pids, lostRanges: ranges, at, ...(failures.length > 0 && { message: clip(failures.join("; "), 1024) }) };
   }
 }
 

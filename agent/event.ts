@@ -4,6 +4,7 @@ import type { KernelError } from "../kernel/assemble.ts";
 import { formatPfn, hugepageHeadPfn, type HugepageSize } from "../kernel/pfn.ts";
 import type { MemoryErrorEvent, MemoryErrorEventSpec, MemoryErrorEventSpecMapper } from "../crds/generated.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../crds/naming.ts";
+import { clip } from "../crds/validate.ts";
 import { containerIDOfStatus } from "./cgroup.ts";
 import type { KillPolicy, Mapper, ProcessInfo } from "./mappings.ts";
 import type { SourceName } from "./source.ts";
@@ -91,8 +92,8 @@ export function buildMemoryErrorEvent(
     pfn: formatPfn(error.pfn),
     ...(error.physicalAddress !== undefined && { physicalAddress: hex(error.physicalAddress) }),
     severity: error.severity,
-    ...(error.pageType !== undefined && { pageType: error.pageType.slice(0, 128) }),
-    ...(error.result !== undefined && { result: error.result.slice(0, 64) }),
+    ...(error.pageType !== undefined && { pageType: clip(error.pageType, 128) }),
+    ...(error.result !== undefined && { result: clip(error.result, 64) }),
     ...(size !== undefined && { hugepage: hugepageOf(error.pfn, size, context) }),
     ...(specMappers.length > 0 && { mappers: specMappers.slice(0, MAX_MAPPERS) }),
     kernelLines: error.lines.slice(0, MAX_LINES).map((line) => line.slice(0, MAX_LINE)),
@@ -120,7 +121,7 @@ function processFields(
   const container = cgroup?.containerID === undefined ? undefined : pod?.containers.get(cgroup.containerID);
   return {
     pid: process.pid,
-    command: process.command.slice(0, 64),
+    command: clip(process.command, 64),
     ...(cgroup !== undefined && { podUID: cgroup.podUID }),
     ...(pod !== undefined && { podNamespace: pod.namespace, podName: pod.name }),
     ...(container !== undefined && { container }),

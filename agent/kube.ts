@@ -10,6 +10,7 @@ import type {
 } from "../crds/generated.ts";
 import { crdInfo } from "../crds/generated.ts";
 import { group, nodeLabel, version } from "../crds/naming.ts";
+import { clip } from "../crds/validate.ts";
 import { apiStatusOf } from "../runtime/api.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { Informer } from "../runtime/informer.ts";
@@ -116,7 +117,7 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
           metadata: { name: `${key}.${pod.uid.slice(0, 8)}`, namespace: pod.namespace },
           involvedObject: { apiVersion: "v1", kind: "Pod", namespace: pod.namespace, name: pod.name, uid: pod.uid },
           reason,
-          message: message.slice(0, 1024),
+          message: clip(message, 1024),
           type: "Warning",
           source: { component: FIELD_MANAGER, host: this.#nodeName },
           reportingComponent: `${group}/agent`,

@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import { group, version } from "../../crds/naming.ts";
+import { clip } from "../../crds/validate.ts";
 import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
 import { ApiError } from "../../runtime/api.ts";
 import { systemClock, type Clock } from "../../runtime/clock.ts";
@@ -154,7 +155,7 @@ export class KubeActions implements ClusterActions {
         involvedObject: { kind: about.kind, name: about.name, namespace: about.namespace, uid: about.uid, apiVersion: about.apiVersion },
         type,
         reason,
-        message: message.slice(0, 1024),
+        message: clip(message, 1024),
         source: { component: this.component },
         reportingComponent: this.component,
         reportingInstance: this.component,
