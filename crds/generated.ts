@@ -88,7 +88,7 @@ export interface ContainmentPolicySpecPoolReplacement {
   minFreeMemory?: string;
 }
 
-/** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
+/** When a node's memory counts as failing: uncorrected errors in the window count one each, corrected ones one for every countCorrected. */
 export interface ContainmentPolicySpecEscalation {
   /** The sliding window errors are counted over (a Go duration). */
   window?: string;
@@ -98,7 +98,7 @@ export interface ContainmentPolicySpecEscalation {
   cordonAfter?: number;
   /** Corrected errors that count as one uncorrected error; 0 ignores corrected errors. */
   countCorrected?: number;
-  /** Key of the NoSchedule taint (never NoExecute, which ignores PodDisruptionBudgets). */
+  /** Key of the NoSchedule taint (never NoExecute, which ignores PodDisruptionBudgets): a qualified name, as Kubernetes requires of taint keys (an optional DNS subdomain prefix and a slash, then a name of at most 63 characters). */
   taintKey?: string;
 }
 
@@ -140,7 +140,7 @@ export interface ContainmentPolicySpec {
   capacityQuarantine?: ContainmentPolicySpecCapacityQuarantine;
   /** Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes. */
   poolReplacement?: ContainmentPolicySpecPoolReplacement;
-  /** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
+  /** When a node's memory counts as failing: uncorrected errors in the window count one each, corrected ones one for every countCorrected. */
   escalation?: ContainmentPolicySpecEscalation;
   /** Limits that keep containment from hurting more of the cluster than the errors do. */
   safety?: ContainmentPolicySpecSafety;
@@ -233,7 +233,7 @@ export interface DefaultedContainmentPolicySpecPoolReplacement {
   minFreeMemory: string;
 }
 
-/** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
+/** When a node's memory counts as failing: uncorrected errors in the window count one each, corrected ones one for every countCorrected. */
 export interface DefaultedContainmentPolicySpecEscalation {
   /** The sliding window errors are counted over (a Go duration). */
   window: string;
@@ -243,7 +243,7 @@ export interface DefaultedContainmentPolicySpecEscalation {
   cordonAfter: number;
   /** Corrected errors that count as one uncorrected error; 0 ignores corrected errors. */
   countCorrected: number;
-  /** Key of the NoSchedule taint (never NoExecute, which ignores PodDisruptionBudgets). */
+  /** Key of the NoSchedule taint (never NoExecute, which ignores PodDisruptionBudgets): a qualified name, as Kubernetes requires of taint keys (an optional DNS subdomain prefix and a slash, then a name of at most 63 characters). */
   taintKey: string;
 }
 
@@ -285,7 +285,7 @@ export interface DefaultedContainmentPolicySpec {
   capacityQuarantine: DefaultedContainmentPolicySpecCapacityQuarantine;
   /** Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes. */
   poolReplacement: DefaultedContainmentPolicySpecPoolReplacement;
-  /** When a node's memory counts as failing. Uncorrected errors in the window are counted. */
+  /** When a node's memory counts as failing: uncorrected errors in the window count one each, corrected ones one for every countCorrected. */
   escalation: DefaultedContainmentPolicySpecEscalation;
   /** Limits that keep containment from hurting more of the cluster than the errors do. */
   safety: DefaultedContainmentPolicySpecSafety;
@@ -483,12 +483,14 @@ export interface MemoryErrorEventStatusPoolReplacementResult {
 export interface MemoryErrorEventStatusNodeAction {
   /** None, Taint (NoSchedule taint), Cordon (spec.unschedulable). The operator never drains. */
   action: "None" | "Taint" | "Cordon";
-  /** Planned, InProgress (being applied), Done, HeldByBudget (the cooldown, the circuit breaker or the node budget held it back: see heldBy; taken later if the node's errors still call for it), DryRun. */
-  state?: "Planned" | "InProgress" | "Done" | "HeldByBudget" | "DryRun";
+  /** Planned, InProgress (being applied), Done, HeldByBudget (the cooldown, the circuit breaker or the node budget held it back: see heldBy; taken later if the node's errors still call for it), Failed (the API server refused it for good: see message), DryRun. */
+  state?: "Planned" | "InProgress" | "Done" | "HeldByBudget" | "Failed" | "DryRun";
   /** What holds the action back while HeldByBudget: Cooldown (the node was acted on recently), CircuitBreaker (too many node actions in the breaker's window), NodeBudget (too many nodes are tainted or cordoned already). */
   heldBy?: "Cooldown" | "CircuitBreaker" | "NodeBudget";
   /** When the operator applied the taint or cordon; absent when it did not (held, or the node already had it). */
   appliedAt?: string;
+  /** When the operator saw that a person removed the taint or cordon it applied. The node's budget slot is free from then on, and the next error that reaches the threshold applies it again. */
+  undoneAt?: string;
   /** Why, as decided, in words. */
   reason?: string;
   /** What carrying it out came to, in words (held at action time, taken once the budget allowed it). */
@@ -795,6 +797,12 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "object",
                   "description": "For pods that opt in by annotation: the node's agent sends the signal to the container processes that mapped the lost hugepage and publishes the lost virtual ranges (pod annotation and Event), so the application can drop them before it touches them.",
                   "default": {},
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "!has(self.timeout) || duration(self.timeout) >= duration('1s')",
+                      "message": "timeout must be at least 1s (a shorter wait gives the agent no time to report)"
+                    }
+                  ],
                   "properties": {
                     "enabled": {
                       "type": "boolean",
@@ -834,6 +842,10 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                     {
                       "rule": "!has(self.deleteAfter) || (has(self.fallbackToDelete) && self.fallbackToDelete)",
                       "message": "deleteAfter is only meaningful with fallbackToDelete"
+                    },
+                    {
+                      "rule": "!has(self.backoff) || duration(self.backoff) >= duration('1s')",
+                      "message": "backoff must be at least 1s (the operator never retries an eviction faster)"
                     }
                   ],
                   "properties": {
@@ -885,6 +897,12 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "type": "object",
               "description": "Self-healing hugepage pools. After the kernel has finished with a poisoned hugepage (a free page dissolved, a private page's last mapper gone, a soft-offlined page moved; a shared hugetlbfs page at once, since it is never given back), the node's agent raises that size's pool on that NUMA node by one and reports what the kernel gave, so the pool is back to the size it had and the quarantine can be released. Never beyond the size the pool had before the errors, never for a size not named here; a node where the kernel refused twice in the window is not asked again until the window passes.",
               "default": {},
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!has(self.window) || duration(self.window) >= duration('1m')",
+                  "message": "window must be at least 1m (a shorter window makes the per-window limits meaningless)"
+                }
+              ],
               "properties": {
                 "enabled": {
                   "type": "boolean",
@@ -945,12 +963,16 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
             },
             "escalation": {
               "type": "object",
-              "description": "When a node's memory counts as failing. Uncorrected errors in the window are counted.",
+              "description": "When a node's memory counts as failing: uncorrected errors in the window count one each, corrected ones one for every countCorrected.",
               "default": {},
               "x-kubernetes-validations": [
                 {
                   "rule": "!has(self.cordonAfter) || !has(self.taintAfter) || self.cordonAfter > self.taintAfter",
                   "message": "cordonAfter must be greater than taintAfter (taint before cordon)"
+                },
+                {
+                  "rule": "!has(self.window) || duration(self.window) >= duration('1m')",
+                  "message": "window must be at least 1m (a shorter window counts no error twice and never escalates)"
                 }
               ],
               "properties": {
@@ -983,8 +1005,9 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 },
                 "taintKey": {
                   "type": "string",
-                  "description": "Key of the NoSchedule taint (never NoExecute, which ignores PodDisruptionBudgets).",
+                  "description": "Key of the NoSchedule taint (never NoExecute, which ignores PodDisruptionBudgets): a qualified name, as Kubernetes requires of taint keys (an optional DNS subdomain prefix and a slash, then a name of at most 63 characters).",
                   "maxLength": 317,
+                  "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
                   "default": "mce-operator.io/memory-failing"
                 }
               }
@@ -1005,6 +1028,12 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "object",
                   "description": "Stops new node actions when too many happened within a window.",
                   "default": {},
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "!has(self.window) || duration(self.window) >= duration('1m')",
+                      "message": "window must be at least 1m (a shorter window silently disables the breaker)"
+                    }
+                  ],
                   "properties": {
                     "maxNodeActions": {
                       "type": "integer",
@@ -1838,12 +1867,13 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 },
                 "state": {
                   "type": "string",
-                  "description": "Planned, InProgress (being applied), Done, HeldByBudget (the cooldown, the circuit breaker or the node budget held it back: see heldBy; taken later if the node's errors still call for it), DryRun.",
+                  "description": "Planned, InProgress (being applied), Done, HeldByBudget (the cooldown, the circuit breaker or the node budget held it back: see heldBy; taken later if the node's errors still call for it), Failed (the API server refused it for good: see message), DryRun.",
                   "enum": [
                     "Planned",
                     "InProgress",
                     "Done",
                     "HeldByBudget",
+                    "Failed",
                     "DryRun"
                   ]
                 },
@@ -1860,6 +1890,11 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "string",
                   "format": "date-time",
                   "description": "When the operator applied the taint or cordon; absent when it did not (held, or the node already had it)."
+                },
+                "undoneAt": {
+                  "type": "string",
+                  "format": "date-time",
+                  "description": "When the operator saw that a person removed the taint or cordon it applied. The node's budget slot is free from then on, and the next error that reaches the threshold applies it again."
                 },
                 "reason": {
                   "type": "string",

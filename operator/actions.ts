@@ -27,6 +27,14 @@ export interface QuarantinePod {
   bytes: number;
 }
 
+/** The HugepageMemoryDegraded Node condition; lastTransitionTime moves only when status does, as metav1.Condition defines. */
+export interface NodeCondition {
+  status: "True" | "False";
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+}
+
 export interface ClusterActions {
   /** Server-side apply of the operator's part of an event's status (field manager mce-operator); resolves to the object the API server now holds. */
   applyEventStatus(name: string, status: MemoryErrorEventStatus): Promise<MemoryErrorEvent>;
@@ -41,7 +49,8 @@ export interface ClusterActions {
   taintNode(nodeName: string, key: string, reason: string): Promise<Record<string, unknown>>;
   /** Marks the node unschedulable and annotates it as cordoned by the operator; resolves to the Node the API server now holds. */
   cordonNode(nodeName: string): Promise<Record<string, unknown>>;
-  setNodeCondition(nodeName: string, condition: { status: "True" | "False"; reason: string; message: string }): Promise<void>;
+  /** Sets the HugepageMemoryDegraded condition, with the transition time the caller computed. */
+  setNodeCondition(nodeName: string, condition: NodeCondition): Promise<void>;
   /** Creates the placeholder pod; creating one that exists is not an error. */
   createQuarantinePod(pod: QuarantinePod): Promise<void>;
   recordEvent(about: ObjectRef, type: "Normal" | "Warning", reason: string, message: string): Promise<void>;

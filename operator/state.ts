@@ -39,7 +39,7 @@ export interface NodeInfo {
   cordonedByUs: boolean;
   taintKeys: string[];
   allocatableBytes: Partial<Record<HugepageSize, number>>;
-  degradedCondition?: { status: string; reason: string; message: string } | undefined;
+  degradedCondition?: { status: string; reason: string; message: string; lastTransitionTime?: string | undefined } | undefined;
 }
 
 type Raw = Record<string, unknown>;
@@ -91,7 +91,12 @@ export function nodeInfo(raw: Raw): NodeInfo {
     allocatableBytes: Object.fromEntries(
       HUGEPAGE_SIZES.flatMap((s) => (allocatable[`hugepages-${s}`] ? [[s, parseQuantity(allocatable[`hugepages-${s}`] ?? "0")]] : [])),
     ),
-    degradedCondition: condition && { status: String(condition.status), reason: String(condition.reason), message: String(condition.message) },
+    degradedCondition: condition && {
+      status: String(condition.status),
+      reason: String(condition.reason),
+      message: String(condition.message),
+      lastTransitionTime: typeof condition.lastTransitionTime === "string" ? condition.lastTransitionTime : undefined,
+    },
   };
 }
 
@@ -133,6 +138,8 @@ export class ClusterState {
    * never both take the last slot.
    */
   readonly nodeActionsInFlight = new Map<string, NodeActionTaken>();
+  /** Pods a pass is evicting, by uid, naming the event: claimed from the check until the InProgress status lands. */
+  readonly evictionsInFlight = new Map<string, string>();
   readonly pdbs = new Map<string, DisruptionBudgetState>();
   readonly pods = new Map<string, PodInfo>();
   private readonly podsByNode = new Map<string, Map<string, PodInfo>>();
@@ -280,6 +287,20 @@ export class ClusterState {
       for (const p of e.status?.pods ?? []) if (p.action === "Evict" && (p.state === "InProgress" || p.state === "Blocked")) evictionsInFlight += 1;
     }
     return clusterBudget({ totalNodes: this.nodes.size, actionedNow, taken, inFlight, evictionsInFlight });
+  }
+
+  /** Another event's eviction of a pod, in flight or recorded, that this event's must follow. */
+  evictionOf(nodeName: string, uid: string, except: string): { eventName: string; state: string } | undefined {
+    const claimed = this.evictionsInFlight.get(uid);
+    if (claimed !== undefined && claimed !== except) return { eventName: claimed, state: "InProgress" };
+    for (const e of this.eventsOn(nodeName)) {
+      if (e.metadata.name === except) continue;
+      const entry = e.status?.pods?.find(
+        (p) => p.uid === uid && (p.action === "Evict" || p.action === "Delete") && p.state !== "Planned" && p.state !== "DryRun",
+      );
+      if (entry) return { eventName: e.metadata.name, state: entry.state };
+    }
+    return undefined;
   }
 
   /** The policy that governs a node. */

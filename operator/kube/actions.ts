@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import { group, version } from "../../crds/naming.ts";
 import { clip } from "../../crds/validate.ts";
-import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
+import type { ClusterActions, EvictionOutcome, NodeCondition, ObjectRef, QuarantinePod } from "../actions.ts";
 import { ApiError } from "../../runtime/api.ts";
 import { systemClock, type Clock } from "../../runtime/clock.ts";
 import { cordonedByAnnotation, quarantineEventLabel, quarantineSizeLabel } from "../state.ts";
@@ -91,11 +91,10 @@ export class KubeActions implements ClusterActions {
     });
   }
 
-  async setNodeCondition(nodeName: string, condition: { status: "True" | "False"; reason: string; message: string }): Promise<void> {
-    const now = this.now();
+  async setNodeCondition(nodeName: string, condition: NodeCondition): Promise<void> {
     await this.rest.request("PATCH", `/api/v1/nodes/${nodeName}/status`, {
       patch: "strategic",
-      body: { status: { conditions: [{ type: "HugepageMemoryDegraded", ...condition, lastHeartbeatTime: now, lastTransitionTime: now }] } },
+      body: { status: { conditions: [{ type: "HugepageMemoryDegraded", ...condition, lastHeartbeatTime: this.now() }] } },
     });
   }
 

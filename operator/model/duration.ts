@@ -14,3 +14,15 @@ export function formatDuration(ms: number): string {
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
 }
+
+/**
+ * The CRD's CEL floors on a policy's durations. A policy stored before those rules existed may hold less,
+ * so the operator applies them again: no window shorter than a minute (a 0s window disables the breaker
+ * and escalation), no backoff or timeout shorter than a second (a 0s backoff hammers the API server).
+ */
+export const WINDOW_FLOOR_MS = 60_000;
+export const RETRY_FLOOR_MS = 1000;
+
+export function policyDuration(text: string, field: string, floorMs: number): number {
+  return Math.max(floorMs, parseDuration(text, field));
+}

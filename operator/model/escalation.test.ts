@@ -137,4 +137,12 @@ describe("escalation", () => {
     const cooling = decideNodeAction({ name: "worker-1", tainted: false, cordoned: false, lastNodeActionAt: T0 - 1000 }, health, policy, budget(), T0, false);
     expect(cooling).toMatchObject({ state: "HeldByBudget", heldBy: "Cooldown" });
   });
+
+  it("keeps the breaker and escalation windows at a minute or more, whatever a stored policy holds", () => {
+    // Stored before the CRD's CEL floor existed: the cache's defaulting does not run CEL.
+    const policy = policySpec({ escalation: { window: "0s" }, safety: { circuitBreaker: { window: "0s", maxNodeActions: 1 } } });
+    const taken = [{ eventName: "e1", node: "n1", at: T0 - 1000 }];
+    expect(breaker(clusterBudget({ totalNodes: 10, actionedNow: [], taken, inFlight: [], evictionsInFlight: 0 }), policy.safety, T0).open).toBe(true);
+    expect(nodeHealth([{ at: T0 - 1000, severity: "Fatal" }], policy.escalation, T0).uncorrectedErrors).toBe(1);
+  });
 });

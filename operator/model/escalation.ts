@@ -8,7 +8,7 @@ import type {
   MemoryErrorEventStatusNodeAction,
   NodeMemoryHealthStatus,
 } from "../../crds/generated.ts";
-import { parseDuration } from "./duration.ts";
+import { parseDuration, policyDuration, WINDOW_FLOOR_MS } from "./duration.ts";
 import { isUncorrected } from "./types.ts";
 import type { ClusterBudget, ErrorRecord, NodeActionKind } from "./types.ts";
 
@@ -41,7 +41,7 @@ export function nodeHealth(errors: readonly ErrorRecord[], escalation: Escalatio
   const { taintAfter, cordonAfter, countCorrected, window } = escalation;
   // The CRD's CEL rule says so too; a policy written before it existed is refused here.
   if (cordonAfter <= taintAfter) throw new Error(`spec.escalation: cordonAfter (${cordonAfter}) must be greater than taintAfter (${taintAfter})`);
-  const windowMs = parseDuration(window, "spec.escalation.window");
+  const windowMs = policyDuration(window, "spec.escalation.window", WINDOW_FLOOR_MS);
   const inWindow = errors.filter((e) => e.at > now - windowMs);
   const uncorrectedErrors = inWindow.filter((e) => isUncorrected(e.severity)).length;
   const correctedErrors = inWindow.length - uncorrectedErrors;
@@ -97,7 +97,7 @@ export interface BreakerState {
 
 /** Open once maxNodeActions actions fall inside the breaker's window: the next one waits. */
 export function breaker(budget: ClusterBudget, safety: Safety, now: number): BreakerState {
-  const windowMs = parseDuration(safety.circuitBreaker.window, "spec.safety.circuitBreaker.window");
+  const windowMs = policyDuration(safety.circuitBreaker.window, "spec.safety.circuitBreaker.window", WINDOW_FLOOR_MS);
   const recent = budget.nodeActionTimes.filter((t) => t > now - windowMs).length;
   return { open: recent >= safety.circuitBreaker.maxNodeActions, recent };
 }

@@ -6,7 +6,7 @@ import type { MemoryErrorEventStatusPoolReplacement } from "../../crds/generated
 import { formatBytes, parseQuantity } from "../../crds/quantity.ts";
 import { hugepageBytes, PAGE_SIZE_BYTES } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
-import { parseDuration } from "./duration.ts";
+import { policyDuration, WINDOW_FLOOR_MS } from "./duration.ts";
 import { countedInPool } from "./prediction.ts";
 import type { KernelPrediction } from "./prediction.ts";
 import type { MemoryError, NodeState, Policy, ReplacementState } from "./types.ts";
@@ -34,7 +34,7 @@ export function poolCeiling(node: NodeState, size: HugepageSize, numaNode: numbe
 /** Why the node is not asked for replacements now (the kernel refused twice in the window), or undefined. */
 export function replacementPause(node: Pick<NodeState, "replacements">, policy: Policy, now: number): { until: number; reason: string } | undefined {
   const windowText = policy.poolReplacement.window;
-  const windowMs = parseDuration(windowText, "spec.poolReplacement.window");
+  const windowMs = policyDuration(windowText, "spec.poolReplacement.window", WINDOW_FLOOR_MS);
   const refused = (node.replacements ?? []).filter((r) => r.state === "Refused" && r.at > now - windowMs && r.at <= now).sort((a, b) => a.at - b.at);
   if (refused.length < REFUSALS_BEFORE_PAUSE) return undefined;
   // The pause lasts until enough refusals have left the window.
@@ -81,7 +81,7 @@ export function decidePoolReplacement(
   const pause = replacementPause(node, policy, now);
   if (pause) return none(pause.reason);
   const windowText = settings.window;
-  const windowMs = parseDuration(windowText, "spec.poolReplacement.window");
+  const windowMs = policyDuration(windowText, "spec.poolReplacement.window", WINDOW_FLOOR_MS);
   const maxPerWindow = limit.maxPerWindow;
   const asked = (node.replacements ?? []).filter((r) => r.size === size && ASKED.has(r.state) && r.at > now - windowMs && r.at <= now).length;
   if (asked >= maxPerWindow)

@@ -72,3 +72,14 @@ function stored(value: unknown): unknown {
 
 /** Whether two statuses would be stored the same: deep equality, blind to fields left undefined. */
 export const sameStatus = (a: unknown, b: unknown): boolean => isDeepStrictEqual(stored(a), stored(b));
+
+/**
+ * Applies the operator's part of an event's status and keeps the cache ahead of the watch with what the
+ * API server now holds (the agent may have added its part meanwhile), so the next step and the budget see
+ * what was just recorded. earlySignals and poolReplacementResult belong to the node's agent: the
+ * operator's apply never claims them.
+ */
+export async function writeEventStatus(context: ReconcileContext, event: MemoryErrorEvent, status: MemoryErrorEventStatus): Promise<void> {
+  const held = await context.actions.applyEventStatus(event.metadata.name, { ...status, earlySignals: undefined, poolReplacementResult: undefined });
+  context.state.upsertEvent(held);
+}

@@ -22,7 +22,7 @@ export function phaseOf(status: MemoryErrorEventStatus): Phase {
     node?.state === "Planned" ||
     node?.state === "InProgress";
   if (pending) return "Pending";
-  if (pods.some((p) => p.state === "TimedOut" || p.state === "Failed")) return "Failed";
+  if (pods.some((p) => p.state === "TimedOut" || p.state === "Failed") || node?.state === "Failed") return "Failed";
   if (node && node.action !== "None" && (node.state === "Done" || node.state === "DryRun")) return "Escalated";
   const effect = status.prediction?.poolEffect;
   if (pods.length === 0 && quarantine.length === 0 && (effect === "None" || effect === "NotHugepage")) return "Ignored";

@@ -1,5 +1,6 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { podInfo } from "../state.ts";
+import { ApiError } from "../../runtime/api.ts";
 import { T0 } from "../model/fixtures.ts";
 import { MiB, ReconcileHarness, health, memoryEvent, policy } from "../testing/reconcilers.ts";
 import { phaseOf } from "./decision.ts";
@@ -431,6 +432,36 @@ describe("EventReconciler", () => {
     expect(h.cluster.eventStatus.get("e9")?.conditions?.[0]).toMatchObject({ type: "Decided", status: "False", reason: "PolicyConflict" });
   });
 
+  it("evicts a pod once when two errors name it, decided at the same moment", async () => {
+    h.addPod("dpdk", "worker-1");
+    h.hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    h.hold(memoryEvent("e2", "worker-1", [{ pod: "dpdk" }], { pfn: "0x6205", hugepage: { size: "2Mi", headPfn: "0x6200" } }));
+    const [first, second] = await Promise.all([h.events.reconcile("e1"), h.events.reconcile("e2")]);
+    expect(h.cluster.effects.filter((c) => c.startsWith("evict"))).toEqual(["evict apps/dpdk"]);
+    expect([first?.requeueAfterMs, second?.requeueAfterMs]).toEqual([undefined, 1000]);
+    await h.events.reconcile("e2");
+    expect(h.cluster.effects.filter((c) => c.startsWith("evict"))).toEqual(["evict apps/dpdk"]);
+    expect(h.cluster.eventStatus.get("e2")?.pods?.[0]).toMatchObject({ state: "Done", message: "carried out for memory error e1: Done" });
+  });
+
+  it("never retries an eviction faster than once a second, whatever backoff a stored policy holds", async () => {
+    // Stored before the CRD's CEL floor existed: the cache's defaulting does not run CEL.
+    h.state.policies.set("default", policy({ podActions: { eviction: { backoff: "0s" } } }));
+    h.addPod("dpdk", "worker-1");
+    h.cluster.evictionAnswers.set("apps/dpdk", [{ kind: "blocked", message: "429" }]);
+    h.hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    expect((await h.events.reconcile("e1"))?.requeueAfterMs).toBe(1000);
+  });
+
+  it("ends an eviction the API server refuses for good as Failed, without retrying it", async () => {
+    h.addPod("dpdk", "worker-1");
+    h.cluster.refusals.set("evict apps/dpdk", new ApiError(422, "Invalid", 'pods "dpdk" is invalid'));
+    h.hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    await h.events.reconcile("e1");
+    expect(h.cluster.eventStatus.get("e1")).toMatchObject({ phase: "Failed", pods: [{ state: "Failed" }] });
+    expect(h.cluster.eventStatus.get("e1")?.pods?.[0]?.message).toMatch(/refused it for good: pods "dpdk" is invalid/);
+  });
+
   describe("node actions: the model's count, the model's limits, counted once", () => {
     const escalateAtOne = (safety: Record<string, unknown>, escalation: Record<string, unknown> = {}): void => {
       h.state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5, ...escalation }, safety: { cooldown: "1s", ...safety } }));
@@ -492,6 +523,37 @@ describe("EventReconciler", () => {
       h.hold(memoryEvent("e3", "worker-2", [], {}, h.now - 100));
       await h.events.reconcile("e3");
       expect(taints()).toEqual(["taint worker-2 mce-operator.io/memory-failing"]);
+    });
+
+    it("gives up a taint the API server refuses for good, says so, and frees its slot", async () => {
+      escalateAtOne({ maxUnavailableNodesPercent: 10, circuitBreaker: { maxNodeActions: 100 } });
+      for (let i = 2; i <= 10; i++) h.addNode(`worker-${i}`);
+      h.cluster.refusals.set("taint worker-1", new ApiError(422, "Invalid", 'Node "worker-1" is invalid: spec.taints[0].key: Invalid value'));
+      h.hold(memoryEvent("e1", "worker-1", []));
+      await h.events.reconcile("e1");
+      expect(h.cluster.eventStatus.get("e1")).toMatchObject({ phase: "Failed", nodeAction: { action: "Taint", state: "Failed" } });
+      expect(h.cluster.recorded.find((r) => r.reason === "NodeActionFailed")?.message).toMatch(/refused the taint for good: Node "worker-1" is invalid/);
+      expect(h.state.budget().actionedNodes.size).toBe(0);
+      h.now += 60_000;
+      h.hold(memoryEvent("e2", "worker-2", [], {}, h.now - 100));
+      await h.events.reconcile("e2");
+      expect(taints()).toEqual(["taint worker-2 mce-operator.io/memory-failing"]);
+    });
+
+    it("cordons again at the next threshold crossing after a person's uncordon, never 'already has it'", async () => {
+      escalateAtOne({ maxUnavailableNodesPercent: 100, circuitBreaker: { maxNodeActions: 100 } }, { taintAfter: 1, cordonAfter: 2 });
+      h.hold(memoryEvent("e1", "worker-1", [], { severity: "Fatal" }, T0 - 1000));
+      h.hold(memoryEvent("e2", "worker-1", []));
+      await h.events.reconcile("e2");
+      h.editNode("worker-1", (n) => {
+        n.spec.unschedulable = false;
+      });
+      h.now += 60_000;
+      h.hold(memoryEvent("e3", "worker-1", [], { pfn: "0x7205", hugepage: { size: "2Mi", headPfn: "0x7200" } }, h.now - 100));
+      await h.events.reconcile("e3");
+      expect(h.cluster.effects.filter((c) => c.startsWith("cordon"))).toEqual(["cordon worker-1", "cordon worker-1"]);
+      expect(h.cluster.eventStatus.get("e3")?.nodeAction).toMatchObject({ action: "Cordon", state: "Done" });
+      expect(h.cluster.eventStatus.get("e3")?.nodeAction?.reason).not.toMatch(/already has it/);
     });
 
     it("retries a held taint for corrected errors once the budget frees up", async () => {

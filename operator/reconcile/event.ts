@@ -5,11 +5,12 @@
 // node action now, whether a held one is due) is the model's; this file does bookkeeping and I/O only.
 import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusPod, MemoryErrorEventStatusQuarantine } from "../../crds/generated.ts";
 import { formatBytes } from "../../crds/quantity.ts";
+import { ApiError } from "../../runtime/api.ts";
 import type { EvictionOutcome } from "../actions.ts";
 import type { Logger } from "../../runtime/log.ts";
 import { decideContainment } from "../model/containment.ts";
 import type { Decision } from "../model/containment.ts";
-import { formatDuration, parseDuration } from "../model/duration.ts";
+import { formatDuration, parseDuration, policyDuration, RETRY_FLOOR_MS } from "../model/duration.ts";
 import { breaker, heldActionDue, nodeActionHold } from "../model/escalation.ts";
 import { quarantinesToRelease } from "../model/quarantine.ts";
 import { replacementPause } from "../model/replacement.ts";
@@ -17,7 +18,7 @@ import { selectorMatches } from "../model/selector.ts";
 import type { Policy } from "../model/types.ts";
 import type { WorkResult } from "../../runtime/queue.ts";
 import { ClusterState, defaultPolicy, nodeInfo } from "../state.ts";
-import { eventRef, iso, nodeRef, podRef, quarantinePodName, recordEvent, sameStatus, setCondition, words } from "./context.ts";
+import { eventRef, iso, nodeRef, podRef, quarantinePodName, recordEvent, sameStatus, setCondition, words, writeEventStatus } from "./context.ts";
 import { decidedStatus, decisionSummary, failedStatus, phaseOf, terminalPodStates, undecidedStatus } from "./decision.ts";
 import type { ReconcileContext } from "./context.ts";
 
@@ -34,6 +35,9 @@ interface Plan {
 
 const maxBackoffMs = 300_000;
 
+/** An answer that no retry can change: the request itself is wrong (400, 422) or its object is gone (404). */
+const refusedForGood = (error: unknown): boolean => error instanceof ApiError && [400, 404, 422].includes(error.status);
+
 export class EventReconciler {
   private readonly context: ReconcileContext;
   private readonly state: ClusterState;
@@ -44,11 +48,7 @@ export class EventReconciler {
   }
 
   private async writeStatus(event: MemoryErrorEvent, status: MemoryErrorEventStatus): Promise<void> {
-    // earlySignals and poolReplacementResult belong to the node's agent: the operator's apply never claims them.
-    const held = await this.context.actions.applyEventStatus(event.metadata.name, { ...status, earlySignals: undefined, poolReplacementResult: undefined });
-    // Keep the cache ahead of the watch with what the API server now holds (the agent may have
-    // added its earlySignals meanwhile), so the next step and the budget see what was just recorded.
-    this.state.upsertEvent(held);
+    await writeEventStatus(this.context, event, status);
   }
 
   /**
@@ -80,8 +80,9 @@ export class EventReconciler {
     try {
       if (decidedNow || !sameStatus(plan.status, status)) await this.writeStatus(event, plan.status);
     } finally {
-      // From here the InProgress node action in the cached status holds the budget slot.
+      // From here the InProgress statuses in the cache hold the budget slot and the pods' evictions.
       this.state.nodeActionsInFlight.delete(name);
+      for (const entry of plan.evictions) this.state.evictionsInFlight.delete(entry.uid);
     }
     let after: MemoryErrorEventStatus;
     try {
@@ -93,7 +94,11 @@ export class EventReconciler {
     const phase = phaseOf(after);
     if (phase !== after.phase) {
       const contained = phase === "Contained" || phase === "Escalated" || phase === "Ignored";
-      const message = contained ? "every action is carried out" : phase === "Failed" ? "an action could not be carried out: see pods[]" : "actions in progress";
+      const message = contained
+        ? "every action is carried out"
+        : phase === "Failed"
+          ? "an action could not be carried out: see pods[] and nodeAction"
+          : "actions in progress";
       after = {
         ...after,
         phase,
@@ -156,7 +161,7 @@ export class EventReconciler {
   private plan(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: Policy | undefined, now: number, requeue: number[], decidedNow: boolean): Plan {
     const nodeName = event.spec.nodeName;
     const { eviction } = (policy ?? defaultPolicy).podActions;
-    const backoffMs = parseDuration(eviction.backoff, "spec.podActions.eviction.backoff");
+    const backoffMs = policyDuration(eviction.backoff, "spec.podActions.eviction.backoff", RETRY_FLOOR_MS);
     const deleteAfterMs =
       eviction.fallbackToDelete && eviction.deleteAfter ? parseDuration(eviction.deleteAfter, "spec.podActions.eviction.deleteAfter") : undefined;
     let slots = (policy ?? defaultPolicy).safety.maxEvictionsInFlight - this.state.budget().evictionsInFlight;
@@ -167,6 +172,14 @@ export class EventReconciler {
       const pod = this.state.podByUid(nodeName, entry.uid);
       // Gone or going: our own eviction went through before a crash, or something else removed it.
       if (!pod || pod.deleting) return { ...entry, state: "Done", message: "the pod is gone" };
+      // One pod is evicted once, whatever number of errors name it: another event's eviction is followed.
+      const other = this.state.evictionOf(nodeName, entry.uid, event.metadata.name);
+      if (other) {
+        if (other.state === "Done" || other.state === "TimedOut" || other.state === "Failed")
+          return { ...entry, state: other.state, message: words(`carried out for memory error ${other.eventName}: ${other.state}`) };
+        requeue.push(1000);
+        return entry;
+      }
       const attempts = entry.attempts ?? 0;
       if (entry.state === "Blocked" && entry.lastAttemptAt) {
         const due = Date.parse(entry.lastAttemptAt) + Math.min(backoffMs * 2 ** Math.max(0, attempts - 1), maxBackoffMs);
@@ -191,6 +204,8 @@ export class EventReconciler {
         lastAttemptAt: iso(now),
       };
       evictions.push(next);
+      // Claimed in the same synchronous step as the check above; the InProgress status holds it after.
+      this.state.evictionsInFlight.set(entry.uid, event.metadata.name);
       return next;
     });
     const stale = this.state.staleCapacity(nodeName);
@@ -273,7 +288,7 @@ export class EventReconciler {
       recordEvent(this.context, podRef(entry), outcome.state === "Done" ? "Normal" : "Warning", "EarlySignal", words(outcome.message ?? outcome.state));
       return { ...entry, state: outcome.state, message: words(`agent: ${outcome.message ?? outcome.state}`), lastAttemptAt: outcome.at };
     }
-    const timeoutMs = parseDuration(policy.podActions.earlySignal.timeout, "spec.podActions.earlySignal.timeout");
+    const timeoutMs = policyDuration(policy.podActions.earlySignal.timeout, "spec.podActions.earlySignal.timeout", RETRY_FLOOR_MS);
     const deadline = Date.parse(status.decidedAt ?? iso(now)) + timeoutMs;
     if (now >= deadline) {
       metrics.actions.inc({ action: "early_signal", outcome: "timed_out" });
@@ -344,15 +359,20 @@ export class EventReconciler {
 
   /** Carries the plan out and returns the status with every outcome. */
   private async act(event: MemoryErrorEvent, plan: Plan, policy: Policy, requeue: number[], log: Logger): Promise<MemoryErrorEventStatus> {
-    const { metrics, actions } = this.context;
+    const { metrics } = this.context;
     const nodeName = event.spec.nodeName;
     const { eviction } = policy.podActions;
     const fallbackConfigured = eviction.fallbackToDelete && eviction.deleteAfter !== undefined;
-    const backoffMs = parseDuration(eviction.backoff, "spec.podActions.eviction.backoff");
+    const backoffMs = policyDuration(eviction.backoff, "spec.podActions.eviction.backoff", RETRY_FLOOR_MS);
     const settled = await Promise.allSettled(plan.evictions.map((entry) => this.evictOne(entry)));
     const outcomes = new Map<string, Partial<MemoryErrorEventStatusPod>>();
     settled.forEach((result, i) => {
       const entry = plan.evictions[i];
+      if (entry && result.status === "rejected" && refusedForGood(result.reason)) {
+        outcomes.set(entry.uid, { state: "Failed", message: words(`the API server refused it for good: ${(result.reason as Error).message}`) });
+        metrics.actions.inc({ action: entry.action === "Delete" ? "delete" : "evict", outcome: "failed" });
+        return;
+      }
       if (!entry || result.status === "rejected") return;
       const outcome = result.value;
       if (outcome.kind !== "blocked") {
@@ -371,24 +391,7 @@ export class EventReconciler {
     for (const [uid, o] of outcomes) log.info("pod action", { pod: status.pods?.find((p) => p.uid === uid)?.name, state: o.state, blockedBy: o.blockedBy });
     status = await this.actOnQuarantine(event, plan, status, log);
     const action = status.nodeAction;
-    if (plan.applyNodeAction && action) {
-      const held =
-        action.action === "Cordon"
-          ? await actions.cordonNode(nodeName)
-          : await actions.taintNode(nodeName, policy.escalation.taintKey, "HugepageMemoryFailing");
-      // The API server's answer is ahead of the watch: the budget sees the node actioned from now on.
-      this.state.upsertNode(nodeInfo(held));
-      metrics.actions.inc({ action: action.action.toLowerCase(), outcome: "done" });
-      recordEvent(
-        this.context,
-        nodeRef(nodeName),
-        "Warning",
-        action.action === "Cordon" ? "CordonedForMemoryErrors" : "TaintedForMemoryErrors",
-        action.reason ?? "",
-      );
-      log.warn(`node ${action.action === "Cordon" ? "cordoned" : "tainted"}`, { reason: action.reason });
-      status = { ...status, nodeAction: { ...action, state: "Done" } };
-    }
+    if (plan.applyNodeAction && action) status = { ...status, nodeAction: await this.applyNodeAction(event, action, policy, log) };
     for (const entry of plan.evictions) {
       if (outcomes.get(entry.uid)?.state !== "Done") continue;
       metrics.actions.inc({ action: entry.action === "Delete" ? "delete" : "evict", outcome: "done" });
@@ -396,13 +399,55 @@ export class EventReconciler {
       const message = `memory error ${event.metadata.name} poisoned hugepage ${page} that this pod maps; it would crash with SIGBUS on access`;
       recordEvent(this.context, podRef(entry), "Warning", entry.action === "Delete" ? "DeletedForMemoryError" : "EvictedForMemoryError", message);
     }
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected" && !refusedForGood(r.reason));
     if (failed) {
       // Record what did happen, then let the queue retry the rest with backoff.
       await this.writeStatus(event, status);
       throw failed.reason;
     }
     return status;
+  }
+
+  /**
+   * Taints or cordons the node. An API error that can never succeed (a taint key the API server refuses,
+   * a node that is gone) ends the action as Failed, with an Event, and frees its budget slot; any other
+   * error is retried by the queue, the action still InProgress and holding its slot.
+   */
+  private async applyNodeAction(
+    event: MemoryErrorEvent,
+    action: NonNullable<MemoryErrorEventStatus["nodeAction"]>,
+    policy: Policy,
+    log: Logger,
+  ): Promise<NonNullable<MemoryErrorEventStatus["nodeAction"]>> {
+    const { metrics, actions } = this.context;
+    const nodeName = event.spec.nodeName;
+    const verb = action.action === "Cordon" ? "cordon" : "taint";
+    let held: Record<string, unknown>;
+    try {
+      held =
+        action.action === "Cordon"
+          ? await actions.cordonNode(nodeName)
+          : await actions.taintNode(nodeName, policy.escalation.taintKey, "HugepageMemoryFailing");
+    } catch (e) {
+      if (!refusedForGood(e)) throw e;
+      const message = words(`the API server refused the ${verb} for good: ${(e as Error).message}`);
+      metrics.actions.inc({ action: verb, outcome: "failed" });
+      recordEvent(this.context, nodeRef(nodeName), "Warning", "NodeActionFailed", words(`memory error ${event.metadata.name}: ${message}`));
+      log.error(`cannot ${verb} node`, { error: e });
+      return { ...action, state: "Failed", message };
+    }
+    // The API server's answer is ahead of the watch: the budget sees the node actioned from now on.
+    this.state.upsertNode(nodeInfo(held));
+    metrics.actions.inc({ action: verb, outcome: "done" });
+    recordEvent(
+      this.context,
+      nodeRef(nodeName),
+      "Warning",
+      action.action === "Cordon" ? "CordonedForMemoryErrors" : "TaintedForMemoryErrors",
+      action.reason ?? "",
+    );
+    log.warn(`node ${verb === "cordon" ? "cordoned" : "tainted"}`, { reason: action.reason });
+    return { ...action, state: "Done" };
   }
 
   /** Makes the planned and lost placeholders, and deletes the ones the node no longer needs. */

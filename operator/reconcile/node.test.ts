@@ -59,4 +59,38 @@ describe("NodeReconciler", () => {
     await h.nodes.reconcile("worker-1");
     expect(h.cluster.healthStatus.get("worker-1")?.nodeAction).toBe("None");
   });
+
+  it("records someone else's untaint on the event that tainted, tells people once, and taints again at the next crossing", async () => {
+    h.state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 100, cooldown: "1s" } }));
+    h.hold(memoryEvent("e1", "worker-1", []));
+    await h.events.reconcile("e1");
+    h.editNode("worker-1", (n) => {
+      n.spec.taints = [];
+    });
+    await h.nodes.reconcile("worker-1");
+    await h.nodes.reconcile("worker-1");
+    expect(h.cluster.eventStatus.get("e1")?.nodeAction).toMatchObject({ state: "Done", undoneAt: new Date(h.now).toISOString() });
+    expect(h.cluster.recorded.filter((r) => r.reason === "TaintRemoved")).toHaveLength(1);
+    h.now += 60_000;
+    h.hold(memoryEvent("e2", "worker-1", [], { pfn: "0x7205", hugepage: { size: "2Mi", headPfn: "0x7200" } }, h.now - 100));
+    await h.events.reconcile("e2");
+    expect(h.cluster.effects.filter((c) => c.startsWith("taint"))).toHaveLength(2);
+  });
+
+  it("moves the Node condition's lastTransitionTime only when its status changes", async () => {
+    h.hold(memoryEvent("e1", "worker-1", []));
+    await h.events.reconcile("e1");
+    await h.nodes.reconcile("worker-1");
+    const first = h.now;
+    h.now += 60_000;
+    h.hold(memoryEvent("e2", "worker-1", [], { pfn: "0x7205", hugepage: { size: "2Mi", headPfn: "0x7200" } }, h.now - 100));
+    await h.events.reconcile("e2");
+    await h.nodes.reconcile("worker-1");
+    const set = h.cluster.nodeConditions.get("worker-1") ?? [];
+    expect(set.map((c) => [c.status, c.lastTransitionTime])).toEqual([
+      ["True", new Date(first).toISOString()],
+      ["True", new Date(first).toISOString()],
+    ]);
+    expect(set[1]?.message).toMatch(/^2 uncorrected/);
+  });
 });

@@ -1,15 +1,16 @@
 // Reconciles one node's NodeMemoryHealth status, its HugepageMemoryDegraded Node condition and its gauges
 // from the node's events. The health is the model's (escalation.ts's nodeHealth, the same count the taint
 // and cordon decisions use), so the three never disagree.
-import type { NodeMemoryHealthStatus } from "../../crds/generated.ts";
+import type { MemoryErrorEvent, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import { formatBytes } from "../../crds/quantity.ts";
 import { clip } from "../../crds/validate.ts";
 import { HUGEPAGE_SIZES } from "../../kernel/pfn.ts";
-import { parseDuration } from "../model/duration.ts";
+import { policyDuration, WINDOW_FLOOR_MS } from "../model/duration.ts";
 import { replacementPause } from "../model/replacement.ts";
 import type { Policy } from "../model/types.ts";
+import type { NodeInfo } from "../state.ts";
 import type { WorkResult } from "../../runtime/queue.ts";
-import { iso, sameStatus, setCondition } from "./context.ts";
+import { iso, nodeRef, recordEvent, sameStatus, setCondition, writeEventStatus } from "./context.ts";
 import type { ReconcileContext } from "./context.ts";
 
 export class NodeReconciler {
@@ -26,6 +27,7 @@ export class NodeReconciler {
     const events = state.eventsOn(nodeName);
     const match = state.policyFor(nodeName);
     const now = this.context.now();
+    if (node) await this.noticeUndone(node, events, now);
     const verdict = state.nodeHealth(nodeName, now);
     const quarantined = HUGEPAGE_SIZES.map((size) => ({
       size,
@@ -79,18 +81,39 @@ export class NodeReconciler {
         state.health.set(nodeName, { ...health, status });
       }
     }
+    const old = node?.degradedCondition;
     const wanted = { status: verdict.health === "Healthy" ? ("False" as const) : ("True" as const), reason: verdict.health, message };
-    if (node && (events.length > 0 || node.degradedCondition) && !sameStatus(node.degradedCondition, wanted)) {
-      await actions.setNodeCondition(nodeName, wanted);
-      state.nodes.set(nodeName, { ...node, degradedCondition: wanted });
+    if (node && (events.length > 0 || old) && !sameStatus({ ...old, lastTransitionTime: undefined }, wanted)) {
+      const lastTransitionTime = old?.status === wanted.status && old.lastTransitionTime ? old.lastTransitionTime : iso(now);
+      await actions.setNodeCondition(nodeName, { ...wanted, lastTransitionTime });
+      state.nodes.set(nodeName, { ...node, degradedCondition: { ...wanted, lastTransitionTime } });
     }
     return undefined;
+  }
+
+  /**
+   * A taint or cordon the operator applied that someone else removed: the node's real state is the truth,
+   * so the budget slot is free already; this records it on the event that applied it (nodeAction.undoneAt)
+   * and tells people, once. The next error that reaches the threshold applies it again.
+   */
+  private async noticeUndone(node: NodeInfo, events: readonly MemoryErrorEvent[], now: number): Promise<void> {
+    const { state } = this.context;
+    for (const event of events) {
+      const action = event.status?.nodeAction;
+      if (action?.state !== "Done" || !action.appliedAt || action.undoneAt || action.action === "None") continue;
+      if (action.action === "Cordon" ? node.cordonedByUs : state.taintedByUs(node)) continue;
+      const verb = action.action === "Cordon" ? "cordon" : "taint";
+      await writeEventStatus(this.context, event, { ...event.status, nodeAction: { ...action, undoneAt: iso(now) } });
+      const message = `the operator's ${verb} for memory error ${event.metadata.name} was removed by someone else: its budget slot is free, and the next memory error that reaches the threshold applies it again`;
+      recordEvent(this.context, nodeRef(node.name), "Normal", action.action === "Cordon" ? "CordonRemoved" : "TaintRemoved", message);
+      this.context.log.info(`${verb} removed by someone else`, { node: node.name, memoryErrorEvent: event.metadata.name });
+    }
   }
 
   /** Replacements asked of the node's agent in the policy's window, and the pause after two refusals. */
   private replacementCounts(nodeName: string, policy: Policy, now: number): NonNullable<NodeMemoryHealthStatus["poolReplacements"]> {
     const node = this.context.state.nodeState(nodeName);
-    const windowMs = parseDuration(policy.poolReplacement.window, "spec.poolReplacement.window");
+    const windowMs = policyDuration(policy.poolReplacement.window, "spec.poolReplacement.window", WINDOW_FLOOR_MS);
     const recent = (node.replacements ?? []).filter((r) => r.at > now - windowMs);
     const count = (states: string[]): number => recent.filter((r) => states.includes(r.state)).length;
     const pause = replacementPause(node, policy, now);

@@ -1,6 +1,6 @@
 // ClusterActions in memory, recording every call, for the reconciler's unit tests.
 import type { ContainmentPolicyStatus, MemoryErrorEvent, MemoryErrorEventStatus, NodeMemoryHealthStatus } from "../../crds/generated.ts";
-import type { ClusterActions, EvictionOutcome, ObjectRef, QuarantinePod } from "../actions.ts";
+import type { ClusterActions, EvictionOutcome, NodeCondition, ObjectRef, QuarantinePod } from "../actions.ts";
 import { cordonedByAnnotation } from "../state.ts";
 
 type Raw = Record<string, unknown>;
@@ -19,8 +19,12 @@ export class FakeCluster implements ClusterActions {
   /** Makes the named call throw, to stand in for an API server that is down. */
   failing: string | undefined;
 
+  /** Makes calls starting with the key throw this error, as the API server would answer them. */
+  readonly refusals = new Map<string, Error>();
+
   private call(what: string): void {
     if (this.failing && what.startsWith(this.failing)) throw new Error(`${what}: connection refused`);
+    for (const [prefix, error] of this.refusals) if (what.startsWith(prefix)) throw error;
     this.calls.push(what);
   }
 
@@ -85,8 +89,11 @@ export class FakeCluster implements ClusterActions {
       return node;
     });
   }
-  setNodeCondition(nodeName: string, condition: { status: string; reason: string }): Promise<void> {
+  /** The conditions set, per node, in order. */
+  readonly nodeConditions = new Map<string, NodeCondition[]>();
+  setNodeCondition(nodeName: string, condition: NodeCondition): Promise<void> {
     this.call(`condition ${nodeName} ${condition.status} ${condition.reason}`);
+    this.nodeConditions.set(nodeName, [...(this.nodeConditions.get(nodeName) ?? []), condition]);
     return Promise.resolve();
   }
   createQuarantinePod(pod: QuarantinePod): Promise<void> {

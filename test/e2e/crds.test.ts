@@ -184,6 +184,36 @@ describe("the mce-operator.io API on a real API server", () => {
       /spec\.podActions\.eviction: Invalid value: .*deleteAfter is only meaningful with fallbackToDelete/,
     ],
     [
+      "a taint key Kubernetes refuses",
+      () => policy(uniqueName("bad"), { escalation: { taintKey: "bad key!" } }),
+      /spec\.escalation\.taintKey: Invalid value: "bad key!"/,
+    ],
+    [
+      "an eviction backoff of 0s",
+      () => policy(uniqueName("bad"), { podActions: { eviction: { backoff: "0s" } } }),
+      /spec\.podActions\.eviction: Invalid value: .*backoff must be at least 1s/,
+    ],
+    [
+      "an escalation window of 0s",
+      () => policy(uniqueName("bad"), { escalation: { window: "0s" } }),
+      /spec\.escalation: Invalid value: .*window must be at least 1m/,
+    ],
+    [
+      "a circuit breaker window of 0s",
+      () => policy(uniqueName("bad"), { safety: { circuitBreaker: { window: "0s" } } }),
+      /spec\.safety\.circuitBreaker: Invalid value: .*window must be at least 1m/,
+    ],
+    [
+      "an early-signal timeout of 0s",
+      () => policy(uniqueName("bad"), { podActions: { earlySignal: { timeout: "0s" } } }),
+      /spec\.podActions\.earlySignal: Invalid value: .*timeout must be at least 1s/,
+    ],
+    [
+      "a replacement window of 30s",
+      () => policy(uniqueName("bad"), { poolReplacement: { window: "30s" } }),
+      /spec\.poolReplacement: Invalid value: .*window must be at least 1m/,
+    ],
+    [
       "a health object named for another node",
       () => ({ ...health(uniqueName("node-a")), spec: { ...(health("x").spec as object), nodeName: "node-b" } }),
       /metadata\.name must equal spec\.nodeName/,
