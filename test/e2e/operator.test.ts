@@ -268,16 +268,18 @@ describe("operator replicas", () => {
     expect(await b.stop()).toBe(0);
   });
 
-  it("kill -9 mid-storm: every event reaches a final phase, no eviction is lost or repeated", async () => {
+  it("kill -9 mid-storm, some pods named by two errors: every event reaches a final phase, no pod is evicted twice", async () => {
     const n1 = await node(`${run}-failover`, "128Mi", 64);
     const n2 = await node(`${run}-failover`, "128Mi", 64);
     nodes.push(n1, n2);
     const pods = await Promise.all(Array.from({ length: 16 }, (_, i) => pod(namespace, i % 2 ? n1 : n2, `storm-${i}`, { hugepages: "2Mi" })));
     let operator = await startOperatorProcess(`${run}-k1`);
     await waitFor("k1 to lead", async () => /mce_operator_leader 1/.test(await operator.metrics()), { timeoutMs: 15_000 });
-    const names = await Promise.all(
-      pods.map((p, i) => createMemoryErrorEvent({ node: p.spec?.nodeName ?? "", pfn: 0x20000 + i * 512 + 3, mappers: [mapperOf(p)] })),
-    );
+    // Every pod is named by one error; four of them by a second error too, on another page: each pod is evicted once.
+    const names = await Promise.all([
+      ...pods.map((p, i) => createMemoryErrorEvent({ node: p.spec?.nodeName ?? "", pfn: 0x20000 + i * 512 + 3, mappers: [mapperOf(p)] })),
+      ...pods.slice(0, 4).map((p, i) => createMemoryErrorEvent({ node: p.spec?.nodeName ?? "", pfn: 0x40000 + i * 512 + 3, mappers: [mapperOf(p)] })),
+    ]);
     await waitFor("the first eviction", () => Promise.resolve(operator.logs.some((l) => l.msg === "pod action")), { timeoutMs: 15_000, intervalMs: 5 });
     await operator.kill();
     operator = await startOperatorProcess(`${run}-k2`);
