@@ -76,6 +76,12 @@ export class Controller {
       return q;
     };
     this.queues = { event: queue("event", options.concurrency), node: queue("node", 2), policy: queue("policy", 1) };
+    this.watchCluster(client);
+  }
+
+  /** One informer per kind the operator reads: each keeps its part of the cache and queues what it affects. */
+  private watchCluster(client: ListWatchClient): void {
+    const { log, options } = this;
     const onError = (what: string) => (error: unknown, retryInMs: number) => {
       log.warn("watch failed, restarting", { resource: what, error, retryInMs });
     };
