@@ -2,6 +2,7 @@
 // command line, else MCE_FOO_BAR in the environment, else (for a few) a variable Kubernetes sets, else
 // the default; the command line wins. Each flag is defined with its help text beside it, and --help
 // lists them all. Durations are Go's (500ms, 30s, 5m, 1h30m) or a plain number of seconds.
+import { goDurationMs } from "./duration.ts";
 
 interface Common {
   help: string;
@@ -41,21 +42,10 @@ export function envName(flag: string): string {
   return `MCE_${flag.toUpperCase().replaceAll("-", "_")}`;
 }
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
 /** A Go duration (500ms, 30s, 5m, 1h30m) or a plain number of seconds, in milliseconds; undefined when it is neither. */
 export function parseDuration(text: string): number | undefined {
   if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000;
-  const term = /(\d+(?:\.\d+)?)(ms|h|m|s)/y;
-  let total = 0;
-  let terms = 0;
-  while (term.lastIndex < text.length) {
-    const match = term.exec(text);
-    if (match === null) return undefined;
-    total += Number(match[1]) * (UNIT_MS[match[2] ?? ""] ?? NaN);
-    terms++;
-  }
-  return terms > 0 && Number.isFinite(total) ? total : undefined;
+  return goDurationMs(text);
 }
 
 /** The flags read from `argv` and `env`, or `help` when --help (or -h) was given. Throws a FlagError. */
