@@ -1,8 +1,10 @@
-// Records a tier's figures on purpose: copies what the last run left in .test-results/ (not tracked) into
-// bench/results/ (tracked), where the README's figures come from. Tests never write bench/results/.
+// Records a tier's figures on purpose: copies what the last run left in .test-results/figures/ (not
+// tracked) into bench/results/ (tracked), where the README's figures come from. Tests never write
+// bench/results/. (Figures sit in a folder of their own: every .test-results/*.json is a vitest report
+// that test/summary.ts adds up.)
 //
-//   npm run record -- kernel        .test-results/kernel-conformance.json -> bench/results/
-//   npm run record -- node          .test-results/real-node.json          -> bench/results/
+//   npm run record -- kernel        .test-results/figures/kernel-conformance.json -> bench/results/
+//   npm run record -- node          .test-results/figures/real-node.json          -> bench/results/
 //   npm run record -- kernel node   both
 import { copyFileSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -18,13 +20,13 @@ export const recorded: Record<string, string[]> = {
 function main(args: string[]): number {
   if (args.length === 0 || args.some((a) => !(a in recorded))) {
     console.error(`usage: npm run record -- ${Object.keys(recorded).join(" | ")} ...`);
-    for (const [tier, files] of Object.entries(recorded)) console.error(`  ${tier}: .test-results/${files.join(", .test-results/")}`);
+    for (const [tier, files] of Object.entries(recorded)) console.error(`  ${tier}: ${files.map((f) => `.test-results/figures/${f}`).join(", ")}`);
     return 2;
   }
   mkdirSync(join(root, "bench", "results"), { recursive: true });
   let failed = false;
   for (const file of args.flatMap((tier) => recorded[tier] ?? [])) {
-    const from = join(root, ".test-results", file);
+    const from = join(root, ".test-results", "figures", file);
     if (!existsSync(from)) {
       console.error(`${from} is missing: run the tier first (see docs/developing.md)`);
       failed = true;

@@ -25,7 +25,7 @@ let prepared: NodePrepared;
 let node: RealNode;
 let apps: string;
 let installed = false;
-/** Figures for .test-results/real-node.json. */
+/** Figures for .test-results/figures/real-node.json. */
 const figures: Record<string, unknown> = {};
 
 const { core } = clients();
@@ -170,7 +170,7 @@ async function hugepagePool(): Promise<number> {
 }
 
 /**
- * .test-results/real-node.json (not tracked): what this run measured, with the commit and the CPU it ran
+ * .test-results/figures/real-node.json (not tracked): what this run measured, with the commit and the CPU it ran
  * on. `npm run record -- node` copies it to bench/results/ on purpose.
  */
 function saveFigures(): void {
@@ -178,8 +178,8 @@ function saveFigures(): void {
   const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
   const imageMiB = Object.fromEntries(Object.entries(prepared.images).map(([name, i]) => [name, Math.round((i.bytes / 2 ** 20) * 10) / 10]));
   const result = { commit, cpu, measuredAt: new Date().toISOString(), machine: "QEMU q35, TCG, 2 vCPU, 4 GiB", kernel: prepared.release, imageMiB, ...figures };
-  mkdirSync(join(repoRoot, ".test-results"), { recursive: true });
-  writeFileSync(join(repoRoot, ".test-results", "real-node.json"), `${JSON.stringify(result, null, 2)}\n`);
+  mkdirSync(join(repoRoot, ".test-results", "figures"), { recursive: true });
+  writeFileSync(join(repoRoot, ".test-results", "figures", "real-node.json"), `${JSON.stringify(result, null, 2)}\n`);
 }
 
 beforeAll(async () => {
