@@ -50,6 +50,7 @@ async function main(argv: string[]): Promise<number> {
   let result;
   if (command === undefined) result = runSimulate([relative(process.cwd(), join(root, "examples", "dpdk-private-2m.yaml"))]);
   else if (command === "simulate") result = runSimulate(rest);
+  else if (command === "--help" || command === "-h" || command === "help") result = { code: 0, stdout: `${usage}\n`, stderr: "" };
   else result = { code: 2, stdout: "", stderr: `unknown command ${command}\n${usage}\n` };
   process.stdout.write(result.stdout);
   process.stderr.write(result.stderr);
