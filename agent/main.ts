@@ -104,7 +104,13 @@ async function main(): Promise<number> {
       sources.push(new TracefsSource({ open: () => openDevice(join(probe.dir, "trace_pipe")), clock }));
     } else unavailable.tracefs = probe.reason;
   } else {
-    sources.push(new ReplaySource({ file: config.replay, clock, after: state.cursor("replay") }));
+    try {
+      sources.push(new ReplaySource({ file: config.replay, clock, after: state.cursor("replay") }));
+    } catch (error) {
+      // A bad file is the user's to fix: one line naming the file and line, no stack.
+      process.stderr.write(`mce-agent: --replay: ${(error as Error).message}\n`);
+      return 2;
+    }
     unavailable.kmsg = unavailable.tracefs = "replaying a recorded log instead";
   }
   const memory = host.memory();
