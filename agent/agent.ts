@@ -5,7 +5,7 @@ import { group, version } from "../crds/naming.ts";
 import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
 import type { Clock } from "../runtime/clock.ts";
-import { buildMemoryErrorEvent, type EventContext, type PodDirectory } from "./event.ts";
+import { buildMemoryErrorEvent, fitToSchema, type EventContext, type PodDirectory } from "./event.ts";
 import type { HostFiles, HostMemory } from "./host.ts";
 import type { HealthSink } from "./kube.ts";
 import type { Logger } from "../runtime/log.ts";
@@ -231,7 +231,10 @@ export class Agent {
     };
     const queued = out.errors.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });
-      const event = buildMemoryErrorEvent(error, source, line.at, index.mappersOf(error.pfn), (pid) => index.process(pid), context);
+      const fitted = fitToSchema(buildMemoryErrorEvent(error, source, line.at, index.mappersOf(error.pfn), (pid) => index.process(pid), context));
+      const { event } = fitted;
+      if (fitted.dropped.length > 0 || fitted.issues.length > 0)
+        log.warn("memory error event cut to the CRD's schema", { memoryErrorEvent: event.metadata.name, dropped: fitted.dropped, unfixable: fitted.issues });
       log.info("memory error seen", {
         memoryErrorEvent: event.metadata.name,
         source,

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { KernelError } from "../kernel/assemble.ts";
 import { validateResource } from "../crds/validate.ts";
 import { shrunkPoolSizes } from "./agent.ts";
-import { buildMemoryErrorEvent, containersOf, type EventContext, type PodInfo } from "./event.ts";
+import { buildMemoryErrorEvent, containersOf, fitToSchema, type EventContext, type PodInfo } from "./event.ts";
 import type { Mapper } from "./mappings.ts";
 
 const uid = "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60";
@@ -153,5 +153,30 @@ describe("buildMemoryErrorEvent", () => {
     );
     expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
     expect([event.spec.physicalAddress, event.spec.severity, event.spec.source]).toEqual(["0x1234000", "Corrected", "MachineCheck"]);
+  });
+});
+
+describe("the event fits the CRD before it is sent (issue 18.2)", () => {
+  it("keeps the error when the kernel signalled a process with a long name that the index had not seen", () => {
+    const long = "x".repeat(200);
+    const event = buildMemoryErrorEvent({ ...error, signalled: [{ pid: 4242, command: long }] }, "kmsg", 0, [], () => undefined, context);
+    expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
+    expect(event.spec.mappers?.[0]?.command).toHaveLength(64);
+  });
+
+  it("drops a detail the schema refuses (a signalled process with pid 0) and keeps the error", () => {
+    const built = buildMemoryErrorEvent({ ...error, signalled: [{ pid: 0, command: "bad" }] }, "kmsg", 0, [mapper], () => undefined, context);
+    const { event, dropped, issues } = fitToSchema(built);
+    expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
+    expect(issues).toEqual([]);
+    expect(dropped).toEqual([expect.stringMatching(/^spec\.mappers\[1\]\.pid: must be at least 1/)]);
+    expect(event.spec.mappers?.map((m) => m.pid)).toEqual([mapper.pid]);
+    expect([event.spec.pfn, event.spec.severity]).toEqual(["0x5205", "ActionOptional"]);
+  });
+
+  it("says what it cannot fix", () => {
+    const built = buildMemoryErrorEvent(error, "kmsg", 0, [], () => undefined, { ...context, nodeName: "" });
+    const { issues } = fitToSchema(built);
+    expect(issues.map((i) => i.path)).toContain("spec.nodeName");
   });
 });

@@ -4,7 +4,9 @@ import type { KernelError } from "../kernel/assemble.ts";
 import { formatPfn, hugepageHeadPfn, type HugepageSize } from "../kernel/pfn.ts";
 import type { MemoryErrorEvent, MemoryErrorEventSpec, MemoryErrorEventSpecMapper } from "../crds/generated.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../crds/naming.ts";
-import { clip } from "../crds/validate.ts";
+import { crdInfo } from "../crds/generated.ts";
+import { clip, validateValue } from "../crds/validate.ts";
+import type { SchemaIssue } from "../crds/validate.ts";
 import { containerIDOfStatus } from "./cgroup.ts";
 import type { KillPolicy, Mapper, ProcessInfo } from "./mappings.ts";
 import type { SourceName } from "./source.ts";
@@ -75,7 +77,8 @@ export function buildMemoryErrorEvent(
     const known = describe(pid);
     specMappers.push({
       ...processFields(known ?? { pid, command }, context.pods),
-      command,
+      // The kernel's own name for the process it signalled.
+      command: clip(command, 64),
       mapping: "Private",
       killPolicy: context.killPolicyOf?.(pid) ?? (context.earlyKill === false ? "Early" : "Default"),
       signalledByKernel: true,
@@ -131,4 +134,27 @@ function processFields(
 
 function hex(value: number): string {
   return `0x${value.toString(16)}`;
+}
+
+/**
+ * The event cut to what the CRD accepts, checked by the same validator the operator and the simulator use,
+ * so the API server never refuses it and the error is never lost for a detail. A detail that breaks the
+ * schema (a mapper, the page-type words, a kernel line) is dropped and named in `dropped`; the error itself
+ * (node, boot, pfn, severity) is kept whole. What cannot be fixed so stays in `issues` for the caller to
+ * report.
+ */
+export function fitToSchema(event: MemoryErrorEvent): { event: MemoryErrorEvent; dropped: string[]; issues: SchemaIssue[] } {
+  const dropped: string[] = [];
+  let spec: MemoryErrorEventSpec = event.spec;
+  const issuesOf = (candidate: MemoryErrorEventSpec): SchemaIssue[] => validateValue(crdInfo.MemoryErrorEvent.schema.properties?.spec ?? {}, candidate, "spec");
+  for (let issues = issuesOf(spec); issues.length > 0; issues = issuesOf(spec)) {
+    const detail = /^spec\.(mappers|kernelLines)\[(\d+)\]|^spec\.(pageType|result|physicalAddress|hugepage)\b/.exec(issues[0]?.path ?? "");
+    if (!detail) return { event: { ...event, spec }, dropped, issues };
+    dropped.push(`${issues[0]?.path ?? ""}: ${issues[0]?.message ?? ""}`);
+    const [, list, index, field] = detail;
+    if (list === "mappers") spec = { ...spec, mappers: (spec.mappers ?? []).filter((_, i) => i !== Number(index)) };
+    else if (list === "kernelLines") spec = { ...spec, kernelLines: (spec.kernelLines ?? []).filter((_, i) => i !== Number(index)) };
+    else if (field) spec = Object.fromEntries(Object.entries(spec).filter(([key]) => key !== field)) as MemoryErrorEventSpec;
+  }
+  return { event: { ...event, spec }, dropped, issues: [] };
 }
