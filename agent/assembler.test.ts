@@ -116,3 +116,26 @@ describe("ErrorAssembler", () => {
     ]);
   });
 });
+
+describe("machine-check records expiring together (issue 18.1)", () => {
+  it("makes one error per record, each with its own address and severity", () => {
+    const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+    feed(
+      assembler,
+      [
+        "mce: [Hardware Error]: Machine check events logged",
+        "mce: [Hardware Error]: CPU 0: Machine Check Exception: 5 Bank 9: bd000000000000c0",
+        "mce: [Hardware Error]: TSC 0 ADDR 6405000 MISC 8c",
+        "mce: [Hardware Error]: CPU 1: Machine Check: 0 Bank 7: 9c00004001010090",
+        "mce: [Hardware Error]: TSC 0 ADDR 6605000 MISC 8c",
+      ],
+      0,
+    );
+    const out = assembler.expire(1000);
+    expect(out.errors.map(({ error }) => [error.pfn, error.severity, error.lines.length])).toEqual([
+      [0x6405, "ActionOptional", 3],
+      [0x6605, "Corrected", 2],
+    ]);
+    expect(out.notices).toEqual([]);
+  });
+});

@@ -103,28 +103,51 @@ export class ErrorAssembler {
     }
   }
 
+  /**
+   * Lets lines go. Machine-check lines come as records, each opened by its bank line (or one
+   * mce_record trace event) and followed by its TSC/ADDR, RIP and PROCESSOR lines: every record with an
+   * address is one error with its own severity, however many expire together; the rest are reported.
+   */
   #expire(lines: Held[], out: Assembled): void {
     this.#held = this.#held.filter((held) => !lines.includes(held));
-    const machineCheck = lines.filter((held) => held.record.type.startsWith("mce-"));
-    const located = machineCheck.find((held) => "physicalAddress" in held.record && held.record.physicalAddress !== undefined);
-    const rest = located === undefined ? lines : lines.filter((held) => !machineCheck.includes(held));
-    if (located !== undefined && "physicalAddress" in located.record && located.record.physicalAddress !== undefined) {
-      const severities = machineCheck.flatMap((held) => ("severity" in held.record ? [held.record.severity] : []));
-      const severity = severities.at(-1) ?? "action-optional";
-      const physicalAddress = located.record.physicalAddress;
-      const lastLine = machineCheck.at(-1)?.line ?? located.line;
+    const records: Held[][] = [];
+    const rest: Held[] = [];
+    // "Machine check events logged" belongs to the records it announces.
+    const logged = lines.filter((held) => held.record.type === "mce-logged");
+    for (const held of lines) {
+      const { record } = held;
+      if (record.type === "mce-logged") continue;
+      const opens = record.type === "mce-record" || (record.type === "mce-detail" && record.field === "machine-check");
+      const open = records.at(-1);
+      if (opens || (record.type === "mce-detail" && open === undefined)) records.push([held]);
+      else if (record.type === "mce-detail" && open !== undefined) open.push(held);
+      else rest.push(held);
+    }
+    let announced = logged.length === 0;
+    for (const record of records) {
+      const address = record.flatMap((held) =>
+        "physicalAddress" in held.record && held.record.physicalAddress !== undefined ? [held.record.physicalAddress] : [],
+      )[0];
+      const last = record.at(-1);
+      if (address === undefined || last === undefined) {
+        rest.push(...record);
+        continue;
+      }
+      const severity = record.flatMap((held) => ("severity" in held.record ? [held.record.severity] : []))[0] ?? "action-optional";
       out.errors.push({
         error: {
-          pfn: physicalAddressToPfn(physicalAddress),
+          pfn: physicalAddressToPfn(address),
           severity: SEVERITY[severity],
           source: "MachineCheck",
-          physicalAddress,
+          physicalAddress: address,
           signalled: [],
-          lines: machineCheck.map((held) => held.text),
+          lines: [...(announced ? [] : logged), ...record].map((held) => held.text),
         },
-        line: lastLine,
+        line: last.line,
       });
+      announced = true;
     }
+    if (!announced) rest.push(...logged);
     if (rest.length > 0) out.notices.push({ kind: "expired", lines: rest.map((held) => held.line) });
   }
 }
