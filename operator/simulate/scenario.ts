@@ -5,9 +5,17 @@ import type { DefaultedContainmentPolicy } from "../../crds/generated.ts";
 import type { JsonSchema } from "../../crds/schema.ts";
 import { parseResource, SchemaError, validateValue } from "../../crds/validate.ts";
 import type { SchemaIssue } from "../../crds/validate.ts";
+import { parseQuantity } from "../../crds/quantity.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
+import { parseDuration } from "../model/duration.ts";
+import { selectorMatches } from "../model/selector.ts";
 
 const hexPattern = "^(0x)?[0-9a-fA-F]+$";
+/** What a scenario may expand to: enough for the design's largest clusters, small enough to simulate. */
+export const MAX_NODES = 10_000;
+export const MAX_PODS = 300_000;
+/** The highest pfn x86-64 addresses: 52 physical address bits, 4 KiB pages. */
+const MAX_PFN = 2 ** 40 - 1;
 const quantityPattern = "^[0-9]+(Ki|Mi|Gi|Ti)?$";
 const str = (description: string, extra: JsonSchema = {}): JsonSchema => ({ type: "string", description, ...extra });
 const int = (description: string, minimum = 0): JsonSchema => ({ type: "integer", description, minimum });
@@ -36,7 +44,7 @@ const scenarioSchema: JsonSchema = {
         required: ["name"],
         properties: {
           name: str("node name; with replicas, the prefix of name-0, name-1, ..."),
-          replicas: int("how many identical nodes this entry stands for", 1),
+          replicas: { ...int("how many identical nodes this entry stands for", 1), maximum: MAX_NODES },
           labels: map("node labels"),
           kernelRelease: str("uname -r of the node's kernel"),
           earlyKill: bool("vm.memory_failure_early_kill"),
@@ -46,7 +54,12 @@ const scenarioSchema: JsonSchema = {
             items: {
               type: "object",
               required: ["size", "total", "free"],
-              properties: { size: sizeEnum, numaNode: int("NUMA node"), total: int("nr_hugepages"), free: int("free_hugepages") },
+              properties: {
+                size: sizeEnum,
+                numaNode: { ...int("NUMA node"), maximum: 1023 },
+                total: { ...int("nr_hugepages"), maximum: 1_000_000 },
+                free: { ...int("free_hugepages"), maximum: 1_000_000 },
+              },
             },
           },
           allocatable: perSize("what the kubelet advertises; defaults to the pools"),
@@ -248,10 +261,75 @@ export function parseScenario(text: string, file: string): Scenario {
       ...(where === 1 ? [] : [{ path, message: "expected exactly one of node or nodes" }]),
     ];
   });
-  if (entryIssues.length > 0)
+  const issuesFound = [...entryIssues, ...consistencyIssues(scenario, policies)];
+  if (issuesFound.length > 0)
     throw new ScenarioError(
       file,
-      entryIssues.map((i) => ({ ...i, line: lineOf(i.path) })),
+      issuesFound.map((i) => ({ ...i, line: lineOf(i.path) })),
     );
   return { ...scenario, policies, pods: scenario.pods ?? [], pdbs: scenario.pdbs ?? [] };
+}
+
+/** What the schema cannot say: names that must be unique or must exist, bounds across entries, order. */
+function consistencyIssues(
+  scenario: Omit<Scenario, "policies" | "pods" | "pdbs"> & { pods?: ScenarioPod[] },
+  policies: DefaultedContainmentPolicy[],
+): SchemaIssue[] {
+  const issues: SchemaIssue[] = [];
+  const nodeLabels = new Map<string, Record<string, string>>();
+  let expanded = 0;
+  scenario.nodes.forEach((n, i) => {
+    const path = `nodes[${i}]`;
+    expanded += n.replicas ?? 1;
+    if (expanded > MAX_NODES) issues.push({ path: `${path}.replicas`, message: `the scenario expands to more than ${MAX_NODES} nodes` });
+    const names = n.replicas ? Array.from({ length: Math.min(n.replicas, MAX_NODES) }, (_, r) => `${n.name}-${r}`) : [n.name];
+    for (const name of names) {
+      if (nodeLabels.has(name)) issues.push({ path: `${path}.name`, message: `node ${name} is named twice` });
+      nodeLabels.set(name, n.labels ?? {});
+    }
+    (n.pools ?? []).forEach((pool, j) => {
+      if (pool.free > pool.total) issues.push({ path: `${path}.pools[${j}].free`, message: `free (${pool.free}) exceeds total (${pool.total})` });
+    });
+    for (const size of ["2Mi", "1Gi"] as const) quantityIssue(n.allocatable?.[size], `${path}.allocatable.${size}`, issues);
+    quantityIssue(n.freeMemory, `${path}.freeMemory`, issues);
+  });
+  const pods = scenario.pods ?? [];
+  if (pods.length > MAX_PODS) issues.push({ path: "pods", message: `more than ${MAX_PODS} pods` });
+  const podNames = new Set<string>();
+  pods.forEach((pod, i) => {
+    const key = `${pod.namespace ?? "default"}/${pod.name}`;
+    if (podNames.has(key)) issues.push({ path: `pods[${i}].name`, message: `pod ${key} is named twice` });
+    podNames.add(key);
+    if (!nodeLabels.has(pod.node)) issues.push({ path: `pods[${i}].node`, message: `no node named ${pod.node}` });
+    for (const size of ["2Mi", "1Gi"] as const) quantityIssue(pod.hugepages?.[size], `pods[${i}].hugepages.${size}`, issues);
+    (pod.mappings ?? []).forEach((m, j) => {
+      pfnIssue(m.headPfn, `pods[${i}].mappings[${j}].headPfn`, issues);
+    });
+  });
+  let previous = 0;
+  scenario.timeline.forEach((entry, i) => {
+    const path = `timeline[${i}]`;
+    const at = parseDuration(entry.at, `${path}.at`);
+    if (at < previous) issues.push({ path: `${path}.at`, message: `${entry.at} comes before the entry above it: the timeline is in time order` });
+    previous = Math.max(previous, at);
+    if (entry.node !== undefined && !nodeLabels.has(entry.node)) issues.push({ path: `${path}.node`, message: `no node named ${entry.node}` });
+    if (entry.nodes !== undefined && ![...nodeLabels.values()].some((labels) => selectorMatches(entry.nodes, labels)))
+      issues.push({ path: `${path}.nodes`, message: "selects no node" });
+    if (entry.error) pfnIssue(entry.error.pfn, `${path}.error.pfn`, issues);
+  });
+  policies.forEach((policy, i) => {
+    const { taintAfter, cordonAfter } = policy.spec.escalation;
+    // The CRD's CEL rule, which the schema check does not run.
+    if (cordonAfter <= taintAfter)
+      issues.push({ path: `policies[${i}].spec.escalation`, message: `cordonAfter (${cordonAfter}) must be greater than taintAfter (${taintAfter})` });
+  });
+  return issues;
+}
+
+function quantityIssue(text: string | undefined, path: string, issues: SchemaIssue[]): void {
+  if (text !== undefined && !Number.isSafeInteger(parseQuantity(text))) issues.push({ path, message: `${text} is too large a quantity` });
+}
+
+function pfnIssue(text: string, path: string, issues: SchemaIssue[]): void {
+  if (Number.parseInt(text.replace(/^0x/i, ""), 16) > MAX_PFN) issues.push({ path, message: `${text} is beyond the 52-bit physical address space` });
 }
