@@ -3,7 +3,7 @@
 import type { Server } from "node:http";
 import { http } from "./node-http.ts";
 import { join } from "node:path";
-import { systemClock } from "../runtime/clock.ts";
+import { systemClock, type Clock } from "../runtime/clock.ts";
 import { FlagError } from "../runtime/flags.ts";
 import { jsonLogger, type Logger } from "../runtime/log.ts";
 import { Agent } from "./agent.ts";
@@ -54,31 +54,18 @@ async function serveMetrics(metrics: AgentMetrics, port: number, log: Logger): P
   });
 }
 
-async function main(): Promise<number> {
-  let config: Config | "help";
-  try {
-    config = parseConfig(process.argv.slice(2), process.env);
-  } catch (error) {
-    if (!(error instanceof FlagError)) throw error;
-    process.stderr.write(`mce-agent: ${error.message}\n${agentUsage}\n`);
-    return 2;
-  }
-  if (config === "help") {
-    process.stdout.write(`${agentUsage}\n`);
-    return 0;
-  }
-  const clock = systemClock;
-  const log = jsonLogger(config.logLevel, { clock });
-  const host = new HostFiles(config.hostRoot);
-  const bootID = host.bootID();
-  if (bootID === undefined || bootID === "") {
-    log.error("cannot read the boot id; events are named by it", { file: host.path("proc/sys/kernel/random/boot_id") });
-    return 1;
-  }
-  const kernelVersion = host.kernelRelease();
-  const metrics = new AgentMetrics();
-  const state = new AgentState({ dir: config.stateDir, bootID, log, capacity: config.queueCapacity });
-
+/**
+ * Where kernel lines come from: /dev/kmsg and the tracefs memory-failure events, or a recorded log; with
+ * why each one that is not read is not. A replay file that cannot be read comes back as its error.
+ */
+async function openLineSources(
+  config: Config,
+  host: HostFiles,
+  state: AgentState,
+  clock: Clock,
+  log: Logger,
+  metrics: AgentMetrics,
+): Promise<{ sources: LineSource[]; unavailable: Record<string, string>; tracefs: string[] } | string> {
   const sources: LineSource[] = [];
   const unavailable: Record<string, string> = {};
   const kmsgPath = host.path("dev/kmsg");
@@ -107,36 +94,80 @@ async function main(): Promise<number> {
     try {
       sources.push(new ReplaySource({ file: config.replay, clock, after: state.cursor("replay") }));
     } catch (error) {
-      // A bad file is the user's to fix: one line naming the file and line, no stack.
-      process.stderr.write(`mce-agent: --replay: ${(error as Error).message}\n`);
-      return 2;
+      return (error as Error).message;
     }
     unavailable.kmsg = unavailable.tracefs = "replaying a recorded log instead";
   }
+  return { sources, unavailable, tracefs };
+}
+
+/** What the agent reads on this node, and why each thing it does not read is missing, for its first log line. */
+function whatIsRead(
+  host: HostFiles,
+  sources: readonly LineSource[],
+  tracefs: readonly string[],
+  unavailable: Record<string, string>,
+  rasdaemonMissing: string | undefined,
+): { available: string[]; unavailable: Record<string, string> } {
   const memory = host.memory();
-  const rasdaemonPath = host.path(RASDAEMON_DB);
-  const rasdaemon = host.exists(RASDAEMON_DB);
   const absent = (name: string, present: boolean, why: string): string[] => {
     if (!present) unavailable[name] = why;
     return present ? [name] : [];
   };
+  const available = [
+    ...sources.map((source) => (source.name === "tracefs" ? `tracefs (${tracefs.join(", ")})` : source.name)),
+    ...absent("meminfo HardwareCorrupted", memory.hardwareCorruptedBytes !== undefined, "no HardwareCorrupted in /proc/meminfo"),
+    ...absent("hugepage pools", memory.hugepagePools.length > 0, "no hugepage pools in /sys"),
+    ...absent("memory_failure counters", memory.memoryFailureCounters.length > 0, "not in this kernel (added in about 6.3)"),
+    ...absent("EDAC counters", memory.edacCorrected !== undefined, "no EDAC memory controllers"),
+    ...absent("rasdaemon", rasdaemonMissing === undefined, rasdaemonMissing ?? ""),
+    ...absent("early-kill sysctl", memory.capabilities.earlyKill !== undefined, "no vm.memory_failure_early_kill"),
+    ...absent("soft offline", memory.capabilities.softOffline === true, "no soft_offline_page"),
+    ...absent("hwpoison debugfs", memory.capabilities.injection === true, "debugfs hwpoison not there"),
+  ];
+  return { available, unavailable };
+}
+
+async function main(): Promise<number> {
+  let config: Config | "help";
+  try {
+    config = parseConfig(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (!(error instanceof FlagError)) throw error;
+    process.stderr.write(`mce-agent: ${error.message}\n${agentUsage}\n`);
+    return 2;
+  }
+  if (config === "help") {
+    process.stdout.write(`${agentUsage}\n`);
+    return 0;
+  }
+  const clock = systemClock;
+  const log = jsonLogger(config.logLevel, { clock });
+  const host = new HostFiles(config.hostRoot);
+  const bootID = host.bootID();
+  if (bootID === undefined || bootID === "") {
+    log.error("cannot read the boot id; events are named by it", { file: host.path("proc/sys/kernel/random/boot_id") });
+    return 1;
+  }
+  const kernelVersion = host.kernelRelease();
+  const metrics = new AgentMetrics();
+  const state = new AgentState({ dir: config.stateDir, bootID, log, capacity: config.queueCapacity });
+
+  const opened = await openLineSources(config, host, state, clock, log, metrics);
+  if (typeof opened === "string") {
+    // A bad replay file is the user's to fix: one line naming the file and line, no stack.
+    process.stderr.write(`mce-agent: --replay: ${opened}\n`);
+    return 2;
+  }
+  const { sources, unavailable, tracefs } = opened;
+  const rasdaemonPath = host.path(RASDAEMON_DB);
+  const rasdaemon = host.exists(RASDAEMON_DB);
   log.info("mce-agent starting", {
     node: config.nodeName,
     bootID,
     kernel: kernelVersion,
     hostRoot: config.hostRoot,
-    available: [
-      ...sources.map((source) => (source.name === "tracefs" ? `tracefs (${tracefs.join(", ")})` : source.name)),
-      ...absent("meminfo HardwareCorrupted", memory.hardwareCorruptedBytes !== undefined, "no HardwareCorrupted in /proc/meminfo"),
-      ...absent("hugepage pools", memory.hugepagePools.length > 0, "no hugepage pools in /sys"),
-      ...absent("memory_failure counters", memory.memoryFailureCounters.length > 0, "not in this kernel (added in about 6.3)"),
-      ...absent("EDAC counters", memory.edacCorrected !== undefined, "no EDAC memory controllers"),
-      ...absent("rasdaemon", rasdaemon, `no ${rasdaemonPath}`),
-      ...absent("early-kill sysctl", memory.capabilities.earlyKill !== undefined, "no vm.memory_failure_early_kill"),
-      ...absent("soft offline", memory.capabilities.softOffline === true, "no soft_offline_page"),
-      ...absent("hwpoison debugfs", memory.capabilities.injection === true, "debugfs hwpoison not there"),
-    ],
-    unavailable,
+    ...whatIsRead(host, sources, tracefs, unavailable, rasdaemon ? undefined : `no ${rasdaemonPath}`),
   });
 
   let kube: ReturnType<typeof loadKubeConfig>;
