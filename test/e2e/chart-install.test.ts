@@ -218,7 +218,7 @@ describe("least privilege: the operator and two agents with the chart's own serv
       spec: {
         mode: "Enforce",
         nodeSelector: { matchLabels: { [selectorLabel]: run } },
-        podActions: { eviction: { backoff: "500ms", fallbackToDelete: true, deleteAfter: "3s" }, earlySignal: { timeout: "2m" } },
+        podActions: { eviction: { backoff: "1s", fallbackToDelete: true, deleteAfter: "3s" }, earlySignal: { timeout: "2m" } },
         escalation: { taintAfter: 2, cordonAfter: 3, window: "1h" },
         safety: { maxUnavailableNodesPercent: 100, circuitBreaker: { maxNodeActions: 1000, window: "1h" }, cooldown: "1s" },
       },
