@@ -661,14 +661,14 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
         `${name}: the operator's reason for keeping the quarantine`,
         async () => {
           const e = await readEvent(name);
-          return /the quarantine of .* stays/.test(e?.status?.poolReplacement?.reason ?? "") && e;
+          return /the quarantine of .* stays/.test(e?.status?.poolReplacement?.message ?? "") && e;
         },
         { timeoutMs: 30_000 },
         (last) => JSON.stringify(last === false ? "not yet" : last?.status?.poolReplacement),
       );
       expect(kept.status?.quarantine).toMatchObject([{ size: s.size, state: "Quarantined" }]);
       expect(kept.status?.poolReplacement?.message).toMatch(/the quarantine of .* stays/);
-      notes.push(`operator: ${(kept.status?.poolReplacement?.reason ?? "").split("; ").pop() ?? ""}`);
+      notes.push(`operator: ${(kept.status?.poolReplacement?.message ?? "").split("; ").pop() ?? ""}`);
     }
     const after = await readMemory(guest.vm);
     const verdict = verdictOf(await kernelLog(guest.vm), pfn);
