@@ -1,62 +1,30 @@
 // The agent's status writes against a scripted plain-HTTP API server: what each server-side apply of
 // a MemoryErrorEvent's status carries.
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { MemoryErrorEvent, MemoryErrorEventStatus } from "../crds/generated.ts";
+import { ApiError } from "../runtime/api.ts";
 import { FakeClock } from "../runtime/testing/fake-clock.ts";
+import { ScriptedApiServer, status } from "../runtime/testing/scripted-api-server.ts";
 import { KubeClient } from "./http.ts";
 import { KubeApi } from "./kube.ts";
 
-interface Seen {
-  method: string;
-  path: string;
-  query: string;
-  contentType: string | undefined;
-  body: { status?: MemoryErrorEventStatus } & Record<string, unknown>;
-}
-
-let server: Server;
+let server: ScriptedApiServer;
 let client: KubeClient;
-let seen: Seen[] = [];
-/** Answers held back while `hold` is set, so requests could overlap. */
-let hold = false;
-let held: (() => void)[] = [];
+/** The status each request carried. */
+const statuses = (): unknown[] => server.seen.map((s) => (s.body as { status?: MemoryErrorEventStatus }).status);
 
 beforeAll(async () => {
-  server = createServer((req, res) => {
-    let body = "";
-    req.on("data", (chunk: Buffer) => (body += chunk.toString()));
-    req.on("end", () => {
-      const url = new URL(req.url ?? "/", "http://x");
-      seen.push({
-        method: req.method ?? "",
-        path: url.pathname,
-        query: url.searchParams.toString(),
-        contentType: req.headers["content-type"],
-        body: JSON.parse(body) as Seen["body"],
-      });
-      const answer = (): void => {
-        res.writeHead(200, { "Content-Type": "application/json" }).end(body);
-      };
-      if (hold) held.push(answer);
-      else answer();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  client = new KubeClient({ server: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+  server = await ScriptedApiServer.start();
+  client = new KubeClient({ server: server.url });
 });
 
 afterAll(async () => {
   await client.close();
-  server.closeAllConnections();
-  server.close();
+  await server.close();
 });
 
 beforeEach(() => {
-  seen = [];
-  hold = false;
-  held = [];
+  server.reset();
 });
 
 const NAME = "edge-1-0f6c1b1e-5200";
@@ -84,7 +52,7 @@ describe("KubeApi status writes", () => {
   it("applies status.poolReplacementResult on the status subresource as mce-agent", async () => {
     const api = new KubeApi(client, "edge-1", new FakeClock());
     await api.applyPoolReplacementResult(NAME, given);
-    expect(seen).toEqual([
+    expect(server.seen).toEqual([
       {
         method: "PATCH",
         path: `/apis/mce-operator.io/v1alpha1/memoryerrorevents/${NAME}/status`,
@@ -100,7 +68,7 @@ describe("KubeApi status writes", () => {
     await api.applyEarlySignals(NAME, [signalled]);
     await api.applyPoolReplacementResult(NAME, given);
     await api.applyEarlySignals(NAME, [signalled, { ...signalled, uid: "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a" }]);
-    expect(seen.map((s) => s.body.status)).toEqual([
+    expect(statuses()).toEqual([
       { earlySignals: [signalled] },
       { earlySignals: [signalled], poolReplacementResult: given },
       { earlySignals: [signalled, { ...signalled, uid: "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a" }], poolReplacementResult: given },
@@ -114,7 +82,7 @@ describe("KubeApi status writes", () => {
     // An event older than the write: its Waiting must not come back.
     api.observe(event("u1", { earlySignals: [signalled], poolReplacementResult: { state: "Waiting", message: "waiting" } }));
     await api.applyEarlySignals(NAME, [signalled]);
-    expect(seen.map((s) => s.body.status)).toEqual([
+    expect(statuses()).toEqual([
       { earlySignals: [signalled], poolReplacementResult: given },
       { earlySignals: [signalled], poolReplacementResult: given },
     ]);
@@ -129,29 +97,72 @@ describe("KubeApi status writes", () => {
     await api.applyEarlySignals(NAME, []);
     api.forget(NAME);
     await api.applyPoolReplacementResult(NAME, given);
-    expect(seen.map((s) => s.body.status)).toEqual([
-      { earlySignals: [signalled], poolReplacementResult: given },
-      { earlySignals: [] },
-      { poolReplacementResult: given },
-    ]);
+    expect(statuses()).toEqual([{ earlySignals: [signalled], poolReplacementResult: given }, { earlySignals: [] }, { poolReplacementResult: given }]);
   });
 
   it("sends the applies of one event one at a time, each built when it is sent", async () => {
-    hold = true;
+    server.hold = true;
     const api = new KubeApi(client, "edge-1", new FakeClock());
     const first = api.applyEarlySignals(NAME, [signalled]);
     const second = api.applyPoolReplacementResult(NAME, given);
-    await expect.poll(() => seen.length).toBe(1);
+    await expect.poll(() => server.seen.length).toBe(1);
     await new Promise((resolve) => setTimeout(resolve, 20));
     // The second waits for the first's answer.
-    expect(seen).toHaveLength(1);
-    hold = false;
-    held.shift()?.();
+    expect(server.seen).toHaveLength(1);
+    server.hold = false;
+    server.held.shift()?.();
     await Promise.all([first, second]);
     // Both were asked for before the first went out, so both carry both.
-    expect(seen.map((s) => s.body.status)).toEqual([
+    expect(statuses()).toEqual([
       { earlySignals: [signalled], poolReplacementResult: given },
       { earlySignals: [signalled], poolReplacementResult: given },
     ]);
+  });
+});
+
+describe("KubeApi creates", () => {
+  it("creates an event as mce-agent; 409 AlreadyExists is an event already reported", async () => {
+    const api = new KubeApi(client, "edge-1", new FakeClock());
+    expect(await api.create(event("u1"))).toBe("created");
+    server.script = () => status(409, "AlreadyExists", `memoryerrorevents.mce-operator.io "${NAME}" already exists`);
+    expect(await api.create(event("u1"))).toBe("exists");
+    expect(server.seen.map((s) => [s.method, s.path, s.query])).toEqual([
+      ["POST", "/apis/mce-operator.io/v1alpha1/memoryerrorevents", "fieldManager=mce-agent"],
+      ["POST", "/apis/mce-operator.io/v1alpha1/memoryerrorevents", "fieldManager=mce-agent"],
+    ]);
+  });
+
+  it("any other refusal is an ApiError with the status and the API server's message, for the reporter to judge", async () => {
+    const api = new KubeApi(client, "edge-1", new FakeClock());
+    for (const [code, reason] of [
+      [422, "Invalid"],
+      [403, "Forbidden"],
+      [500, "InternalError"],
+    ] as const) {
+      server.script = () => status(code, reason, `spec.pfn: refused by the test (${code})`);
+      const refused = await api.create(event("u1")).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(ApiError);
+      expect(refused).toMatchObject({ status: code });
+      expect((refused as ApiError).message).toContain(`spec.pfn: refused by the test (${code})`);
+    }
+  });
+
+  it("posts a pod's notice once: named after the error and the pod, so a retry's 409 is success", async () => {
+    const api = new KubeApi(client, "edge-1", new FakeClock(Date.parse("2026-01-01T00:00:00Z")));
+    const pod = { namespace: "shop", name: "db-0", uid: "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60" };
+    await api.podEvent(pod, NAME, "MemoryErrorEarlySignal", "x".repeat(2000));
+    server.script = () => status(409, "AlreadyExists", "exists");
+    await api.podEvent(pod, NAME, "MemoryErrorEarlySignal", "again");
+    server.script = () => status(403, "Forbidden", "no");
+    await expect(api.podEvent(pod, NAME, "MemoryErrorEarlySignal", "again")).rejects.toMatchObject({ status: 403 });
+    const first = server.seen[0];
+    expect(first).toMatchObject({ method: "POST", path: "/api/v1/namespaces/shop/events" });
+    expect(first?.body).toMatchObject({
+      metadata: { name: `${NAME}.3f1c9a2e`, namespace: "shop" },
+      involvedObject: { kind: "Pod", name: "db-0", uid: pod.uid },
+      source: { component: "mce-agent", host: "edge-1" },
+      firstTimestamp: "2026-01-01T00:00:00Z",
+    });
+    expect((first?.body as { message: string }).message).toHaveLength(1024);
   });
 });
