@@ -1,10 +1,10 @@
 // The agent's NodeMemoryHealth publication: free memory per NUMA node in the spec, published on its
 // own only when it moved enough, and at once when asked (after a pool replacement).
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { NodeMemoryHealth } from "../crds/generated.ts";
+import type { MemoryErrorEvent, NodeMemoryHealth } from "../crds/generated.ts";
 import { Agent, numaMemoryMoved } from "./agent.ts";
 import { FakeClock, settle } from "../runtime/testing/fake-clock.ts";
 import { writeFakeHost } from "./fake-host.ts";
@@ -12,11 +12,20 @@ import { HostFiles } from "./host.ts";
 import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import { HugetlbIndex } from "./mappings.ts";
 import { AgentMetrics } from "./metrics.ts";
+import { ReplaySource } from "./replay.ts";
+import type { LineSource } from "./source.ts";
 import { AgentState } from "./state.ts";
 
 const MiB = 1024 * 1024;
 
-function setup() {
+interface SetupOptions {
+  /** The kernel lines the agent reads, given the clock. */
+  sources?: (clock: FakeClock) => LineSource[];
+  stateDir?: string;
+  clock?: FakeClock;
+}
+
+function setup(options: SetupOptions = {}) {
   const root = mkdtempSync(join(tmpdir(), "agent-"));
   const host: Parameters<typeof writeFakeHost>[1] = {
     pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }],
@@ -25,23 +34,30 @@ function setup() {
   };
   writeFakeHost(root, host);
   mkdirSync(join(root, "proc"), { recursive: true });
-  const clock = new FakeClock();
+  const clock = options.clock ?? new FakeClock();
   const applied: NodeMemoryHealth[] = [];
+  const created: MemoryErrorEvent[] = [];
+  const state = new AgentState({ dir: options.stateDir ?? mkdtempSync(join(tmpdir(), "agent-state-")), bootID: "b", log: memoryLogger() });
   const agent = new Agent({
     nodeName: "edge-1",
     bootID: "b",
     host: new HostFiles(root),
-    state: new AgentState({ dir: mkdtempSync(join(tmpdir(), "agent-state-")), bootID: "b", log: memoryLogger() }),
+    state,
     index: new HugetlbIndex({ procDir: join(root, "proc"), clock }),
     pods: { pod: () => undefined },
-    sink: { create: () => Promise.resolve("created") },
+    sink: {
+      create: (event) => {
+        created.push(event);
+        return Promise.resolve("created");
+      },
+    },
     health: {
       apply: (health) => {
         applied.push(health);
         return Promise.resolve();
       },
     },
-    sources: [],
+    sources: options.sources?.(clock) ?? [],
     reading: { kmsg: false, tracefs: false },
     clock,
     log: memoryLogger(),
@@ -51,7 +67,7 @@ function setup() {
   const rewrite = (change: Partial<typeof host>): void => {
     writeFakeHost(root, { ...host, ...change });
   };
-  return { agent, applied, clock, rewrite };
+  return { agent, applied, created, state, clock, rewrite };
 }
 
 describe("Agent NodeMemoryHealth", () => {
@@ -95,5 +111,50 @@ describe("Agent NodeMemoryHealth", () => {
     expect(numaMemoryMoved([{ ...node, free2MiBlocks: 0 }], [{ ...node, free2MiBlocks: 1 }])).toBe(true);
     expect(numaMemoryMoved([node], [{ numaNode: 0, freeBytes: node.freeBytes }])).toBe(true);
     expect(numaMemoryMoved([node], [node, { ...node, numaNode: 1 }])).toBe(true);
+  });
+});
+
+describe("Agent read cursor", () => {
+  // /dev/kmsg records: a kill line of 0x3e09 at sequence 2 whose verdict comes two seconds later.
+  const kmsg = [
+    "6,1,0,-;usb 1-1: new high-speed USB device",
+    "3,2,0,-;Memory failure: 0x3e09: Sending SIGBUS to hwp:462 due to hardware memory corruption",
+    "6,3,0,-;e1000 0000:00:03.0 eth0: link up",
+    "3,4,2000000,-;Memory failure: 0x3e09: recovery action for huge page: Recovered",
+  ];
+
+  it("keeps the durable cursor behind an error's first line until the error is queued, so a restart reads it again", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "agent-replay-")), "kmsg.txt");
+    writeFileSync(file, kmsg.join("\n"));
+    const stateDir = mkdtempSync(join(tmpdir(), "agent-state-"));
+
+    // First run: stopped while the error is open, three lines read.
+    const first = setup({ stateDir, sources: (clock) => [new ReplaySource({ file, clock })] });
+    const stop = new AbortController();
+    const running = first.agent.run(stop.signal);
+    await settle();
+    expect(first.created).toEqual([]);
+    // Line 3 made no event, but line 2 is still open: the cursor stays at 1, not 3.
+    expect(first.state.cursor("replay")).toBe(1);
+    stop.abort();
+    await running;
+
+    // Restarted with what was written: the kill line is read again and its process is on the event.
+    const clock = new FakeClock();
+    const saved = new AgentState({ dir: stateDir, bootID: "b", log: memoryLogger() }).cursor("replay");
+    expect(saved).toBe(1);
+    const second = setup({ stateDir, clock, sources: (c) => [new ReplaySource({ file, clock: c, after: saved })] });
+    const again = new AbortController();
+    const rerun = second.agent.run(again.signal);
+    await settle();
+    await clock.advance(2000);
+    await settle();
+    expect(second.created.map((e) => [e.spec.pfn, e.spec.result, e.spec.mappers?.map((m) => [m.command, m.pid, m.signalledByKernel])])).toEqual([
+      ["0x3e09", "Recovered", [["hwp", 462, true]]],
+    ]);
+    // The error is queued and delivered: the cursor moves past its verdict.
+    expect(second.state.cursor("replay")).toBe(4);
+    again.abort();
+    await rerun;
   });
 });
