@@ -1,6 +1,7 @@
 // The operator on a real control plane: it evicts exactly the pods that mapped a poisoned hugepage,
 // holds back PDB-blocked evictions, quarantines capacity so the real kube-scheduler will not use it,
 // taints within the budget, fails over between replicas, and survives kill -9 mid-storm.
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { group, version } from "../../crds/naming.ts";
@@ -221,6 +222,33 @@ describe("the operator on a real control plane", () => {
     });
     const metrics = await operator.metrics();
     expect(metrics).toMatch(/mce_operator_node_actions_held_total\{action="(Taint|Cordon)"\} [1-9]/);
+  });
+
+  it("sees a person's untaint: the event records it, people are told, and the next error taints again", async () => {
+    const group = `${run}-undo`;
+    await applyPolicy(group, {
+      mode: "Enforce",
+      nodeSelector: { matchLabels: { [groupLabel]: group } },
+      escalation: { taintAfter: 1, cordonAfter: 5, window: "1h" },
+      safety: { maxUnavailableNodesPercent: 100, circuitBreaker: { maxNodeActions: 1000, window: "1h" }, cooldown: "1s" },
+    });
+    const n = await node(group);
+    nodes.push(n);
+    const tainted = (x: { spec?: { taints?: { key: string }[] } }): boolean => (x.spec?.taints ?? []).some((t) => t.key === "mce-operator.io/memory-failing");
+    const first = await createMemoryErrorEvent({ node: n, pfn: 0xa005, pageType: "free huge page" });
+    await waitForEvent(first, "tainted", (e) => e.status?.nodeAction?.state === "Done");
+    expect(tainted(await c.core.readNode({ name: n }))).toBe(true);
+    // A person removes every taint, as `kubectl taint nodes N mce-operator.io/memory-failing-` would.
+    await c.core.patchNode({ name: n, body: [{ op: "replace", path: "/spec/taints", value: [] }] }, setHeaderOptions("Content-Type", PatchStrategy.JsonPatch));
+    const undone = await waitForEvent(first, "the untaint recorded", (e) => e.status?.nodeAction?.undoneAt !== undefined);
+    expect(undone.status?.nodeAction?.state).toBe("Done");
+    await waitFor("a TaintRemoved Event", async () =>
+      (await c.core.listNamespacedEvent({ namespace: "default" })).items.some((e) => e.reason === "TaintRemoved" && e.involvedObject.name === n),
+    );
+    const second = await createMemoryErrorEvent({ node: n, pfn: 0xa205, pageType: "free huge page" });
+    await waitForEvent(second, "tainted again", (e) => e.status?.nodeAction?.state === "Done");
+    expect((await getEvent(second)).status?.nodeAction?.reason).not.toMatch(/already has it/);
+    expect(tainted(await c.core.readNode({ name: n }))).toBe(true);
   });
 });
 
