@@ -161,7 +161,9 @@ describe.each(["operator", "agent"] as const)("the %s image's files", (name) => 
     expect(app).toContain("app/package.json");
     // No sources, no tests, no test doubles or fixtures, no build tools.
     expect(app.filter((f) => f.endsWith(".ts") || f.includes(".test."))).toEqual([]);
-    expect(app.filter((f) => /^app\/dist\/(agent\/fake-host|operator\/testing\/|runtime\/testing\/|operator\/model\/fixtures|crds\/gen\.)/.test(f))).toEqual([]);
+    expect(app.filter((f) => /^app\/dist\/(agent\/fake-host|operator\/testing\/|runtime\/testing\/|operator\/model\/fixtures|crds\/gen\.)/.test(f))).toEqual(
+      [],
+    );
     // The two programs are apart: nothing of the other in this image.
     expect(app.filter((f) => f.startsWith(`app/dist/${other}/`))).toEqual([]);
     expect(app.filter((f) => f.startsWith("app/examples/")).length > 0).toBe(name === "operator");
