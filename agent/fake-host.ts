@@ -104,7 +104,11 @@ export interface FakeHost {
   earlyKill?: boolean;
   recovery?: boolean;
   softOffline?: boolean;
+  /** vm.enable_soft_offline (6.11 on). */
+  enableSoftOffline?: number;
   hwpoisonDebugfs?: boolean;
+  /** debugfs ras/cec: the corrected-errors collector (CONFIG_RAS_CEC). */
+  rasCec?: boolean;
 }
 
 function put(root: string, path: string, text: string): void {
@@ -125,7 +129,9 @@ export function writeFakeHost(root: string, host: FakeHost): void {
   if (host.earlyKill !== undefined) put(root, "proc/sys/vm/memory_failure_early_kill", host.earlyKill ? "1\n" : "0\n");
   if (host.recovery !== undefined) put(root, "proc/sys/vm/memory_failure_recovery", host.recovery ? "1\n" : "0\n");
   if (host.softOffline === true) put(root, "sys/devices/system/memory/soft_offline_page", "");
+  if (host.enableSoftOffline !== undefined) put(root, "proc/sys/vm/enable_soft_offline", `${host.enableSoftOffline}\n`);
   if (host.hwpoisonDebugfs === true) put(root, "sys/kernel/debug/hwpoison/corrupt-pfn", "");
+  if (host.rasCec === true) put(root, "sys/kernel/debug/ras/cec/action_threshold", "1023\n");
   for (const pool of host.pools ?? []) {
     const dir = `sys/devices/system/node/node${pool.numaNode}/hugepages/${hugepagePoolDir(pool.size)}`;
     put(root, `${dir}/nr_hugepages`, `${pool.total}\n`);

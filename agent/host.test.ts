@@ -46,6 +46,18 @@ describe("HostFiles", () => {
     expect(memory.capabilities).toEqual({ earlyKill: false, recovery: true, softOffline: true, injection: false, poolResize: true });
   });
 
+  it("reports the soft-offline sysctl and the corrected-errors collector of a 6.12 kernel, and leaves them out where it cannot tell", () => {
+    expect(host({ enableSoftOffline: 1, rasCec: true, hwpoisonDebugfs: true }).memory().capabilities).toMatchObject({
+      enableSoftOffline: 1,
+      correctedErrorCollector: true,
+      injection: true,
+    });
+    // debugfs visible, no ras/cec: a kernel without CONFIG_RAS_CEC (Debian's 6.1).
+    expect(host({ hwpoisonDebugfs: true }).memory().capabilities).toMatchObject({ enableSoftOffline: undefined, correctedErrorCollector: false });
+    // No debugfs at all: nothing can be said of the collector.
+    expect(host({}).memory().capabilities.correctedErrorCollector).toBeUndefined();
+  });
+
   it("gives reserved pages on a single-node host", () => {
     const files = host({ pools: [{ size: "2Mi", numaNode: 0, total: 32, free: 30, reserved: 4 }] });
     expect(files.memory().hugepagePools).toEqual([{ size: "2Mi", numaNode: 0, total: 32, free: 30, reserved: 4, surplus: 0 }]);

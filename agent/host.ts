@@ -20,7 +20,10 @@ export interface HostMemory {
   /** Sum of EDAC ce_count over memory controllers, when EDAC is there. */
   edacCorrected?: number | undefined;
   edacUncorrected?: number | undefined;
-  capabilities: Pick<NodeMemoryHealthSpecCapabilities, "earlyKill" | "recovery" | "softOffline" | "injection" | "poolResize">;
+  capabilities: Pick<
+    NodeMemoryHealthSpecCapabilities,
+    "earlyKill" | "recovery" | "softOffline" | "enableSoftOffline" | "correctedErrorCollector" | "injection" | "poolResize"
+  >;
 }
 
 export class HostFiles {
@@ -85,10 +88,21 @@ export class HostFiles {
         earlyKill: this.sysctl("memory_failure_early_kill"),
         recovery: this.sysctl("memory_failure_recovery"),
         softOffline: this.exists("sys/devices/system/memory/soft_offline_page"),
+        enableSoftOffline: this.integer("proc/sys/vm", "enable_soft_offline"),
+        correctedErrorCollector: this.#debugfsVisible() ? this.exists("sys/kernel/debug/ras/cec") : undefined,
         injection: this.exists("sys/kernel/debug/hwpoison"),
         poolResize: this.#poolsWritable(),
       },
     };
+  }
+
+  /** debugfs is mounted where the agent looks: an empty directory is an unmounted mount point. */
+  #debugfsVisible(): boolean {
+    try {
+      return readdirSync(this.path("sys/kernel/debug")).length > 0;
+    } catch {
+      return false;
+    }
   }
 
   /** Whether this process may write a NUMA node's nr_hugepages (a read-only /sys says EROFS); undefined without pools. */

@@ -574,6 +574,10 @@ export interface NodeMemoryHealthSpecCapabilities {
   recovery?: boolean;
   /** Soft offline is available (/sys/devices/system/memory/soft_offline_page). */
   softOffline?: boolean;
+  /** The value of vm.enable_soft_offline (from Linux 6.11; 0 turns soft offline off), absent on kernels without it, where soft offline is always on. */
+  enableSoftOffline?: number;
+  /** The kernel's corrected-errors collector (CONFIG_RAS_CEC, debugfs ras/cec) is present: it counts corrected errors per pfn and soft-offlines a pfn past its threshold. Absent when debugfs is not visible. */
+  correctedErrorCollector?: boolean;
   /** Error injection is available (debugfs hwpoison/corrupt-pfn). */
   injection?: boolean;
   /** The agent can write the hugepage pools' nr_hugepages under /sys/devices/system/node, so it can allocate a replacement hugepage (the chart's agent.poolReplacement.enabled mounts them writable). */
@@ -2194,6 +2198,16 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 "softOffline": {
                   "type": "boolean",
                   "description": "Soft offline is available (/sys/devices/system/memory/soft_offline_page)."
+                },
+                "enableSoftOffline": {
+                  "type": "integer",
+                  "description": "The value of vm.enable_soft_offline (from Linux 6.11; 0 turns soft offline off), absent on kernels without it, where soft offline is always on.",
+                  "minimum": 0,
+                  "maximum": 255
+                },
+                "correctedErrorCollector": {
+                  "type": "boolean",
+                  "description": "The kernel's corrected-errors collector (CONFIG_RAS_CEC, debugfs ras/cec) is present: it counts corrected errors per pfn and soft-offlines a pfn past its threshold. Absent when debugfs is not visible."
                 },
                 "injection": {
                   "type": "boolean",
