@@ -58,7 +58,11 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
   const planned = dryRun ? "DryRun" : "Planned";
   return targets.map((pod): MemoryErrorEventStatusPod => {
     const own = prediction.mappers.filter((m) => m.podUID === pod.uid);
-    const kernelSignal = own.some((m) => m.atError === "AO") ? "AO" : "AROnAccess";
+    // An action-required error: the processes the kernel names touched the page and already got
+    // BUS_MCEERR_AR. A warning would come after the fact, so such a pod is evicted, never warned.
+    const ownMappers = error.mappers.filter((m) => m.podUID === pod.uid);
+    const hitAtError = error.severity === "ActionRequired" && ownMappers.length > 0 && ownMappers.every((m) => m.signalledByKernel === true);
+    const kernelSignal = hitAtError ? "ARAtError" : own.some((m) => m.atError === "AO") ? "AO" : "AROnAccess";
     const base = { uid: pod.uid, namespace: pod.namespace, name: pod.name, kernelSignal, attempts: 0 } as const;
     if (safety.excludedNamespaces.includes(pod.namespace))
       return { ...base, action: "None", state: "Skipped", reason: `namespace ${pod.namespace} is excluded by the policy` };
@@ -66,7 +70,7 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
     if (excludedLabels && Object.keys(excludedLabels).length > 0 && selectorMatches({ matchLabels: excludedLabels }, pod.labels))
       return { ...base, action: "None", state: "Skipped", reason: "the pod's labels are excluded by the policy" };
     const annotation = early.optInAnnotation;
-    if (early.enabled && pod.annotations[annotation] === "true") {
+    if (early.enabled && pod.annotations[annotation] === "true" && !hitAtError) {
       const ranges = error.mappers.filter((m) => m.podUID === pod.uid && m.virtualStart).map((m) => `${m.virtualStart ?? ""}-${m.virtualEnd ?? ""}`);
       const signal = early.signal;
       return {
@@ -83,7 +87,9 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
       .filter((b) => b.namespace === pod.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, pod.labels))
       .map((b) => b.name);
     const pdbNote = blocking.length > 0 ? `; PodDisruptionBudget ${blocking.join(", ")} allows no disruption now, so eviction is retried with backoff` : "";
-    const why = `maps the poisoned hugepage and will crash with BUS_MCEERR_AR on access: evict early${pdbNote}`;
+    const why = hitAtError
+      ? `touched the poisoned hugepage and already got BUS_MCEERR_AR from the kernel: evict so it restarts on healthy memory${pdbNote}`
+      : `maps the poisoned hugepage and will crash with BUS_MCEERR_AR on access: evict early${pdbNote}`;
     if (!dryRun && slots === 0)
       return { ...base, action: "Evict", state: "Planned", reason: `${why}; waiting for an eviction slot (${safety.maxEvictionsInFlight} in flight)` };
     slots -= 1;
