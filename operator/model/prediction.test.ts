@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { mapper, memoryError, node, shared } from "./fixtures.ts";
+import { conservativeProfile, kernelProfiles, selectProfile } from "../../kernel/profiles.ts";
 import { predictKernelOutcome, predictUnpoison } from "./prediction.ts";
 import type { KernelPrediction } from "./prediction.ts";
 import type { MemoryError, NodeState } from "./types.ts";
@@ -195,10 +196,57 @@ describe("kernel profiles", () => {
     expect(p.memoryLostBytes).toBe(2 * MiB);
   });
 
-  it("uses an unmeasured profile for 6.6 and says so", () => {
-    const p = predictKernelOutcome(memoryError(), node({ kernelRelease: "6.6.0-1-amd64" }));
-    expect(p.kernelProfile).toBe("linux-6.3+");
-    expect(p.verified).toBe(false);
+  it("picks the measured 6.12 profile for Debian's 6.12 kernels", () => {
+    const p = predictKernelOutcome(memoryError(), node({ kernelRelease: "6.12.115+deb12-amd64" }));
+    expect(p).toMatchObject({ kernelProfile: "linux-6.12", verified: true });
+  });
+
+  it("gives every profile evidence for every behaviour, and calls it measured only where every fact was", () => {
+    for (const profile of [...kernelProfiles, conservativeProfile]) {
+      expect(Object.keys(profile.evidence).sort()).toEqual(Object.keys(profile.behaviour).sort());
+      expect(profile.measured).toBe(Object.values(profile.evidence).every((e) => "measured" in e));
+    }
+    expect(kernelProfiles.filter((p) => p.measured).map((p) => p.name)).toEqual(expect.arrayContaining(["linux-6.1", "linux-6.12"]));
+    expect(conservativeProfile.measured).toBe(false);
+  });
+
+  it("no two profiles claim one kernel line", () => {
+    const lines = kernelProfiles.map((p) => [p.from, p.until] as const).sort((a, b) => a[0][0] - b[0][0] || a[0][1] - b[0][1]);
+    for (let i = 1; i < lines.length; i++) {
+      const [, until] = lines[i - 1] ?? [];
+      const [from] = lines[i] ?? [];
+      expect(until !== undefined && from !== undefined && (until[0] < from[0] || (until[0] === from[0] && until[1] <= from[1]))).toBe(true);
+    }
+  });
+
+  it("uses a profile read from source for Ubuntu 24.04's 6.8 and says it is unverified: a private hugepage's early mappers get no AO there", () => {
+    const early = { killPolicy: "Early" as const };
+    const privatePage = predictKernelOutcome(memoryError({ mappers: [mapper("a", early)] }), node({ kernelRelease: "6.8.0-45-generic" }));
+    expect(privatePage).toMatchObject({ kernelProfile: "linux-6.8", verified: false });
+    expect(privatePage.mappers.map((m) => m.atError)).toEqual(["None"]);
+    const sharedPage = predictKernelOutcome(memoryError({ mappers: [shared("a", "Early")] }), node({ kernelRelease: "6.8.0-45-generic" }));
+    expect(sharedPage.mappers.map((m) => m.atError)).toEqual(["AO"]);
+  });
+
+  it("assumes a shared page is lost whole on kernels that cut it out of the file (5.15, RHEL 9's 5.14)", () => {
+    for (const release of ["5.15.0-119-generic", "5.14.0-427.el9.x86_64"]) {
+      const p = predictKernelOutcome(memoryError({ mappers: [shared("a"), shared("b")] }), node({ kernelRelease: release }));
+      expect(p).toMatchObject({ poolEffect: "Unknown", verified: false, memoryLostBytes: 2 * MiB });
+    }
+  });
+
+  it("on RHEL 8's 4.18 a 1 GiB page in use is Ignored and lost whole, and the kill line says Killing", () => {
+    const gigantic = memoryError({ hugepage: { size: "1Gi", headPfn: 0x100000 }, mappers: [mapper("a")] });
+    const p = predictKernelOutcome(gigantic, node({ kernelRelease: "4.18.0-553.el8_10.x86_64" }));
+    expect(p).toMatchObject({ kernelProfile: "linux-4.18", kernelResult: "Ignored", poolEffect: "Unknown", lostBytes: 1024 * MiB });
+    expect(selectProfile("4.18.0-553.el8_10.x86_64").profile.behaviour.killLine).toBe("Killing");
+  });
+
+  it("takes a 1 GiB page's verdict from the profile", () => {
+    const gigantic = memoryError({ hugepage: { size: "1Gi", headPfn: 0x100000 }, mappers: [mapper("a")] });
+    const p = predictKernelOutcome(gigantic, node({ kernelRelease: "6.1.0-57-amd64" }));
+    expect(p.kernelResult).toBe(selectProfile("6.1.0-57-amd64").profile.behaviour.giganticInUseResult);
+    expect(p.signalAddressLsb).toBe(30);
   });
 
   it("honours a policy's explicit profile and refuses an unknown one", () => {

@@ -58,7 +58,10 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const { profile } = choice;
   const poisons = error.severity !== "Corrected";
   const base = { kernelProfile: profile.name, verified: choice.verified, hardwareCorruptedDelta: poisons ? PAGE_SIZE_BYTES : 0 };
-  const mappers = error.mappers.map((m) => mapperOutcome(m, node.earlyKill, profile.advisorySignalToEarlyMappers, error.severity));
+  const { earlyKillSignal } = profile.behaviour;
+  // A kernel that misses a private hugepage's tail pages warns only the mappers of a shared one.
+  const warns = (m: Mapper): boolean => earlyKillSignal === "AO" || (earlyKillSignal === "AOSharedOnly" && m.mapping === "Shared");
+  const mappers = error.mappers.map((m) => mapperOutcome(m, node.earlyKill, warns(m), error.severity));
   const page = error.hugepage;
   const pfn = formatPfn(error.pfn);
   if (error.severity === "Corrected")
@@ -99,7 +102,7 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     };
   const free = error.pageType === "free huge page" || (error.pageType === undefined && error.mappers.length === 0);
   if (free) {
-    if (!profile.dissolvesFreeHugepage)
+    if (profile.behaviour.freeHugepage !== "Dissolved")
       return {
         ...base,
         poolEffect: "Unknown",
@@ -123,11 +126,38 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     };
   }
   const shared = error.mappers.some((m) => m.mapping === "Shared");
-  const signalAddressLsb = Math.log2(bytes);
-  const kernelResult = size === "1Gi" ? "Failed" : "Recovered";
+  const signalAddressLsb = profile.behaviour.signalAddressLsb === "Hugepage" ? Math.log2(bytes) : 12;
+  const kernelResult = size === "1Gi" ? profile.behaviour.giganticInUseResult : "Recovered";
   const signalled = mappers.filter((m) => m.atError === "AO").length;
   const who = `${error.mappers.length} mapper(s), ${signalled} warned with BUS_MCEERR_AO; all get BUS_MCEERR_AR on access`;
-  if (shared && profile.sharedPageHeldForever)
+  // Before 6.0 a 1 GiB page in use is left mapped and Ignored: nothing is taken from the pool, and the
+  // mappers meet the error as a machine check when they touch it.
+  if (size === "1Gi" && kernelResult === "Ignored")
+    return {
+      ...base,
+      poolEffect: "Unknown",
+      lostBytes: bytes,
+      memoryLostBytes: bytes,
+      mappers,
+      pageType: "non-pmd-sized huge page",
+      kernelResult,
+      signalAddressLsb,
+      reason: `in-use ${where}: this kernel ignores errors on 1 GiB pages (${choice.reason}); assuming the whole page is lost; ${who}`,
+    };
+  // Before 6.1 the kernel cut a poisoned page out of its hugetlbfs file; what became of its pool slot is not known.
+  if (shared && profile.behaviour.sharedHugepage === "RemovedFromFile")
+    return {
+      ...base,
+      poolEffect: "Unknown",
+      lostBytes: bytes,
+      memoryLostBytes: bytes,
+      mappers,
+      pageType: "huge page",
+      kernelResult,
+      signalAddressLsb,
+      reason: `shared hugetlbfs ${where}: cut out of the file (later reads see a hole); assuming the whole page is lost (${choice.reason}); ${who}`,
+    };
+  if (shared)
     return {
       ...base,
       poolEffect: "HeldForever",
@@ -154,7 +184,8 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     // page, is one short once the mapper is gone.
     pool: { size, totalDelta: -1, freeDelta: -1, when: "the total at once; the mapper keeps its mapping until it exits" },
     reason:
-      (size === "1Gi" ? `in-use ${where}: the kernel reports Failed (EBUSY); ` : `private ${where}: `) + `lost to its mapper and taken out of the pool; ${who}`,
+      (size === "1Gi" ? `in-use ${where}: the kernel reports ${kernelResult}; ` : `private ${where}: `) +
+      `lost to its mapper and taken out of the pool; ${who}`,
   };
 }
 

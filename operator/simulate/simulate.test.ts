@@ -1,4 +1,6 @@
-import { readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { runSimulate } from "../cli.ts";
 import type { SimulationResult } from "./simulate.ts";
@@ -51,6 +53,19 @@ describe("mce-operator simulate on the bundled examples", () => {
     expect(d?.prediction.kernelResult).toBe("Failed");
     expect(d?.pods.map((p) => [p.action, p.state])).toEqual([["Evict", "Blocked"]]);
     expect(d?.quarantine[0]).toMatchObject({ size: "1Gi", bytes: 2 ** 30 });
+  });
+
+  it("a scenario names each node's kernel: the same 1 GiB error is predicted under 6.1's, 6.12's or the conservative profile", () => {
+    const scenario = readFileSync("examples/failed-1g.yaml", "utf8");
+    const dir = mkdtempSync(join(tmpdir(), "simulate-kernel-"));
+    const under = (release: string): SimulationResult["steps"][number]["decision"] => {
+      const file = join(dir, `${release}.yaml`);
+      writeFileSync(file, scenario.replace("kernelRelease: 6.1.0-56-amd64", `kernelRelease: ${release}`));
+      return run(file).steps[0]?.decision;
+    };
+    expect(under("6.1.0-56-amd64")?.prediction).toMatchObject({ kernelProfile: "linux-6.1", verified: true, kernelResult: "Failed" });
+    expect(under("6.12.117+deb12-amd64")?.prediction).toMatchObject({ kernelProfile: "linux-6.12", verified: true, kernelResult: "Recovered" });
+    expect(under("5.10.0-30-amd64")?.prediction).toMatchObject({ kernelProfile: "conservative", verified: false });
   });
 
   it("self-healing pools: the free 2 MiB page is replaced and its quarantine released; the 1 GiB one stays quarantined", () => {

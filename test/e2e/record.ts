@@ -3,7 +3,7 @@
 // bench/results/. (Figures sit in a folder of their own: every .test-results/*.json is a vitest report
 // that test/summary.ts adds up.)
 //
-//   npm run record -- kernel        .test-results/figures/kernel-conformance.json -> bench/results/
+//   npm run record -- kernel        .test-results/figures/kernel-conformance-{6.1,6.12}.json -> bench/results/
 //   npm run record -- node          .test-results/figures/real-node.json          -> bench/results/
 //   npm run record -- kernel node   both
 import { copyFileSync, existsSync, mkdirSync, statSync } from "node:fs";
@@ -13,7 +13,7 @@ const root = new URL("../..", import.meta.url).pathname;
 
 /** The figures each tier writes, by the name `npm run record --` takes. */
 export const recorded: Record<string, string[]> = {
-  kernel: ["kernel-conformance.json"],
+  kernel: ["kernel-conformance-6.1.json", "kernel-conformance-6.12.json"],
   node: ["real-node.json"],
 };
 

@@ -27,6 +27,8 @@ export interface Outcome {
 
 export interface Row {
   scenario: string;
+  /** The kernel release the row was measured on. */
+  kernel: string;
   node: string;
   observed: Outcome;
   predicted: Outcome;

@@ -147,6 +147,20 @@ export class Workload {
     return done[1] === "faulted" ? this.sigbus[seen] : undefined;
   }
 
+  /**
+   * madvise(MADV_HWPOISON or MADV_SOFT_OFFLINE) on the subpage at `offset`: what the call returned (0 or
+   * the errno's name), or "SIGBUS" where the kernel signalled the caller BUS_MCEERR_AR during the call.
+   */
+  async madvise(advice: "hwpoison" | "soft-offline", offset: number): Promise<string> {
+    const done = await this.command(`madvise ${advice} ${offset.toString(16)}`, /madvise \S+ off=\S+ (?:rc=-?\d+ errno=(\S+)|(sigbus))/);
+    if (done[2] === undefined) return done[1] ?? "";
+    this.arInMadvise++;
+    return "SIGBUS";
+  }
+
+  /** BUS_MCEERR_AR signals the kernel sent during madvise(MADV_HWPOISON) calls, not on an access. */
+  arInMadvise = 0;
+
   async exit(): Promise<void> {
     await this.command("exit", /^t=\d+ exit$/m);
     await waitFor(`workload ${this.spec.name} gone`, async () => (await this.#vm.sh(`test -d /proc/${this.pid}`)).code !== 0);

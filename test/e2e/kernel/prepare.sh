@@ -12,7 +12,7 @@ started=$(date +%s%N)
 step() { printf '[kernel %5.1fs] %s\n' "$(( ($(date +%s%N) - started) / 1000000 ))e-3" "$*"; }
 fail() { printf 'kernel tier: %s\n' "$*" >&2; exit 1; }
 
-for tool in qemu-system-x86_64 gcc dpkg-deb depmod apt-get apt-cache sha256sum; do
+for tool in qemu-system-x86_64 gcc dpkg-deb depmod apt-get apt-cache sha256sum xz; do
   command -v "$tool" >/dev/null || fail "$tool not found: install the packages in .ci/apt-packages"
 done
 busybox=/bin/busybox
@@ -87,9 +87,18 @@ if [ ! -e "$initramfs" ]; then
   ln -s busybox "$stage/bin/sh"
   gcc -static -O2 -Wall -Wextra -Werror -o "$stage/bin/hwp" "$here/guest/hwp.c"
   install -m 0755 "$here/guest/init" "$stage/init"
+  # busybox insmod loads plain ELF only: compressed modules (6.12 ships .ko.xz) are unpacked here.
   for path in "${order[@]}"; do
-    install -D -m 0644 "$modules/$path" "$stage/lib/modules/$path"
-    echo "$path" >>"$stage/etc/modules"
+    plain=${path%.ko.*}.ko
+    mkdir -p "$(dirname "$stage/lib/modules/$plain")"
+    case "$path" in
+      *.ko) install -m 0644 "$modules/$path" "$stage/lib/modules/$plain" ;;
+      *.ko.xz) xz -dc "$modules/$path" >"$stage/lib/modules/$plain" ;;
+      *.ko.gz) gzip -dc "$modules/$path" >"$stage/lib/modules/$plain" ;;
+      *.ko.zst) command -v zstd >/dev/null || fail "$path is zstd-compressed: install zstd"; zstd -qdc "$modules/$path" >"$stage/lib/modules/$plain" ;;
+      *) fail "$path: a module in a form this script does not know" ;;
+    esac
+    echo "$plain" >>"$stage/etc/modules"
   done
   (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null | gzip -6n >"$initramfs.tmp")
   mv "$initramfs.tmp" "$initramfs"
