@@ -204,7 +204,11 @@ export class Agent {
           break;
         }
         case "unpoison":
-          log.info("page unpoisoned", { source, pfn: notice.pfn === undefined ? undefined : `0x${notice.pfn.toString(16)}`, line: notice.line.text });
+          log.info(notice.done ? "page unpoisoned" : "unpoison refused or not needed", {
+            source,
+            pfn: notice.pfn === undefined ? undefined : `0x${notice.pfn.toString(16)}`,
+            line: notice.line.text,
+          });
           break;
         case "expired":
           metrics.expiredLines.inc(notice.lines.length);

@@ -50,6 +50,18 @@ describe("ErrorAssembler", () => {
     expect(assembler.holdBack).toBeUndefined();
   });
 
+  it("holds an unhandlable page. line for its verdict: one error, the verdict's words, the cursor kept behind it", () => {
+    const assembler = new ErrorAssembler();
+    const first = assembler.push(line("3,7,0,-;Memory failure: 0x5205: unhandlable page.", 7));
+    expect(first).toEqual({ errors: [], notices: [] });
+    expect(assembler.holdBack).toBe(7);
+    const verdict = assembler.push(line("3,8,0,-;Memory failure: 0x5205: recovery action for get hwpoison page: Ignored", 8));
+    expect(verdict.errors.map(({ error }) => [error.pfn, error.pageType, error.result, error.lines.length])).toEqual([
+      [0x5205, "get hwpoison page", "Ignored", 2],
+    ]);
+    expect(assembler.holdBack).toBeUndefined();
+  });
+
   it("keeps the errors of interleaved pfns apart", () => {
     const out = feed(new ErrorAssembler(), [
       "Memory failure: 0x1000: Sending SIGBUS to a:1 due to hardware memory corruption",

@@ -16,7 +16,7 @@ export interface AssembledError {
 export type Notice =
   | { kind: "unrecognized"; line: KernelLine; reason: string }
   | { kind: "killed-on-access"; line: KernelLine; pid: number; command: string; virtualAddress: number }
-  | { kind: "unpoison"; line: KernelLine; pfn?: number | undefined }
+  | { kind: "unpoison"; line: KernelLine; pfn?: number | undefined; done: boolean }
   | { kind: "expired"; lines: KernelLine[] };
 
 export interface Assembled {
@@ -37,7 +37,7 @@ export interface AssemblerOptions {
   maxHeld?: number;
 }
 
-const ENDS_ERROR = new Set<KernelRecord["type"]>(["recovery", "unhandlable", "outside-kernel-control", "soft-offline"]);
+const ENDS_ERROR = new Set<KernelRecord["type"]>(["recovery", "outside-kernel-control", "soft-offline"]);
 
 const SEVERITY = { corrected: "Corrected", "action-optional": "ActionOptional", "action-required": "ActionRequired", fatal: "Fatal" } as const satisfies Record<
   string,
@@ -75,7 +75,7 @@ export class ErrorAssembler {
       return out;
     }
     if (record.type === "unpoison") {
-      out.notices.push({ kind: "unpoison", line, pfn: record.pfn });
+      out.notices.push({ kind: "unpoison", line, pfn: record.pfn, done: record.done });
       return out;
     }
     this.#held.push({ line, text, record });

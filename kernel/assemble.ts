@@ -102,14 +102,23 @@ export function assembleKernelErrors(text: string): AssembledLog {
         p.lines.push(result.text);
         break;
       }
-      case "recovery":
+      // Said of the page before its verdict: detail of the error, which the verdict's words describe.
       case "unhandlable":
+      case "page-detail":
+        take(record.pfn).lines.push(result.text);
+        break;
+      // A process consumed the error copying from user space: whatever the bank said, action was required.
+      case "user-access": {
+        const p = take(record.pfn);
+        Object.assign(p, { severity: "ActionRequired", physicalAddress: p.physicalAddress ?? record.physicalAddress });
+        p.lines.push(result.text);
+        break;
+      }
+      case "recovery":
       case "outside-kernel-control": {
         take(record.pfn).lines.push(result.text);
         const words =
-          record.type === "recovery"
-            ? { pageType: record.pageType, result: record.result }
-            : { pageType: record.type === "unhandlable" ? "unhandlable page" : "memory outside kernel control", result: "Ignored" };
+          record.type === "recovery" ? { pageType: record.pageType, result: record.result } : { pageType: "memory outside kernel control", result: "Ignored" };
         finish(record.pfn, record, "ActionOptional", words);
         break;
       }
@@ -122,7 +131,7 @@ export function assembleKernelErrors(text: string): AssembledLog {
         out.accessKills.push({ command: record.command, pid: record.pid, virtualAddress: record.virtualAddress, line });
         break;
       case "unpoison":
-        if (record.pfn !== undefined) out.unpoisoned.push({ pfn: record.pfn, line });
+        if (record.pfn !== undefined && record.done) out.unpoisoned.push({ pfn: record.pfn, line });
         break;
     }
   }

@@ -47,7 +47,7 @@ const KERNEL_FACTS: [string, KernelRecord][] = [
   ["Injecting memory failure for pfn 0x100005 at process virtual address 0x7f0040000000", { type: "injected", pfn: 0x100005, virtualAddress: 0x7f0040000000 }],
   ["Injecting memory failure at pfn 0x4600", { type: "injected", pfn: 0x4600 }],
   ["Soft offlining pfn 0x4205 at process virtual address 0x7f2cec605000", { type: "soft-offline", pfn: 0x4205, virtualAddress: 0x7f2cec605000 }],
-  ["Unpoison: Software-unpoisoned page 0x4407", { type: "unpoison", pfn: 0x4407, detail: "Software-unpoisoned page 0x4407" }],
+  ["Unpoison: Software-unpoisoned page 0x4407", { type: "unpoison", pfn: 0x4407, done: true, detail: "Software-unpoisoned page 0x4407" }],
   ["mce: [Hardware Error]: Machine check events logged", { type: "mce-logged" }],
   [
     "mce: [Hardware Error]: CPU 0: Machine Check Exception: 5 Bank 9: bd000000000000c0",
@@ -126,15 +126,15 @@ const ERAS: [string, KernelRecord][] = [
   ["Injecting memory failure for page 23a200 at 7f0040000000", { type: "injected", pfn: 0x23a200, virtualAddress: 0x7f0040000000 }],
   ["Injecting memory failure at pfn 23a000", { type: "injected", pfn: 0x23a000 }],
   ["Soft offlining page 4205 at 7f2cec605000", { type: "soft-offline", pfn: 0x4205, virtualAddress: 0x7f2cec605000 }],
-  ["MCE: Software-unpoisoned page 0x23a000", { type: "unpoison", pfn: 0x23a000, detail: "Software-unpoisoned page 0x23a000" }],
-  ["MCE: Software-unpoisoned free page 0x23a000", { type: "unpoison", pfn: 0x23a000, detail: "Software-unpoisoned free page 0x23a000" }],
-  ["MCE: Memory failure is now running on 0x23a200", { type: "unpoison", pfn: 0x23a200, detail: "Memory failure is now running on 0x23a200" }],
-  ["Unpoison: Software-unpoisoned free page 0x4407", { type: "unpoison", pfn: 0x4407, detail: "Software-unpoisoned free page 0x4407" }],
-  ["Unpoison: Page was already unpoisoned 0x4407", { type: "unpoison", pfn: 0x4407, detail: "Page was already unpoisoned 0x4407" }],
-  ["Unpoison: Someone grabs the hwpoison page 0x4407", { type: "unpoison", pfn: 0x4407, detail: "Someone grabs the hwpoison page 0x4407" }],
-  ["Unpoison: Disabled after HW memory failure 0x4407", { type: "unpoison", pfn: 0x4407, detail: "Disabled after HW memory failure 0x4407" }],
-  ["Unpoison: THP not supported", { type: "unpoison", detail: "THP not supported" }],
-  ["Memory failure: Unpoison: Software-unpoisoned page 0x4407", { type: "unpoison", pfn: 0x4407, detail: "Software-unpoisoned page 0x4407" }],
+  ["MCE: Software-unpoisoned page 0x23a000", { type: "unpoison", pfn: 0x23a000, done: true, detail: "Software-unpoisoned page 0x23a000" }],
+  ["MCE: Software-unpoisoned free page 0x23a000", { type: "unpoison", pfn: 0x23a000, done: true, detail: "Software-unpoisoned free page 0x23a000" }],
+  ["MCE: Memory failure is now running on 0x23a200", { type: "unpoison", pfn: 0x23a200, done: false, detail: "Memory failure is now running on 0x23a200" }],
+  ["Unpoison: Software-unpoisoned free page 0x4407", { type: "unpoison", pfn: 0x4407, done: true, detail: "Software-unpoisoned free page 0x4407" }],
+  ["Unpoison: Page was already unpoisoned 0x4407", { type: "unpoison", pfn: 0x4407, done: false, detail: "Page was already unpoisoned 0x4407" }],
+  ["Unpoison: Someone grabs the hwpoison page 0x4407", { type: "unpoison", pfn: 0x4407, done: false, detail: "Someone grabs the hwpoison page 0x4407" }],
+  ["Unpoison: Disabled after HW memory failure 0x4407", { type: "unpoison", pfn: 0x4407, done: false, detail: "Disabled after HW memory failure 0x4407" }],
+  ["Unpoison: THP not supported", { type: "unpoison", done: false, detail: "THP not supported" }],
+  ["Memory failure: Unpoison: Software-unpoisoned page 0x4407", { type: "unpoison", pfn: 0x4407, done: true, detail: "Software-unpoisoned page 0x4407" }],
   [
     "soft offline: 0x1234: hugepage isolation failed, page count 2, type 0x57ffffc000800e(referenced|uptodate|dirty|head)",
     { type: "soft-offline", pfn: 0x1234, detail: "hugepage isolation failed, page count 2, type 0x57ffffc000800e(referenced|uptodate|dirty|head)" },
@@ -291,6 +291,54 @@ describe("parseKernelLine", () => {
     });
   });
 
+  // Lines every stock kernel prints on its way to a verdict (mm/memory-failure.c of the era named).
+  describe("stock detail and context lines", () => {
+    it.each<[string, KernelRecord]>([
+      // 4.13+: get_any_page() before the verdict `get hwpoison page: Ignored` or `unknown page: Ignored`.
+      ["Memory failure: 0x5205: unhandlable page.", { type: "unhandlable", pfn: 0x5205, era: "4.13+" }],
+      // 5.x to 6.10: memory_failure() on a page poisoned before; 6.11+ says it in the verdict.
+      ["Memory failure: 0x5205: already hardware poisoned", { type: "page-detail", pfn: 0x5205, detail: "already-poisoned", era: "4.13+" }],
+      // has_extra_refcount(): the count is printed with %d and is -1 when it underflowed.
+      ["Memory failure: 0x5205: huge page still referenced by -1 users", { type: "page-detail", pfn: 0x5205, detail: "still-referenced", era: "4.13+" }],
+      ["Memory failure: 0x5205: dirty LRU page still referenced by 2 users", { type: "page-detail", pfn: 0x5205, detail: "still-referenced", era: "4.13+" }],
+      // me_pagecache_clean() on a clean page-cache page.
+      [
+        "Memory failure: 0x5205: corrupted page was clean: dropped without side effects",
+        { type: "page-detail", pfn: 0x5205, detail: "clean-dropped", era: "4.13+" },
+      ],
+      // identify_page_state() found no handler.
+      ["Memory failure: 0x5205: Unknown page state", { type: "page-detail", pfn: 0x5205, detail: "unknown-state", era: "4.13+" }],
+      ["MCE 0x5205: Unknown page state", { type: "page-detail", pfn: 0x5205, detail: "unknown-state" }],
+      // 2.6.32: the page's flags and counts before the verdict.
+      [
+        "MCE 0x5205: page flags 0x40000000000c0068=uptodate,lru,active,private count 1 mapcount 0",
+        { type: "page-detail", pfn: 0x5205, detail: "page-flags", era: "2.6-3.x" },
+      ],
+      // x86 kill_me_maybe(): a process consumed the error in a copy from user space (action required).
+      ["mce: Uncorrected hardware memory error in user-access at 5203000", { type: "user-access", physicalAddress: 0x5203000, pfn: 0x5203 }],
+      // Unpoison of every era: done, or refused.
+      [
+        "Unpoison: Unpoisoned page 0x4407 by hwpoison-inject",
+        { type: "unpoison", pfn: 0x4407, done: true, detail: "Unpoisoned page 0x4407 by hwpoison-inject" },
+      ],
+      ["Unpoison: 0x4407: software-unpoisoned page", { type: "unpoison", pfn: 0x4407, done: true, detail: "0x4407: software-unpoisoned page" }],
+    ])("%s", (line, record) => {
+      expect(recordOf(line)).toEqual(record);
+    });
+
+    it("none of them is a parse error", () => {
+      const log = [
+        "Memory failure: 0x5205: already hardware poisoned",
+        "Memory failure: 0x5205: huge page still referenced by -1 users",
+        "Memory failure: 0x5205: corrupted page was clean: dropped without side effects",
+        "Memory failure: 0x5205: Unknown page state",
+        "MCE 0x5205: page flags 0x40000000000c0068=uptodate,lru,active,private count 1 mapcount 0",
+        "mce: Uncorrected hardware memory error in user-access at 5203000",
+      ].join("\n");
+      expect(parseKernelLog(log).filter((e) => e.result.kind !== "record")).toEqual([]);
+    });
+  });
+
   describe("lines of a known shape that are damaged", () => {
     it.each<[string, RegExp]>([
       [
@@ -302,10 +350,11 @@ describe("parseKernelLine", () => {
       ["Memory failure: 0x5205: Sending SIGBUS to hwp due to hardware memory corruption", /does not match 'Memory failure: %#lx: Sending SIGBUS to %s:%d/],
       ["Memory failure: 0x5205: failed to unmap page (folio mapcount=x)", /mapcount 'x'/],
       ["Memory failure: 0x100000000000000: unhandlable page.", /pfn '0x100000000000000' is above Number.MAX_SAFE_INTEGER/],
-      ["Memory failure: 0x1: already hardware poisoned", /^unknown message after 'Memory failure: '$/],
-      ["Memory failure: 0x1: huge page still referenced by 2 users", /unknown message/],
+      ["Memory failure: 0xZZ: already hardware poisoned", /pfn '0xZZ' is not hexadecimal in 'Memory failure: %#lx: already hardware poisoned'/],
+      ["Memory failure: 0x1: huge page still referenced", /unknown message/],
+      ["mce: Uncorrected hardware memory error in user-access at nowhere", /ADDR 'nowhere'/],
       ["Memory Failure: 0x1: thp split failed", /unknown message/],
-      ["MCE 0x1: page flags 0x57ffffc000800e", /unknown message after 'MCE '/],
+      ["MCE 0xZZ: page flags 0x57ffffc000800e", /pfn '0xZZ'/],
       ["MCE 0xZZ: recovery action for huge page: Recovered", /pfn '0xZZ'/],
       ["MCE: Killing hwp:125 due to hardware memory corruption fault at nowhere", /virtual address 'nowhere'/],
       ["MCE: Killing hwp:125 due to hardware memory corruption", /does not match 'MCE: Killing %s:%d due to hardware memory corruption fault at %lx'/],

@@ -44,6 +44,24 @@ export interface PageRecord {
   era?: KernelEra | undefined;
 }
 
+/**
+ * What the kernel says of a page on its way to the verdict: it was poisoned before (not a new loss), it
+ * is still referenced, a clean page was dropped, its state is unknown, or (2.6.32) its flags and counts.
+ */
+export interface PageDetailRecord {
+  type: "page-detail";
+  pfn: number;
+  detail: "already-poisoned" | "still-referenced" | "clean-dropped" | "unknown-state" | "page-flags";
+  era?: KernelEra | undefined;
+}
+
+/** x86's kill_me_maybe(): a process consumed the error copying from user space; action required. */
+export interface UserAccessRecord {
+  type: "user-access";
+  physicalAddress: number;
+  pfn: number;
+}
+
 /** A process that touched a poisoned page and got BUS_MCEERR_AR (x86 page-fault path). */
 export interface KilledOnAccessRecord {
   type: "killed-on-access";
@@ -70,6 +88,8 @@ export interface SoftOfflineRecord {
 export interface UnpoisonRecord {
   type: "unpoison";
   pfn?: number | undefined;
+  /** Only the sentences that say a page was unpoisoned; the others say why it was not (`Memory failure is now running on`, `already unpoisoned`, `Disabled after HW memory failure`). */
+  done: boolean;
   /** The sentence verbatim; its wording changed across kernels. */
   detail: string;
 }
@@ -128,6 +148,8 @@ export type KernelRecord =
   | ProcessRecord
   | UnmapFailedRecord
   | PageRecord
+  | PageDetailRecord
+  | UserAccessRecord
   | KilledOnAccessRecord
   | InjectedRecord
   | SoftOfflineRecord
@@ -425,12 +447,20 @@ const softOffline = (captures: Captures): SoftOfflineRecord => ({
   detail: captures.detail,
 });
 
-// Unpoison sentences end with the pfn where they have one (`%#lx`, so always 0x).
+// Unpoison sentences name the pfn as %#lx (always 0x) at the end, or first (`0x..: software-unpoisoned
+// page`), or before `by <who>`; most of them say why a page was not unpoisoned.
 const unpoison = (_captures: Captures, { rest }: Context): UnpoisonRecord => ({
   type: "unpoison",
-  pfn: optionalHex(/ (0x\S*)$/.exec(rest)?.[1], "pfn"),
+  pfn: optionalHex(/(?:^| )(0x[^\s:]*)(?::|$| )/.exec(rest)?.[1], "pfn"),
+  done: /[Ss]oftware-unpoisoned|^Unpoisoned page/.test(rest),
   detail: rest,
 });
+
+const pageDetail =
+  (detail: PageDetailRecord["detail"]) =>
+  (captures: Captures, { era }: Context): PageDetailRecord => ({ type: "page-detail", pfn: pfnOf(captures), detail, era });
+
+const userAccess = (captures: Captures): UserAccessRecord => ({ type: "user-access", ...located(need(captures.address, "address")) });
 
 const killedOnAccess = (captures: Captures): KilledOnAccessRecord => ({
   type: "killed-on-access",
@@ -520,6 +550,12 @@ const PFN_ROWS: readonly Row[] = [
   { format: "%#lx: failed to unmap page (folio mapcount=%d)", args: ["pfn", "mapcount"], eras: ["4.13+"], build: unmapFailed },
   { format: "%#lx: failed to unmap page (mapcount=%d)", args: ["pfn", "mapcount"], build: unmapFailed },
   { format: "%#lx: unhandlable page.", args: ["pfn"], eras: ["4.13+"], build: page("unhandlable") },
+  { format: "%#lx: already hardware poisoned", args: ["pfn"], build: pageDetail("already-poisoned") },
+  // N is printed with %d and may be -1: kept as printed.
+  { format: "%#lx: %s still referenced by %s users", args: ["pfn", "pageType", "users"], build: pageDetail("still-referenced") },
+  { format: "%#lx: corrupted page was clean: dropped without side effects", args: ["pfn"], build: pageDetail("clean-dropped") },
+  { format: "%#lx: Unknown page state", args: ["pfn"], build: pageDetail("unknown-state") },
+  { format: "%#lx: page flags %s", args: ["pfn", "flags"], eras: ["2.6-3.x"], build: pageDetail("page-flags") },
   { format: "%#lx: memory outside kernel control", args: ["pfn"], eras: ["4.13+"], build: page("outside-kernel-control") },
 ];
 
@@ -545,6 +581,13 @@ const FAMILIES: readonly Family[] = [
   },
   { printed: "mce_record: ", leader: "mce_record: ", exclusive: true, rows: [{ format: "%s", args: ["fields"], build: mceRecord }] },
   { printed: "mce: [Hardware Error]: ", leader: "mce: \\[Hardware Error\\]: ", exclusive: true, rows: HARDWARE_ERROR_ROWS },
+  // x86's own "mce: " lines that are not a hardware-error report; only the known ones count.
+  {
+    printed: "mce: ",
+    leader: "mce: ",
+    exclusive: false,
+    rows: [{ format: "Uncorrected hardware memory error in user-access at %llx", args: ["address"], build: userAccess }],
+  },
   // Kernels before the "mce: " prefix; APEI and EDAC decoders print this leader too, so only known lines count.
   { printed: "[Hardware Error]: ", leader: "\\[Hardware Error\\]: ", exclusive: false, rows: HARDWARE_ERROR_ROWS },
   {
