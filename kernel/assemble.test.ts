@@ -49,6 +49,22 @@ describe("assembleKernelErrors on stock sequences", () => {
     ]);
   });
 
+  it("a soft offline that did not happen is a failed attempt, with the kernel's words", () => {
+    const failed = [
+      "soft offline: 0x5205: migration failed 1, type 57ffffc000800e",
+      "soft offline: 0x5205: hugepage isolation failed, page count 2, type 0x57ffffc000800e(referenced|uptodate|dirty|head)",
+      "Soft offline: 0x5205: page already poisoned",
+      "__get_any_page: 0x5205: unknown zero refcount page type 57ffffc0000000",
+    ];
+    for (const line of failed) {
+      const out = assemble(line);
+      expect(out.unrecognized).toEqual([]);
+      expect(out.errors).toMatchObject([{ pfn: 0x5205, severity: "SoftOffline", result: "Failed" }]);
+    }
+    // Done: the page was moved and retired.
+    expect(assemble("Soft offlining pfn 0x5205 at process virtual address 0x7f0000205000").errors[0]?.result).toBeUndefined();
+  });
+
   it("reports only the unpoisons that were done", () => {
     const out = assemble(
       "Unpoison: Software-unpoisoned page 0x4407",

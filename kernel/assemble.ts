@@ -122,9 +122,13 @@ export function assembleKernelErrors(text: string): AssembledLog {
         finish(record.pfn, record, "ActionOptional", words);
         break;
       }
+      // A soft offline that did not happen retired nothing: reported as a failed attempt, never a lost page.
       case "soft-offline": {
         take(record.pfn).lines.push(result.text);
-        finish(record.pfn, record, "SoftOffline", { severity: "SoftOffline" });
+        finish(record.pfn, record, "SoftOffline", {
+          severity: "SoftOffline",
+          ...(record.failed && { pageType: record.detail, result: "Failed" }),
+        });
         break;
       }
       case "killed-on-access":

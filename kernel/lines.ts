@@ -83,6 +83,8 @@ export interface SoftOfflineRecord {
   virtualAddress?: number | undefined;
   /** What followed the pfn, verbatim (`page already poisoned`, `hugepage migration failed 1, type ...`). */
   detail?: string | undefined;
+  /** The kernel says the page was not retired: isolation or migration failed, already poisoned, disabled, a page it cannot take. */
+  failed: boolean;
 }
 
 export interface UnpoisonRecord {
@@ -445,6 +447,7 @@ const softOffline = (captures: Captures): SoftOfflineRecord => ({
   pfn: pfnOf(captures),
   virtualAddress: optionalHex(captures.virtualAddress, "virtual address"),
   detail: captures.detail,
+  failed: /failed|already poisoned|disabled|unknown (?:zero refcount )?page type/.test(captures.detail ?? ""),
 });
 
 // Unpoison sentences name the pfn as %#lx (always 0x) at the end, or first (`0x..: software-unpoisoned
@@ -620,6 +623,13 @@ const FAMILIES: readonly Family[] = [
       { format: "%#lx", args: ["pfn"], build: softOffline },
     ],
   },
+  {
+    // get_any_page() refusing a page soft offline asked for (4.x and 5.x, with or without the leading underscores).
+    printed: "get_any_page: ",
+    leader: "(?:__)?get_any_page: ",
+    exclusive: true,
+    rows: [{ format: "%#lx: %s", args: ["pfn", "detail"], build: softOffline }],
+  },
   { printed: "Unpoison: ", leader: "(?:Memory failure: )?Unpoison: ", exclusive: true, rows: [{ format: "%s", args: ["detail"], build: unpoison }] },
   {
     // The x86 fault path, and unpoison before it had its own prefix; EDAC prints "MCE: " too.
@@ -688,7 +698,7 @@ const GRAMMAR: readonly CompiledFamily[] = FAMILIES.map((family) => ({
 
 // Cheap first test: every line we read contains one of these; all other subsystems stop here.
 const RELEVANT =
-  /[Mm]emory [Ff]ailure|MCE|mce[:_]|Hardware Error|hwpoison|[Ss]oft[ _]offlin|[Uu]npoison|memory_failure_event|recovery action for|hardware memory corruption|forcibly killing|advisory machine check|failed to unmap page|unhandlable page|outside kernel control/;
+  /[Mm]emory [Ff]ailure|MCE|mce[:_]|Hardware Error|hwpoison|[Ss]oft[ _]offlin|[Uu]npoison|memory_failure_event|get_any_page|recovery action for|hardware memory corruption|forcibly killing|advisory machine check|failed to unmap page|unhandlable page|outside kernel control/;
 
 // A leader only the memory-failure code prints, behind a prefix we could not strip.
 const EMBEDDED = new RegExp(

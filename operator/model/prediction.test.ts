@@ -242,6 +242,13 @@ describe("kernel profiles", () => {
     expect(selectProfile("4.18.0-553.el8_10.x86_64").profile.behaviour.killLine).toBe("Killing");
   });
 
+  it("a soft offline that failed retired nothing: no pool change, nothing lost, nothing poisoned", () => {
+    const p = predictKernelOutcome(memoryError({ severity: "SoftOffline", result: "Failed", pageType: "migration failed 1, type 57ffffc000800e" }), node());
+    expect(p).toMatchObject({ poolEffect: "None", lostBytes: 0, memoryLostBytes: 0, hardwareCorruptedDelta: 0, kernelResult: "Failed" });
+    expect(p.pool).toBeUndefined();
+    expect(p.reason).toMatch(/did not happen \(migration failed 1/);
+  });
+
   it("takes a 1 GiB page's verdict from the profile", () => {
     const gigantic = memoryError({ hugepage: { size: "1Gi", headPfn: 0x100000 }, mappers: [mapper("a")] });
     const p = predictKernelOutcome(gigantic, node({ kernelRelease: "6.1.0-57-amd64" }));

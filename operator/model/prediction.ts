@@ -66,6 +66,17 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const pfn = formatPfn(error.pfn);
   if (error.severity === "Corrected")
     return { ...base, poolEffect: "None", lostBytes: 0, memoryLostBytes: 0, mappers, reason: `corrected error at ${pfn}: no data lost, nothing poisoned` };
+  if (error.severity === "SoftOffline" && error.result === "Failed")
+    return {
+      ...base,
+      hardwareCorruptedDelta: 0,
+      poolEffect: "None",
+      lostBytes: 0,
+      memoryLostBytes: 0,
+      mappers,
+      kernelResult: "Failed",
+      reason: `soft offline of ${pfn} did not happen${error.pageType === undefined ? "" : ` (${error.pageType})`}: nothing was retired, the page stays in use`,
+    };
   if (!page)
     return {
       ...base,
