@@ -27,6 +27,21 @@ describe("parseReplay", () => {
     ]);
   });
 
+  it("reads a log quoted from mail: quote markers and indentation go, elisions are skipped", () => {
+    const quoted = [
+      "> 0 Memory failure: 0x5205: Sending SIGBUS to hwp:462 due to hardware memory corruption",
+      ">> [...]",
+      "> > 0.5 Memory failure: 0x5205: recovery action for huge page: Recovered",
+      "    ...",
+      "  >3,1500,12000000,-;Memory failure: 0x5206: recovery action for free huge page: Recovered",
+    ].join("\n");
+    expect(parseReplay(quoted, "x").map((l) => [l.sequence, l.text])).toEqual([
+      [1, "Memory failure: 0x5205: Sending SIGBUS to hwp:462 due to hardware memory corruption"],
+      [3, "Memory failure: 0x5205: recovery action for huge page: Recovered"],
+      [1500, "3,1500,12000000,-;Memory failure: 0x5206: recovery action for free huge page: Recovered"],
+    ]);
+  });
+
   it("names the file and line of a line in neither form", () => {
     expect(() => parseReplay("0 ok\nMemory failure without a time\n", "demo.log")).toThrow(/^demo\.log:2: expected/);
   });

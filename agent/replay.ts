@@ -3,6 +3,7 @@
 // `PRI,SEQ,TS_USEC,FLAGS;text` (timed by TS_USEC from the first record). Blank and `#` lines are skipped.
 import { readFileSync } from "node:fs";
 import type { Clock } from "../runtime/clock.ts";
+import { isKmsgDictionaryLine, unpaste } from "../kernel/lines.ts";
 import { parseKmsgRecord } from "./kmsg.ts";
 import type { KernelLine, LineSource } from "./source.ts";
 
@@ -20,8 +21,12 @@ const TIMED = /^(\d+(?:\.\d+)?)\s(.*)$/;
 export function parseReplay(text: string, file: string): ReplayLine[] {
   const lines: ReplayLine[] = [];
   let firstUsec: number | undefined;
-  text.split(/\r?\n/).forEach((raw, i) => {
-    if (raw.trim() === "" || raw.startsWith("#") || raw.startsWith(" ")) return;
+  text.split(/\r?\n/).forEach((pasted, i) => {
+    // A /dev/kmsg record's dictionary line; then a log quoted from mail or an issue: its quote markers
+    // and indentation go, an elision is skipped.
+    if (isKmsgDictionaryLine(pasted)) return;
+    const raw = unpaste(pasted);
+    if (raw === undefined || raw.trim() === "" || raw.startsWith("#")) return;
     const record = parseKmsgRecord(raw);
     if (record !== undefined) {
       const usec = Number(raw.split(",", 3)[2]);

@@ -764,11 +764,27 @@ export function parseKernelLine(line: string): KernelLineResult {
   return nearMiss === undefined ? IGNORED : unrecognized(text, nearMiss);
 }
 
+/**
+ * A line as people paste logs into mail and issues: indentation and `>`, `>>`, `> >` quote markers
+ * removed (syslog's wall broadcast ` kernel:` then reads as the kernel tag it is); undefined for an
+ * elision (`[...]`, `...`), which stands for lines left out.
+ */
+export function unpaste(line: string): string | undefined {
+  const text = line.replace(/^\s*(?:>\s*)*/, "");
+  return /^(?:\[\s*(?:\.\.\.|…)\s*\]|\.\.\.|…)$/.test(text.trim()) ? undefined : text;
+}
+
+export interface ParseOptions {
+  /** Text pasted by a person (simulate's scenarios, replay files): see unpaste(). */
+  pasted?: boolean;
+}
+
 /** Reads a multi-line log; empty lines and /dev/kmsg dictionary lines are skipped. */
-export function parseKernelLog(text: string): KernelLogEntry[] {
+export function parseKernelLog(text: string, options: ParseOptions = {}): KernelLogEntry[] {
   const entries: KernelLogEntry[] = [];
-  text.split(/\r?\n/).forEach((line, i) => {
-    if (line.trim() !== "" && !isKmsgDictionaryLine(line)) entries.push({ line: i + 1, result: parseKernelLine(line) });
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = options.pasted === true ? unpaste(raw) : raw;
+    if (line !== undefined && line.trim() !== "" && !isKmsgDictionaryLine(line)) entries.push({ line: i + 1, result: parseKernelLine(line) });
   });
   return entries;
 }

@@ -142,6 +142,25 @@ describe("malformed scenarios", () => {
     expect(r.warnings[0]).toMatch(/timeline\[0\]\.kernel line 1: not understood, no event made/);
   });
 
+  it("reads a log pasted from mail: one error per pfn with the verdict's words, and a soft-wrapped line is reported by its number", () => {
+    const pasted = [
+      "> Message from syslogd@worker-7 at Dec  1 12:00:00 ...",
+      ">  kernel:[  912.004410] mce: [Hardware Error]: Machine check events logged",
+      "> > [  912.004411] Memory failure: 0x5203: unhandlable page.",
+      ">> [...]",
+      ">   [  912.004412] Memory failure: 0x5203: recovery action for get hwpoison page: Ignored",
+      "> [  913.100000] Memory failure: 0x6203: recovery action for huge",
+      "> page: Recovered",
+    ];
+    const file = write(
+      "pasted",
+      `nodes: [{name: n, pools: [{size: 2Mi, total: 4, free: 4}]}]\ntimeline:\n  - at: 0s\n    node: n\n    kernel: |\n${pasted.map((l) => `      ${l}`).join("\n")}\n`,
+    );
+    const r = JSON.parse(runSimulate([file, "--output=json"]).stdout) as SimulationResult;
+    expect(r.steps.map((s) => [s.error?.pfn, s.error?.pageType, s.error?.result])).toEqual([["0x5203", "get hwpoison page", "Ignored"]]);
+    expect(r.warnings).toEqual([expect.stringMatching(/^timeline\[0\]\.kernel line 6: not understood, no event made/)]);
+  });
+
   it("refuses bad arguments with the usage", () => {
     expect(runSimulate([]).stderr).toMatch(/expected one scenario file\nusage:/);
     expect(runSimulate(["x.yaml", "--output", "xml"]).stderr).toMatch(/--output must be text or json, got xml/);

@@ -168,7 +168,8 @@ function entryErrors(entry: ScenarioEntry, where: string, warnings: string[]): E
       },
     ];
   }
-  const assembled = assembleKernelErrors(entry.kernel ?? "");
+  // Scenario authors paste logs from mail and issues: quote markers and elisions are read as such.
+  const assembled = assembleKernelErrors(entry.kernel ?? "", { pasted: true });
   for (const u of assembled.unrecognized) warnings.push(`${where}.kernel line ${u.line}: not understood, no event made (${u.reason}): ${u.text}`);
   return assembled.errors.map((e) => ({
     pfn: e.pfn,
