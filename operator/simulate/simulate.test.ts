@@ -157,7 +157,7 @@ describe("malformed scenarios", () => {
       `nodes: [{name: n, pools: [{size: 2Mi, total: 4, free: 4}]}]\ntimeline:\n  - at: 0s\n    node: n\n    kernel: |\n${pasted.map((l) => `      ${l}`).join("\n")}\n`,
     );
     const r = JSON.parse(runSimulate([file, "--output=json"]).stdout) as SimulationResult;
-    expect(r.steps.map((s) => [s.error?.pfn, s.error?.pageType, s.error?.result])).toEqual([["0x5203", "get hwpoison page", "Ignored"]]);
+    expect(r.steps.map((s) => [s.error.pfn, s.error.pageType, s.error.result])).toEqual([["0x5203", "get hwpoison page", "Ignored"]]);
     expect(r.warnings).toEqual([expect.stringMatching(/^timeline\[0\]\.kernel line 6: not understood, no event made/)]);
   });
 
