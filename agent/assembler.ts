@@ -2,7 +2,7 @@
 // together; this keeps the lines of errors still in flight and hands them to it each time a line
 // ends an error (the recovery verdict, soft offline). A machine check the kernel never follows with a
 // verdict (a corrected error, or no memory_failure() call) becomes an error of its own once it is old.
-import { assembleKernelErrors, type ErrorSeverity, type KernelError } from "../kernel/assemble.ts";
+import { assembleKernelRecords, type ErrorSeverity, type KernelError } from "../kernel/assemble.ts";
 import { parseKernelLine, type KernelRecord } from "../kernel/lines.ts";
 import { physicalAddressToPfn } from "../kernel/pfn.ts";
 import type { KernelLine } from "./source.ts";
@@ -79,7 +79,7 @@ export class ErrorAssembler {
       return out;
     }
     this.#held.push({ line, text, record });
-    if (ENDS_ERROR.has(record.type)) this.#assemble(line, out);
+    if (ENDS_ERROR.has(record.type)) this.#assemble(line, record, out);
     if (this.#held.length > this.#maxHeld) this.#expire(this.#held.slice(0, this.#held.length - this.#maxHeld), out);
     return out;
   }
@@ -92,8 +92,12 @@ export class ErrorAssembler {
     return out;
   }
 
-  #assemble(last: KernelLine, out: Assembled): void {
-    const { errors } = assembleKernelErrors(this.#held.map((held) => held.text).join("\n"));
+  #assemble(last: KernelLine, record: KernelRecord, out: Assembled): void {
+    // Only lines of the same pfn and machine-check lines can join the error this line ends: reading the
+    // others again for every verdict made a log full of unfinished pfns cost hundreds of parses a line.
+    const pfn = "pfn" in record ? record.pfn : undefined;
+    const related = this.#held.filter((held) => held.record.type.startsWith("mce") || ("pfn" in held.record && held.record.pfn === pfn));
+    const { errors } = assembleKernelRecords(related.map((held, i) => ({ line: i + 1, result: { kind: "record", record: held.record, text: held.text } })));
     for (const error of errors) {
       for (const text of error.lines) {
         const i = this.#held.findIndex((held) => held.text === text);

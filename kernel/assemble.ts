@@ -1,7 +1,7 @@
 // Groups parsed kernel lines into memory errors: the lines about one pfn (machine check detail,
 // injection, Sending SIGBUS) come before the recovery line that ends the kernel's handling of it.
 import { parseKernelLog } from "./lines.ts";
-import type { KernelRecord, MceSeverity, ParseOptions } from "./lines.ts";
+import type { KernelLogEntry, KernelRecord, MceSeverity, ParseOptions } from "./lines.ts";
 import { physicalAddressToPfn } from "./pfn.ts";
 
 export type ErrorSeverity = "Corrected" | "ActionOptional" | "ActionRequired" | "Fatal" | "SoftOffline";
@@ -43,6 +43,11 @@ interface Pending {
 }
 
 export function assembleKernelErrors(text: string, options: ParseOptions = {}): AssembledLog {
+  return assembleKernelRecords(parseKernelLog(text, options));
+}
+
+/** The same, over lines already parsed (the agent keeps the records of the lines it holds). */
+export function assembleKernelRecords(entries: readonly KernelLogEntry[]): AssembledLog {
   const out: AssembledLog = { errors: [], accessKills: [], unpoisoned: [], unrecognized: [] };
   const pending = new Map<number, Pending>();
   // A machine check's detail lines name an address, not yet a pfn the recovery line will use.
@@ -70,7 +75,7 @@ export function assembleKernelErrors(text: string, options: ParseOptions = {}): 
       ...extra,
     });
   };
-  for (const { line, result } of parseKernelLog(text, options)) {
+  for (const { line, result } of entries) {
     if (result.kind === "ignored") continue;
     if (result.kind === "unrecognized") {
       out.unrecognized.push({ line, text: result.text, reason: result.reason });

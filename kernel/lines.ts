@@ -2,7 +2,7 @@
 // /dev/kmsg, dmesg, syslog, the journal and tracefs. One table holds every line shape as the
 // kernel's own printf format; the agent, the containment model and the simulator all read
 // through it. A line that looks like ours but fits no shape is reported, never guessed at.
-import { parseHex, physicalAddressToPfn } from "./pfn.ts";
+import { parseHex, parsePfn, physicalAddressToPfn } from "./pfn.ts";
 
 export type KernelEra = "2.6-3.x" | "4.1-4.12" | "4.13+";
 
@@ -384,7 +384,7 @@ function hexText(text: string, what: string): string {
   return text;
 }
 
-const pfnOf = (captures: Captures): number => parseHex(need(captures.pfn, "pfn"), "pfn");
+const pfnOf = (captures: Captures): number => parsePfn(need(captures.pfn, "pfn"));
 const pidOf = (captures: Captures): number => decimal(need(captures.pid, "pid"), "pid");
 
 function located(address: string): { physicalAddress: number; pfn: number } {

@@ -23,6 +23,16 @@ export function parseHex(text: string, what: string): number {
   return Number(value);
 }
 
+/** The largest pfn: physical addresses are at most 52 bits wide (x86_64, arm64), pages 4 KiB. */
+export const MAX_PFN = 2 ** 40 - 1;
+
+/** A pfn as the kernel prints it; one beyond the 52-bit physical address space is no pfn any machine has. */
+export function parsePfn(text: string, what = "pfn"): number {
+  const pfn = parseHex(text, what);
+  if (pfn > MAX_PFN) throw new Error(`${what} '${text}' is beyond the 52-bit physical address space`);
+  return pfn;
+}
+
 function assertIndex(value: number, what: string): void {
   if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${what} ${value} is not a non-negative safe integer`);
 }

@@ -6,7 +6,7 @@ import type { JsonSchema } from "../../crds/schema.ts";
 import { parseResource, SchemaError, validateValue } from "../../crds/validate.ts";
 import type { SchemaIssue } from "../../crds/validate.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
-import type { HugepageSize } from "../../kernel/pfn.ts";
+import { MAX_PFN, type HugepageSize } from "../../kernel/pfn.ts";
 import { parseDuration } from "../model/duration.ts";
 import { selectorMatches } from "../model/selector.ts";
 
@@ -15,7 +15,6 @@ const hexPattern = "^(0x)?[0-9a-fA-F]+$";
 export const MAX_NODES = 10_000;
 export const MAX_PODS = 300_000;
 /** The highest pfn x86-64 addresses: 52 physical address bits, 4 KiB pages. */
-const MAX_PFN = 2 ** 40 - 1;
 const quantityPattern = "^[0-9]+(Ki|Mi|Gi|Ti)?$";
 const str = (description: string, extra: JsonSchema = {}): JsonSchema => ({ type: "string", description, ...extra });
 const int = (description: string, minimum = 0): JsonSchema => ({ type: "integer", description, minimum });
