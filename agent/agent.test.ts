@@ -19,6 +19,7 @@ import { AgentState } from "./state.ts";
 const MiB = 1024 * 1024;
 
 interface SetupOptions {
+  host?: Partial<Parameters<typeof writeFakeHost>[1]>;
   /** The kernel lines the agent reads, given the clock. */
   sources?: (clock: FakeClock) => LineSource[];
   stateDir?: string;
@@ -31,6 +32,7 @@ function setup(options: SetupOptions = {}) {
     pools: [{ size: "2Mi", numaNode: 0, total: 31, free: 31 }],
     nodeMemFreeKb: { 0: 4 * 1024 * 1024 },
     buddyinfo: [{ numaNode: 0, zone: "Normal", counts: [0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 100] }],
+    ...options.host,
   };
   writeFakeHost(root, host);
   mkdirSync(join(root, "proc"), { recursive: true });
@@ -156,5 +158,27 @@ describe("Agent read cursor", () => {
     expect(second.state.cursor("replay")).toBe(4);
     again.abort();
     await rerun;
+  });
+});
+
+describe("Agent machine checks outside memory", () => {
+  it("makes no memory error event of a machine check in an MMIO hole, and counts it; one in RAM is an event", async () => {
+    const iomem = "00001000-0009fbff : System RAM\n00100000-7ffdffff : System RAM\nb0000000-bfffffff : PCI ECAM 0000 [bus 00-ff]\n";
+    const record = (seq: number, address: string): string[] => [
+      `2,${seq},0,-;mce: [Hardware Error]: CPU 0: Machine Check Exception: 5 Bank 9: bd000000000000c0`,
+      `2,${seq + 1},0,-;mce: [Hardware Error]: TSC 3ed904d41 ADDR ${address} MISC 8c`,
+    ];
+    const file = join(mkdtempSync(join(tmpdir(), "agent-replay-")), "kmsg.txt");
+    writeFileSync(file, [...record(1, "b0001000"), ...record(3, "5203000")].join("\n"));
+    const { agent, created, clock } = setup({ host: { iomem }, sources: (c) => [new ReplaySource({ file, clock: c })] });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    await settle();
+    // No verdict follows either record: each becomes an error once old.
+    await clock.advance(6000);
+    await settle();
+    expect(created.map((e) => [e.spec.pfn, e.spec.severity, e.spec.source])).toEqual([["0x5203", "ActionOptional", "MachineCheck"]]);
+    stop.abort();
+    await running;
   });
 });

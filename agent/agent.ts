@@ -5,6 +5,7 @@ import { group, version } from "../crds/naming.ts";
 import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
 import type { Clock } from "../runtime/clock.ts";
+import { inRanges } from "../kernel/iomem.ts";
 import { buildMemoryErrorEvent, fitToSchema, type EventContext, type PodDirectory } from "./event.ts";
 import type { HostFiles, HostMemory } from "./host.ts";
 import type { HealthSink } from "./kube.ts";
@@ -233,7 +234,25 @@ export class Agent {
       numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
       killPolicyOf: (pid) => readKillPolicy(host.path("proc"), pid),
     };
-    const queued = out.errors.map(({ error, line }) => {
+    // A machine check outside the memory the kernel manages (an MMIO hole, a reserved range) is reported for
+    // what it is, never as an error on a page.
+    const ram = out.errors.some(({ error }) => error.source === "MachineCheck") ? host.systemRam() : undefined;
+    const onPages = out.errors.filter(({ error, line }) => {
+      if (ram === undefined || error.source !== "MachineCheck" || error.physicalAddress === undefined || inRanges(error.physicalAddress, ram)) return true;
+      metrics.notMemory.inc();
+      log.warn("machine check at a physical address outside System RAM (MMIO or reserved): no memory error event", {
+        source,
+        physicalAddress: `0x${error.physicalAddress.toString(16)}`,
+        severity: error.severity,
+        line: line.text,
+      });
+      return false;
+    });
+    if (onPages.length === 0) {
+      if (cursor !== undefined) state.advance(cursor.source, cursor.sequence);
+      return;
+    }
+    const queued = onPages.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });
       const fitted = fitToSchema(buildMemoryErrorEvent(error, source, line.at, index.mappersOf(error.pfn), (pid) => index.process(pid), context));
       const { event } = fitted;

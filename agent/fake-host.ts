@@ -109,6 +109,8 @@ export interface FakeHost {
   hwpoisonDebugfs?: boolean;
   /** debugfs ras/cec: the corrected-errors collector (CONFIG_RAS_CEC). */
   rasCec?: boolean;
+  /** /proc/iomem as root reads it. */
+  iomem?: string;
 }
 
 function put(root: string, path: string, text: string): void {
@@ -131,6 +133,7 @@ export function writeFakeHost(root: string, host: FakeHost): void {
   if (host.softOffline === true) put(root, "sys/devices/system/memory/soft_offline_page", "");
   if (host.enableSoftOffline !== undefined) put(root, "proc/sys/vm/enable_soft_offline", `${host.enableSoftOffline}\n`);
   if (host.hwpoisonDebugfs === true) put(root, "sys/kernel/debug/hwpoison/corrupt-pfn", "");
+  if (host.iomem !== undefined) put(root, "proc/iomem", host.iomem);
   if (host.rasCec === true) put(root, "sys/kernel/debug/ras/cec/action_threshold", "1023\n");
   for (const pool of host.pools ?? []) {
     const dir = `sys/devices/system/node/node${pool.numaNode}/hugepages/${hugepagePoolDir(pool.size)}`;

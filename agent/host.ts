@@ -3,6 +3,7 @@
 // Every path sits under the host root, and a file a kernel lacks is simply absent from the result.
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { systemRamRanges, type PhysicalRange } from "../kernel/iomem.ts";
 import { PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
 import type {
   NodeMemoryHealthSpecCapabilities,
@@ -119,6 +120,11 @@ export class HostFiles {
       }
     }
     return undefined;
+  }
+
+  /** The physical ranges the kernel manages as memory (/proc/iomem); undefined when they cannot be read. */
+  systemRam(): PhysicalRange[] | undefined {
+    return systemRamRanges(this.text("proc/iomem") ?? "");
   }
 
   /** The NUMA node whose memory block holds `pfn`; undefined without NUMA information. */

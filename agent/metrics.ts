@@ -26,6 +26,11 @@ export class AgentMetrics {
     help: "kmsg records the kernel overwrote before the agent read them.",
     registers: [this.registry],
   });
+  readonly notMemory = new Counter({
+    name: "mce_agent_machine_checks_not_memory_total",
+    help: "Machine checks at a physical address outside System RAM (MMIO, reserved ranges): no memory error event is made.",
+    registers: [this.registry],
+  });
   readonly expiredLines = new Counter({
     name: "mce_agent_orphan_lines_total",
     help: "Memory-failure lines no error completed within the grouping window.",
