@@ -383,7 +383,7 @@ export interface MemoryErrorEventStatusPod {
   namespace: string;
   /** Name of the pod. */
   name: string;
-  /** What the kernel does to the pod's mappers: AO (advisory SIGBUS BUS_MCEERR_AO at the error), AROnAccess (SIGBUS BUS_MCEERR_AR when it next touches the hugepage), ARAtError (the error was action-required and the kernel already sent BUS_MCEERR_AR to every mapper of the pod), None. */
+  /** What the kernel does to the pod's mappers: AO (advisory SIGBUS BUS_MCEERR_AO at the error), AROnAccess (SIGBUS BUS_MCEERR_AR when it next touches the hugepage), ARAtError (the error was action-required and the kernel already sent BUS_MCEERR_AR to every mapper of the pod, so the operator neither warns nor evicts it), None. */
   kernelSignal?: "AO" | "AROnAccess" | "ARAtError" | "None";
   /** EarlySignal (the agent signals the opted-in container and publishes the lost ranges), Evict (Eviction API, PodDisruptionBudgets honoured), Delete (the policy's explicit fallback after eviction stayed blocked), None. */
   action: "EarlySignal" | "Evict" | "Delete" | "None";
@@ -1528,7 +1528,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   },
                   "kernelSignal": {
                     "type": "string",
-                    "description": "What the kernel does to the pod's mappers: AO (advisory SIGBUS BUS_MCEERR_AO at the error), AROnAccess (SIGBUS BUS_MCEERR_AR when it next touches the hugepage), ARAtError (the error was action-required and the kernel already sent BUS_MCEERR_AR to every mapper of the pod), None.",
+                    "description": "What the kernel does to the pod's mappers: AO (advisory SIGBUS BUS_MCEERR_AO at the error), AROnAccess (SIGBUS BUS_MCEERR_AR when it next touches the hugepage), ARAtError (the error was action-required and the kernel already sent BUS_MCEERR_AR to every mapper of the pod, so the operator neither warns nor evicts it), None.",
                     "enum": [
                       "AO",
                       "AROnAccess",

@@ -21,15 +21,15 @@ describe("pod actions", () => {
     expect(d.phase).toBe("Contained");
   });
 
-  it("does not warn a pod whose processes the kernel already sent BUS_MCEERR_AR: it is evicted instead", () => {
+  it("neither warns nor evicts a pod whose processes the kernel already sent BUS_MCEERR_AR", () => {
     const touched = { ...shared("cache"), signalledByKernel: true };
     const arError = memoryError({ severity: "ActionRequired", mappers: [touched, mapper("dpdk")] });
     const d = decideContainment(input({ error: arError, pods: [dpdk, cache, bystander] }));
-    expect(d.pods.map((p) => [p.name, p.action, p.kernelSignal])).toEqual([
-      ["cache", "Evict", "ARAtError"],
-      ["dpdk", "Evict", "AROnAccess"],
+    expect(d.pods.map((p) => [p.name, p.action, p.state, p.kernelSignal])).toEqual([
+      ["cache", "None", "Skipped", "ARAtError"],
+      ["dpdk", "Evict", "Planned", "AROnAccess"],
     ]);
-    expect(d.pods[0]?.reason).toMatch(/already got BUS_MCEERR_AR/);
+    expect(d.pods[0]?.reason).toMatch(/already sent BUS_MCEERR_AR/);
     // The same process named on an action-optional error got BUS_MCEERR_AO at most: the warning stands.
     const aoError = memoryError({ severity: "ActionOptional", mappers: [touched, mapper("dpdk")] });
     expect(decideContainment(input({ error: aoError, pods: [dpdk, cache] })).pods.map((p) => [p.name, p.action])).toEqual([

@@ -59,18 +59,26 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
   return targets.map((pod): MemoryErrorEventStatusPod => {
     const own = prediction.mappers.filter((m) => m.podUID === pod.uid);
     // An action-required error: the processes the kernel names touched the page and already got
-    // BUS_MCEERR_AR. A warning would come after the fact, so such a pod is evicted, never warned.
+    // BUS_MCEERR_AR. A warning would come after the fact, and an eviction adds nothing: each process died
+    // (its container restarts on healthy memory, the poisoned page is out of the pool) or handled it.
     const ownMappers = error.mappers.filter((m) => m.podUID === pod.uid);
     const hitAtError = error.severity === "ActionRequired" && ownMappers.length > 0 && ownMappers.every((m) => m.signalledByKernel === true);
     const kernelSignal = hitAtError ? "ARAtError" : own.some((m) => m.atError === "AO") ? "AO" : "AROnAccess";
     const base = { uid: pod.uid, namespace: pod.namespace, name: pod.name, kernelSignal, attempts: 0 } as const;
+    if (hitAtError)
+      return {
+        ...base,
+        action: "None",
+        state: "Skipped",
+        reason: "the kernel already sent BUS_MCEERR_AR to its process(es), which touched the page: a warning or an eviction now would only add a disruption",
+      };
     if (safety.excludedNamespaces.includes(pod.namespace))
       return { ...base, action: "None", state: "Skipped", reason: `namespace ${pod.namespace} is excluded by the policy` };
     const excludedLabels = safety.excludedPodLabels;
     if (excludedLabels && Object.keys(excludedLabels).length > 0 && selectorMatches({ matchLabels: excludedLabels }, pod.labels))
       return { ...base, action: "None", state: "Skipped", reason: "the pod's labels are excluded by the policy" };
     const annotation = early.optInAnnotation;
-    if (early.enabled && pod.annotations[annotation] === "true" && !hitAtError) {
+    if (early.enabled && pod.annotations[annotation] === "true") {
       const ranges = error.mappers.filter((m) => m.podUID === pod.uid && m.virtualStart).map((m) => `${m.virtualStart ?? ""}-${m.virtualEnd ?? ""}`);
       const signal = early.signal;
       return {
@@ -87,9 +95,7 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
       .filter((b) => b.namespace === pod.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, pod.labels))
       .map((b) => b.name);
     const pdbNote = blocking.length > 0 ? `; PodDisruptionBudget ${blocking.join(", ")} allows no disruption now, so eviction is retried with backoff` : "";
-    const why = hitAtError
-      ? `touched the poisoned hugepage and already got BUS_MCEERR_AR from the kernel: evict so it restarts on healthy memory${pdbNote}`
-      : `maps the poisoned hugepage and will crash with BUS_MCEERR_AR on access: evict early${pdbNote}`;
+    const why = `maps the poisoned hugepage and will crash with BUS_MCEERR_AR on access: evict early${pdbNote}`;
     if (!dryRun && slots === 0)
       return { ...base, action: "Evict", state: "Planned", reason: `${why}; waiting for an eviction slot (${safety.maxEvictionsInFlight} in flight)` };
     slots -= 1;
