@@ -18,6 +18,8 @@ import { AgentState } from "./state.ts";
 
 const MiB = 1024 * 1024;
 
+type KernelSignalCall = [string, number[]];
+
 interface SetupOptions {
   host?: Partial<Parameters<typeof writeFakeHost>[1]>;
   /** The kernel lines the agent reads, given the clock. */
@@ -39,6 +41,7 @@ function setup(options: SetupOptions = {}) {
   const clock = options.clock ?? new FakeClock();
   const applied: NodeMemoryHealth[] = [];
   const created: MemoryErrorEvent[] = [];
+  const kernelSignalCalls: KernelSignalCall[] = [];
   const state = new AgentState({ dir: options.stateDir ?? mkdtempSync(join(tmpdir(), "agent-state-")), bootID: "b", log: memoryLogger() });
   const agent = new Agent({
     nodeName: "edge-1",
@@ -48,7 +51,9 @@ function setup(options: SetupOptions = {}) {
     index: new HugetlbIndex({ procDir: join(root, "proc"), clock }),
     pods: { pod: () => undefined },
     sink: {
+      // As the API server answers: a name made before is 409, which the agent takes as delivered.
       create: (event) => {
+        if (created.some((e) => e.metadata.name === event.metadata.name)) return Promise.resolve("exists");
         created.push(event);
         return Promise.resolve("created");
       },
@@ -60,6 +65,12 @@ function setup(options: SetupOptions = {}) {
       },
     },
     sources: options.sources?.(clock) ?? [],
+    kernelSignals: {
+      addKernelSignals: (name, signals) => {
+        kernelSignalCalls.push([name, signals.map((x) => x.pid)]);
+        return Promise.resolve();
+      },
+    },
     reading: { kmsg: false, tracefs: false },
     clock,
     log: memoryLogger(),
@@ -69,7 +80,7 @@ function setup(options: SetupOptions = {}) {
   const rewrite = (change: Partial<typeof host>): void => {
     writeFakeHost(root, { ...host, ...change });
   };
-  return { agent, applied, created, state, clock, rewrite };
+  return { agent, applied, created, kernelSignalCalls, state, clock, rewrite };
 }
 
 describe("Agent NodeMemoryHealth", () => {
@@ -178,6 +189,41 @@ describe("Agent machine checks outside memory", () => {
     await clock.advance(6000);
     await settle();
     expect(created.map((e) => [e.spec.pfn, e.spec.severity, e.spec.source])).toEqual([["0x5203", "ActionOptional", "MachineCheck"]]);
+    stop.abort();
+    await running;
+  });
+});
+
+describe("Agent kill lines after the verdict", () => {
+  it("records on the pfn's event the processes the kernel signalled later, with or without a verdict of their own", async () => {
+    const lines = [
+      "3,1,0,-;Memory failure: 0x5205: recovery action for huge page: Recovered",
+      "3,2,0,-;Memory failure: 0x5405: recovery action for huge page: Recovered",
+      // 5.x to 6.10: a later access to the poisoned page; no verdict follows.
+      "3,3,1000000,-;Memory failure: 0x5205: already hardware poisoned",
+      "3,4,1000000,-;Memory failure: 0x5205: Sending SIGBUS to hwp:462 due to hardware memory corruption",
+      // 6.11+: such an access ends with a verdict of its own.
+      "3,5,2000000,-;Memory failure: 0x5405: Sending SIGBUS to hwp:463 due to hardware memory corruption",
+      "3,6,2000000,-;Memory failure: 0x5405: recovery action for already poisoned page: Failed",
+    ];
+    const file = join(mkdtempSync(join(tmpdir(), "agent-replay-")), "kmsg.txt");
+    writeFileSync(file, lines.join("\n"));
+    const { agent, created, kernelSignalCalls, clock } = setup({ sources: (c) => [new ReplaySource({ file, clock: c })] });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    await settle();
+    for (let s = 0; s < 8; s++) await clock.advance(1000);
+    await settle();
+    const [first, second] = created.map((e) => e.metadata.name);
+    expect(created.map((e) => [e.spec.pfn, e.spec.pageType])).toEqual([
+      ["0x5205", "huge page"],
+      ["0x5405", "huge page"],
+    ]);
+    // 463 at once with its verdict; 462 once its lines expired without one.
+    expect(kernelSignalCalls).toEqual([
+      [second, [463]],
+      [first, [462]],
+    ]);
     stop.abort();
     await running;
   });

@@ -1,7 +1,14 @@
 // The agent composed: kernel-line sources → error assembly → MemoryErrorEvents (with the index's
 // mappers) → durable queue → reporter; the index refreshed and NodeMemoryHealth applied on timers.
-import type { NodeMemoryHealth, NodeMemoryHealthSpec, NodeMemoryHealthSpecHugepagePool, NodeMemoryHealthSpecNumaMemory } from "../crds/generated.ts";
-import { group, version } from "../crds/naming.ts";
+import type {
+  MemoryErrorEventStatusKernelSignal,
+  NodeMemoryHealth,
+  NodeMemoryHealthSpec,
+  NodeMemoryHealthSpecHugepagePool,
+  NodeMemoryHealthSpecNumaMemory,
+} from "../crds/generated.ts";
+import { group, memoryErrorEventName, version } from "../crds/naming.ts";
+import { clip } from "../crds/validate.ts";
 import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
 import type { Clock } from "../runtime/clock.ts";
@@ -37,7 +44,16 @@ export interface AgentOptions {
   indexIntervalMs?: number;
   healthIntervalMs?: number;
   backoff?: Backoff;
+  /** Where processes the kernel signalled after an event was made are recorded (the event's status). */
+  kernelSignals?: KernelSignalSink;
 }
+
+export interface KernelSignalSink {
+  addKernelSignals(eventName: string, signals: MemoryErrorEventStatusKernelSignal[]): Promise<void>;
+}
+
+/** Words of a verdict (6.11+) or detail line for a page poisoned before: nothing new is lost. */
+const ALREADY_POISONED = /already (?:hardware )?poisoned/;
 
 // Lines of one error arrive within milliseconds; a machine check without a verdict waits this long.
 const EXPIRE_TICK_MS = 1000;
@@ -211,6 +227,9 @@ export class Agent {
             line: notice.line.text,
           });
           break;
+        case "late-signal":
+          this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, notice.pfn), [{ pid: notice.pid, command: notice.command }], notice.line.at);
+          break;
         case "expired":
           metrics.expiredLines.inc(notice.lines.length);
           log.warn("memory-failure lines no error completed; dropped", { source, lines: notice.lines.map((l) => l.text) });
@@ -252,6 +271,11 @@ export class Agent {
       if (cursor !== undefined) state.advance(cursor.source, cursor.sequence);
       return;
     }
+    // 6.11+ ends an access to an already-poisoned page with a verdict of its own: its processes belong to
+    // the pfn's event, which the agent made before (the second create would only get 409).
+    for (const { error, line } of onPages)
+      if (ALREADY_POISONED.test(error.pageType ?? "") && error.signalled.length > 0)
+        this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, error.pfn), error.signalled, line.at);
     const queued = onPages.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });
       const fitted = fitToSchema(buildMemoryErrorEvent(error, source, line.at, index.mappersOf(error.pfn), (pid) => index.process(pid), context));
@@ -276,6 +300,19 @@ export class Agent {
     this.#reporter.notify();
     // The pool changes as the kernel finishes with the page.
     this.#healthDue = true;
+  }
+
+  /** Records processes the kernel signalled for an event's pfn after the event was made, with their pods. */
+  #recordLateSignals(eventName: string, processes: readonly { pid: number; command: string }[], at: number): void {
+    const { index, log, kernelSignals } = this.#o;
+    const signals = processes.map(({ pid, command }): MemoryErrorEventStatusKernelSignal => {
+      const podUID = index.process(pid)?.pod?.podUID;
+      return { pid, command: clip(command, 64), ...(podUID !== undefined && { podUID }), at: new Date(at).toISOString() };
+    });
+    log.info("the kernel signalled processes for a page poisoned before", { memoryErrorEvent: eventName, processes: signals });
+    kernelSignals?.addKernelSignals(eventName, signals).catch((error: unknown) => {
+      log.warn("could not record the processes the kernel signalled on the event", { memoryErrorEvent: eventName, error });
+    });
   }
 
   /** The sizes whose pools shrank since the last reading, or else since the one before it. */

@@ -62,6 +62,21 @@ describe("ErrorAssembler", () => {
     expect(assembler.holdBack).toBeUndefined();
   });
 
+  it("keeps a kill line no verdict followed (an access to a page poisoned before) as a late signal, not an orphan", () => {
+    const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+    feed(
+      assembler,
+      ["Memory failure: 0x5205: already hardware poisoned", "Memory failure: 0x5205: Sending SIGBUS to hwp:462 due to hardware memory corruption"],
+      0,
+    );
+    const out = assembler.expire(1000);
+    expect(out.errors).toEqual([]);
+    expect(out.notices).toMatchObject([
+      { kind: "late-signal", pfn: 0x5205, pid: 462, command: "hwp" },
+      { kind: "expired", lines: [{ text: "Memory failure: 0x5205: already hardware poisoned" }] },
+    ]);
+  });
+
   it("keeps the errors of interleaved pfns apart", () => {
     const out = feed(new ErrorAssembler(), [
       "Memory failure: 0x1000: Sending SIGBUS to a:1 due to hardware memory corruption",
@@ -96,7 +111,7 @@ describe("ErrorAssembler", () => {
 
   it("lets orphan lines go with a notice once they are old", () => {
     const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
-    feed(assembler, ["Memory failure: 0x1000: Sending SIGBUS to a:1 due to hardware memory corruption"]);
+    feed(assembler, ["Memory failure: 0x1000: failed to unmap page (folio mapcount=2)"]);
     const out = assembler.expire(5000);
     expect(out.errors).toEqual([]);
     expect(out.notices).toMatchObject([{ kind: "expired" }]);
@@ -106,7 +121,7 @@ describe("ErrorAssembler", () => {
     const assembler = new ErrorAssembler({ maxHeld: 2 });
     const out = feed(
       assembler,
-      [1, 2, 3].map((pid) => `Memory failure: 0x${pid}000: Sending SIGBUS to a:${pid} due to hardware memory corruption`),
+      [1, 2, 3].map((n) => `Memory failure: 0x${n}000: failed to unmap page (folio mapcount=${n})`),
     );
     expect(out.notices).toMatchObject([{ kind: "expired", lines: [{ sequence: 1 }] }]);
     expect(assembler.holdBack).toBe(2);

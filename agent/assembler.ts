@@ -17,7 +17,9 @@ export type Notice =
   | { kind: "unrecognized"; line: KernelLine; reason: string }
   | { kind: "killed-on-access"; line: KernelLine; pid: number; command: string; virtualAddress: number }
   | { kind: "unpoison"; line: KernelLine; pfn?: number | undefined; done: boolean }
-  | { kind: "expired"; lines: KernelLine[] };
+  | { kind: "expired"; lines: KernelLine[] }
+  /** A process the kernel signalled for a pfn with no verdict after it: an access to a page poisoned before. */
+  | { kind: "late-signal"; line: KernelLine; pfn: number; pid: number; command: string };
 
 export interface Assembled {
   errors: AssembledError[];
@@ -152,6 +154,13 @@ export class ErrorAssembler {
       announced = true;
     }
     if (!announced) rest.push(...logged);
-    if (rest.length > 0) out.notices.push({ kind: "expired", lines: rest.map((held) => held.line) });
+    // A kill line no verdict followed (5.x to 6.10 print it for an access to an already-poisoned page,
+    // after "already hardware poisoned") still names a process the kernel signalled: it is kept.
+    const orphans = rest.filter((held) => {
+      if (held.record.type !== "signal-sent") return true;
+      out.notices.push({ kind: "late-signal", line: held.line, pfn: held.record.pfn, pid: held.record.pid, command: held.record.command });
+      return false;
+    });
+    if (orphans.length > 0) out.notices.push({ kind: "expired", lines: orphans.map((held) => held.line) });
   }
 }

@@ -120,6 +120,31 @@ describe("KubeApi status writes", () => {
   });
 });
 
+describe("KubeApi kernel signals", () => {
+  it("adds processes the kernel signalled later to those recorded, one entry per pid, beside the agent's other parts", async () => {
+    const api = new KubeApi(client, "edge-1", new FakeClock());
+    api.observe(event("u1", { earlySignals: [signalled], kernelSignals: [{ pid: 462, command: "hwp", at: "2026-01-01T00:00:01.000Z" }] }));
+    await api.addKernelSignals(NAME, [{ pid: 463, command: "hwp", at: "2026-01-01T00:00:02.000Z" }]);
+    await api.addKernelSignals(NAME, [{ pid: 463, command: "hwp", podUID: "p-1", at: "2026-01-01T00:00:03.000Z" }]);
+    expect(statuses()).toEqual([
+      {
+        earlySignals: [signalled],
+        kernelSignals: [
+          { pid: 462, command: "hwp", at: "2026-01-01T00:00:01.000Z" },
+          { pid: 463, command: "hwp", at: "2026-01-01T00:00:02.000Z" },
+        ],
+      },
+      {
+        earlySignals: [signalled],
+        kernelSignals: [
+          { pid: 462, command: "hwp", at: "2026-01-01T00:00:01.000Z" },
+          { pid: 463, command: "hwp", podUID: "p-1", at: "2026-01-01T00:00:03.000Z" },
+        ],
+      },
+    ]);
+  });
+});
+
 describe("KubeApi creates", () => {
   it("creates an event as mce-agent; 409 AlreadyExists is an event already reported", async () => {
     const api = new KubeApi(client, "edge-1", new FakeClock());

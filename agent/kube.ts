@@ -5,6 +5,7 @@ import type {
   MemoryErrorEvent,
   MemoryErrorEventStatus,
   MemoryErrorEventStatusEarlySignal,
+  MemoryErrorEventStatusKernelSignal,
   MemoryErrorEventStatusPoolReplacementResult,
   NodeMemoryHealth,
 } from "../crds/generated.ts";
@@ -46,7 +47,7 @@ function rfc3339(ms: number): string {
 }
 
 /** The parts of a MemoryErrorEvent's status the agent owns (field manager mce-agent, status subresource). */
-export type AgentStatus = Pick<MemoryErrorEventStatus, "earlySignals" | "poolReplacementResult">;
+export type AgentStatus = Pick<MemoryErrorEventStatus, "earlySignals" | "poolReplacementResult" | "kernelSignals">;
 
 interface OwnedStatus {
   uid: string | undefined;
@@ -57,8 +58,12 @@ interface OwnedStatus {
 }
 
 function agentStatusOf(status: MemoryErrorEventStatus | undefined): AgentStatus {
-  const { earlySignals, poolReplacementResult } = status ?? {};
-  return { ...(earlySignals !== undefined && { earlySignals }), ...(poolReplacementResult !== undefined && { poolReplacementResult }) };
+  const { earlySignals, poolReplacementResult, kernelSignals } = status ?? {};
+  return {
+    ...(earlySignals !== undefined && { earlySignals }),
+    ...(poolReplacementResult !== undefined && { poolReplacementResult }),
+    ...(kernelSignals !== undefined && { kernelSignals }),
+  };
 }
 
 export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolReplacementApi {
@@ -160,6 +165,14 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
 
   async applyPoolReplacementResult(eventName: string, result: MemoryErrorEventStatusPoolReplacementResult): Promise<void> {
     await this.#applyStatus(eventName, { poolReplacementResult: result });
+  }
+
+  /** Adds processes the kernel signalled for the event's pfn after it was made to those already recorded. */
+  async addKernelSignals(eventName: string, signals: MemoryErrorEventStatusKernelSignal[]): Promise<void> {
+    const known = this.#agentStatus.get(eventName);
+    const recorded = known?.own.kernelSignals ?? known?.observed.kernelSignals ?? [];
+    const byPid = new Map([...recorded, ...signals].map((s) => [s.pid, s]));
+    await this.#applyStatus(eventName, { kernelSignals: [...byPid.values()].slice(-256) });
   }
 
   async #applyStatus(eventName: string, part: AgentStatus): Promise<void> {

@@ -204,6 +204,7 @@ async function main(): Promise<number> {
     pods,
     sink: api,
     health: api,
+    kernelSignals: api,
     sources,
     reading: { kmsg: sources.some((s) => s.name === "kmsg"), tracefs: sources.some((s) => s.name === "tracefs") },
     rasdaemonCorrected: rasdaemon ? () => rasdaemonCorrectedErrors(rasdaemonPath) : undefined,

@@ -403,6 +403,17 @@ export interface MemoryErrorEventStatusPod {
   signal?: "SIGBUS" | "SIGUSR1" | "SIGUSR2" | "SIGTERM";
 }
 
+export interface MemoryErrorEventStatusKernelSignal {
+  /** The process id the kernel named. */
+  pid: number;
+  /** The process's name as the kernel printed it. */
+  command: string;
+  /** The pod the process belongs to, when the agent knows it. */
+  podUID?: string;
+  /** When the agent read the kernel's line. */
+  at: string;
+}
+
 export interface MemoryErrorEventStatusEarlySignal {
   /** UID of the pod signalled. */
   uid: string;
@@ -513,6 +524,8 @@ export interface MemoryErrorEventStatus {
   prediction?: MemoryErrorEventStatusPrediction;
   /** The decision for every pod on the node that mapped the poisoned hugepage or was considered. */
   pods?: MemoryErrorEventStatusPod[];
+  /** Written by the node's agent, never by the operator: processes the kernel signalled for this pfn after the event was made. A kill line after the verdict belongs to a later access to the already-poisoned page (BUS_MCEERR_AR), which the spec, written once, cannot carry. */
+  kernelSignals?: MemoryErrorEventStatusKernelSignal[];
   /** Written by the node's agent, never by the operator: the outcome of each EarlySignal action it carried out, keyed by pod uid. The operator copies the outcome into pods[].state. */
   earlySignals?: MemoryErrorEventStatusEarlySignal[];
   /** Hugepage capacity taken out of scheduling on the node because of this error. */
@@ -1594,6 +1607,45 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                       "SIGUSR2",
                       "SIGTERM"
                     ]
+                  }
+                }
+              }
+            },
+            "kernelSignals": {
+              "type": "array",
+              "description": "Written by the node's agent, never by the operator: processes the kernel signalled for this pfn after the event was made. A kill line after the verdict belongs to a later access to the already-poisoned page (BUS_MCEERR_AR), which the spec, written once, cannot carry.",
+              "maxItems": 256,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "pid"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "pid",
+                  "command",
+                  "at"
+                ],
+                "properties": {
+                  "pid": {
+                    "type": "integer",
+                    "description": "The process id the kernel named.",
+                    "minimum": 1
+                  },
+                  "command": {
+                    "type": "string",
+                    "description": "The process's name as the kernel printed it.",
+                    "maxLength": 64
+                  },
+                  "podUID": {
+                    "type": "string",
+                    "description": "The pod the process belongs to, when the agent knows it.",
+                    "maxLength": 64
+                  },
+                  "at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the agent read the kernel's line."
                   }
                 }
               }

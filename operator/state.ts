@@ -331,6 +331,7 @@ export class ClusterState {
         numaNode: spec.hugepage.numaNode,
       },
       mappers: spec.mappers ?? [],
+      signalledLater: event.status?.kernelSignals?.map((s) => s.pid),
       observedAt: Date.parse(spec.observedAt),
     };
   }

@@ -30,6 +30,11 @@ describe("pod actions", () => {
       ["dpdk", "Evict", "Planned", "AROnAccess"],
     ]);
     expect(d.pods[0]?.reason).toMatch(/already sent BUS_MCEERR_AR/);
+    // Recorded by the agent after the error, on a later access (status.kernelSignals): the same.
+    const later = memoryError({ mappers: [mapper("dpdk")], signalledLater: [mapper("dpdk").pid] });
+    expect(decideContainment(input({ error: later, pods: [dpdk] })).pods.map((p) => [p.action, p.state, p.kernelSignal])).toEqual([
+      ["None", "Skipped", "ARAtError"],
+    ]);
     // The same process named on an action-optional error got BUS_MCEERR_AO at most: the warning stands.
     const aoError = memoryError({ severity: "ActionOptional", mappers: [touched, mapper("dpdk")] });
     expect(decideContainment(input({ error: aoError, pods: [dpdk, cache] })).pods.map((p) => [p.name, p.action])).toEqual([

@@ -17,7 +17,7 @@ import type { KernelPrediction } from "./prediction.ts";
 import { quarantineFor } from "./quarantine.ts";
 import { decidePoolReplacement } from "./replacement.ts";
 import { selectorMatches } from "./selector.ts";
-import type { ClusterBudget, DisruptionBudgetState, MemoryError, NodeState, PodState, Policy } from "./types.ts";
+import type { ClusterBudget, DisruptionBudgetState, Mapper, MemoryError, NodeState, PodState, Policy } from "./types.ts";
 
 export interface ContainmentInput {
   error: MemoryError;
@@ -45,6 +45,18 @@ export interface Decision {
   dryRun: boolean;
 }
 
+/**
+ * Every process of the pod that maps the page touched it and already got BUS_MCEERR_AR from the kernel:
+ * on an action-required error its kill lines name them, and on a later access the agent records them
+ * (status.kernelSignals). A warning would come after the fact, and an eviction adds nothing: each process
+ * died (its container restarts on healthy memory, the poisoned page out of the pool) or handled it.
+ */
+export function kernelAlreadySignalled(error: MemoryError, podUID: string): boolean {
+  const own = error.mappers.filter((m) => m.podUID === podUID);
+  const hit = (m: Mapper): boolean => (error.severity === "ActionRequired" && m.signalledByKernel === true) || (error.signalledLater?.includes(m.pid) ?? false);
+  return own.length > 0 && own.every(hit);
+}
+
 function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRun: boolean): MemoryErrorEventStatusPod[] {
   const { error, pods, pdbs, policy, budget } = input;
   if (prediction.poolEffect === "None" || prediction.poolEffect === "Migrated" || prediction.poolEffect === "NotHugepage") return [];
@@ -58,11 +70,7 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
   const planned = dryRun ? "DryRun" : "Planned";
   return targets.map((pod): MemoryErrorEventStatusPod => {
     const own = prediction.mappers.filter((m) => m.podUID === pod.uid);
-    // An action-required error: the processes the kernel names touched the page and already got
-    // BUS_MCEERR_AR. A warning would come after the fact, and an eviction adds nothing: each process died
-    // (its container restarts on healthy memory, the poisoned page is out of the pool) or handled it.
-    const ownMappers = error.mappers.filter((m) => m.podUID === pod.uid);
-    const hitAtError = error.severity === "ActionRequired" && ownMappers.length > 0 && ownMappers.every((m) => m.signalledByKernel === true);
+    const hitAtError = kernelAlreadySignalled(error, pod.uid);
     const kernelSignal = hitAtError ? "ARAtError" : own.some((m) => m.atError === "AO") ? "AO" : "AROnAccess";
     const base = { uid: pod.uid, namespace: pod.namespace, name: pod.name, kernelSignal, attempts: 0 } as const;
     if (hitAtError)

@@ -33,6 +33,24 @@ describe("EventReconciler", () => {
     expect(h.enqueued).toContain("worker-1");
   });
 
+  it("skips a planned eviction once the agent records that the kernel signalled the pod's process on a later access", async () => {
+    h.addPod("dpdk", "worker-1");
+    h.state.pdbs.set("apps/dpdk-pdb", { namespace: "apps", name: "dpdk-pdb", selector: { matchLabels: { app: "dpdk" } }, disruptionsAllowed: 0 });
+    h.cluster.evictionAnswers.set("apps/dpdk", [{ kind: "blocked", message: "Cannot evict pod as it would violate the pod's disruption budget." }]);
+    h.hold(memoryEvent("e1", "worker-1", [{ pod: "dpdk" }]));
+    await h.events.reconcile("e1");
+    expect(h.cluster.eventStatus.get("e1")?.pods?.[0]).toMatchObject({ action: "Evict", state: "Blocked" });
+    // The dpdk process (pid 100) touched the page; the agent wrote it into the event's status.
+    const held = h.cluster.events.get("e1");
+    if (!held) throw new Error("no e1");
+    h.hold({ ...held, status: { ...held.status, kernelSignals: [{ pid: 100, command: "dpdk", podUID: "uid-dpdk", at: "2026-11-25T12:00:05Z" }] } });
+    h.now += 60_000;
+    const before = h.cluster.calls.filter((c) => c.startsWith("evict")).length;
+    await h.events.reconcile("e1");
+    expect(h.cluster.calls.filter((c) => c.startsWith("evict")).length).toBe(before);
+    expect(h.cluster.eventStatus.get("e1")?.pods?.[0]).toMatchObject({ action: "None", state: "Skipped", kernelSignal: "ARAtError" });
+  });
+
   it("retries an eviction a PodDisruptionBudget refuses, with backoff, naming the budget, never deleting", async () => {
     h.addPod("dpdk", "worker-1");
     h.state.pdbs.set("apps/dpdk-pdb", { namespace: "apps", name: "dpdk-pdb", selector: { matchLabels: { app: "dpdk" } }, disruptionsAllowed: 0 });

@@ -8,7 +8,7 @@ import { formatBytes } from "../../crds/quantity.ts";
 import { ApiError } from "../../runtime/api.ts";
 import type { EvictionOutcome } from "../actions.ts";
 import type { Logger } from "../../runtime/log.ts";
-import { decideContainment } from "../model/containment.ts";
+import { decideContainment, kernelAlreadySignalled } from "../model/containment.ts";
 import type { Decision } from "../model/containment.ts";
 import { formatDuration, parseDuration, policyDuration, RETRY_FLOOR_MS } from "../model/duration.ts";
 import { breaker, heldActionDue, nodeActionHold } from "../model/escalation.ts";
@@ -166,8 +166,18 @@ export class EventReconciler {
       eviction.fallbackToDelete && eviction.deleteAfter ? parseDuration(eviction.deleteAfter, "spec.podActions.eviction.deleteAfter") : undefined;
     let slots = (policy ?? defaultPolicy).safety.maxEvictionsInFlight - this.state.budget().evictionsInFlight;
     const evictions: MemoryErrorEventStatusPod[] = [];
+    const error = ClusterState.memoryError(event);
     const pods = (status.pods ?? []).map((entry): MemoryErrorEventStatusPod => {
       if (terminalPodStates.has(entry.state)) return entry;
+      // Since the decision the agent saw the kernel signal every process of the pod on a later access.
+      if (entry.state !== "InProgress" && kernelAlreadySignalled(error, entry.uid))
+        return {
+          ...entry,
+          action: "None",
+          state: "Skipped",
+          kernelSignal: "ARAtError",
+          message: "the kernel signalled its process(es) with BUS_MCEERR_AR on a later access: a warning or an eviction now would only add a disruption",
+        };
       if (entry.action === "EarlySignal") return this.planEarlySignal(status, entry, policy ?? defaultPolicy, now, requeue);
       const pod = this.state.podByUid(nodeName, entry.uid);
       // Gone or going: our own eviction went through before a crash, or something else removed it.
