@@ -239,6 +239,27 @@ describe("the mce-operator.io API on a real API server", () => {
     expect(result.stderr).toMatch(/spec: Invalid value: .*spec is immutable/);
   });
 
+  it("holds the agent's kernelSignals in an event's status, one entry per pid, and refuses a pid below 1", async () => {
+    const name = uniqueName("kernel-signals");
+    expect((await apply(event(name))).code).toBe(0);
+    const kernelSignals = [
+      { pid: 462, command: "hwp", podUID: "0d9f3b2e-1111-4c4c-8888-123456789abc", at: "2026-11-25T12:00:05Z" },
+      { pid: 463, command: "hwp", at: "2026-11-25T12:00:06Z" },
+    ];
+    const patch = (value: unknown) =>
+      kubectl(["patch", "mee", name, "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { kernelSignals: value } })]);
+    const ok = await patch(kernelSignals);
+    expect(ok.code, ok.stderr).toBe(0);
+    const back = JSON.parse((await kubectl(["get", "mee", name, "-o", "json"])).stdout) as { status: { kernelSignals: unknown } };
+    expect(back.status.kernelSignals).toEqual(kernelSignals);
+    const twice = await patch([kernelSignals[0], kernelSignals[0]]);
+    expect(twice.code).not.toBe(0);
+    expect(twice.stderr).toMatch(/status\.kernelSignals\[1\]: Duplicate value/);
+    const zero = await patch([{ pid: 0, command: "hwp", at: "2026-11-25T12:00:05Z" }]);
+    expect(zero.code).not.toBe(0);
+    expect(zero.stderr).toMatch(/status\.kernelSignals\[0\]\.pid: Invalid value: 0/);
+  });
+
   it("refuses an invalid status phase through the status subresource", async () => {
     const name = uniqueName("status");
     expect((await apply(event(name))).code).toBe(0);
