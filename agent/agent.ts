@@ -12,6 +12,7 @@ import { clip } from "../crds/validate.ts";
 import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
 import type { Clock } from "../runtime/clock.ts";
+import { alreadyPoisoned } from "../kernel/assemble.ts";
 import { inRanges } from "../kernel/iomem.ts";
 import { buildMemoryErrorEvent, fitToSchema, type EventContext, type PodDirectory } from "./event.ts";
 import type { HostFiles, HostMemory } from "./host.ts";
@@ -51,9 +52,6 @@ export interface AgentOptions {
 export interface KernelSignalSink {
   addKernelSignals(eventName: string, signals: MemoryErrorEventStatusKernelSignal[]): Promise<void>;
 }
-
-/** Words of a verdict (6.11+) or detail line for a page poisoned before: nothing new is lost. */
-const ALREADY_POISONED = /already (?:hardware )?poisoned/;
 
 // Lines of one error arrive within milliseconds; a machine check without a verdict waits this long.
 const EXPIRE_TICK_MS = 1000;
@@ -239,20 +237,6 @@ export class Agent {
     const last = this.#lastSequence.get(source);
     const held = assembler.holdBack;
     const cursor = last === undefined ? undefined : { source, sequence: held === undefined ? last : Math.min(last, held - 1) };
-    if (out.errors.length === 0) {
-      if (cursor !== undefined) state.advance(cursor.source, cursor.sequence);
-      return;
-    }
-    const context: EventContext = {
-      nodeName,
-      bootID,
-      pods: this.#o.pods,
-      earlyKill: this.#memory.capabilities.earlyKill,
-      poolSizes: [...new Set(this.#memory.hugepagePools.filter((pool) => pool.total > 0).map((pool): HugepageSize => pool.size))],
-      shrunkPoolSizes: this.#shrunkPools(),
-      numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
-      killPolicyOf: (pid) => readKillPolicy(host.path("proc"), pid),
-    };
     // A machine check outside the memory the kernel manages (an MMIO hole, a reserved range) is reported for
     // what it is, never as an error on a page.
     const ram = out.errors.some(({ error }) => error.source === "MachineCheck") ? host.systemRam() : undefined;
@@ -271,10 +255,20 @@ export class Agent {
       if (cursor !== undefined) state.advance(cursor.source, cursor.sequence);
       return;
     }
+    const context: EventContext = {
+      nodeName,
+      bootID,
+      pods: this.#o.pods,
+      earlyKill: this.#memory.capabilities.earlyKill,
+      poolSizes: [...new Set(this.#memory.hugepagePools.filter((pool) => pool.total > 0).map((pool): HugepageSize => pool.size))],
+      shrunkPoolSizes: this.#shrunkPools(),
+      numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
+      killPolicyOf: (pid) => readKillPolicy(host.path("proc"), pid),
+    };
     // 6.11+ ends an access to an already-poisoned page with a verdict of its own: its processes belong to
     // the pfn's event, which the agent made before (the second create would only get 409).
     for (const { error, line } of onPages)
-      if (ALREADY_POISONED.test(error.pageType ?? "") && error.signalled.length > 0)
+      if (alreadyPoisoned(error.pageType) && error.signalled.length > 0)
         this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, error.pfn), error.signalled, line.at);
     const queued = onPages.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });

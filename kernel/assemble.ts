@@ -19,6 +19,11 @@ export interface KernelError {
   lines: string[];
 }
 
+/** The kernel's page-type words for a page poisoned before this error (`already poisoned page`, `huge page already hardware poisoned`): nothing new is lost. */
+export function alreadyPoisoned(pageType: string | undefined): boolean {
+  return /already (?:hardware )?poisoned/.test(pageType ?? "");
+}
+
 export interface AssembledLog {
   errors: KernelError[];
   /** BUS_MCEERR_AR deliveries: a process touched an already poisoned page. */

@@ -97,55 +97,45 @@ const measuredOnDebian = (overrides: Partial<Facts>): Facts => ({
 
 // Read from the kernel source (mm/memory-failure.c, mm/madvise.c, fs/hugetlbfs/inode.c) at each line's
 // release, not run: the commit that changed a behaviour is named where it could be confirmed.
-const read = (where: string): Evidence => src(where);
-const fromSource = (base: Facts, overrides: Partial<Facts>): Facts => ({ ...base, ...overrides });
 const v5: Facts = {
-  earlyKillSignal: ["AO", read("memory_failure_hugetlb -> hwpoison_user_mappings: collect_procs(hpage), kill_proc")],
-  earlyKillAddress: ["HugepageBase", read("collect_procs(hpage): page_address_in_vma of the head page")],
-  signalAddressLsb: ["Hugepage", read("kill_proc: page_shift(compound_head(p)); arch/x86/mm/fault.c do_sigbus: hstate_index_to_shift")],
-  freeHugepage: ["Dissolved", read("__page_handle_poison -> dissolve_free_huge_page (fails without an unreserved free hugepage)")],
-  privateHugepage: ["RemovedAtError", read("me_huge_page: dissolve after try_to_unmap")],
-  sharedHugepage: ["RemovedFromFile", read("hugetlbfs_error_remove_page -> remove_huge_page (before 8625147cafaa, v6.1)")],
-  giganticInUseResult: ["Ignored", read("memory_failure_hugetlb: huge_page_size > PMD_SIZE -> 'non-pmd-sized huge page: Ignored', -EBUSY")],
-  giganticMadviseHwpoison: ["EBUSY", read("madvise_inject_error: MF_COUNT_INCREASED only, no MF_ACTION_REQUIRED")],
-  softOfflineInUse: ["Migrated", read("soft_offline_in_use_page: migrate, then page_handle_poison(huge) dissolves the source")],
-  killLine: ["Sending SIGBUS", read("kill_proc: 'Sending SIGBUS to %s:%d' (\"mm, memory-failure: clarify error message\", about 5.3)")],
-  memoryFailureCounters: [false, read("action_result: no per-node stats before 44b8f8bf2438 (6.3)")],
-  softOfflineSysctl: [false, read("no vm.enable_soft_offline before 6.11")],
+  earlyKillSignal: ["AO", src("memory_failure_hugetlb -> hwpoison_user_mappings: collect_procs(hpage), kill_proc")],
+  earlyKillAddress: ["HugepageBase", src("collect_procs(hpage): page_address_in_vma of the head page")],
+  signalAddressLsb: ["Hugepage", src("kill_proc: page_shift(compound_head(p)); arch/x86/mm/fault.c do_sigbus: hstate_index_to_shift")],
+  freeHugepage: ["Dissolved", src("__page_handle_poison -> dissolve_free_huge_page (fails without an unreserved free hugepage)")],
+  privateHugepage: ["RemovedAtError", src("me_huge_page: dissolve after try_to_unmap")],
+  sharedHugepage: ["RemovedFromFile", src("hugetlbfs_error_remove_page -> remove_huge_page (before 8625147cafaa, v6.1)")],
+  giganticInUseResult: ["Ignored", src("memory_failure_hugetlb: huge_page_size > PMD_SIZE -> 'non-pmd-sized huge page: Ignored', -EBUSY")],
+  giganticMadviseHwpoison: ["EBUSY", src("madvise_inject_error: MF_COUNT_INCREASED only, no MF_ACTION_REQUIRED")],
+  softOfflineInUse: ["Migrated", src("soft_offline_in_use_page: migrate, then page_handle_poison(huge) dissolves the source")],
+  killLine: ["Sending SIGBUS", src("kill_proc: 'Sending SIGBUS to %s:%d' (\"mm, memory-failure: clarify error message\", about 5.3)")],
+  memoryFailureCounters: [false, src("action_result: no per-node stats before 44b8f8bf2438 (6.3)")],
+  softOfflineSysctl: [false, src("no vm.enable_soft_offline before 6.11")],
 };
 
 export const kernelProfiles: readonly KernelProfile[] = [
   // RHEL 8's base: upstream 4.18 (RHEL 8 carries backports this profile does not know).
-  profile(
-    "linux-4.18",
-    [4, 18],
-    [4, 19],
-    fromSource(v5, {
-      freeHugepage: ["Dissolved", read("memory_failure_hugetlb: dissolve_free_huge_page, logged 'free huge page: Delayed'")],
-      killLine: ["Killing", read("kill_proc: 'Killing %s:%d due to hardware memory corruption'")],
-    }),
-  ),
+  profile("linux-4.18", [4, 18], [4, 19], {
+    ...v5,
+    freeHugepage: ["Dissolved", src("memory_failure_hugetlb: dissolve_free_huge_page, logged 'free huge page: Delayed'")],
+    killLine: ["Killing", src("kill_proc: 'Killing %s:%d due to hardware memory corruption'")],
+  }),
   // RHEL 9's base, and Ubuntu 22.04's.
   profile("linux-5.14", [5, 14], [5, 15], v5),
   profile("linux-5.15", [5, 15], [5, 16], v5),
 
   profile("linux-6.1", [6, 1], [6, 2], measuredOnDebian({})),
   // Ubuntu 24.04's.
-  profile(
-    "linux-6.8",
-    [6, 8],
-    [6, 9],
-    fromSource(v5, {
-      earlyKillSignal: [
-        "AOSharedOnly",
-        read("376907f3a0b3 (6.7): collect_procs_anon checks page_mapped_in_vma(raw page), which misses a private hugepage's tail pages"),
-      ],
-      earlyKillAddress: ["Subpage", read("376907f3a0b3 (6.7): the poisoned page's address")],
-      sharedHugepage: ["HeldForever", read("8625147cafaa 'hugetlbfs: don't delete error page from pagecache' (6.1)")],
-      giganticInUseResult: ["Failed", read("'mm, hwpoison: enable memory error handling on 1GB hugepage' (6.0); Failed as measured on 6.1")],
-      memoryFailureCounters: [true, read("44b8f8bf2438 'mm: memory-failure: add memory failure stats to sysfs' (6.3)")],
-    }),
-  ),
+  profile("linux-6.8", [6, 8], [6, 9], {
+    ...v5,
+    earlyKillSignal: [
+      "AOSharedOnly",
+      src("376907f3a0b3 (6.7): collect_procs_anon checks page_mapped_in_vma(raw page), which misses a private hugepage's tail pages"),
+    ],
+    earlyKillAddress: ["Subpage", src("376907f3a0b3 (6.7): the poisoned page's address")],
+    sharedHugepage: ["HeldForever", src("8625147cafaa 'hugetlbfs: don't delete error page from pagecache' (6.1)")],
+    giganticInUseResult: ["Failed", src("'mm, hwpoison: enable memory error handling on 1GB hugepage' (6.0); Failed as measured on 6.1")],
+    memoryFailureCounters: [true, src("44b8f8bf2438 'mm: memory-failure: add memory failure stats to sysfs' (6.3)")],
+  }),
   profile(
     "linux-6.12",
     [6, 12],
@@ -159,19 +149,15 @@ export const kernelProfiles: readonly KernelProfile[] = [
     }),
   ),
   // The newest lines, read at 6.19 and 7.0: 442b1eca223b (6.15) makes a private hugepage's tail pages found again.
-  profile(
-    "linux-6.15+",
-    [6, 15],
-    [7, 1],
-    fromSource(v5, {
-      earlyKillAddress: ["Subpage", read("__add_to_kill: the poisoned page's address")],
-      sharedHugepage: ["HeldForever", read("8625147cafaa (6.1)")],
-      giganticInUseResult: ["Recovered", read("handled as a 2 MiB page since 6.0; Recovered as measured on Debian's 6.12, which carries these lines' fixes")],
-      giganticMadviseHwpoison: ["SIGBUS", read("madvise_inject_error passes MF_ACTION_REQUIRED (6.11)")],
-      memoryFailureCounters: [true, read("44b8f8bf2438 (6.3)")],
-      softOfflineSysctl: [true, read("'mm/memory-failure: userspace controls soft-offlining pages' (6.11)")],
-    }),
-  ),
+  profile("linux-6.15+", [6, 15], [7, 1], {
+    ...v5,
+    earlyKillAddress: ["Subpage", src("__add_to_kill: the poisoned page's address")],
+    sharedHugepage: ["HeldForever", src("8625147cafaa (6.1)")],
+    giganticInUseResult: ["Recovered", src("handled as a 2 MiB page since 6.0; Recovered as measured on Debian's 6.12, which carries these lines' fixes")],
+    giganticMadviseHwpoison: ["SIGBUS", src("madvise_inject_error passes MF_ACTION_REQUIRED (6.11)")],
+    memoryFailureCounters: [true, src("44b8f8bf2438 (6.3)")],
+    softOfflineSysctl: [true, src("'mm/memory-failure: userspace controls soft-offlining pages' (6.11)")],
+  }),
 ];
 
 /** Assumes the worst for capacity and nothing of signals: nobody is warned, every hugepage is lost whole. */

@@ -4,6 +4,7 @@
 import type { MemoryErrorEventStatusPrediction } from "../../crds/generated.ts";
 import { formatPfn, hugepageBytes, PAGE_SIZE_BYTES } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
+import { alreadyPoisoned } from "../../kernel/assemble.ts";
 import { selectProfile } from "../../kernel/profiles.ts";
 import type { Mapper, MemoryError, NodeState, PoolEffect, Severity } from "./types.ts";
 
@@ -89,7 +90,7 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const size = page.size;
   const bytes = hugepageBytes(size);
   const where = `${size} hugepage ${formatPfn(page.headPfn)}`;
-  if (/already (hardware )?poisoned/.test(error.pageType ?? "") || node.poisonedHugepages.some((p) => p.headPfn === page.headPfn && p.size === size))
+  if (alreadyPoisoned(error.pageType) || node.poisonedHugepages.some((p) => p.headPfn === page.headPfn && p.size === size))
     return {
       ...base,
       hardwareCorruptedDelta: 0,
@@ -141,33 +142,31 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const kernelResult = size === "1Gi" ? profile.behaviour.giganticInUseResult : "Recovered";
   const signalled = mappers.filter((m) => m.atError === "AO").length;
   const who = `${error.mappers.length} mapper(s), ${signalled} warned with BUS_MCEERR_AO; all get BUS_MCEERR_AR on access`;
+  // What the pool does with the page is not known on this kernel: the whole hugepage is assumed lost.
+  const lostWhole = (pageType: string, reason: string): KernelPrediction => ({
+    ...base,
+    poolEffect: "Unknown",
+    lostBytes: bytes,
+    memoryLostBytes: bytes,
+    mappers,
+    pageType,
+    kernelResult,
+    signalAddressLsb,
+    reason,
+  });
   // Before 6.0 a 1 GiB page in use is left mapped and Ignored: nothing is taken from the pool, and the
   // mappers meet the error as a machine check when they touch it.
-  if (size === "1Gi" && kernelResult === "Ignored")
-    return {
-      ...base,
-      poolEffect: "Unknown",
-      lostBytes: bytes,
-      memoryLostBytes: bytes,
-      mappers,
-      pageType: "non-pmd-sized huge page",
-      kernelResult,
-      signalAddressLsb,
-      reason: `in-use ${where}: this kernel ignores errors on 1 GiB pages (${choice.reason}); assuming the whole page is lost; ${who}`,
-    };
+  if (kernelResult === "Ignored")
+    return lostWhole(
+      "non-pmd-sized huge page",
+      `in-use ${where}: this kernel ignores errors on 1 GiB pages (${choice.reason}); assuming the whole page is lost; ${who}`,
+    );
   // Before 6.1 the kernel cut a poisoned page out of its hugetlbfs file; what became of its pool slot is not known.
   if (shared && profile.behaviour.sharedHugepage === "RemovedFromFile")
-    return {
-      ...base,
-      poolEffect: "Unknown",
-      lostBytes: bytes,
-      memoryLostBytes: bytes,
-      mappers,
-      pageType: "huge page",
-      kernelResult,
-      signalAddressLsb,
-      reason: `shared hugetlbfs ${where}: cut out of the file (later reads see a hole); assuming the whole page is lost (${choice.reason}); ${who}`,
-    };
+    return lostWhole(
+      "huge page",
+      `shared hugetlbfs ${where}: cut out of the file (later reads see a hole); assuming the whole page is lost (${choice.reason}); ${who}`,
+    );
   if (shared)
     return {
       ...base,
