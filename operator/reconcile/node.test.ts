@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { T0 } from "../model/fixtures.ts";
-import { ReconcileHarness, memoryEvent, policy } from "../testing/reconcilers.ts";
+import { ReconcileHarness, health, memoryEvent, policy } from "../testing/reconcilers.ts";
 
 describe("NodeReconciler", () => {
   let h: ReconcileHarness;
@@ -75,6 +75,47 @@ describe("NodeReconciler", () => {
     h.hold(memoryEvent("e2", "worker-1", [], { pfn: "0x7205", hugepage: { size: "2Mi", headPfn: "0x7200" } }, h.now - 100));
     await h.events.reconcile("e2");
     expect(h.cluster.effects.filter((c) => c.startsWith("taint"))).toHaveLength(2);
+  });
+
+  it("keeps a taint applied while it was setting the condition: its copy of the node is stale by then", async () => {
+    h.state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 100 } }));
+    h.hold(memoryEvent("e1", "worker-1", []));
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const setNodeCondition = h.cluster.setNodeCondition.bind(h.cluster);
+    h.cluster.setNodeCondition = async (name, condition) => {
+      await gate;
+      return setNodeCondition(name, condition);
+    };
+    const nodePass = h.nodes.reconcile("worker-1");
+    await h.events.reconcile("e1");
+    release();
+    await nodePass;
+    expect(h.cluster.effects).toContain("taint worker-1 mce-operator.io/memory-failing");
+    expect(h.state.budget().actionedNodes.has("worker-1")).toBe(true);
+    expect(h.state.nodes.get("worker-1")?.degradedCondition?.status).toBe("True");
+  });
+
+  it("keeps an agent report that arrived while it was writing the health status", async () => {
+    h.hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
+    await h.events.reconcile("e1");
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const applyHealthStatus = h.cluster.applyHealthStatus.bind(h.cluster);
+    h.cluster.applyHealthStatus = async (name, status) => {
+      await gate;
+      return applyHealthStatus(name, status);
+    };
+    const nodePass = h.nodes.reconcile("worker-1");
+    const report = health("worker-1");
+    h.state.upsertHealth(
+      { ...report, spec: { ...report.spec, observedAt: "2026-11-25T12:00:30Z", hugepagePools: [{ size: "2Mi", numaNode: 0, total: 32, free: 15 }] } },
+      h.now,
+    );
+    release();
+    await nodePass;
+    expect(h.state.health.get("worker-1")?.spec.hugepagePools?.[0]?.free).toBe(15);
+    expect(h.state.health.get("worker-1")?.status?.health).toBe("Degraded");
   });
 
   it("moves the Node condition's lastTransitionTime only when its status changes", async () => {

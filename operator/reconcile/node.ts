@@ -78,7 +78,9 @@ export class NodeReconciler {
       };
       if (!sameStatus({ ...status, conditions: undefined }, { ...health.status, conditions: undefined })) {
         await actions.applyHealthStatus(nodeName, status);
-        state.health.set(nodeName, { ...health, status });
+        // The copy read before the write is stale by now: an agent report may have arrived meanwhile.
+        const current = state.health.get(nodeName);
+        if (current) state.health.set(nodeName, { ...current, status });
       }
     }
     const old = node?.degradedCondition;
@@ -86,7 +88,10 @@ export class NodeReconciler {
     if (node && (events.length > 0 || old) && !sameStatus({ ...old, lastTransitionTime: undefined }, wanted)) {
       const lastTransitionTime = old?.status === wanted.status && old.lastTransitionTime ? old.lastTransitionTime : iso(now);
       await actions.setNodeCondition(nodeName, { ...wanted, lastTransitionTime });
-      state.nodes.set(nodeName, { ...node, degradedCondition: { ...wanted, lastTransitionTime } });
+      // Onto the node as cached now, not the copy read before the write: a taint or cordon an event's
+      // pass applied meanwhile must stay in the budget's view.
+      const current = state.nodes.get(nodeName);
+      if (current) state.nodes.set(nodeName, { ...current, degradedCondition: { ...wanted, lastTransitionTime } });
     }
     return undefined;
   }

@@ -29,4 +29,20 @@ describe("PolicyReconciler", () => {
     await h.policies.reconcile("default");
     expect(h.cluster.calls.filter((c) => c === "policy default")).toHaveLength(1);
   });
+
+  it("keeps an edit that arrived while it was writing the status", async () => {
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const applyPolicyStatus = h.cluster.applyPolicyStatus.bind(h.cluster);
+    h.cluster.applyPolicyStatus = async (name, status) => {
+      await gate;
+      return applyPolicyStatus(name, status);
+    };
+    const pass = h.policies.reconcile("default");
+    h.state.policies.set("default", policy({ mode: "DryRun" }));
+    release();
+    await pass;
+    expect(h.state.policies.get("default")?.spec.mode).toBe("DryRun");
+    expect(h.state.policies.get("default")?.status?.matchedNodes).toBe(1);
+  });
 });

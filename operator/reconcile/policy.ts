@@ -47,7 +47,9 @@ export class PolicyReconciler {
     };
     if (policy.status?.conditions === undefined || !sameStatus({ ...status, conditions: undefined }, { ...policy.status, conditions: undefined })) {
       await this.context.actions.applyPolicyStatus(name, status);
-      state.policies.set(name, { ...policy, status });
+      // Onto the policy as cached now: an edit that arrived during the write must not be reverted.
+      const current = state.policies.get(name);
+      if (current) state.policies.set(name, { ...current, status });
     }
     return undefined;
   }
