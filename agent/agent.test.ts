@@ -194,6 +194,39 @@ describe("Agent machine checks outside memory", () => {
   });
 });
 
+describe("Agent machine checks logged at boot", () => {
+  it("reports a record the kernel found in the banks as it booted as an error from before this boot", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "agent-replay-")), "kmsg.txt");
+    writeFileSync(
+      file,
+      [
+        "6,310,1912345,-;mce: [Hardware Error]: Machine check events logged",
+        "0,311,1912345,-;mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 9: be00000000800400",
+        "0,312,1912345,-;mce: [Hardware Error]: TSC 0 ADDR 5203000 MISC 8c",
+        "6,420,2504000,-;Freeing unused kernel image (initmem) memory: 2712K",
+        "2,900,912000000,-;mce: [Hardware Error]: CPU 0: Machine Check Exception: 5 Bank 9: bd000000000000c0",
+        "2,901,912000000,-;mce: [Hardware Error]: TSC 3ed904d41 ADDR 6205000 MISC 8c",
+      ].join("\n"),
+    );
+    const { agent, created, clock } = setup({ sources: (c) => [new ReplaySource({ file, clock: c })] });
+    const stop = new AbortController();
+    const running = agent.run(stop.signal);
+    await settle();
+    // The replay keeps the kernel's timing: the end of the boot comes 0.59 s after the record.
+    await clock.advance(1000);
+    await clock.advance(5000);
+    await clock.advance(912_000);
+    await clock.advance(6000);
+    await settle();
+    expect(created.map((e) => [e.spec.pfn, e.spec.severity, e.spec.loggedAtBoot])).toEqual([
+      ["0x5203", "Fatal", true],
+      ["0x6205", "ActionOptional", undefined],
+    ]);
+    stop.abort();
+    await running;
+  });
+});
+
 describe("Agent kill lines after the verdict", () => {
   it("records on the pfn's event the processes the kernel signalled later, with or without a verdict of their own", async () => {
     const lines = [

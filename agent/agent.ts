@@ -272,7 +272,15 @@ export class Agent {
         this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, error.pfn), error.signalled, line.at);
     const queued = onPages.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });
-      const fitted = fitToSchema(buildMemoryErrorEvent(error, source, line.at, index.mappersOf(error.pfn), (pid) => index.process(pid), context));
+      // No process of this boot touched an error from before it: whoever maps the pfn now is not affected.
+      const mappers = error.loggedAtBoot === true ? [] : index.mappersOf(error.pfn);
+      if (error.loggedAtBoot === true)
+        log.warn("machine check logged at boot: the error happened before this boot began", {
+          source,
+          pfn: `0x${error.pfn.toString(16)}`,
+          severity: error.severity,
+        });
+      const fitted = fitToSchema(buildMemoryErrorEvent(error, source, line.at, mappers, (pid) => index.process(pid), context));
       const { event } = fitted;
       if (fitted.dropped.length > 0 || fitted.issues.length > 0)
         log.warn("memory error event cut to the CRD's schema", { memoryErrorEvent: event.metadata.name, dropped: fitted.dropped, unfixable: fitted.issues });

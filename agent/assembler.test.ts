@@ -109,6 +109,48 @@ describe("ErrorAssembler", () => {
     expect(assembler.holdBack).toBeUndefined();
   });
 
+  describe("a machine check the kernel logged as it booted (issue 15.6)", () => {
+    // A fatal record the banks kept across the reset, as the boot-time poll prints it (TSC 0, no
+    // "Exception"), then free_initmem's line: /dev/kmsg headers carry the uptime in microseconds.
+    const bootLog = (recordAtUsec: number, bootDoneAtUsec: number): string[] => [
+      `6,310,${recordAtUsec},-;mce: [Hardware Error]: Machine check events logged`,
+      `0,311,${recordAtUsec},-;mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 9: be00000000800400`,
+      `0,312,${recordAtUsec},-;mce: [Hardware Error]: TSC 0 ADDR 5203000 MISC 8c`,
+      `0,313,${recordAtUsec},-;mce: [Hardware Error]: PROCESSOR 0:60fb1 TIME 1795644070 SOCKET 0 APIC 0 microcode 1`,
+      `6,420,${bootDoneAtUsec},-;Freeing unused kernel image (initmem) memory: 2712K`,
+    ];
+
+    it("marks a record logged before the kernel ran init: the error is from an earlier boot", () => {
+      const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+      feed(assembler, bootLog(1_912_345, 2_504_000));
+      const out = assembler.expire(1000);
+      expect(out.errors.map(({ error }) => [error.pfn, error.severity, error.loggedAtBoot])).toEqual([[0x5203, "Fatal", true]]);
+    });
+
+    it("does not mark a record logged after the boot finished", () => {
+      const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+      const [logged, bank, address, processor, bootDone] = bootLog(912_000_000, 2_504_000);
+      feed(assembler, [bootDone ?? "", logged ?? "", bank ?? "", address ?? "", processor ?? ""]);
+      expect(assembler.expire(1000).errors.map(({ error }) => error.loggedAtBoot)).toEqual([undefined]);
+    });
+
+    it("marks nothing when the log never said when the boot finished (the agent started past it)", () => {
+      const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+      feed(assembler, bootLog(1_912_345, 2_504_000).slice(0, 4));
+      expect(assembler.expire(1000).errors.map(({ error }) => error.loggedAtBoot)).toEqual([undefined]);
+    });
+
+    it("reads every era's words for the end of the boot, and printk time as well as kmsg headers", () => {
+      const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+      feed(assembler, [
+        "[    3.101000] mce: [Hardware Error]: CPU 2: Machine Check: 0 Bank 8: be00000000800400",
+        "[    3.101000] mce: [Hardware Error]: TSC 0 ADDR 7fe01000 MISC 8c",
+        "[    4.250011] Freeing unused kernel memory: 1616K",
+      ]);
+      expect(assembler.expire(1000).errors.map(({ error }) => [error.pfn, error.loggedAtBoot])).toEqual([[0x7fe01, true]]);
+    });
+  });
+
   it("lets orphan lines go with a notice once they are old", () => {
     const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
     feed(assembler, ["Memory failure: 0x1000: failed to unmap page (folio mapcount=2)"]);

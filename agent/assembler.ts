@@ -3,7 +3,7 @@
 // ends an error (the recovery verdict, soft offline). A machine check the kernel never follows with a
 // verdict (a corrected error, or no memory_failure() call) becomes an error of its own once it is old.
 import { assembleKernelRecords, type ErrorSeverity, type KernelError } from "../kernel/assemble.ts";
-import { parseKernelLine, type KernelRecord } from "../kernel/lines.ts";
+import { bootFinishedAt, parseKernelLine, stripLogPrefix, uptimeUsec, type KernelRecord } from "../kernel/lines.ts";
 import { physicalAddressToPfn } from "../kernel/pfn.ts";
 import type { KernelLine } from "./source.ts";
 
@@ -50,6 +50,8 @@ export class ErrorAssembler {
   readonly #maxAgeMs: number;
   readonly #maxHeld: number;
   #held: Held[] = [];
+  /** The kernel's uptime when it finished booting, once the log said so. */
+  #bootFinishedUsec: number | undefined;
 
   constructor({ maxAgeMs = 5_000, maxHeld = 256 }: AssemblerOptions = {}) {
     this.#maxAgeMs = maxAgeMs;
@@ -65,6 +67,7 @@ export class ErrorAssembler {
 
   push(line: KernelLine): Assembled {
     const out: Assembled = { errors: [], notices: [] };
+    this.#bootFinishedUsec ??= bootFinishedAt(line.text);
     const result = parseKernelLine(line.text);
     if (result.kind === "ignored") return out;
     if (result.kind === "unrecognized") {
@@ -140,6 +143,9 @@ export class ErrorAssembler {
         continue;
       }
       const severity = record.flatMap((held) => ("severity" in held.record ? [held.record.severity] : []))[0] ?? "action-optional";
+      // Logged before the kernel ran init: the boot-time poll found it in the banks (see bootFinishedAt).
+      const uptime = uptimeUsec(stripLogPrefix(record[0]?.line.text ?? ""));
+      const loggedAtBoot = this.#bootFinishedUsec !== undefined && uptime !== undefined && uptime < this.#bootFinishedUsec;
       out.errors.push({
         error: {
           pfn: physicalAddressToPfn(address),
@@ -148,6 +154,7 @@ export class ErrorAssembler {
           physicalAddress: address,
           signalled: [],
           lines: [...(announced ? [] : logged), ...record].map((held) => held.text),
+          ...(loggedAtBoot && { loggedAtBoot }),
         },
         line: last.line,
       });

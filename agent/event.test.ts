@@ -156,6 +156,21 @@ describe("buildMemoryErrorEvent", () => {
   });
 });
 
+describe("a machine check logged at boot (issue 15.6)", () => {
+  it("says so on the event, which the CRD accepts", () => {
+    const event = buildMemoryErrorEvent(
+      { pfn: 0x5203, severity: "Fatal", source: "MachineCheck", physicalAddress: 0x5203000, signalled: [], lines: ["x"], loggedAtBoot: true },
+      "kmsg",
+      0,
+      [],
+      () => undefined,
+      context,
+    );
+    expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
+    expect([event.spec.severity, event.spec.loggedAtBoot, event.spec.mappers]).toEqual(["Fatal", true, undefined]);
+  });
+});
+
 describe("the event fits the CRD before it is sent (issue 18.2)", () => {
   it("keeps the error when the kernel signalled a process with a long name that the index had not seen", () => {
     const long = "x".repeat(200);

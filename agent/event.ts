@@ -95,6 +95,7 @@ export function buildMemoryErrorEvent(
     pfn: formatPfn(error.pfn),
     ...(error.physicalAddress !== undefined && { physicalAddress: hex(error.physicalAddress) }),
     severity: error.severity,
+    ...(error.loggedAtBoot === true && { loggedAtBoot: true }),
     ...(error.pageType !== undefined && { pageType: clip(error.pageType, 128) }),
     ...(error.result !== undefined && { result: clip(error.result, 64) }),
     ...(size !== undefined && { hugepage: hugepageOf(error.pfn, size, context) }),

@@ -346,6 +346,8 @@ export interface MemoryErrorEventSpec {
   physicalAddress?: string;
   /** Corrected (no data lost), ActionOptional (uncorrected, found by a scrub or prefetch; nobody consumed it yet: SRAO), ActionRequired (uncorrected and consumed by a CPU access: SRAR), Fatal (processor context corrupt), SoftOffline (a page migrated away before it failed). */
   severity: "Corrected" | "ActionOptional" | "ActionRequired" | "Fatal" | "SoftOffline";
+  /** The kernel found this machine check in the banks while it booted, before it ran init: the error happened before this boot began (usually the one that reset the node). Nothing of this boot mapped the page and, unless a verdict follows, the kernel did not poison it; the error counts in the node's history. */
+  loggedAtBoot?: boolean;
   /** The kernel's own words for the page it found, verbatim (huge page, free huge page, dirty LRU page, ...). Kept as printed: kernels add and rename words, unknown words are allowed. */
   pageType?: string;
   /** The kernel's recovery result word, verbatim (Ignored, Failed, Delayed, Recovered; other words are kept). */
@@ -1284,6 +1286,10 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 "Fatal",
                 "SoftOffline"
               ]
+            },
+            "loggedAtBoot": {
+              "type": "boolean",
+              "description": "The kernel found this machine check in the banks while it booted, before it ran init: the error happened before this boot began (usually the one that reset the node). Nothing of this boot mapped the page and, unless a verdict follows, the kernel did not poison it; the error counts in the node's history."
             },
             "pageType": {
               "type": "string",

@@ -17,6 +17,8 @@ export interface KernelError {
   /** Processes the kernel sent BUS_MCEERR_AO to for this error. */
   signalled: { command: string; pid: number }[];
   lines: string[];
+  /** A machine check the kernel found in the banks while it booted: the error happened before this boot. */
+  loggedAtBoot?: boolean | undefined;
 }
 
 /** The kernel's page-type words for a page poisoned before this error (`already poisoned page`, `huge page already hardware poisoned`): nothing new is lost. */

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeMciStatus, isKmsgDictionaryLine, mceSeverity, parseKernelLine, parseKernelLog, stripLogPrefix } from "./lines.ts";
+import { bootFinishedAt, decodeMciStatus, isKmsgDictionaryLine, mceSeverity, parseKernelLine, parseKernelLog, stripLogPrefix, uptimeUsec } from "./lines.ts";
 import type { KernelEra, KernelLineResult, KernelRecord, MceSeverity, MciStatus, StrippedLine } from "./lines.ts";
 import { formatPfn, MAX_PFN } from "./pfn.ts";
 
@@ -479,6 +479,25 @@ describe("log prefixes", () => {
     ["2026-11-25T22:17:56 MCE 0x1: huge page recovery: Delayed", { text: "MCE 0x1: huge page recovery: Delayed", timestamp: "2026-11-25T22:17:56" }],
   ])("strips %j", (line, stripped) => {
     expect(stripLogPrefix(line)).toEqual(stripped);
+  });
+
+  it("reads the kernel's uptime from a kmsg header or a printk time, and nothing from a wall clock", () => {
+    expect(uptimeUsec(stripLogPrefix("6,420,2504000,-;Freeing unused kernel image (initmem) memory: 2712K"))).toBe(2_504_000);
+    expect(uptimeUsec(stripLogPrefix("[    4.25] Freeing unused kernel memory: 1616K"))).toBe(4_250_000);
+    expect(uptimeUsec(stripLogPrefix("[  123.456789][    C1] x"))).toBe(123_456_789);
+    expect(uptimeUsec(stripLogPrefix("Nov 25 22:17:56 node-1 kernel: x"))).toBeUndefined();
+  });
+
+  it("knows the kernel's last lines before init, of every era, and nothing like them", () => {
+    // free_initmem: 2.6 to 4.x, 4.x to 5.x, 5.x on; run_init_process: 5.x on.
+    expect(bootFinishedAt("[    1.500000] Freeing unused kernel memory: 1264k freed")).toBe(1_500_000);
+    expect(bootFinishedAt("[    1.500000] Freeing unused kernel image memory: 1616K")).toBe(1_500_000);
+    expect(bootFinishedAt("6,420,2504000,-;Freeing unused kernel image (initmem) memory: 2712K")).toBe(2_504_000);
+    expect(bootFinishedAt("6,431,2611000,-;Run /init as init process")).toBe(2_611_000);
+    expect(bootFinishedAt("[    2.6] Run /sbin/init as init process")).toBe(2_600_000);
+    expect(bootFinishedAt("[    2.6] Freeing unused kernel image (text/rodata gap) memory: 2040K")).toBeUndefined();
+    expect(bootFinishedAt("[  900.1] myapp: Run /init as init process, said the user")).toBeUndefined();
+    expect(bootFinishedAt("Freeing unused kernel image (initmem) memory: 2712K")).toBeUndefined();
   });
 
   it("tells /dev/kmsg dictionary lines from messages", () => {

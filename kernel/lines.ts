@@ -251,6 +251,27 @@ const PREFIXES: readonly Prefix[] = [
   { re: new RegExp(`^${HOST_KERNEL}`) },
 ];
 
+/** The kernel's uptime at a line, in microseconds, where its prefix says it (/dev/kmsg, printk time). */
+export function uptimeUsec(stripped: StrippedLine): number | undefined {
+  if (stripped.kmsg) return stripped.kmsg.timestampUsec;
+  const seconds = /^(\d+)\.(\d{1,6})$/.exec(stripped.timestamp ?? "");
+  return seconds ? Number(seconds[1]) * 1e6 + Number(seconds[2]?.padEnd(6, "0")) : undefined;
+}
+
+// The kernel's last words before it runs init: free_initmem's (every era: "Freeing unused kernel memory",
+// then "... image memory", "... image (initmem) memory") and run_init_process's (5.x on).
+const BOOT_DONE = /^(?:Freeing unused kernel (?:image (?:\(initmem\) )?)?memory\b|Run \S+ as init process$)/;
+
+/**
+ * The uptime at which the kernel finished booting, if this line says so: a machine check it logged
+ * before then was found in the banks as the CPUs came up, left there by an earlier boot.
+ */
+export function bootFinishedAt(line: string): number | undefined {
+  if (!line.includes("Freeing unused kernel") && !line.includes(" as init process")) return undefined;
+  const stripped = stripLogPrefix(line);
+  return BOOT_DONE.test(stripped.text) ? uptimeUsec(stripped) : undefined;
+}
+
 /** Removes every prefix a kernel line can arrive with, outermost first, and keeps what they said. */
 export function stripLogPrefix(line: string): StrippedLine {
   const stripped: StrippedLine = { text: line };

@@ -325,6 +325,7 @@ export class ClusterState {
       severity: spec.severity,
       pageType: spec.pageType,
       result: spec.result,
+      loggedAtBoot: spec.loggedAtBoot,
       hugepage: spec.hugepage && {
         size: spec.hugepage.size,
         headPfn: parseHex(spec.hugepage.headPfn, `${where} spec.hugepage.headPfn`),

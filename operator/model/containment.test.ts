@@ -163,6 +163,15 @@ describe("node escalation", () => {
     if (action !== "None") expect(d.phase).toBe("Escalated");
   });
 
+  it("counts a fatal machine check from before this boot in the node's history, and acts on no pod for it", () => {
+    const earlier = memoryError({ severity: "Fatal", loggedAtBoot: true, pageType: undefined, result: undefined, mappers: [] });
+    const d = decideContainment(input({ error: earlier, pods: [pod("dpdk")], node: node({ history: errorsBefore(1) }) }));
+    expect(d.pods).toEqual([]);
+    expect(d.prediction).toMatchObject({ poolEffect: "None", lostBytes: 0, hardwareCorruptedDelta: 0 });
+    expect(d.prediction.reason).toMatch(/logged as this boot began: the error happened before it/);
+    expect(d.nodeAction.action).toBe("Taint");
+  });
+
   it("does not count errors outside the window, nor corrected ones unless asked", () => {
     const old = [{ at: T0 - 25 * 3_600_000, severity: "ActionOptional" as const }];
     const corrected = Array.from({ length: 5 }, () => ({ at: T0 - 1000, severity: "Corrected" as const }));

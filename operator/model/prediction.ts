@@ -67,6 +67,17 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const pfn = formatPfn(error.pfn);
   if (error.severity === "Corrected")
     return { ...base, poolEffect: "None", lostBytes: 0, memoryLostBytes: 0, mappers, reason: `corrected error at ${pfn}: no data lost, nothing poisoned` };
+  // Without a verdict of this boot's kernel, the page of an error from before the boot is in service again.
+  if (error.loggedAtBoot === true && error.result === undefined)
+    return {
+      ...base,
+      hardwareCorruptedDelta: 0,
+      poolEffect: "None",
+      lostBytes: 0,
+      memoryLostBytes: 0,
+      mappers,
+      reason: `machine check at ${pfn} logged as this boot began: the error happened before it (the banks kept it across the reset); this boot's kernel poisoned nothing, and the page may fail again`,
+    };
   if (error.severity === "SoftOffline" && error.result === "Failed")
     return {
       ...base,

@@ -31,6 +31,8 @@ export interface MemoryError {
   result?: string | undefined;
   hugepage?: { size: HugepageSize; headPfn: number; numaNode?: number | undefined } | undefined;
   mappers: readonly Mapper[];
+  /** A machine check the kernel found in the banks as it booted: the error is from before this boot. */
+  loggedAtBoot?: boolean | undefined;
   /** Pids the kernel signalled for this pfn after the error, on a later access (the agent's status.kernelSignals). */
   signalledLater?: readonly number[] | undefined;
   observedAt: number;
