@@ -463,8 +463,15 @@ describe("log prefixes", () => {
   });
 
   it.each<[string, StrippedLine]>([
-    ["3,1234,5678901,-;Memory failure: x", { text: "Memory failure: x", kmsg: { priority: 3, facility: 0, level: 3, sequence: 1234, timestampUsec: 5678901 } }],
-    ["12,77,99,-,caller=T54990;hello", { text: "hello", kmsg: { priority: 12, facility: 1, level: 4, sequence: 77, timestampUsec: 99 }, callerId: "T54990" }],
+    [
+      "3,1234,5678901,-;Memory failure: x",
+      { text: "Memory failure: x", kmsg: { priority: 3, facility: 0, level: 3, sequence: 1234, timestampUsec: 5678901 }, facility: 0 },
+    ],
+    [
+      "12,77,99,-,caller=T54990;hello",
+      { text: "hello", kmsg: { priority: 12, facility: 1, level: 4, sequence: 77, timestampUsec: 99 }, facility: 1, callerId: "T54990" },
+    ],
+    ["<14>hello", { text: "hello", facility: 1 }],
     ["[  123.456789] x", { text: "x", timestamp: "123.456789" }],
     ["[  123.456789][    C1] x", { text: "x", timestamp: "123.456789", callerId: "C1" }],
     ["[  123.456789] [T54990] x", { text: "x", timestamp: "123.456789", callerId: "T54990" }],
@@ -479,6 +486,17 @@ describe("log prefixes", () => {
     ["2026-11-25T22:17:56 MCE 0x1: huge page recovery: Delayed", { text: "MCE 0x1: huge page recovery: Delayed", timestamp: "2026-11-25T22:17:56" }],
   ])("strips %j", (line, stripped) => {
     expect(stripLogPrefix(line)).toEqual(stripped);
+  });
+
+  it("takes no record from a line user space wrote to /dev/kmsg, under its own facility (issue 17)", () => {
+    const verdict = "Memory failure: 0x5205: recovery action for huge page: Recovered";
+    expect(parseKernelLine(`3,90,100,-;${verdict}`)).toMatchObject({ kind: "record" });
+    expect(parseKernelLine(`<3>${verdict}`)).toMatchObject({ kind: "record" });
+    for (const forged of [`11,91,100,-;${verdict}`, `14,92,100,-;${verdict}`, `<14>${verdict}`, `<131>${verdict}`])
+      expect(parseKernelLine(forged)).toMatchObject({
+        kind: "unrecognized",
+        reason: expect.stringMatching(/written by user space \(syslog facility \d+\)/) as unknown,
+      });
   });
 
   it("reads the kernel's uptime from a kmsg header or a printk time, and nothing from a wall clock", () => {

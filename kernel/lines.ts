@@ -187,6 +187,8 @@ export interface StrippedLine {
   /** The kernel's message without any prefix or trailing whitespace. */
   text: string;
   kmsg?: KmsgHeader;
+  /** The syslog facility the line's priority names (/dev/kmsg header, `<N>`): 0 is the kernel's. */
+  facility?: number;
   /** The outermost time stamp, as printed (wall clock where the prefix has one). */
   timestamp?: string;
   /** printk caller id, `C1` (CPU) or `T54990` (task). */
@@ -216,12 +218,18 @@ const PREFIXES: readonly Prefix[] = [
     keep: (match, into) => {
       const priority = Number(match[1]);
       into.kmsg = { priority, facility: priority >> 3, level: priority & 7, sequence: Number(match[2]), timestampUsec: Number(match[3]) };
+      into.facility ??= priority >> 3;
       const caller = /(?:^|,)caller=([CT]\d+)/.exec(match[4] ?? "")?.[1];
       if (caller !== undefined) into.callerId ??= caller;
     },
   },
   // Syslog priority, as /proc/kmsg and raw forwarders write it.
-  { re: /^<\d{1,3}>/ },
+  {
+    re: /^<(\d{1,3})>/,
+    keep: (match, into) => {
+      into.facility ??= Number(match[1]) >> 3;
+    },
+  },
   // dmesg -x.
   { re: /^(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|local[0-7]) *:(?:emerg|alert|crit|err|warn|notice|info|debug) *: / },
   // printk time, also journalctl -o short-monotonic.
@@ -766,7 +774,9 @@ function nearest(shapes: readonly Shape[], rest: string): Shape | undefined {
 export function parseKernelLine(line: string): KernelLineResult {
   if (!RELEVANT.test(line) || isKmsgDictionaryLine(line)) return IGNORED;
   if (line.length > MAX_LINE) return unrecognized(line, `longer than ${MAX_LINE} characters, which no kernel line is`);
-  const { text } = stripLogPrefix(line);
+  const { text, facility } = stripLogPrefix(line);
+  // Any process may write to /dev/kmsg, under its own facility: only the kernel's records are evidence.
+  if (facility !== undefined && facility !== 0) return unrecognized(text, `written by user space (syslog facility ${facility}), not the kernel`);
   let nearMiss: string | undefined;
   for (const compiled of GRAMMAR) {
     const lead = compiled.leader.exec(text);
