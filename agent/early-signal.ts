@@ -25,8 +25,6 @@ export interface PodRef {
 export interface EarlySignalApi {
   /** Merge-patches the pod's annotations. */
   annotatePod(pod: PodRef, annotations: Record<string, string>): Promise<void>;
-  /** A core/v1 Event about the pod; `key` makes retries of the same notice one Event. */
-  podEvent(pod: PodRef, key: string, reason: string, message: string): Promise<void>;
   /** Server-side applies status.earlySignals (the agent's entries, all of them) with field manager mce-agent. */
   applyEarlySignals(eventName: string, earlySignals: MemoryErrorEventStatusEarlySignal[]): Promise<void>;
 }
@@ -123,14 +121,6 @@ export class EarlySignaller {
     const previous = pods.pod(pod.uid)?.annotations[lostRangesAnnotation];
     const published = [...new Set([...(previous === undefined || previous === "" ? [] : previous.split(",")), ...ranges])];
     await api.annotatePod(ref, { [lostRangesAnnotation]: published.join(",") });
-    const hugepage =
-      event.spec.hugepage === undefined ? `the hugepage holding pfn ${event.spec.pfn}` : `${event.spec.hugepage.size} hugepage ${event.spec.hugepage.headPfn}`;
-    await api.podEvent(
-      ref,
-      event.metadata.name,
-      "HugepageLost",
-      `hardware memory error at pfn ${event.spec.pfn}: ${hugepage} is lost; lost virtual ranges ${ranges.join(", ")}; sending ${signal} to pid ${pids.join(", ")}`,
-    );
     const failures: string[] = [];
     for (const pid of pids) {
       try {

@@ -3,7 +3,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { MemoryErrorEvent, MemoryErrorEventStatus } from "../crds/generated.ts";
 import { ApiError } from "../runtime/api.ts";
-import { FakeClock } from "../runtime/testing/fake-clock.ts";
 import { ScriptedApiServer, status } from "../runtime/testing/scripted-api-server.ts";
 import { KubeClient } from "./http.ts";
 import { KubeApi } from "./kube.ts";
@@ -50,7 +49,7 @@ function event(uid: string, status?: MemoryErrorEventStatus): MemoryErrorEvent {
 
 describe("KubeApi status writes", () => {
   it("applies status.poolReplacementResult on the status subresource as mce-agent", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     await api.applyPoolReplacementResult(NAME, given);
     expect(server.seen).toEqual([
       {
@@ -64,7 +63,7 @@ describe("KubeApi status writes", () => {
   });
 
   it("carries every part the agent owns in each apply, so one part never drops the other", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     await api.applyEarlySignals(NAME, [signalled]);
     await api.applyPoolReplacementResult(NAME, given);
     await api.applyEarlySignals(NAME, [signalled, { ...signalled, uid: "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a" }]);
@@ -76,7 +75,7 @@ describe("KubeApi status writes", () => {
   });
 
   it("after a restart, carries what the watch shows the agent owns; its own writes win over an older watch event", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     api.observe(event("u1", { earlySignals: [signalled], poolReplacementResult: { state: "Waiting", message: "waiting" } }));
     await api.applyPoolReplacementResult(NAME, given);
     // An event older than the write: its Waiting must not come back.
@@ -89,7 +88,7 @@ describe("KubeApi status writes", () => {
   });
 
   it("forgets what it owned of a deleted event, and of one made again under the same name", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     api.observe(event("u1", { earlySignals: [signalled] }));
     await api.applyPoolReplacementResult(NAME, given);
     // Deleted and made again, the deletion unseen: another uid.
@@ -102,7 +101,7 @@ describe("KubeApi status writes", () => {
 
   it("sends the applies of one event one at a time, each built when it is sent", async () => {
     server.hold = true;
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     const first = api.applyEarlySignals(NAME, [signalled]);
     const second = api.applyPoolReplacementResult(NAME, given);
     await expect.poll(() => server.seen.length).toBe(1);
@@ -122,7 +121,7 @@ describe("KubeApi status writes", () => {
 
 describe("KubeApi kernel signals", () => {
   it("adds processes the kernel signalled later to those recorded, one entry per pid, beside the agent's other parts", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     api.observe(event("u1", { earlySignals: [signalled], kernelSignals: [{ pid: 462, command: "hwp", at: "2026-01-01T00:00:01.000Z" }] }));
     await api.addKernelSignals(NAME, [{ pid: 463, command: "hwp", at: "2026-01-01T00:00:02.000Z" }]);
     await api.addKernelSignals(NAME, [{ pid: 463, command: "hwp", podUID: "p-1", at: "2026-01-01T00:00:03.000Z" }]);
@@ -147,7 +146,7 @@ describe("KubeApi kernel signals", () => {
 
 describe("KubeApi creates", () => {
   it("creates an event as mce-agent; 409 AlreadyExists is an event already reported", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     expect(await api.create(event("u1"))).toBe("created");
     server.script = () => status(409, "AlreadyExists", `memoryerrorevents.mce-operator.io "${NAME}" already exists`);
     expect(await api.create(event("u1"))).toBe("exists");
@@ -158,7 +157,7 @@ describe("KubeApi creates", () => {
   });
 
   it("any other refusal is an ApiError with the status and the API server's message, for the reporter to judge", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock());
+    const api = new KubeApi(client);
     for (const [code, reason] of [
       [422, "Invalid"],
       [403, "Forbidden"],
@@ -172,22 +171,4 @@ describe("KubeApi creates", () => {
     }
   });
 
-  it("posts a pod's notice once: named after the error and the pod, so a retry's 409 is success", async () => {
-    const api = new KubeApi(client, "edge-1", new FakeClock(Date.parse("2026-01-01T00:00:00Z")));
-    const pod = { namespace: "shop", name: "db-0", uid: "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60" };
-    await api.podEvent(pod, NAME, "MemoryErrorEarlySignal", "x".repeat(2000));
-    server.script = () => status(409, "AlreadyExists", "exists");
-    await api.podEvent(pod, NAME, "MemoryErrorEarlySignal", "again");
-    server.script = () => status(403, "Forbidden", "no");
-    await expect(api.podEvent(pod, NAME, "MemoryErrorEarlySignal", "again")).rejects.toMatchObject({ status: 403 });
-    const first = server.seen[0];
-    expect(first).toMatchObject({ method: "POST", path: "/api/v1/namespaces/shop/events" });
-    expect(first?.body).toMatchObject({
-      metadata: { name: `${NAME}.3f1c9a2e`, namespace: "shop" },
-      involvedObject: { kind: "Pod", name: "db-0", uid: pod.uid },
-      source: { component: "mce-agent", host: "edge-1" },
-      firstTimestamp: "2026-01-01T00:00:00Z",
-    });
-    expect((first?.body as { message: string }).message).toHaveLength(1024);
-  });
 });

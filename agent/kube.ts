@@ -11,7 +11,6 @@ import type {
 } from "../crds/generated.ts";
 import { crdInfo } from "../crds/generated.ts";
 import { group, nodeLabel, version } from "../crds/naming.ts";
-import { clip } from "../crds/validate.ts";
 import { apiStatusOf } from "../runtime/api.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { Informer } from "../runtime/informer.ts";
@@ -41,11 +40,6 @@ export interface HealthSink {
 
 const applyQuery = { fieldManager: FIELD_MANAGER, force: true };
 
-/** Kubernetes' time format: RFC 3339 in whole seconds. */
-function rfc3339(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
-}
-
 /** The parts of a MemoryErrorEvent's status the agent owns (field manager mce-agent, status subresource). */
 export type AgentStatus = Pick<MemoryErrorEventStatus, "earlySignals" | "poolReplacementResult" | "kernelSignals">;
 
@@ -68,8 +62,6 @@ function agentStatusOf(status: MemoryErrorEventStatus | undefined): AgentStatus 
 
 export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolReplacementApi {
   readonly #client: KubeClient;
-  readonly #nodeName: string;
-  readonly #clock: Clock;
   /**
    * Server-side apply removes a field its manager owned and leaves out of the next apply, so every
    * status apply by mce-agent carries all the agent owns of that event, not only the part it changes:
@@ -80,10 +72,8 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
   /** The status apply in flight per event: applies of one event go one at a time, each built when it is sent. */
   readonly #statusWrites = new Map<string, Promise<void>>();
 
-  constructor(client: KubeClient, nodeName: string, clock: Clock) {
+  constructor(client: KubeClient) {
     this.#client = client;
-    this.#nodeName = nodeName;
-    this.#clock = clock;
   }
 
   async create(event: MemoryErrorEvent): Promise<"created" | "exists"> {
@@ -109,32 +99,6 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
       body: { metadata: { annotations } },
       contentType: MERGE_PATCH,
     });
-  }
-
-  async podEvent(pod: PodRef, key: string, reason: string, message: string): Promise<void> {
-    const now = rfc3339(this.#clock.now());
-    try {
-      await this.#client.request("POST", `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/events`, {
-        body: {
-          apiVersion: "v1",
-          kind: "Event",
-          // Named after the memory error and pod, so a retry cannot post the notice twice.
-          metadata: { name: `${key}.${pod.uid.slice(0, 8)}`, namespace: pod.namespace },
-          involvedObject: { apiVersion: "v1", kind: "Pod", namespace: pod.namespace, name: pod.name, uid: pod.uid },
-          reason,
-          message: clip(message, 1024),
-          type: "Warning",
-          source: { component: FIELD_MANAGER, host: this.#nodeName },
-          reportingComponent: `${group}/agent`,
-          reportingInstance: this.#nodeName,
-          firstTimestamp: now,
-          lastTimestamp: now,
-          count: 1,
-        },
-      });
-    } catch (error) {
-      if (apiStatusOf(error) !== 409) throw error;
-    }
   }
 
   /** Notes what the agent owns of `event`'s status as the watch shows it; call it for every event watched. */

@@ -180,7 +180,7 @@ async function main(): Promise<number> {
     });
     return 2;
   }
-  const api = new KubeApi(kube, config.nodeName, clock);
+  const api = new KubeApi(kube);
   const abort = new AbortController();
   const pods = watchPods(kube, config.nodeName, clock, log, abort.signal);
   const procDir = host.path("proc");

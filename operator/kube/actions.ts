@@ -10,6 +10,8 @@ import { cordonedByAnnotation, quarantineEventLabel, quarantineSizeLabel } from 
 import type { RestClient } from "./rest.ts";
 
 export const fieldManager = "mce-operator";
+/** The placeholder's image; the chart's admission policy lets the operator create pods of it only. */
+export const quarantineImage = "registry.k8s.io/pause:3.10";
 const crdPath = (plural: string, name: string): string => `/apis/${group}/${version}/${plural}/${name}/status`;
 const tolerateGone = (e: unknown): void => {
   if (!(e instanceof ApiError) || e.status !== 404) throw e;
@@ -125,7 +127,7 @@ export class KubeActions implements ClusterActions {
             containers: [
               {
                 name: "quarantine",
-                image: "registry.k8s.io/pause:3.10",
+                image: quarantineImage,
                 // No CPU limit: a 1m quota throttles runc's init so hard that the sandbox never started on
                 // the emulated real node (the shim timed out); pause needs no CPU once it runs.
                 resources: {

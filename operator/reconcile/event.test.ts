@@ -153,6 +153,10 @@ describe("EventReconciler", () => {
     await h.events.reconcile("e1");
     expect(h.cluster.eventStatus.get("e1")).toMatchObject({ phase: "Contained", pods: [{ state: "Done" }] });
     expect(h.cluster.effects.some((c) => c.startsWith("evict"))).toBe(false);
+    // The pod's notice, from the agent's outcome: the agent itself may post no Event.
+    expect(h.cluster.recorded.find((r) => r.reason === "EarlySignal")?.message).toMatch(
+      /^hardware memory error e1 at pfn 0x\w+: 2Mi hugepage 0x\w+ is lost; lost virtual ranges 0x7f0000200000-0x7f0000400000 \(annotation mce-operator.io\/lost-ranges\); SIGUSR1 sent to pid 100$/,
+    );
   });
 
   it("times an early signal out when the agent never reports", async () => {

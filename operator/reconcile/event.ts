@@ -4,6 +4,7 @@
 // resumes without repeating or losing an action. Every choice (what to do, whether the budget allows a
 // node action now, whether a held one is due) is the model's; this file does bookkeeping and I/O only.
 import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusPod, MemoryErrorEventStatusQuarantine } from "../../crds/generated.ts";
+import { lostRangesAnnotation } from "../../crds/naming.ts";
 import { formatBytes } from "../../crds/quantity.ts";
 import { ApiError } from "../../runtime/api.ts";
 import type { EvictionOutcome } from "../actions.ts";
@@ -178,7 +179,7 @@ export class EventReconciler {
           kernelSignal: "ARAtError",
           message: "the kernel signalled its process(es) with BUS_MCEERR_AR on a later access: a warning or an eviction now would only add a disruption",
         };
-      if (entry.action === "EarlySignal") return this.planEarlySignal(status, entry, policy ?? defaultPolicy, now, requeue);
+      if (entry.action === "EarlySignal") return this.planEarlySignal(event, status, entry, policy ?? defaultPolicy, now, requeue);
       const pod = this.state.podByUid(nodeName, entry.uid);
       // Gone or going: our own eviction went through before a crash, or something else removed it.
       if (!pod || pod.deleting) return { ...entry, state: "Done", message: "the pod is gone" };
@@ -285,6 +286,7 @@ export class EventReconciler {
   }
 
   private planEarlySignal(
+    event: MemoryErrorEvent,
     status: MemoryErrorEventStatus,
     entry: MemoryErrorEventStatusPod,
     policy: Policy,
@@ -295,7 +297,14 @@ export class EventReconciler {
     const outcome = status.earlySignals?.find((s) => s.uid === entry.uid);
     if (outcome) {
       metrics.actions.inc({ action: "early_signal", outcome: outcome.state.toLowerCase() });
-      recordEvent(this.context, podRef(entry), outcome.state === "Done" ? "Normal" : "Warning", "EarlySignal", words(outcome.message ?? outcome.state));
+      // The pod's notice is the operator's to post (the agent holds no permission for Events).
+      const { spec } = event;
+      const hugepage = spec.hugepage ? `${spec.hugepage.size} hugepage ${spec.hugepage.headPfn}` : `the hugepage holding pfn ${spec.pfn}`;
+      const notice =
+        outcome.state === "Done"
+          ? `hardware memory error ${event.metadata.name} at pfn ${spec.pfn}: ${hugepage} is lost; lost virtual ranges ${(outcome.lostRanges ?? []).join(", ")} (annotation ${lostRangesAnnotation}); ${outcome.signal ?? "signal"} sent to pid ${(outcome.pids ?? []).join(", ")}`
+          : `early signal for memory error ${event.metadata.name} ${outcome.state}: ${outcome.message ?? ""}`;
+      recordEvent(this.context, podRef(entry), outcome.state === "Done" ? "Normal" : "Warning", "EarlySignal", words(notice));
       return { ...entry, state: outcome.state, message: words(`agent: ${outcome.message ?? outcome.state}`), lastAttemptAt: outcome.at };
     }
     const timeoutMs = policyDuration(policy.podActions.earlySignal.timeout, "spec.podActions.earlySignal.timeout", RETRY_FLOOR_MS);

@@ -148,12 +148,6 @@ describe("agent early signal", () => {
 
     const annotated = await c.core.readNamespacedPod({ namespace, name });
     expect(annotated.metadata?.annotations?.[lostRangesAnnotation]).toBe(range);
-    const notices = await waitFor("HugepageLost Event", async () => {
-      const list = await c.core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.uid=${uid},reason=HugepageLost` });
-      return list.items.length > 0 && list.items;
-    });
-    expect(notices).toHaveLength(1);
-    expect(notices[0]?.message).toContain(range);
 
     // A later status change by the operator must not make the agent signal again. The same change plans
     // an early signal for a second pod, one with no process on the node: the agent answers that one
@@ -188,8 +182,6 @@ describe("agent early signal", () => {
       return current.status?.earlySignals?.some((s) => s.uid === other.uid) === true && current;
     });
     expect(answered.status?.earlySignals).toEqual([done.status?.earlySignals?.[0], expect.objectContaining({ uid: other.uid, state: "Failed" })]);
-    const noticesAfter = await c.core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.uid=${uid},reason=HugepageLost` });
-    expect(noticesAfter.items).toHaveLength(1);
     agent.kill("SIGTERM");
   }, 90_000);
 });

@@ -8,6 +8,8 @@ import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { createNamespace, clients, deleteNamespace, kubectl } from "./cluster/helpers.ts";
 import { chartDir, helm, repoRoot, run, template, type K8sObject } from "./chart/harness.ts";
+import type { AgentStatus } from "../../agent/kube.ts";
+import { quarantineImage } from "../../operator/kube/actions.ts";
 
 const allOn = {
   metrics: { serviceMonitor: { enabled: true }, prometheusRule: { enabled: true }, dashboard: { enabled: true } },
@@ -147,6 +149,21 @@ describe("helm lint and template", () => {
     expect(agent.containers[0]?.securityContext?.privileged).toBe(false);
   });
 
+  it("binds the admission policies to what the code writes: the placeholder's image, the agent's status fields", async () => {
+    const objects = await template();
+    const operatorPolicy = JSON.stringify(find(objects, "ValidatingAdmissionPolicy", /-placeholder-pods$/));
+    expect(operatorPolicy).toContain(`== \\"${quarantineImage}\\"`);
+    const agentPolicy = JSON.stringify(find(objects, "ValidatingAdmissionPolicy", /-agent-own-events$/));
+    // Every status field of a MemoryErrorEvent the agent does not own is guarded against it.
+    const crd = parse(readFileSync(join(repoRoot, "crds", "memoryerrorevents.yaml"), "utf8")) as {
+      spec: { versions: { schema: { openAPIV3Schema: { properties: { status: { properties: Record<string, unknown> } } } } }[] };
+    };
+    const fields = Object.keys(crd.spec.versions[0]?.schema.openAPIV3Schema.properties.status.properties ?? {});
+    const agentOwned: (keyof AgentStatus)[] = ["earlySignals", "poolReplacementResult", "kernelSignals"];
+    const guarded = [...agentPolicy.matchAll(/object\.\?status\.\?(\w+) == oldObject/g)].map((m) => m[1]);
+    expect(guarded.sort()).toEqual(fields.filter((f) => !(agentOwned as string[]).includes(f)).sort());
+  });
+
   it("gives each component exactly the RBAC its code uses", async () => {
     const objects = await template();
     const rules = (kind: string, name: RegExp): unknown => (find(objects, kind, name) as unknown as { rules: unknown }).rules;
@@ -171,7 +188,6 @@ describe("helm lint and template", () => {
       { apiGroups: ["mce-operator.io"], resources: ["memoryerrorevents/status"], verbs: ["patch"] },
       { apiGroups: ["mce-operator.io"], resources: ["nodememoryhealths"], verbs: ["create", "patch"] },
       { apiGroups: [""], resources: ["pods"], verbs: ["list", "watch", "patch"] },
-      { apiGroups: [""], resources: ["events"], verbs: ["create"] },
     ]);
     // No wildcard anywhere, and nobody may read secrets.
     expect(JSON.stringify(objects.filter((o) => o.kind.endsWith("Role")))).not.toMatch(/"\*"|secrets/);

@@ -54,3 +54,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The agent's user name, as the API server sees requests made with its service-account token. */}}
 {{- define "mce.agentUser" -}}system:serviceaccount:{{ .Release.Namespace }}:{{ include "mce.agentName" . }}{{- end -}}
+
+{{/* The operator's user name, as the API server sees requests made with its service-account token. */}}
+{{- define "mce.operatorUser" -}}system:serviceaccount:{{ .Release.Namespace }}:{{ include "mce.operatorName" . }}{{- end -}}
+
+{{/* The quarantine placeholder's image: operator/kube/actions.ts's quarantineImage (chart-static checks they agree). */}}
+{{- define "mce.quarantineImage" -}}registry.k8s.io/pause:3.10{{- end -}}

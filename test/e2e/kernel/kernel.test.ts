@@ -33,6 +33,7 @@ import {
 import { applyCrds, applyPolicy, getEvent, getNodeHealth, startOperatorProcess, type OperatorProcess } from "../operator-harness.ts";
 import { agree, predictedOutcome, renderTable, writeResults, type Outcome, type Row } from "./conformance.ts";
 import {
+  AGENT_METRICS_PORT,
   agentLog,
   freeHugepages,
   guestKubeconfig,
@@ -143,7 +144,10 @@ async function podWorkload(
   return { pod, workload, optIn: options.optIn ?? false };
 }
 
-async function bootGuest(label: string, options: { earlyKill: boolean; gigantic: boolean; dryRun: boolean; policy?: "heal" }): Promise<Guest> {
+async function bootGuest(
+  label: string,
+  options: { earlyKill: boolean; gigantic: boolean; dryRun: boolean; policy?: "heal"; reboot?: boolean },
+): Promise<Guest> {
   const node = `${run}-${label}`;
   const policy = options.policy ?? (options.dryRun ? "dry" : "enforce");
   await createHugepageNode(c, {
@@ -153,7 +157,7 @@ async function bootGuest(label: string, options: { earlyKill: boolean; gigantic:
   });
   nodes.push(node);
   const port = Number(new URL(c.kubeConfig.getCurrentCluster()?.server ?? "").port);
-  const vm = await Vm.boot({ prepared, gigantic: options.gigantic, apiserverPort: port });
+  const vm = await Vm.boot({ prepared, gigantic: options.gigantic, apiserverPort: port, reboot: options.reboot });
   await vm.run(`sysctl -w vm.memory_failure_early_kill=${options.earlyKill ? 1 : 0}`);
   const bootID = (await vm.run("cat /proc/sys/kernel/random/boot_id")).trim();
   const guest = { vm, node, bootID, earlyKill: options.earlyKill, dryRun: options.dryRun } as Omit<Guest, "bystander">;
@@ -521,6 +525,96 @@ async function free(guest: Guest, scenario: string, method: FreeMethod): Promise
   return pfn;
 }
 
+/**
+ * corrupt-pfn on a page of the kernel's own data: the kernel cannot handle it, says "unhandlable page."
+ * (on the kernels that print it) and then gives the pfn its verdict. One error, the verdict's words, no
+ * line the agent could not read. The model predicts the memory effects; the words are the kernel's.
+ */
+async function kernelPage(guest: Guest, scenario: string): Promise<void> {
+  const data = /^\s*([0-9a-f]+)-[0-9a-f]+ : Kernel data$/m.exec(await guest.vm.run("cat /proc/iomem"));
+  if (data?.[1] === undefined) throw new Error("the guest's /proc/iomem names no Kernel data range");
+  const pfn = Math.floor(parseInt(data[1], 16) / 4096) + 2;
+  const before = await readMemory(guest.vm);
+  const injectedAt = Date.now();
+  // The kernel refuses the write (EBUSY) once it has said what it did: the exit code says nothing.
+  await guest.vm.sh(`echo ${pfn} > /sys/kernel/debug/hwpoison/corrupt-pfn`);
+  const { event, latencyMs } = await eventFor(guest, pfn, injectedAt);
+  const log = await kernelLog(guest.vm);
+  const verdict = verdictOf(log, pfn);
+  expect(verdict, "the kernel's verdict for the kernel page").toBeDefined();
+  expect(event.spec).toMatchObject({ pfn: formatPfn(pfn), pageType: verdict?.pageType, result: verdict?.result });
+  expect(event.spec.hugepage).toBeUndefined();
+  expect(event.spec.mappers ?? []).toEqual([]);
+  const unhandlable = log.includes(`Memory failure: ${formatPfn(pfn)}: unhandlable page.`);
+  expect((event.spec.kernelLines ?? []).some((line) => line.includes("unhandlable page."))).toBe(unhandlable);
+  const parseErrors = await guest.vm.sh(`wget -qO- http://127.0.0.1:${AGENT_METRICS_PORT}/metrics | grep '^mce_agent_parse_errors_total' || true`);
+  expect(parseErrors.output.split("\n").filter((line) => !/ 0$/.test(line.trim()) && line.trim() !== "")).toEqual([]);
+  await checkOperator(guest, event.metadata.name, [], false);
+  const after = await readMemory(guest.vm);
+  const prediction = predictKernelOutcome(ClusterState.memoryError(event), nodeState(guest));
+  const observed: Outcome = { pageType: verdict?.pageType, result: verdict?.result, ao: [], ar: [], ...delta(before, after, "2Mi") };
+  // The words on the predicted side are the agent's event's, checked against the kernel's verdict.
+  const predicted = { ...predictedOutcome(prediction, new Map(), "2Mi", []), pageType: event.spec.pageType, result: event.spec.result };
+  const notes = [unhandlable ? "the kernel said 'unhandlable page.' before its verdict: one event, the verdict's words" : "no 'unhandlable page.' line"];
+  const row = record({ scenario, node: guest.node, observed, predicted, injectionToEventMs: latencyMs, profile: prediction.kernelProfile, notes });
+  expect(row.observed).toEqual(row.predicted);
+}
+
+/**
+ * A fatal machine check (processor context corrupt) panics the guest, which resets; the banks keep the
+ * record across the warm reset and the next boot logs it before it runs init. The agent of the new boot
+ * reports it as an error from before the boot: Fatal, loggedAtBoot, no mapper; this boot's kernel
+ * poisoned nothing and the model predicts nothing lost.
+ */
+async function resetByFatalMachineCheck(guest: Guest, scenario: string): Promise<void> {
+  const head = (await freeHugepages(guest.vm, "2Mi", 1))[0] ?? 0;
+  const pfn = head + 5;
+  const oldBoot = guest.bootID;
+  await guest.vm.monitor(`mce ${guest.vm.cpus > 1 ? "-b " : ""}0 9 0xbe00000000800400 0x5 0x${(pfn * 4096).toString(16)} 0x8c`);
+  const newBoot = await waitFor(
+    "the guest to panic and boot again",
+    async () => {
+      const answer = await guest.vm.sh("cat /proc/sys/kernel/random/boot_id", 2000).catch(() => undefined);
+      const id = answer?.output.trim();
+      return answer?.code === 0 && id !== undefined && id !== oldBoot && id;
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+    () => guest.vm.console.slice(-2000),
+  );
+  expect(guest.vm.console).toMatch(/Kernel panic - not syncing: Fatal machine check/);
+  guest.bootID = newBoot;
+  const log = await kernelLog(guest.vm);
+  const bootDone = /^\[\s*(\d+\.\d+)\] Run \S+ as init process$/m.exec(log)?.[1];
+  const logged = new RegExp(`^\\[\\s*(\\d+\\.\\d+)\\] mce: \\[Hardware Error\\]: TSC \\w+ ADDR ${(pfn * 4096).toString(16)} `, "m").exec(log)?.[1];
+  expect(logged, "the record the banks kept, in the new boot's log").toBeDefined();
+  expect(Number(logged)).toBeLessThan(Number(bootDone));
+  const before = await readMemory(guest.vm);
+  await startAgent(guest.vm, guest.node, guestKubeconfig(provided("kubeconfig"), Number(new URL(c.kubeConfig.getCurrentCluster()?.server ?? "").port)));
+  await waitFor(
+    "NodeMemoryHealth from the agent of the new boot",
+    async () => (await getNodeHealth(guest.node).catch(() => undefined))?.spec.bootID === newBoot,
+    { timeoutMs: 120_000, intervalMs: 500 },
+    () => agentLog(guest.vm).slice(-3000),
+  );
+  const { event } = await eventFor(guest, pfn, Date.now());
+  expect(event.spec).toMatchObject({ pfn: formatPfn(pfn), severity: "Fatal", source: "MachineCheck", loggedAtBoot: true, bootID: newBoot });
+  expect(event.spec.mappers ?? []).toEqual([]);
+  const decided = await waitFor(`${event.metadata.name} decided`, async () => {
+    const e = await readEvent(event.metadata.name);
+    return e?.status?.phase !== undefined && e.status.phase !== "Pending" && e;
+  });
+  expect(decided.status?.pods ?? []).toEqual([]);
+  await waitFor("the error in the node's history", async () => ((await getNodeHealth(guest.node)).status?.uncorrectedErrors ?? 0) >= 1);
+  const after = await readMemory(guest.vm);
+  expect(after.hardwareCorruptedBytes).toBe(0);
+  const prediction = predictKernelOutcome(ClusterState.memoryError(event), nodeState(guest));
+  const observed: Outcome = { ...verdictOf(log, pfn), ao: [], ar: [], ...delta(before, after, "2Mi") };
+  const predicted = predictedOutcome(prediction, new Map(), "2Mi", []);
+  const notes = [`logged at ${logged ?? "?"} s of the new boot, init ran at ${bootDone ?? "?"} s; operator: ${decided.status?.prediction?.reason ?? ""}`];
+  const row = record({ scenario, node: guest.node, observed, predicted, profile: prediction.kernelProfile, notes });
+  expect(row.observed).toEqual(row.predicted);
+}
+
 /** Software unpoison of a page poisoned free: the mark goes, the dissolved hugepage does not come back. */
 async function unpoison(guest: Guest, scenario: string, pfn: number): Promise<void> {
   const before = await readMemory(guest.vm);
@@ -845,6 +939,24 @@ describe("early kill on (vm.memory_failure_early_kill=1), 2 MiB pool, Enforce", 
   });
   it("a real SRAO machine check on a mapped hugepage: AO to the holder", async () => {
     await inUse(g(), { scenario: "real SRAO machine check, mapped, early_kill=1", mappers: [{}], method: "machine-check" });
+  });
+  it("corrupt-pfn on a kernel data page: unhandlable page., then one error with the verdict's words", async () => {
+    await kernelPage(g(), "corrupt-pfn on a kernel data page (unhandlable)");
+  });
+});
+
+describe("a node reset by a fatal machine check", () => {
+  let guest: Guest | undefined;
+  beforeAll(async () => {
+    guest = await bootGuest("reset", { earlyKill: false, gigantic: false, dryRun: false, reboot: true });
+  });
+  afterAll(async () => {
+    // The bystander's process went with the boot that panicked; its pod stays.
+    await guest?.vm.stop();
+  });
+
+  it("the next boot logs the record the banks kept: an error from before the boot, nothing lost in this one", async () => {
+    await resetByFatalMachineCheck(guest ?? (undefined as never), "fatal machine check, node reset, record logged at the next boot");
   });
 });
 

@@ -38,6 +38,8 @@ export interface VmOptions {
   gigantic: boolean;
   /** The apiserver's port on 127.0.0.1, reached from the guest at 10.0.2.100 on the same port. */
   apiserverPort: number;
+  /** A reset boots the guest again (a warm reset keeps the machine-check banks), instead of ending QEMU. */
+  reboot?: boolean;
 }
 
 export interface ShellResult {
@@ -78,7 +80,7 @@ export class Vm {
     const port = options.apiserverPort;
     const args = [
       ...["-machine", "q35,accel=tcg", "-cpu", "qemu64,vendor=GenuineIntel,+pdpe1gb", "-m", "4096", "-smp", String(options.cpus ?? 1)],
-      ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
+      ...["-nodefaults", "-no-user-config", "-display", "none", ...(options.reboot === true ? [] : ["-no-reboot"])],
       ...["-serial", `file:${join(dir, "console.log")}`],
       ...["-kernel", options.prepared.kernel, "-initrd", options.prepared.initramfs],
       // mce=print_all: the kernel prints the detail of an SRAO machine check too, not just "events logged".
