@@ -170,5 +170,4 @@ describe("KubeApi creates", () => {
       expect((refused as ApiError).message).toContain(`spec.pfn: refused by the test (${code})`);
     }
   });
-
 });
