@@ -751,8 +751,17 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 "matchLabels": {
                   "type": "object",
                   "description": "Labels a node must have, exactly.",
+                  "maxProperties": 32,
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+                      "message": "every key must be a label key (a qualified name, optionally prefixed by a DNS subdomain)"
+                    }
+                  ],
                   "additionalProperties": {
-                    "type": "string"
+                    "type": "string",
+                    "maxLength": 63,
+                    "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
                   }
                 },
                 "matchExpressions": {
@@ -832,7 +841,8 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                       "type": "string",
                       "description": "The pod annotation whose value \"true\" opts a pod in.",
                       "default": "mce-operator.io/early-signal",
-                      "maxLength": 317
+                      "maxLength": 317,
+                      "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
                     },
                     "signal": {
                       "type": "string",
@@ -849,6 +859,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                       "type": "string",
                       "description": "How long the operator waits for the agent to report the signal done (a Go duration).",
                       "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                      "maxLength": 32,
                       "default": "60s"
                     }
                   }
@@ -884,6 +895,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                       "type": "string",
                       "description": "First retry delay after a refused eviction; doubles per attempt up to five minutes (a Go duration).",
                       "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                      "maxLength": 32,
                       "default": "5s"
                     },
                     "fallbackToDelete": {
@@ -894,7 +906,8 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                     "deleteAfter": {
                       "type": "string",
                       "description": "How long eviction must stay refused before the fallback delete (a Go duration).",
-                      "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+                      "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                      "maxLength": 32
                     }
                   }
                 }
@@ -970,6 +983,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "string",
                   "description": "The window the per-node limits and the refusal pause count in (a Go duration).",
                   "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                  "maxLength": 32,
                   "default": "24h"
                 },
                 "minFreeMemory": {
@@ -999,6 +1013,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "string",
                   "description": "The sliding window errors are counted over (a Go duration).",
                   "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                  "maxLength": 32,
                   "default": "24h"
                 },
                 "taintAfter": {
@@ -1035,6 +1050,12 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "type": "object",
               "description": "Limits that keep containment from hurting more of the cluster than the errors do.",
               "default": {},
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!has(self.cooldown) || duration(self.cooldown) >= duration('1s')",
+                  "message": "cooldown must be at least 1s (without one, every error on a node may escalate it at once)"
+                }
+              ],
               "properties": {
                 "maxUnavailableNodesPercent": {
                   "type": "integer",
@@ -1065,6 +1086,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                       "type": "string",
                       "description": "The breaker's window (a Go duration).",
                       "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                      "maxLength": 32,
                       "default": "1h"
                     }
                   }
@@ -1100,6 +1122,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "type": "string",
                   "description": "Least time between two node actions on the same node (a Go duration).",
                   "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                  "maxLength": 32,
                   "default": "10m"
                 }
               }
@@ -1225,6 +1248,10 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
             {
               "rule": "self == oldSelf",
               "message": "spec is immutable; a memory error is reported once and never changed"
+            },
+            {
+              "rule": "!has(self.hugepage) || self.hugepage.headPfn == (self.hugepage.size == '2Mi' ? (size(self.pfn) < 5 ? '0x0' : (self.pfn.substring(0, size(self.pfn) - 3) + {'0':'0','1':'0','2':'2','3':'2','4':'4','5':'4','6':'6','7':'6','8':'8','9':'8','a':'a','b':'a','c':'c','d':'c','e':'e','f':'e'}[self.pfn.substring(size(self.pfn) - 3, size(self.pfn) - 2)] + '00' == '0x000' ? '0x0' : self.pfn.substring(0, size(self.pfn) - 3) + {'0':'0','1':'0','2':'2','3':'2','4':'4','5':'4','6':'6','7':'6','8':'8','9':'8','a':'a','b':'a','c':'c','d':'c','e':'e','f':'e'}[self.pfn.substring(size(self.pfn) - 3, size(self.pfn) - 2)] + '00')) : (size(self.pfn) < 7 ? '0x0' : (self.pfn.substring(0, size(self.pfn) - 5) + {'0':'0','1':'0','2':'0','3':'0','4':'4','5':'4','6':'4','7':'4','8':'8','9':'8','a':'8','b':'8','c':'c','d':'c','e':'c','f':'c'}[self.pfn.substring(size(self.pfn) - 5, size(self.pfn) - 4)] + '0000' == '0x00000' ? '0x0' : self.pfn.substring(0, size(self.pfn) - 5) + {'0':'0','1':'0','2':'0','3':'0','4':'4','5':'4','6':'4','7':'4','8':'8','9':'8','a':'8','b':'8','c':'c','d':'c','e':'c','f':'c'}[self.pfn.substring(size(self.pfn) - 5, size(self.pfn) - 4)] + '0000')))",
+              "message": "hugepage.headPfn must be the head of the hugepage that holds pfn (pfn rounded down to the hugepage size)"
             }
           ],
           "required": [
@@ -1240,7 +1267,8 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "type": "string",
               "description": "Name of the Node whose memory failed.",
               "minLength": 1,
-              "maxLength": 253
+              "maxLength": 253,
+              "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
             },
             "bootID": {
               "type": "string",
@@ -2078,7 +2106,8 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "type": "string",
               "description": "Name of the Node; equals metadata.name.",
               "minLength": 1,
-              "maxLength": 253
+              "maxLength": 253,
+              "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
             },
             "bootID": {
               "type": "string",
@@ -2112,6 +2141,12 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "numaNode",
                   "total",
                   "free"
+                ],
+                "x-kubernetes-validations": [
+                  {
+                    "rule": "self.free <= self.total",
+                    "message": "free must not exceed total (free_hugepages counts pages of the pool)"
+                  }
                 ],
                 "properties": {
                   "size": {

@@ -14,6 +14,7 @@ export interface JsonSchema {
   minimum?: number;
   maximum?: number;
   maxItems?: number;
+  maxProperties?: number;
   default?: unknown;
   "x-kubernetes-list-type"?: "atomic" | "set" | "map";
   "x-kubernetes-list-map-keys"?: string[];

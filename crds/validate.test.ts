@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { generate, loadCrds } from "./gen.ts";
-import { applyDefaults, parseResource, SchemaError, validateValue } from "./validate.ts";
+import { applyDefaults, celRules, parseResource, SchemaError, validateResource, validateValue } from "./validate.ts";
+import type { JsonSchema } from "./schema.ts";
 import { crdInfo } from "./generated.ts";
 
 describe("generated code", () => {
@@ -86,5 +87,48 @@ describe("runtime validation", () => {
       { path: "x", message: "must have at most 1 items, has 2" },
       { path: "x[1]", message: "expected a string, got 2" },
     ]);
+  });
+});
+
+describe("the CRDs' CEL rules, run by the runtime validator too", () => {
+  const rulesOf = (schema: JsonSchema): { rule: string; message?: string }[] => [
+    ...(schema["x-kubernetes-validations"] ?? []),
+    ...Object.values(schema.properties ?? {}).flatMap(rulesOf),
+    ...(schema.items ? rulesOf(schema.items) : []),
+    ...(typeof schema.additionalProperties === "object" ? rulesOf(schema.additionalProperties) : []),
+  ];
+
+  it("has an implementation of every rule but the transition rules, under the rule's message", () => {
+    const rules = Object.values(crdInfo).flatMap((info) => rulesOf(info.schema));
+    expect(rules.length).toBeGreaterThan(10);
+    for (const { rule, message = rule } of rules.filter((r) => !r.rule.includes("oldSelf"))) expect(celRules[message], message).toBeDefined();
+  });
+
+  const event = (pfn: string, hugepage: { size: string; headPfn: string }): unknown => ({
+    apiVersion: "mce-operator.io/v1alpha1",
+    kind: "MemoryErrorEvent",
+    metadata: { name: "e" },
+    spec: { nodeName: "worker-1", bootID: "b", observedAt: "2026-11-25T12:00:00Z", source: "Kmsg", pfn, severity: "ActionOptional", hugepage },
+  });
+  it.each([
+    ["0x5205", "2Mi", "0x5200", true],
+    ["0x5205", "2Mi", "0x5000", false],
+    ["0x5205", "2Mi", "0x5201", false],
+    ["0x105", "2Mi", "0x0", true],
+    ["0x1ff", "2Mi", "0x0", true],
+    ["0x205", "2Mi", "0x200", true],
+    ["0x140205", "1Gi", "0x140000", true],
+    ["0x140205", "1Gi", "0x100000", false],
+    ["0x3ffff", "1Gi", "0x0", true],
+    ["0x40005", "1Gi", "0x40000", true],
+  ] as const)("pfn %s in a %s hugepage headed %s: %s", (pfn, size, headPfn, valid) => {
+    expect(validateResource("MemoryErrorEvent", event(pfn, { size, headPfn })).length === 0).toBe(valid);
+  });
+
+  it("drops null fields as the API server does, and leaves the rules to the cache when asked", () => {
+    const policy = { metadata: { name: "p" }, spec: { mode: "Enforce", safety: { cooldown: "0s" }, escalation: { taintKey: null } } };
+    expect(() => parseResource("ContainmentPolicy", policy, "p")).toThrow(/spec\.safety: cooldown must be at least 1s/);
+    const cached = parseResource("ContainmentPolicy", policy, "p", { celRules: false });
+    expect(cached.spec.escalation.taintKey).toBe("mce-operator.io/memory-failing");
   });
 });

@@ -120,7 +120,7 @@ export class Controller {
       transform: (raw) => {
         const name = typeof raw.metadata === "object" && raw.metadata !== null ? String((raw.metadata as { name?: unknown }).name) : "?";
         try {
-          return parseResource("ContainmentPolicy", raw, `ContainmentPolicy ${name}`);
+          return parseResource("ContainmentPolicy", raw, `ContainmentPolicy ${name}`, { celRules: false });
         } catch (error) {
           log.error("policy ignored: it breaks the CRD's schema", { policy: name, error });
           return undefined;

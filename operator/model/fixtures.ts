@@ -7,7 +7,8 @@ import type { ClusterBudget, Mapper, MemoryError, NodeState, PodState, Policy } 
 export const T0 = Date.parse("2026-11-25T12:00:00Z");
 
 export function policySpec(spec: Partial<ContainmentPolicySpec> = {}): Policy {
-  return parseResource("ContainmentPolicy", { metadata: { name: "test" }, spec: { mode: "Enforce", ...spec } }, "test policy").spec;
+  // As the operator's cache reads a stored policy: the structural schema only (see ValidateOptions).
+  return parseResource("ContainmentPolicy", { metadata: { name: "test" }, spec: { mode: "Enforce", ...spec } }, "test policy", { celRules: false }).spec;
 }
 
 export function node(overrides: Partial<NodeState> = {}): NodeState {

@@ -260,7 +260,7 @@ export function parseScenario(text: string, file: string): Scenario {
       ...(where === 1 ? [] : [{ path, message: "expected exactly one of node or nodes" }]),
     ];
   });
-  const issuesFound = [...entryIssues, ...consistencyIssues(scenario, policies)];
+  const issuesFound = [...entryIssues, ...consistencyIssues(scenario)];
   if (issuesFound.length > 0)
     throw new ScenarioError(
       file,
@@ -270,10 +270,7 @@ export function parseScenario(text: string, file: string): Scenario {
 }
 
 /** What the schema cannot say: names that must be unique or must exist, bounds across entries, order. */
-function consistencyIssues(
-  scenario: Omit<Scenario, "policies" | "pods" | "pdbs"> & { pods?: ScenarioPod[] },
-  policies: DefaultedContainmentPolicy[],
-): SchemaIssue[] {
+function consistencyIssues(scenario: Omit<Scenario, "policies" | "pods" | "pdbs"> & { pods?: ScenarioPod[] }): SchemaIssue[] {
   const issues: SchemaIssue[] = [];
   const nodeLabels = new Map<string, Record<string, string>>();
   let expanded = 0;
@@ -315,12 +312,6 @@ function consistencyIssues(
     if (entry.nodes !== undefined && ![...nodeLabels.values()].some((labels) => selectorMatches(entry.nodes, labels)))
       issues.push({ path: `${path}.nodes`, message: "selects no node" });
     if (entry.error) pfnIssue(entry.error.pfn, `${path}.error.pfn`, issues);
-  });
-  policies.forEach((policy, i) => {
-    const { taintAfter, cordonAfter } = policy.spec.escalation;
-    // The CRD's CEL rule, which the schema check does not run.
-    if (cordonAfter <= taintAfter)
-      issues.push({ path: `policies[${i}].spec.escalation`, message: `cordonAfter (${cordonAfter}) must be greater than taintAfter (${taintAfter})` });
   });
   return issues;
 }

@@ -1,6 +1,8 @@
 // The API on a real kube-apiserver: the CRDs install, every kind round-trips, kubectl shows the columns
 // and the descriptions, and invalid objects are refused with a message naming the field.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CrdKind } from "../../crds/generated.ts";
+import { validateResource } from "../../crds/validate.ts";
 import { kubectl, uniqueName } from "./cluster/helpers.ts";
 
 const apiVersion = "mce-operator.io/v1alpha1";
@@ -223,12 +225,97 @@ describe("the mce-operator.io API on a real API server", () => {
       () => health(uniqueName("bad"), { hugepagePools: [{ size: "2Mi", numaNode: 0, total: 4, free: -1 }] }),
       /spec\.hugepagePools\[0\]\.free: Invalid value: -1/,
     ],
+    // Found by the probes of issue 17.
+    ["a node name that is no DNS name", () => event(uniqueName("bad"), { nodeName: "Node A/../x" }), /spec\.nodeName: Invalid value: "Node A\/\.\.\/x"/],
+    [
+      "a hugepage head that is not the head of the pfn's hugepage",
+      () => event(uniqueName("bad"), { hugepage: { size: "2Mi", headPfn: "0x5000" } }),
+      /spec: Invalid value: .*hugepage\.headPfn must be the head of the hugepage that holds pfn/,
+    ],
+    [
+      "an unaligned hugepage head",
+      () => event(uniqueName("bad"), { hugepage: { size: "2Mi", headPfn: "0x5201" } }),
+      /spec: Invalid value: .*hugepage\.headPfn must be the head of the hugepage that holds pfn/,
+    ],
+    [
+      "a 1 GiB head that is not the pfn's",
+      () => event(uniqueName("bad"), { pfn: "0x140205", hugepage: { size: "1Gi", headPfn: "0x100000" } }),
+      /spec: Invalid value: .*hugepage\.headPfn must be the head of the hugepage that holds pfn/,
+    ],
+    [
+      "more free hugepages than the pool holds",
+      () => health(uniqueName("bad"), { hugepagePools: [{ size: "2Mi", numaNode: 0, total: 4, free: 5 }] }),
+      /spec\.hugepagePools\[0\]: Invalid value: .*free must not exceed total/,
+    ],
+    [
+      "an opt-in annotation that is no qualified name",
+      () => policy(uniqueName("bad"), { podActions: { earlySignal: { optInAnnotation: "bad annotation!" } } }),
+      /spec\.podActions\.earlySignal\.optInAnnotation: Invalid value: "bad annotation!"/,
+    ],
+    [
+      "a node selector label value Kubernetes refuses",
+      () => policy(uniqueName("bad"), { nodeSelector: { matchLabels: { rack: "bad value!" } } }),
+      /spec\.nodeSelector\.matchLabels\.rack: Invalid value: "bad value!"/,
+    ],
+    [
+      "a node selector label key Kubernetes refuses",
+      () => policy(uniqueName("bad"), { nodeSelector: { matchLabels: { "bad key!": "x" } } }),
+      /spec\.nodeSelector\.matchLabels: Invalid value: .*every key must be a label key/,
+    ],
+    [
+      "a window of 400 digits of hours",
+      () => policy(uniqueName("bad"), { escalation: { window: `${"9".repeat(400)}h` } }),
+      /spec\.escalation\.window: Too long/,
+    ],
+    ["a cooldown of 0s", () => policy(uniqueName("bad"), { safety: { cooldown: "0s" } }), /spec\.safety: Invalid value: .*cooldown must be at least 1s/],
   ];
 
-  it.each(invalid)("refuses %s, naming the field", async (_what, make, message) => {
-    const result = await apply(make());
+  it.each(invalid)("refuses %s, naming the field, as the runtime validator does", async (_what, make, message) => {
+    const object = make();
+    const result = await apply(object);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(message);
+    // The agent, the simulator and the operator's scenario files check objects with the runtime validator:
+    // it refuses the same object, naming the same field.
+    const issues = validateResource(object.kind as CrdKind, object);
+    expect(issues.length, JSON.stringify(issues)).toBeGreaterThan(0);
+    const field = /^(\S+?):/.exec(
+      result.stderr
+        .split("\n")
+        .find((line) => /Invalid value|Unsupported value|Required value|Too long/.test(line))
+        ?.replace(/^.*?(spec|metadata|status)/, "$1") ?? "",
+    )?.[1];
+    if (field !== undefined) expect(issues.map((i) => i.path)).toContain(field);
+  });
+
+  it("refuses a patch that puts cordonAfter at or below taintAfter, not only on create", async () => {
+    const name = uniqueName("escalation");
+    expect((await apply(policy(name, { escalation: { taintAfter: 2, cordonAfter: 4 } }))).code).toBe(0);
+    const result = await kubectl(["patch", "cpol", name, "--type=merge", "-p", JSON.stringify({ spec: { escalation: { cordonAfter: 2 } } })]);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/spec\.escalation: Invalid value: .*cordonAfter must be greater than taintAfter/);
+  });
+
+  it("refuses a health verdict outside the enum through the status subresource", async () => {
+    const name = uniqueName("health");
+    expect((await apply(health(name))).code).toBe(0);
+    const result = await kubectl(["patch", "nmh", name, "--subresource=status", "--type=merge", "-p", '{"status":{"health":"Bogus"}}']);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/status\.health: Unsupported value: "Bogus"/);
+  });
+
+  it("reads a null field as absent, as a create does (the agent creates): nothing invalid is stored", async () => {
+    const name = uniqueName("null");
+    const object = event(name, { pageType: null });
+    // A create drops a null field before it validates; server-side apply refuses it. Either way no stored
+    // event has a null page type, and the runtime validator reads null as the create does.
+    const created = await kubectl(["create", "-f", "-"], { input: JSON.stringify(object) });
+    expect(created.code, created.stderr).toBe(0);
+    const stored = JSON.parse((await kubectl(["get", "mee", name, "-o", "json"])).stdout) as { spec: Record<string, unknown> };
+    expect("pageType" in stored.spec).toBe(false);
+    const applied = await apply(event(uniqueName("null"), { pageType: null }));
+    expect(applied.stderr).toMatch(/spec\.pageType: Invalid value: "null": spec\.pageType in body must be of type string/);
+    expect(validateResource("MemoryErrorEvent", object)).toEqual([]);
   });
 
   it("refuses any change to an event's spec", async () => {
