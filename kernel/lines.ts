@@ -770,6 +770,12 @@ function nearest(shapes: readonly Shape[], rest: string): Shape | undefined {
   return best;
 }
 
+// Control characters but the tab.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_ALL = /[\u0000-\u001f\u007f]/g;
+
 /** Reads one line of any era and any prefix style. */
 export function parseKernelLine(line: string): KernelLineResult {
   if (!RELEVANT.test(line) || isKmsgDictionaryLine(line)) return IGNORED;
@@ -777,6 +783,9 @@ export function parseKernelLine(line: string): KernelLineResult {
   const { text, facility } = stripLogPrefix(line);
   // Any process may write to /dev/kmsg, under its own facility: only the kernel's records are evidence.
   if (facility !== undefined && facility !== 0) return unrecognized(text, `written by user space (syslog facility ${facility}), not the kernel`);
+  // The kernel prints no control character in these lines (/dev/kmsg and dmesg escape one as \xNN): one
+  // there is damage, never a page-type word.
+  if (CONTROL.test(text)) return unrecognized(text.replace(CONTROL_ALL, "?"), "control characters in the line, which the kernel never prints there");
   let nearMiss: string | undefined;
   for (const compiled of GRAMMAR) {
     const lead = compiled.leader.exec(text);
