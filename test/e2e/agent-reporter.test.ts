@@ -217,3 +217,65 @@ describe("agent reporting", () => {
     }
   }, 120_000);
 });
+
+describe("hostile and broken kernel input (issue 17), through the real agent to the real API server", () => {
+  it("makes an event of every real error and of nothing else, and no bad detail costs an error", async () => {
+    const node = uniqueName("agent-hostile");
+    const { root, stateDir } = host();
+    let seq = 100;
+    const kmsg = (text: string, priority = 3): string => `${priority},${++seq},1000000,-;${text}`;
+    const verdict = (pfn: number): string => `Memory failure: 0x${pfn.toString(16)}: recovery action for huge page: Recovered`;
+    const pfn = { badKill: 0x20005, srao: 0x20205, ceA: 0x20405, ceB: 0x20605, control: 0x20805 };
+    const cases: { what: string; lines: string[]; event?: { pfn: number; severity: string } }[] = [
+      {
+        what: "a verdict after a malformed kill line (pid 0)",
+        lines: [kmsg(`Memory failure: 0x${pfn.badKill.toString(16)}: Sending SIGBUS to hwp:0 due to hardware memory corruption`), kmsg(verdict(pfn.badKill))],
+        event: { pfn: pfn.badKill, severity: "ActionOptional" },
+      },
+      { what: "a verdict written to /dev/kmsg by user space (facility user)", lines: [kmsg(verdict(0x21005), 14)] },
+      { what: "a verdict user space wrote at the kernel's error level (priority 11: user facility, level 3)", lines: [kmsg(verdict(0x21205), 11)] },
+      {
+        what: "an SRAO machine-check record with no verdict",
+        lines: [
+          kmsg("mce: [Hardware Error]: CPU 0: Machine Check Exception: 5 Bank 9: bd000000000000c0", 2),
+          kmsg(`mce: [Hardware Error]: TSC 3ed904d41 ADDR ${(pfn.srao * 4096).toString(16)} MISC 8c`, 2),
+        ],
+        event: { pfn: pfn.srao, severity: "ActionOptional" },
+      },
+      {
+        what: "two corrected records in the same second",
+        lines: [pfn.ceA, pfn.ceB].flatMap((p) => [
+          kmsg("mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 9: 9c000000000000c0", 2),
+          kmsg(`mce: [Hardware Error]: TSC 0 ADDR ${(p * 4096).toString(16)} MISC 8c`, 2),
+        ]),
+      },
+      { what: "a pfn beyond the 52-bit physical address space", lines: [kmsg(verdict(2 ** 53 + 5))] },
+      { what: "control characters in the page-type words", lines: [kmsg(`Memory failure: 0x21405: recovery action for huge\u0000 page: Recovered`)] },
+      { what: "a plain verdict after all of it", lines: [kmsg(verdict(pfn.control))], event: { pfn: pfn.control, severity: "ActionOptional" } },
+    ];
+    const corrected = [pfn.ceA, pfn.ceB].map((p) => ({ pfn: p, severity: "Corrected" }));
+    const expected = [...cases.flatMap((c) => (c.event ? [c.event] : [])), ...corrected];
+    const file = join(stateDir, "hostile.txt");
+    writeFileSync(file, `${cases.flatMap((c) => c.lines).join("\n")}\n`);
+    const agent = startAgent(node, root, stateDir, file);
+    try {
+      const events = await waitForEvents(node, expected.length, 30_000);
+      // A moment more: an invented event would come now.
+      await new Promise((resolve) => setTimeout(resolve, 6000));
+      const all = await eventsOf(node);
+      const seen = all.map((e) => ({ pfn: Number.parseInt(e.spec.pfn, 16), severity: e.spec.severity })).sort((a, b) => a.pfn - b.pfn);
+      const missing = expected.filter((x) => !seen.some((s) => s.pfn === x.pfn));
+      const invented = seen.filter((s) => !expected.some((x) => x.pfn === s.pfn));
+      console.log(
+        `\nhostile kernel input: ${cases.length} cases, ${expected.length} events expected, ${all.length} created, ${missing.length} missing, ${invented.length} invented\n` +
+          cases.map((c) => `  ${c.event || c.what.startsWith("two corrected") ? "event   " : "no event"}  ${c.what}`).join("\n"),
+      );
+      expect(seen).toEqual([...expected].sort((a, b) => a.pfn - b.pfn));
+      expect(events.find((e) => e.spec.pfn === `0x${pfn.badKill.toString(16)}`)?.spec.mappers ?? []).toEqual([]);
+    } finally {
+      expect(await stopAgent(agent)).toBe(0);
+    }
+    const warnings = logLines(agent).map((l) => l.msg);
+    expect(warnings.filter((m) => /fits no known shape/.test(m)).length).toBeGreaterThanOrEqual(3);
+  }, 60_000);
+});
