@@ -76,6 +76,9 @@ const PREFIXES = [
   () => `${int(8)},${int(1e6)},${int(1e10)},-;`,
   () => `[${(random() * 1e5).toFixed(6).padStart(12)}] `,
   () => "<3>",
+  // User space writing to /dev/kmsg (its own facility) or a syslog line of another facility: no evidence.
+  () => `${8 + int(184)},${int(1e6)},${int(1e10)},-;`,
+  () => `<${8 + int(184)}>`,
   () => "Dec  1 12:00:00 worker-7 kernel: ",
   () => "2026-12-01T12:00:00.123456+00:00 worker-7 kernel: ",
   () => "[Tue Dec  1 12:00:00 2026] ",
@@ -107,7 +110,7 @@ function fill(template: string): string {
 }
 
 /** One generated line: a filled shape, then perhaps one mutation, behind a random prefix. */
-function generate(): { text: string; kind: Kind; intact: boolean } {
+function generate(): { text: string; kind: Kind; intact: boolean; userSpace: boolean } {
   const [template, kind] = pick(SHAPES);
   let text = fill(template);
   let intact = true;
@@ -130,7 +133,9 @@ function generate(): { text: string; kind: Kind; intact: boolean } {
     text = text.slice(0, at) + text.slice(at + 1 + int(8)); // characters lost
     intact = false;
   }
-  return { text: pick(PREFIXES)() + text, kind, intact };
+  const prefix = pick(PREFIXES)();
+  const priority = /^(\d+),|^<(\d+)>/.exec(prefix);
+  return { text: prefix + text, kind, intact, userSpace: priority !== null && Number(priority[1] ?? priority[2]) >= 8 };
 }
 
 const context: EventContext = {
@@ -144,6 +149,7 @@ const context: EventContext = {
 
 const kinds = new Uint8Array(LINES);
 const intactLines = new Uint8Array(LINES);
+const userSpaceLines = new Uint8Array(LINES);
 const KIND: Record<Kind, number> = { verdict: 1, mce: 2, other: 3 };
 const assembler = new ErrorAssembler({ maxAgeMs: 5_000 });
 let crashes = 0;
@@ -152,6 +158,8 @@ let events = 0;
 let invented = 0;
 const inventedSamples: string[] = [];
 let fromDamaged = 0;
+let fromUserSpace = 0;
+let controlCharacters = 0;
 let refusedBySchema = 0;
 const schemaSamples: string[] = [];
 let unrecognized = 0;
@@ -174,9 +182,12 @@ function deliver(out: ReturnType<ErrorAssembler["push"]>): void {
       if (inventedSamples.length < 5) inventedSamples.push(line.text.slice(0, 200));
     }
     if (intactLines[seq] === 0) fromDamaged++;
+    if (userSpaceLines[seq] === 1) fromUserSpace++;
     try {
       const fitted = fitToSchema(buildMemoryErrorEvent(error, "kmsg", line.at, [], () => undefined, context));
       events++;
+      // eslint-disable-next-line no-control-regex
+      if (/[\u0000-\u0008\u000a-\u001f\u007f]/.test(`${fitted.event.spec.pageType ?? ""}${fitted.event.spec.result ?? ""}`)) controlCharacters++;
       if (fitted.issues.length > 0) {
         refusedBySchema++;
         if (schemaSamples.length < 5)
@@ -190,9 +201,10 @@ function deliver(out: ReturnType<ErrorAssembler["push"]>): void {
 
 const start = performance.now();
 for (let i = 0; i < LINES; i++) {
-  const { text, kind, intact } = generate();
+  const { text, kind, intact, userSpace } = generate();
   kinds[i] = KIND[kind];
   intactLines[i] = intact ? 1 : 0;
+  userSpaceLines[i] = userSpace ? 1 : 0;
   // Shuffled sequences: lines of different pfns interleave, and time moves one ms per line.
   const line: KernelLine = { source: "kmsg", sequence: i, text, at: i };
   try {
@@ -234,6 +246,8 @@ const result = {
   eventsInventedFromNonVerdictLines: invented,
   inventedSamples,
   eventsFromDamagedLines: fromDamaged,
+  eventsFromUserSpaceLines: fromUserSpace,
+  eventsWithControlCharacters: controlCharacters,
   eventsTheSchemaRefuses: refusedBySchema,
   schemaSamples,
   unrecognizedLines: unrecognized,
@@ -245,7 +259,8 @@ console.log(
     `(${result.linesPerSecond.toLocaleString("en")} lines/s; parse alone ${result.parseOnlyLinesPerSecond.toLocaleString("en")} lines/s), peak RSS ${result.peakRssMiB} MiB`,
 );
 console.log(
-  `crashes ${crashes}; events ${events}, invented from non-verdict lines ${invented}, from damaged lines ${fromDamaged}, ` +
+  `crashes ${crashes}; events ${events}, invented from non-verdict lines ${invented}, from user-space lines ${fromUserSpace}, ` +
+    `with control characters in their words ${controlCharacters}, from damaged lines ${fromDamaged}, ` +
     `refused by the schema ${refusedBySchema}; lines reported as not understood ${unrecognized.toLocaleString("en")}`,
 );
 for (const s of [...crashSamples, ...inventedSamples, ...schemaSamples]) console.log(`  ${s}`);
