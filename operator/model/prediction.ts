@@ -65,30 +65,28 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const mappers = error.mappers.map((m) => mapperOutcome(m, node.earlyKill, warns(m), error.severity));
   const page = error.hugepage;
   const pfn = formatPfn(error.pfn);
-  if (error.severity === "Corrected")
-    return { ...base, poolEffect: "None", lostBytes: 0, memoryLostBytes: 0, mappers, reason: `corrected error at ${pfn}: no data lost, nothing poisoned` };
+  /** Nothing taken from the pool or the memory, and nothing newly poisoned. */
+  const nothingLost = (reason: string, extra: Partial<KernelPrediction> = {}): KernelPrediction => ({
+    ...base,
+    hardwareCorruptedDelta: 0,
+    poolEffect: "None",
+    lostBytes: 0,
+    memoryLostBytes: 0,
+    mappers,
+    reason,
+    ...extra,
+  });
+  if (error.severity === "Corrected") return nothingLost(`corrected error at ${pfn}: no data lost, nothing poisoned`);
   // Without a verdict of this boot's kernel, the page of an error from before the boot is in service again.
   if (error.loggedAtBoot === true && error.result === undefined)
-    return {
-      ...base,
-      hardwareCorruptedDelta: 0,
-      poolEffect: "None",
-      lostBytes: 0,
-      memoryLostBytes: 0,
-      mappers,
-      reason: `machine check at ${pfn} logged as this boot began: the error happened before it (the banks kept it across the reset); this boot's kernel poisoned nothing, and the page may fail again`,
-    };
+    return nothingLost(
+      `machine check at ${pfn} logged as this boot began: the error happened before it (the banks kept it across the reset); this boot's kernel poisoned nothing, and the page may fail again`,
+    );
   if (error.severity === "SoftOffline" && error.result === "Failed")
-    return {
-      ...base,
-      hardwareCorruptedDelta: 0,
-      poolEffect: "None",
-      lostBytes: 0,
-      memoryLostBytes: 0,
-      mappers,
-      kernelResult: "Failed",
-      reason: `soft offline of ${pfn} did not happen${error.pageType === undefined ? "" : ` (${error.pageType})`}: nothing was retired, the page stays in use`,
-    };
+    return nothingLost(
+      `soft offline of ${pfn} did not happen${error.pageType === undefined ? "" : ` (${error.pageType})`}: nothing was retired, the page stays in use`,
+      { kernelResult: "Failed" },
+    );
   if (!page)
     return {
       ...base,
@@ -102,16 +100,7 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const bytes = hugepageBytes(size);
   const where = `${size} hugepage ${formatPfn(page.headPfn)}`;
   if (alreadyPoisoned(error.pageType) || node.poisonedHugepages.some((p) => p.headPfn === page.headPfn && p.size === size))
-    return {
-      ...base,
-      hardwareCorruptedDelta: 0,
-      poolEffect: "None",
-      lostBytes: 0,
-      memoryLostBytes: 0,
-      mappers,
-      pageType: error.pageType,
-      reason: `${where} was already poisoned: nothing new is lost`,
-    };
+    return nothingLost(`${where} was already poisoned: nothing new is lost`, { pageType: error.pageType });
   if (error.severity === "SoftOffline")
     return {
       ...base,

@@ -532,30 +532,50 @@ describe("least privilege: the operator and two agents with the chart's own serv
   }, 120_000);
 });
 
+type Who = "a" | "b" | "operator";
+
+/** kubectl with the chart's own token of the agent on node A or B, or of the operator. */
+const asChart = (who: Who, args: string[], input?: string): ReturnType<typeof kubectl> =>
+  kubectl(["--kubeconfig", chartKubeconfig[who] ?? "", ...args], input === undefined ? {} : { input });
+
+/** A request made through client-node with a chart token, as the component sends it (no read first): the status and the API server's message. */
+async function callAs(who: Who, call: (core: CoreV1Api) => Promise<unknown>): Promise<{ code: number; message: string }> {
+  const kc = new KubeConfig();
+  kc.loadFromFile(chartKubeconfig[who] ?? "");
+  try {
+    await call(kc.makeApiClient(CoreV1Api));
+    return { code: 200, message: "" };
+  } catch (e) {
+    if (!(e instanceof ApiException)) throw e;
+    const text = typeof e.body === "string" ? e.body : JSON.stringify(e.body);
+    return { code: e.code, message: (JSON.parse(text) as { message?: string }).message ?? text };
+  }
+}
+
+const mergePatchPod = (pod: V1Pod, body: object) => (core: CoreV1Api) =>
+  core.patchNamespacedPod(
+    { namespace: pod.metadata?.namespace ?? "", name: pod.metadata?.name ?? "", body },
+    setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+  );
+
+/** A MemoryErrorEvent of `node` (labelled for `labelNode`), named as its agent would name it unless told otherwise. */
+const meeJson = (node: string, labelNode: string, pfn: number, bootID: string, name = memoryErrorEventName(node, bootID, pfn)): string =>
+  JSON.stringify({
+    apiVersion: `${group}/${version}`,
+    kind: "MemoryErrorEvent",
+    metadata: { name, labels: { [nodeLabel]: labelNode, [selectorLabel]: run } },
+    spec: { nodeName: node, bootID, observedAt: new Date().toISOString(), source: "Injected", pfn: `0x${pfn.toString(16)}`, severity: "ActionOptional" },
+  });
+
 describe("the admission policy binds each agent to its own node", () => {
-  const event = (node: string, labelNode: string, pfn = 0x1005, name = memoryErrorEventName(node, "vap-test", pfn)): string =>
-    JSON.stringify({
-      apiVersion: `${group}/${version}`,
-      kind: "MemoryErrorEvent",
-      metadata: { name, labels: { [nodeLabel]: labelNode, [selectorLabel]: run } },
-      spec: {
-        nodeName: node,
-        bootID: "vap-test",
-        observedAt: new Date().toISOString(),
-        source: "Injected",
-        pfn: `0x${pfn.toString(16)}`,
-        severity: "ActionOptional",
-      },
-    });
-  const as = (who: "a" | "b" | "operator", args: string[], input?: string): ReturnType<typeof kubectl> =>
-    kubectl(["--kubeconfig", chartKubeconfig[who] ?? "", ...args], input === undefined ? {} : { input });
+  const event = (node: string, labelNode: string, pfn = 0x1005): string => meeJson(node, labelNode, pfn, "vap-test");
 
   it("lets agent A write its own node's event, and refuses A's token for node B with the policy's message", async () => {
     expect(chartKubeconfig.a, "the least-privilege tests set up the agents' tokens").toBeDefined();
-    const own = await as("a", ["create", "-f", "-"], event(nodeA, nodeA));
+    const own = await asChart("a", ["create", "-f", "-"], event(nodeA, nodeA));
     expect(own.code, own.stderr).toBe(0);
 
-    const other = await as("a", ["create", "-f", "-"], event(nodeB, nodeB));
+    const other = await asChart("a", ["create", "-f", "-"], event(nodeB, nodeB));
     expect(other.code).not.toBe(0);
     expect(other.stderr).toMatch(
       new RegExp(`mce-agent of node ${nodeA} may only write objects of its own node: memoryerrorevents \\S+ is for node "${nodeB}"`),
@@ -563,14 +583,14 @@ describe("the admission policy binds each agent to its own node", () => {
     expect(other.stderr).toMatch(/ValidatingAdmissionPolicy/);
 
     // Its own node in spec, another in the label the operator and agents select by: refused too.
-    const mixed = await as("a", ["create", "-f", "-"], event(nodeA, nodeB, 0x1205));
+    const mixed = await asChart("a", ["create", "-f", "-"], event(nodeA, nodeB, 0x1205));
     expect(mixed.code).not.toBe(0);
     expect(mixed.stderr).toMatch(new RegExp(`is for node "${nodeB}"`));
   });
 
   it("refuses A's token changing node B's event status, NodeMemoryHealth and pods", async () => {
     const bEvent = memoryErrorEventName(nodeB, bootB, pfn.free);
-    const status = await as(
+    const status = await asChart(
       "a",
       ["apply", "--server-side", "--field-manager=mce-agent", "--subresource=status", "-f", "-"],
       JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: bEvent }, status: { earlySignals: [] } }),
@@ -578,7 +598,7 @@ describe("the admission policy binds each agent to its own node", () => {
     expect(status.code).not.toBe(0);
     expect(status.stderr).toMatch(new RegExp(`may only write objects of its own node: memoryerrorevents ${bEvent} is for node "${nodeB}"`));
 
-    const health = await as(
+    const health = await asChart(
       "a",
       ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "-f", "-"],
       JSON.stringify({
@@ -593,29 +613,13 @@ describe("the admission policy binds each agent to its own node", () => {
 
     const podOnB = await chartPod("agent", nodeB);
     // A bare merge patch, as the agent sends: kubectl would read the pod first, which the agent may not.
-    const patchPod = async (who: "a" | "b", annotations: Record<string, string>): Promise<{ code: number; body: string }> => {
-      const kc = new KubeConfig();
-      kc.loadFromFile(chartKubeconfig[who] ?? "");
-      try {
-        await kc
-          .makeApiClient(CoreV1Api)
-          .patchNamespacedPod(
-            { namespace, name: podOnB.metadata?.name ?? "", body: { metadata: { annotations } } },
-            setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-          );
-        return { code: 200, body: "" };
-      } catch (e) {
-        if (!(e instanceof ApiException)) throw e;
-        const text = typeof e.body === "string" ? e.body : JSON.stringify(e.body);
-        return { code: e.code, body: (JSON.parse(text) as { message?: string }).message ?? text };
-      }
-    };
+    const patchPod = (who: "a" | "b", annotations: Record<string, string>) => callAs(who, mergePatchPod(podOnB, { metadata: { annotations } }));
     const forged = await patchPod("a", { [lostRangesAnnotation]: "forged" });
     expect(forged.code).toBe(403);
-    expect(forged.body).toMatch(new RegExp(`may only write objects of its own node: pods \\S+ is for node "${nodeB}"`));
+    expect(forged.message).toMatch(new RegExp(`may only write objects of its own node: pods \\S+ is for node "${nodeB}"`));
     // B's own token may, the lost-ranges annotation only.
     const own = await patchPod("b", { [lostRangesAnnotation]: "0x7f0000000000-0x7f0000200000" });
-    expect(own, own.body).toEqual({ code: 200, body: "" });
+    expect(own, own.message).toEqual({ code: 200, message: "" });
   });
 
   it("refuses the agent's service account with a token that names no node", async () => {
@@ -632,53 +636,19 @@ describe("the admission policy binds each agent to its own node", () => {
 });
 
 describe("the admission policies refuse what the probes found (issue 17), with the chart's own tokens", () => {
-  type Who = "a" | "b" | "operator";
   const tried: { who: Who; what: string; refused: boolean }[] = [];
-  const as = (who: Who, args: string[], input?: string): ReturnType<typeof kubectl> =>
-    kubectl(["--kubeconfig", chartKubeconfig[who] ?? "", ...args], input === undefined ? {} : { input });
   /** An attempt that must be refused, with the words that say why. */
   const refused = async (who: Who, what: string, args: string[], input: string | undefined, because: RegExp): Promise<void> => {
-    const result = await as(who, args, input);
+    const result = await asChart(who, args, input);
     tried.push({ who, what, refused: result.code !== 0 });
     expect(result.code, `${who}: ${what} was accepted`).not.toBe(0);
     expect(result.stderr, what).toMatch(because);
   };
   const allowed = async (who: Who, what: string, args: string[], input?: string): Promise<void> => {
-    const result = await as(who, args, input);
+    const result = await asChart(who, args, input);
     expect(result.code, `${who}: ${what}: ${result.stderr}`).toBe(0);
   };
-  /** A merge patch of a pod as the agent sends it (it may not read pods, so not through kubectl). */
-  const patchPodAs = async (who: Who, pod: V1Pod, body: object): Promise<{ code: number; message: string }> => {
-    const kc = new KubeConfig();
-    kc.loadFromFile(chartKubeconfig[who] ?? "");
-    try {
-      await kc
-        .makeApiClient(CoreV1Api)
-        .patchNamespacedPod(
-          { namespace: pod.metadata?.namespace ?? "", name: pod.metadata?.name ?? "", body },
-          setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-        );
-      return { code: 200, message: "" };
-    } catch (e) {
-      if (!(e instanceof ApiException)) throw e;
-      const text = typeof e.body === "string" ? e.body : JSON.stringify(e.body);
-      return { code: e.code, message: (JSON.parse(text) as { message?: string }).message ?? text };
-    }
-  };
-  const mee = (node: string, name: string, pfn: number): string =>
-    JSON.stringify({
-      apiVersion: `${group}/${version}`,
-      kind: "MemoryErrorEvent",
-      metadata: { name, labels: { [nodeLabel]: node, [selectorLabel]: run } },
-      spec: {
-        nodeName: node,
-        bootID: "probe",
-        observedAt: new Date().toISOString(),
-        source: "Injected",
-        pfn: `0x${pfn.toString(16)}`,
-        severity: "ActionOptional",
-      },
-    });
+  const mee = (node: string, name: string, pfn: number): string => meeJson(node, node, pfn, "probe", name);
 
   afterAll(() => {
     const lines = tried.map((t) => `${t.refused ? "refused " : "ACCEPTED"}  ${t.who.padEnd(8)} ${t.what}`);
@@ -712,12 +682,12 @@ describe("the admission policies refuse what the probes found (issue 17), with t
       ["set activeDeadlineSeconds of a pod on its node", { spec: { activeDeadlineSeconds: 1 } }],
       ["change a container image of a pod on its node", { spec: { containers: [{ name: pod.spec?.containers[0]?.name ?? "agent", image: "forged:1" }] } }],
     ] as const) {
-      const result = await patchPodAs("a", pod, body);
+      const result = await callAs("a", mergePatchPod(pod, body));
       tried.push({ who: "a", what, refused: result.code !== 200 });
       expect(result.code, what).not.toBe(200);
       if (result.code === 403) expect(result.message, what).toMatch(/may change only the mce-operator.io\/lost-ranges annotation|Forbidden/);
     }
-    expect(await patchPodAs("a", pod, { metadata: { annotations: { [lostRangesAnnotation]: "0x7f0000000000-0x7f0000200000" } } })).toEqual({
+    expect(await callAs("a", mergePatchPod(pod, { metadata: { annotations: { [lostRangesAnnotation]: "0x7f0000000000-0x7f0000200000" } } }))).toEqual({
       code: 200,
       message: "",
     });
@@ -782,19 +752,11 @@ describe("the admission policies refuse what the probes found (issue 17), with t
 
     // A bare strategic patch of the status, as the operator sends it (kubectl would read nodes/status first, which it may not).
     const patchStatus = async (what: string, body: object): Promise<{ code: number; message: string }> => {
-      const kc = new KubeConfig();
-      kc.loadFromFile(chartKubeconfig.operator ?? "");
-      try {
-        await kc
-          .makeApiClient(CoreV1Api)
-          .patchNodeStatus({ name: nodeB, body: { status: body } }, setHeaderOptions("Content-Type", PatchStrategy.StrategicMergePatch));
-        return { code: 200, message: "" };
-      } catch (e) {
-        if (!(e instanceof ApiException)) throw e;
-        tried.push({ who: "operator", what, refused: true });
-        const text = typeof e.body === "string" ? e.body : JSON.stringify(e.body);
-        return { code: e.code, message: (JSON.parse(text) as { message?: string }).message ?? text };
-      }
+      const result = await callAs("operator", (core) =>
+        core.patchNodeStatus({ name: nodeB, body: { status: body } }, setHeaderOptions("Content-Type", PatchStrategy.StrategicMergePatch)),
+      );
+      if (result.code !== 200) tried.push({ who: "operator", what, refused: true });
+      return result;
     };
     const statusBecause = /may change only the HugepageMemoryDegraded condition/;
     expect((await patchStatus("raise node B's allocatable", { allocatable: { cpu: "1000" } })).message).toMatch(statusBecause);

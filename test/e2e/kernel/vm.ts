@@ -40,6 +40,8 @@ export interface VmOptions {
   apiserverPort: number;
   /** A reset boots the guest again (a warm reset keeps the machine-check banks), instead of ending QEMU. */
   reboot?: boolean;
+  /** More kernel command-line arguments (mce=no_cmci, for corrected errors found by polling). */
+  kernelArgs?: string[];
 }
 
 export interface ShellResult {
@@ -84,7 +86,7 @@ export class Vm {
       ...["-serial", `file:${join(dir, "console.log")}`],
       ...["-kernel", options.prepared.kernel, "-initrd", options.prepared.initramfs],
       // mce=print_all: the kernel prints the detail of an SRAO machine check too, not just "events logged".
-      ...["-append", ["console=ttyS0", "quiet", "panic=-1", "mce=print_all", ...pages].join(" ")],
+      ...["-append", ["console=ttyS0", "quiet", "panic=-1", "mce=print_all", ...pages, ...(options.kernelArgs ?? [])].join(" ")],
       ...["-monitor", `unix:${join(dir, "monitor.sock")},server=on,wait=off`],
       ...(options.disk === undefined
         ? ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"]
