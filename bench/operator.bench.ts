@@ -3,9 +3,9 @@
 // event-to-eviction latency (p50, p99), the operator's RSS and CPU, and API requests per event; saves
 // bench/results/operator.json. BENCH_SCALES=100,300 limits the scales; BENCH_EVENTS sets the storm size and
 // BENCH_RATE its rate in events per second (0 sends them all at once).
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -14,6 +14,7 @@ import { KubeRest } from "../operator/kube/rest.ts";
 import { kwokNodeAnnotation, startControlPlane, stopControlPlane } from "../test/e2e/cluster/control-plane.ts";
 import { applyCrdFiles } from "../test/e2e/cluster/objects.ts";
 
+const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
 const scales = (process.env.BENCH_SCALES ?? "100,300,1000").split(",").map(Number);
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 300);
 const RATE = Number(process.env.BENCH_RATE ?? 10);
@@ -304,7 +305,7 @@ async function main(): Promise<void> {
   mkdirSync("bench/results", { recursive: true });
   writeFileSync(
     "bench/results/operator.json",
-    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, eventsPerSecond: RATE || "burst", results }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), commit, node: process.version, cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, eventsPerSecond: RATE || "burst", results }, null, 2)}\n`,
   );
   console.log("saved bench/results/operator.json");
 }
