@@ -2,7 +2,7 @@
 // together; this keeps the lines of errors still in flight and hands them to it each time a line
 // ends an error (the recovery verdict, soft offline). A machine check the kernel never follows with a
 // verdict (a corrected error, or no memory_failure() call) becomes an error of its own once it is old.
-import { assembleKernelRecords, type ErrorSeverity, type KernelError } from "../kernel/assemble.ts";
+import { assembleKernelRecords, severityOf, type KernelError } from "../kernel/assemble.ts";
 import { bootFinishedAt, parseKernelLine, stripLogPrefix, uptimeUsec, type KernelRecord } from "../kernel/lines.ts";
 import { physicalAddressToPfn } from "../kernel/pfn.ts";
 import type { KernelLine } from "./source.ts";
@@ -40,11 +40,6 @@ export interface AssemblerOptions {
 }
 
 const ENDS_ERROR = new Set<KernelRecord["type"]>(["recovery", "outside-kernel-control", "soft-offline"]);
-
-const SEVERITY = { corrected: "Corrected", "action-optional": "ActionOptional", "action-required": "ActionRequired", fatal: "Fatal" } as const satisfies Record<
-  string,
-  ErrorSeverity
->;
 
 export class ErrorAssembler {
   readonly #maxAgeMs: number;
@@ -149,7 +144,7 @@ export class ErrorAssembler {
       out.errors.push({
         error: {
           pfn: physicalAddressToPfn(address),
-          severity: SEVERITY[severity],
+          severity: severityOf[severity],
           source: "MachineCheck",
           physicalAddress: address,
           signalled: [],

@@ -34,7 +34,8 @@ export interface AssembledLog {
   unrecognized: { line: number; text: string; reason: string }[];
 }
 
-const severityOf: Record<MceSeverity, ErrorSeverity> = {
+/** A machine-check record's severity (decoded from MCi_STATUS) as an error's. */
+export const severityOf: Readonly<Record<MceSeverity, ErrorSeverity>> = {
   corrected: "Corrected",
   "action-optional": "ActionOptional",
   "action-required": "ActionRequired",

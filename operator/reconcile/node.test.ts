@@ -80,13 +80,7 @@ describe("NodeReconciler", () => {
   it("keeps a taint applied while it was setting the condition: its copy of the node is stale by then", async () => {
     h.state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 5 }, safety: { maxUnavailableNodesPercent: 100 } }));
     h.hold(memoryEvent("e1", "worker-1", []));
-    let release = (): void => undefined;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const setNodeCondition = h.cluster.setNodeCondition.bind(h.cluster);
-    h.cluster.setNodeCondition = async (name, condition) => {
-      await gate;
-      return setNodeCondition(name, condition);
-    };
+    const release = h.holdOpen("setNodeCondition");
     const nodePass = h.nodes.reconcile("worker-1");
     await h.events.reconcile("e1");
     release();
@@ -99,13 +93,7 @@ describe("NodeReconciler", () => {
   it("keeps an agent report that arrived while it was writing the health status", async () => {
     h.hold(memoryEvent("e1", "worker-1", [], { pageType: "free huge page" }));
     await h.events.reconcile("e1");
-    let release = (): void => undefined;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const applyHealthStatus = h.cluster.applyHealthStatus.bind(h.cluster);
-    h.cluster.applyHealthStatus = async (name, status) => {
-      await gate;
-      return applyHealthStatus(name, status);
-    };
+    const release = h.holdOpen("applyHealthStatus");
     const nodePass = h.nodes.reconcile("worker-1");
     const report = health("worker-1");
     h.state.upsertHealth(

@@ -31,13 +31,7 @@ describe("PolicyReconciler", () => {
   });
 
   it("keeps an edit that arrived while it was writing the status", async () => {
-    let release = (): void => undefined;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const applyPolicyStatus = h.cluster.applyPolicyStatus.bind(h.cluster);
-    h.cluster.applyPolicyStatus = async (name, status) => {
-      await gate;
-      return applyPolicyStatus(name, status);
-    };
+    const release = h.holdOpen("applyPolicyStatus");
     const pass = h.policies.reconcile("default");
     h.state.policies.set("default", policy({ mode: "DryRun" }));
     release();

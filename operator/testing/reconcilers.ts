@@ -134,4 +134,18 @@ export class ReconcileHarness {
     this.cluster.nodes.set(name, raw);
     this.state.upsertNode(nodeInfo(raw));
   }
+
+  /** Holds the fake cluster's status write open until the returned function is called: a write in flight while something else lands. */
+  holdOpen(write: "applyHealthStatus" | "applyPolicyStatus" | "setNodeCondition"): () => void {
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    // The three writes share a shape: a name and the object written.
+    const writes = this.cluster as unknown as Record<typeof write, (name: string, body: unknown) => Promise<void>>;
+    const send = writes[write].bind(this.cluster);
+    writes[write] = async (name, body) => {
+      await gate;
+      return send(name, body);
+    };
+    return release;
+  }
 }

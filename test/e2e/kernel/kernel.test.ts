@@ -10,6 +10,7 @@ import type { MemoryErrorEvent } from "../../../crds/generated.ts";
 import { lostRangesAnnotation, memoryErrorEventName } from "../../../crds/naming.ts";
 import { parseKernelLine } from "../../../kernel/lines.ts";
 import { formatPfn, type HugepageSize } from "../../../kernel/pfn.ts";
+import { severityOf } from "../../../kernel/assemble.ts";
 import { kernelMajorMinor, selectProfile } from "../../../kernel/profiles.ts";
 import { predictKernelOutcome, predictUnpoison } from "../../../operator/model/prediction.ts";
 import type { MemoryError, NodeState } from "../../../operator/model/types.ts";
@@ -74,6 +75,9 @@ async function readEvent(name: string): Promise<MemoryErrorEvent | undefined> {
     throw error;
   }
 }
+
+/** The host's apiserver port, which the guest reaches through QEMU's guestfwd. */
+const apiserverPort = (): number => Number(new URL(c.kubeConfig.getCurrentCluster()?.server ?? "").port);
 
 /** One booted guest: a KWOK node of the same name on the control plane, the agent running inside. */
 interface Guest {
@@ -157,7 +161,7 @@ async function bootGuest(
     labels: { [groupLabel]: `${run}-${policy}` },
   });
   nodes.push(node);
-  const port = Number(new URL(c.kubeConfig.getCurrentCluster()?.server ?? "").port);
+  const port = apiserverPort();
   const vm = await Vm.boot({ prepared, gigantic: options.gigantic, apiserverPort: port, reboot: options.reboot });
   await vm.run(`sysctl -w vm.memory_failure_early_kill=${options.earlyKill ? 1 : 0}`);
   const bootID = (await vm.run("cat /proc/sys/kernel/random/boot_id")).trim();
@@ -206,6 +210,14 @@ function nodeState(guest: Guest): NodeState {
     history: [],
     poisonedHugepages: [],
   };
+}
+
+/** The event once the operator has decided it (any phase but Pending). */
+async function decidedEvent(name: string): Promise<MemoryErrorEvent> {
+  return waitFor(`${name} decided`, async () => {
+    const e = await readEvent(name);
+    return e?.status?.phase !== undefined && e.status.phase !== "Pending" && e;
+  });
 }
 
 /** Waits for the agent's event for `pfn`; returns it with the time from `injectedAt`. */
@@ -552,10 +564,7 @@ async function kernelPage(guest: Guest, scenario: string): Promise<void> {
   const parseErrors = await guest.vm.sh(`wget -qO- http://127.0.0.1:${AGENT_METRICS_PORT}/metrics | grep '^mce_agent_parse_errors_total' || true`);
   expect(parseErrors.output.split("\n").filter((line) => !/ 0$/.test(line.trim()) && line.trim() !== "")).toEqual([]);
   // Not a hugepage, nobody to act on: the operator records the decision and ignores it.
-  const decided = await waitFor(`${event.metadata.name} decided`, async () => {
-    const e = await readEvent(event.metadata.name);
-    return e?.status?.phase !== undefined && e.status.phase !== "Pending" && e;
-  });
+  const decided = await decidedEvent(event.metadata.name);
   expect(decided.status).toMatchObject({ phase: "Ignored", prediction: { poolEffect: "NotHugepage" } });
   expect(decided.status?.pods ?? []).toEqual([]);
   const after = await readMemory(guest.vm);
@@ -599,7 +608,7 @@ async function resetByFatalMachineCheck(guest: Guest, scenario: string): Promise
   expect(logged, "the record the banks kept, in the new boot's log").toBeDefined();
   expect(Number(logged)).toBeLessThan(Number(bootDone));
   const before = await readMemory(guest.vm);
-  await startAgent(guest.vm, guest.node, guestKubeconfig(provided("kubeconfig"), Number(new URL(c.kubeConfig.getCurrentCluster()?.server ?? "").port)));
+  await startAgent(guest.vm, guest.node, guestKubeconfig(provided("kubeconfig"), apiserverPort()));
   await waitFor(
     "NodeMemoryHealth from the agent of the new boot",
     async () => (await getNodeHealth(guest.node).catch(() => undefined))?.spec.bootID === newBoot,
@@ -613,18 +622,13 @@ async function resetByFatalMachineCheck(guest: Guest, scenario: string): Promise
   const bankSeverity = bank?.kind === "record" && "severity" in bank.record ? bank.record.severity : undefined;
   expect(event.spec, JSON.stringify(event.spec.kernelLines)).toMatchObject({
     pfn: formatPfn(pfn),
-    severity: { fatal: "Fatal", corrected: "Corrected", "action-optional": "ActionOptional", "action-required": "ActionRequired" }[
-      bankSeverity ?? "action-optional"
-    ],
+    severity: severityOf[bankSeverity ?? "action-optional"],
     source: "MachineCheck",
     loggedAtBoot: true,
     bootID: newBoot,
   });
   expect(event.spec.mappers ?? []).toEqual([]);
-  const decided = await waitFor(`${event.metadata.name} decided`, async () => {
-    const e = await readEvent(event.metadata.name);
-    return e?.status?.phase !== undefined && e.status.phase !== "Pending" && e;
-  });
+  const decided = await decidedEvent(event.metadata.name);
   expect(decided.status?.pods ?? []).toEqual([]);
   await waitFor("the error in the node's history", async () => ((await getNodeHealth(guest.node)).status?.uncorrectedErrors ?? 0) >= 1);
   const after = await readMemory(guest.vm);
