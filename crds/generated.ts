@@ -102,6 +102,20 @@ export interface ContainmentPolicySpecEscalation {
   taintKey?: string;
 }
 
+/** Acting on corrected errors, before anything is lost. The agent counts corrected errors per 4 KiB page and per DIMM (NodeMemoryHealth spec.correctedErrorPages and spec.dimms). A page with pageThreshold of them in the window has its hugepage soft-offlined: the kernel migrates the contents to another hugepage and retires only the bad 4 KiB page, nobody is signalled, at most one hugepage of capacity goes. Where soft offline cannot be done (the policy or the kernel forbids it, or the NUMA node has neither a free hugepage nor free memory to migrate to), the pods mapping that hugepage are evicted instead, as are the pods mapping a hugepage on a DIMM with dimmThreshold corrected errors in the window: a VM that cannot live-migrate with poisoned memory moves while it still can. The defaults follow mcelog (10 corrected errors in 24h per page, soft offline; 10 in 24h per DIMM); rasdaemon's page threshold is 50 in 24h. Evictions respect PodDisruptionBudgets and the safety limits. */
+export interface ContainmentPolicySpecPrevention {
+  /** The sliding window corrected errors are counted over (a Go duration, at least 1h; counted in whole hours, at most 168h). */
+  window?: string;
+  /** Corrected errors on one 4 KiB page within the window at which its hugepage is acted on. */
+  pageThreshold?: number;
+  /** Corrected errors on one DIMM within the window at which the pods mapping hugepages on it are moved. */
+  dimmThreshold?: number;
+  /** Let the node's agent soft-offline a hugepage past the page threshold (needs the kernel's soft_offline_page). */
+  softOffline?: boolean;
+  /** Evict the pods mapping a hugepage at risk when soft offline cannot be done, or when its DIMM is past its threshold. */
+  plannedEviction?: boolean;
+}
+
 /** Stops new node actions when too many happened within a window. */
 export interface ContainmentPolicySpecSafetyCircuitBreaker {
   /** Node actions (taint or cordon) allowed within the window before the breaker opens. */
@@ -142,6 +156,8 @@ export interface ContainmentPolicySpec {
   poolReplacement?: ContainmentPolicySpecPoolReplacement;
   /** When a node's memory counts as failing: uncorrected errors in the window count one each, corrected ones one for every countCorrected. */
   escalation?: ContainmentPolicySpecEscalation;
+  /** Acting on corrected errors, before anything is lost. The agent counts corrected errors per 4 KiB page and per DIMM (NodeMemoryHealth spec.correctedErrorPages and spec.dimms). A page with pageThreshold of them in the window has its hugepage soft-offlined: the kernel migrates the contents to another hugepage and retires only the bad 4 KiB page, nobody is signalled, at most one hugepage of capacity goes. Where soft offline cannot be done (the policy or the kernel forbids it, or the NUMA node has neither a free hugepage nor free memory to migrate to), the pods mapping that hugepage are evicted instead, as are the pods mapping a hugepage on a DIMM with dimmThreshold corrected errors in the window: a VM that cannot live-migrate with poisoned memory moves while it still can. The defaults follow mcelog (10 corrected errors in 24h per page, soft offline; 10 in 24h per DIMM); rasdaemon's page threshold is 50 in 24h. Evictions respect PodDisruptionBudgets and the safety limits. */
+  prevention?: ContainmentPolicySpecPrevention;
   /** Limits that keep containment from hurting more of the cluster than the errors do. */
   safety?: ContainmentPolicySpecSafety;
 }
@@ -247,6 +263,20 @@ export interface DefaultedContainmentPolicySpecEscalation {
   taintKey: string;
 }
 
+/** Acting on corrected errors, before anything is lost. The agent counts corrected errors per 4 KiB page and per DIMM (NodeMemoryHealth spec.correctedErrorPages and spec.dimms). A page with pageThreshold of them in the window has its hugepage soft-offlined: the kernel migrates the contents to another hugepage and retires only the bad 4 KiB page, nobody is signalled, at most one hugepage of capacity goes. Where soft offline cannot be done (the policy or the kernel forbids it, or the NUMA node has neither a free hugepage nor free memory to migrate to), the pods mapping that hugepage are evicted instead, as are the pods mapping a hugepage on a DIMM with dimmThreshold corrected errors in the window: a VM that cannot live-migrate with poisoned memory moves while it still can. The defaults follow mcelog (10 corrected errors in 24h per page, soft offline; 10 in 24h per DIMM); rasdaemon's page threshold is 50 in 24h. Evictions respect PodDisruptionBudgets and the safety limits. */
+export interface DefaultedContainmentPolicySpecPrevention {
+  /** The sliding window corrected errors are counted over (a Go duration, at least 1h; counted in whole hours, at most 168h). */
+  window: string;
+  /** Corrected errors on one 4 KiB page within the window at which its hugepage is acted on. */
+  pageThreshold: number;
+  /** Corrected errors on one DIMM within the window at which the pods mapping hugepages on it are moved. */
+  dimmThreshold: number;
+  /** Let the node's agent soft-offline a hugepage past the page threshold (needs the kernel's soft_offline_page). */
+  softOffline: boolean;
+  /** Evict the pods mapping a hugepage at risk when soft offline cannot be done, or when its DIMM is past its threshold. */
+  plannedEviction: boolean;
+}
+
 /** Stops new node actions when too many happened within a window. */
 export interface DefaultedContainmentPolicySpecSafetyCircuitBreaker {
   /** Node actions (taint or cordon) allowed within the window before the breaker opens. */
@@ -287,6 +317,8 @@ export interface DefaultedContainmentPolicySpec {
   poolReplacement: DefaultedContainmentPolicySpecPoolReplacement;
   /** When a node's memory counts as failing: uncorrected errors in the window count one each, corrected ones one for every countCorrected. */
   escalation: DefaultedContainmentPolicySpecEscalation;
+  /** Acting on corrected errors, before anything is lost. The agent counts corrected errors per 4 KiB page and per DIMM (NodeMemoryHealth spec.correctedErrorPages and spec.dimms). A page with pageThreshold of them in the window has its hugepage soft-offlined: the kernel migrates the contents to another hugepage and retires only the bad 4 KiB page, nobody is signalled, at most one hugepage of capacity goes. Where soft offline cannot be done (the policy or the kernel forbids it, or the NUMA node has neither a free hugepage nor free memory to migrate to), the pods mapping that hugepage are evicted instead, as are the pods mapping a hugepage on a DIMM with dimmThreshold corrected errors in the window: a VM that cannot live-migrate with poisoned memory moves while it still can. The defaults follow mcelog (10 corrected errors in 24h per page, soft offline; 10 in 24h per DIMM); rasdaemon's page threshold is 50 in 24h. Evictions respect PodDisruptionBudgets and the safety limits. */
+  prevention: DefaultedContainmentPolicySpecPrevention;
   /** Limits that keep containment from hurting more of the cluster than the errors do. */
   safety: DefaultedContainmentPolicySpecSafety;
 }
@@ -492,6 +524,36 @@ export interface MemoryErrorEventStatusPoolReplacementResult {
   message?: string;
 }
 
+/** For a corrected error (the event of a page's first one): what the risk model decided to do before anything is lost, once the page's corrected errors (counted by the agent in NodeMemoryHealth) or its DIMM's reach the policy's spec.prevention thresholds. Watching until then. */
+export interface MemoryErrorEventStatusPrevention {
+  /** SoftOffline (the node's agent asks the kernel to migrate the hugepage holding the page and retire the 4 KiB page: nobody is signalled), Evict (planned eviction of the pods mapping the hugepage, see pods[]), None (see reason). */
+  action: "SoftOffline" | "Evict" | "None";
+  /** Watching (below every threshold), Requested (handed to the node's agent), Done, Failed (the kernel refused; see message), Skipped (nothing to do; see reason), DryRun (would have been done). */
+  state: "Watching" | "Requested" | "Done" | "Failed" | "Skipped" | "DryRun";
+  /** Why, in words. */
+  reason?: string;
+  /** The page's corrected errors in the policy's prevention window when this was decided. */
+  correctedErrors?: number;
+  /** When the action was decided. */
+  decidedAt?: string;
+  /** What happened when it was carried out. */
+  message?: string;
+}
+
+/** Written by the node's agent, never by the operator: what the kernel did when the agent wrote the page's physical address to /sys/devices/system/memory/soft_offline_page. The operator copies the outcome into prevention.state. */
+export interface MemoryErrorEventStatusSoftOfflineResult {
+  /** Done (the write succeeded; the page is retired), Failed (the kernel refused), Skipped (not attempted; see message). */
+  state: "Done" | "Failed" | "Skipped";
+  /** The hugepage size's nr_hugepages on the page's NUMA node before the write. */
+  poolBefore?: number;
+  /** The same after the write. */
+  poolAfter?: number;
+  /** When the agent reported it. */
+  at?: string;
+  /** What happened, in words (the kernel's errno on a refusal). */
+  message?: string;
+}
+
 /** What this error made the operator do to the node. */
 export interface MemoryErrorEventStatusNodeAction {
   /** None, Taint (NoSchedule taint), Cordon (spec.unschedulable). The operator never drains. */
@@ -536,6 +598,10 @@ export interface MemoryErrorEventStatus {
   poolReplacement?: MemoryErrorEventStatusPoolReplacement;
   /** Written by the node's agent, never by the operator: what happened when it carried out poolReplacement. The operator copies the outcome into poolReplacement.state. */
   poolReplacementResult?: MemoryErrorEventStatusPoolReplacementResult;
+  /** For a corrected error (the event of a page's first one): what the risk model decided to do before anything is lost, once the page's corrected errors (counted by the agent in NodeMemoryHealth) or its DIMM's reach the policy's spec.prevention thresholds. Watching until then. */
+  prevention?: MemoryErrorEventStatusPrevention;
+  /** Written by the node's agent, never by the operator: what the kernel did when the agent wrote the page's physical address to /sys/devices/system/memory/soft_offline_page. The operator copies the outcome into prevention.state. */
+  softOfflineResult?: MemoryErrorEventStatusSoftOfflineResult;
   /** What this error made the operator do to the node. */
   nodeAction?: MemoryErrorEventStatusNodeAction;
   /** Standard conditions (Decided, Contained, ActionsBlocked). */
@@ -581,6 +647,53 @@ export interface NodeMemoryHealthSpecMemoryFailureCounter {
   recovered?: number;
 }
 
+/** The hugepage that held the page when its last error came, if one did. */
+export interface NodeMemoryHealthSpecCorrectedErrorPageHugepage {
+  /** Hugepage size. */
+  size: "2Mi" | "1Gi";
+  /** Pfn of the hugepage's first 4 KiB page, hexadecimal. */
+  headPfn: string;
+  /** NUMA node that holds the hugepage. */
+  numaNode?: number;
+}
+
+export interface NodeMemoryHealthSpecCorrectedErrorPageHourly {
+  /** Start of the hour. */
+  hour: string;
+  /** Corrected errors in that hour. */
+  count: number;
+}
+
+export interface NodeMemoryHealthSpecCorrectedErrorPage {
+  /** The page's pfn, hexadecimal. */
+  pfn: string;
+  /** The hugepage that held the page when its last error came, if one did. */
+  hugepage?: NodeMemoryHealthSpecCorrectedErrorPageHugepage;
+  /** The DIMM (EDAC location or label) the errors were attributed to, when a source said. */
+  dimm?: string;
+  /** Corrected errors on the page the agent saw this boot. */
+  count: number;
+  /** When the agent read the page's last corrected error. */
+  lastAt: string;
+  /** The page is retired: the kernel's own corrected-errors collector soft-offlined it (`RAS: Soft-offlining pfn`) or the agent did on the operator's request. */
+  softOfflined?: boolean;
+  /** Corrected errors per hour (the hour's start), the hours that had any, newest last, for the last 7 days: the operator counts them in the policy's window. */
+  hourly?: NodeMemoryHealthSpecCorrectedErrorPageHourly[];
+}
+
+export interface NodeMemoryHealthSpecDimm {
+  /** EDAC's location of the DIMM, for example mc0/dimm1 or mc0/csrow2/ch0. */
+  name: string;
+  /** The DIMM's label (dimm_label or chN_dimm_label), the silkscreen name a technician finds. */
+  label?: string;
+  /** Corrected errors since the counters were last reset (boot or driver load). */
+  correctedErrors: number;
+  /** Uncorrected errors since the counters were last reset. */
+  uncorrectedErrors?: number;
+  /** Corrected errors per hour (the hour's start), the hours that had any, newest last, for the last 7 days: the operator counts them in the policy's window. */
+  hourly?: NodeMemoryHealthSpecCorrectedErrorPageHourly[];
+}
+
 /** What the node's kernel offers for memory-failure handling. */
 export interface NodeMemoryHealthSpecCapabilities {
   /** vm.memory_failure_early_kill is 1, so every mapper gets BUS_MCEERR_AO at the error unless it opted out. */
@@ -623,6 +736,10 @@ export interface NodeMemoryHealthSpec {
   memoryFailureCounters?: NodeMemoryHealthSpecMemoryFailureCounter[];
   /** Corrected memory errors counted by EDAC or rasdaemon since boot. */
   correctedErrors?: number;
+  /** The pages with corrected memory errors this boot, one entry per 4 KiB page (the first error on a page is also a MemoryErrorEvent; later ones are only counted here). At most 64: past that the page seen longest ago goes. */
+  correctedErrorPages?: NodeMemoryHealthSpecCorrectedErrorPage[];
+  /** Corrected and uncorrected error counts per DIMM (or csrow channel on older EDAC drivers) from EDAC's sysfs counters, and corrected errors per hour since the agent began counting. */
+  dimms?: NodeMemoryHealthSpecDimm[];
   /** What the node's kernel offers for memory-failure handling. */
   capabilities?: NodeMemoryHealthSpecCapabilities;
 }
@@ -667,6 +784,10 @@ export interface NodeMemoryHealthStatus {
   countedErrors?: number;
   /** The escalation window the counts cover (a Go duration, for example 24h). */
   window?: string;
+  /** The DIMM (or page, where the node has no EDAC counters) with the most corrected errors in the policy's prevention window. */
+  worstDimm?: string;
+  /** Its corrected errors in that window. */
+  worstDimmCorrectedErrors?: number;
   /** Hugepages on the node that hold a poisoned page in this boot. */
   poisonedHugepages?: number;
   /** Hugepage capacity taken out of scheduling on the node, as a quantity (4Mi, 1Gi). */
@@ -1043,6 +1164,50 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                   "maxLength": 317,
                   "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
                   "default": "mce-operator.io/memory-failing"
+                }
+              }
+            },
+            "prevention": {
+              "type": "object",
+              "description": "Acting on corrected errors, before anything is lost. The agent counts corrected errors per 4 KiB page and per DIMM (NodeMemoryHealth spec.correctedErrorPages and spec.dimms). A page with pageThreshold of them in the window has its hugepage soft-offlined: the kernel migrates the contents to another hugepage and retires only the bad 4 KiB page, nobody is signalled, at most one hugepage of capacity goes. Where soft offline cannot be done (the policy or the kernel forbids it, or the NUMA node has neither a free hugepage nor free memory to migrate to), the pods mapping that hugepage are evicted instead, as are the pods mapping a hugepage on a DIMM with dimmThreshold corrected errors in the window: a VM that cannot live-migrate with poisoned memory moves while it still can. The defaults follow mcelog (10 corrected errors in 24h per page, soft offline; 10 in 24h per DIMM); rasdaemon's page threshold is 50 in 24h. Evictions respect PodDisruptionBudgets and the safety limits.",
+              "default": {},
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!has(self.window) || duration(self.window) >= duration('1h')",
+                  "message": "window must be at least 1h (the agent counts corrected errors per hour)"
+                }
+              ],
+              "properties": {
+                "window": {
+                  "type": "string",
+                  "description": "The sliding window corrected errors are counted over (a Go duration, at least 1h; counted in whole hours, at most 168h).",
+                  "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$",
+                  "maxLength": 32,
+                  "default": "24h"
+                },
+                "pageThreshold": {
+                  "type": "integer",
+                  "description": "Corrected errors on one 4 KiB page within the window at which its hugepage is acted on.",
+                  "minimum": 1,
+                  "maximum": 1000000,
+                  "default": 10
+                },
+                "dimmThreshold": {
+                  "type": "integer",
+                  "description": "Corrected errors on one DIMM within the window at which the pods mapping hugepages on it are moved.",
+                  "minimum": 1,
+                  "maximum": 1000000,
+                  "default": 10
+                },
+                "softOffline": {
+                  "type": "boolean",
+                  "description": "Let the node's agent soft-offline a hugepage past the page threshold (needs the kernel's soft_offline_page).",
+                  "default": true
+                },
+                "plannedEviction": {
+                  "type": "boolean",
+                  "description": "Evict the pods mapping a hugepage at risk when soft offline cannot be done, or when its DIMM is past its threshold.",
+                  "default": true
                 }
               }
             },
@@ -1940,6 +2105,95 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 }
               }
             },
+            "prevention": {
+              "type": "object",
+              "description": "For a corrected error (the event of a page's first one): what the risk model decided to do before anything is lost, once the page's corrected errors (counted by the agent in NodeMemoryHealth) or its DIMM's reach the policy's spec.prevention thresholds. Watching until then.",
+              "required": [
+                "action",
+                "state"
+              ],
+              "properties": {
+                "action": {
+                  "type": "string",
+                  "description": "SoftOffline (the node's agent asks the kernel to migrate the hugepage holding the page and retire the 4 KiB page: nobody is signalled), Evict (planned eviction of the pods mapping the hugepage, see pods[]), None (see reason).",
+                  "enum": [
+                    "SoftOffline",
+                    "Evict",
+                    "None"
+                  ]
+                },
+                "state": {
+                  "type": "string",
+                  "description": "Watching (below every threshold), Requested (handed to the node's agent), Done, Failed (the kernel refused; see message), Skipped (nothing to do; see reason), DryRun (would have been done).",
+                  "enum": [
+                    "Watching",
+                    "Requested",
+                    "Done",
+                    "Failed",
+                    "Skipped",
+                    "DryRun"
+                  ]
+                },
+                "reason": {
+                  "type": "string",
+                  "description": "Why, in words.",
+                  "maxLength": 1024
+                },
+                "correctedErrors": {
+                  "type": "integer",
+                  "description": "The page's corrected errors in the policy's prevention window when this was decided.",
+                  "minimum": 0
+                },
+                "decidedAt": {
+                  "type": "string",
+                  "format": "date-time",
+                  "description": "When the action was decided."
+                },
+                "message": {
+                  "type": "string",
+                  "description": "What happened when it was carried out.",
+                  "maxLength": 1024
+                }
+              }
+            },
+            "softOfflineResult": {
+              "type": "object",
+              "description": "Written by the node's agent, never by the operator: what the kernel did when the agent wrote the page's physical address to /sys/devices/system/memory/soft_offline_page. The operator copies the outcome into prevention.state.",
+              "required": [
+                "state"
+              ],
+              "properties": {
+                "state": {
+                  "type": "string",
+                  "description": "Done (the write succeeded; the page is retired), Failed (the kernel refused), Skipped (not attempted; see message).",
+                  "enum": [
+                    "Done",
+                    "Failed",
+                    "Skipped"
+                  ]
+                },
+                "poolBefore": {
+                  "type": "integer",
+                  "description": "The hugepage size's nr_hugepages on the page's NUMA node before the write.",
+                  "minimum": 0
+                },
+                "poolAfter": {
+                  "type": "integer",
+                  "description": "The same after the write.",
+                  "minimum": 0
+                },
+                "at": {
+                  "type": "string",
+                  "format": "date-time",
+                  "description": "When the agent reported it."
+                },
+                "message": {
+                  "type": "string",
+                  "description": "What happened, in words (the kernel's errno on a refusal).",
+                  "maxLength": 1024
+                }
+              }
+            },
             "nodeAction": {
               "type": "object",
               "description": "What this error made the operator do to the node.",
@@ -2277,6 +2531,164 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "description": "Corrected memory errors counted by EDAC or rasdaemon since boot.",
               "minimum": 0
             },
+            "correctedErrorPages": {
+              "type": "array",
+              "description": "The pages with corrected memory errors this boot, one entry per 4 KiB page (the first error on a page is also a MemoryErrorEvent; later ones are only counted here). At most 64: past that the page seen longest ago goes.",
+              "maxItems": 64,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "pfn"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "pfn",
+                  "count",
+                  "lastAt"
+                ],
+                "properties": {
+                  "pfn": {
+                    "type": "string",
+                    "description": "The page's pfn, hexadecimal.",
+                    "pattern": "^0x[0-9a-f]{1,13}$"
+                  },
+                  "hugepage": {
+                    "type": "object",
+                    "description": "The hugepage that held the page when its last error came, if one did.",
+                    "required": [
+                      "size",
+                      "headPfn"
+                    ],
+                    "properties": {
+                      "size": {
+                        "type": "string",
+                        "description": "Hugepage size.",
+                        "enum": [
+                          "2Mi",
+                          "1Gi"
+                        ]
+                      },
+                      "headPfn": {
+                        "type": "string",
+                        "description": "Pfn of the hugepage's first 4 KiB page, hexadecimal.",
+                        "pattern": "^0x[0-9a-f]{1,13}$"
+                      },
+                      "numaNode": {
+                        "type": "integer",
+                        "description": "NUMA node that holds the hugepage.",
+                        "minimum": 0,
+                        "maximum": 1023
+                      }
+                    }
+                  },
+                  "dimm": {
+                    "type": "string",
+                    "description": "The DIMM (EDAC location or label) the errors were attributed to, when a source said.",
+                    "maxLength": 128
+                  },
+                  "count": {
+                    "type": "integer",
+                    "description": "Corrected errors on the page the agent saw this boot.",
+                    "minimum": 1
+                  },
+                  "lastAt": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the agent read the page's last corrected error."
+                  },
+                  "softOfflined": {
+                    "type": "boolean",
+                    "description": "The page is retired: the kernel's own corrected-errors collector soft-offlined it (`RAS: Soft-offlining pfn`) or the agent did on the operator's request."
+                  },
+                  "hourly": {
+                    "type": "array",
+                    "description": "Corrected errors per hour (the hour's start), the hours that had any, newest last, for the last 7 days: the operator counts them in the policy's window.",
+                    "maxItems": 168,
+                    "items": {
+                      "type": "object",
+                      "required": [
+                        "hour",
+                        "count"
+                      ],
+                      "properties": {
+                        "hour": {
+                          "type": "string",
+                          "format": "date-time",
+                          "description": "Start of the hour."
+                        },
+                        "count": {
+                          "type": "integer",
+                          "description": "Corrected errors in that hour.",
+                          "minimum": 1
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            },
+            "dimms": {
+              "type": "array",
+              "description": "Corrected and uncorrected error counts per DIMM (or csrow channel on older EDAC drivers) from EDAC's sysfs counters, and corrected errors per hour since the agent began counting.",
+              "maxItems": 128,
+              "x-kubernetes-list-type": "map",
+              "x-kubernetes-list-map-keys": [
+                "name"
+              ],
+              "items": {
+                "type": "object",
+                "required": [
+                  "name",
+                  "correctedErrors"
+                ],
+                "properties": {
+                  "name": {
+                    "type": "string",
+                    "description": "EDAC's location of the DIMM, for example mc0/dimm1 or mc0/csrow2/ch0.",
+                    "maxLength": 64
+                  },
+                  "label": {
+                    "type": "string",
+                    "description": "The DIMM's label (dimm_label or chN_dimm_label), the silkscreen name a technician finds.",
+                    "maxLength": 128
+                  },
+                  "correctedErrors": {
+                    "type": "integer",
+                    "description": "Corrected errors since the counters were last reset (boot or driver load).",
+                    "minimum": 0
+                  },
+                  "uncorrectedErrors": {
+                    "type": "integer",
+                    "description": "Uncorrected errors since the counters were last reset.",
+                    "minimum": 0
+                  },
+                  "hourly": {
+                    "type": "array",
+                    "description": "Corrected errors per hour (the hour's start), the hours that had any, newest last, for the last 7 days: the operator counts them in the policy's window.",
+                    "maxItems": 168,
+                    "items": {
+                      "type": "object",
+                      "required": [
+                        "hour",
+                        "count"
+                      ],
+                      "properties": {
+                        "hour": {
+                          "type": "string",
+                          "format": "date-time",
+                          "description": "Start of the hour."
+                        },
+                        "count": {
+                          "type": "integer",
+                          "description": "Corrected errors in that hour.",
+                          "minimum": 1
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            },
             "capabilities": {
               "type": "object",
               "description": "What the node's kernel offers for memory-failure handling.",
@@ -2360,6 +2772,16 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
               "type": "string",
               "description": "The escalation window the counts cover (a Go duration, for example 24h).",
               "maxLength": 32
+            },
+            "worstDimm": {
+              "type": "string",
+              "description": "The DIMM (or page, where the node has no EDAC counters) with the most corrected errors in the policy's prevention window.",
+              "maxLength": 128
+            },
+            "worstDimmCorrectedErrors": {
+              "type": "integer",
+              "description": "Its corrected errors in that window.",
+              "minimum": 0
             },
             "poisonedHugepages": {
               "type": "integer",

@@ -11,9 +11,16 @@ import type { NodeActionTaken, NodeHealth } from "./model/escalation.ts";
 import { countedInPool } from "./model/prediction.ts";
 import { staleCapacity } from "./model/quarantine.ts";
 import type { HeldQuarantine } from "./model/quarantine.ts";
+import type { CorrectedPage, DimmCounts, HourlyCount } from "./model/risk.ts";
 import { policyForNode } from "./model/selector.ts";
 import type { PolicyMatch } from "./model/selector.ts";
 import type { ClusterBudget, DisruptionBudgetState, ErrorRecord, MemoryError, NodeState, PodState, PoisonedHugepage, Policy } from "./model/types.ts";
+
+const hourlyCounts = (hourly: readonly { hour: string; count: number }[] | undefined): HourlyCount[] =>
+  (hourly ?? []).flatMap((h) => {
+    const hour = Date.parse(h.hour);
+    return Number.isNaN(hour) ? [] : [{ hour, count: h.count }];
+  });
 
 /** Label on the placeholder pods that hold quarantined capacity, naming the event. */
 export const quarantineEventLabel = "mce-operator.io/quarantine-for";
@@ -316,6 +323,27 @@ export class ClusterState {
   }
 
   /** The model's view of an event. */
+  /** The pages with corrected errors the node's agent counts, in the risk model's terms. */
+  static correctedPages(health: NodeMemoryHealth | undefined): CorrectedPage[] {
+    const where = `NodeMemoryHealth ${health?.metadata.name ?? "?"} spec.correctedErrorPages`;
+    return (health?.spec.correctedErrorPages ?? []).map((page) => ({
+      pfn: parseHex(page.pfn, `${where} pfn`),
+      hugepage: page.hugepage && {
+        size: page.hugepage.size,
+        headPfn: parseHex(page.hugepage.headPfn, `${where} hugepage.headPfn`),
+        numaNode: page.hugepage.numaNode,
+      },
+      dimm: page.dimm,
+      hourly: hourlyCounts(page.hourly),
+      softOfflined: page.softOfflined === true,
+    }));
+  }
+
+  /** The node's DIMMs with their corrected errors per hour, in the risk model's terms. */
+  static dimmCounts(health: NodeMemoryHealth | undefined): DimmCounts[] {
+    return (health?.spec.dimms ?? []).map((dimm) => ({ name: dimm.name, label: dimm.label, hourly: hourlyCounts(dimm.hourly) }));
+  }
+
   static memoryError(event: MemoryErrorEvent): MemoryError {
     const { spec } = event;
     const where = `MemoryErrorEvent ${event.metadata.name}`;
