@@ -42,6 +42,7 @@ export const celRules: Readonly<Record<string, (self: Fields) => boolean>> = {
   "window must be at least 1m (a shorter window makes the per-window limits meaningless)": atLeast("window", "1m"),
   "window must be at least 1m (a shorter window counts no error twice and never escalates)": atLeast("window", "1m"),
   "window must be at least 1m (a shorter window silently disables the breaker)": atLeast("window", "1m"),
+  "window must be at least 1h (the agent counts corrected errors per hour)": atLeast("window", "1h"),
   "cordonAfter must be greater than taintAfter (taint before cordon)": (self) =>
     self.cordonAfter === undefined || self.taintAfter === undefined || Number(self.cordonAfter) > Number(self.taintAfter),
   "cooldown must be at least 1s (without one, every error on a node may escalate it at once)": atLeast("cooldown", "1s"),

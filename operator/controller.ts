@@ -249,7 +249,13 @@ export class Controller {
   private nodeChanged(nodeName: string): void {
     this.enqueue("node", nodeName);
     for (const e of this.state.eventsOn(nodeName))
-      if (e.status?.phase === "Pending" || e.status?.quarantine?.some((q) => q.state === "Quarantined")) this.enqueue("event", e.metadata.name);
+      if (
+        e.status?.phase === "Pending" ||
+        e.status?.quarantine?.some((q) => q.state === "Quarantined") ||
+        // A page with corrected errors is watched: the agent's report carries its count.
+        e.status?.prevention?.state === "Watching"
+      )
+        this.enqueue("event", e.metadata.name);
   }
 
   private async work(name: string, reconciler: { reconcile(name: string): Promise<WorkResult> }): Promise<WorkResult> {

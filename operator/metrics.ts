@@ -21,6 +21,12 @@ export class OperatorMetrics {
     labelNames: ["size", "outcome"],
     registers: [this.registry],
   });
+  readonly softOfflines = new Counter({
+    name: "mce_operator_soft_offlines_total",
+    help: "Soft offlines of pages with corrected errors the nodes' agents carried out, by outcome (done, failed, skipped).",
+    labelNames: ["outcome"],
+    registers: [this.registry],
+  });
   readonly capacityLostBytes = new Gauge({
     name: "mce_operator_hugepage_capacity_lost_bytes",
     help: "Hugepage capacity the node's pools lost to memory errors in this boot and no replacement gave back, by node and hugepage size.",

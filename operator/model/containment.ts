@@ -58,17 +58,12 @@ export function kernelAlreadySignalled(error: MemoryError, podUID: string): bool
 }
 
 function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRun: boolean): MemoryErrorEventStatusPod[] {
-  const { error, pods, pdbs, policy, budget } = input;
+  const { error, policy } = input;
   if (prediction.poolEffect === "None" || prediction.poolEffect === "Migrated" || prediction.poolEffect === "NotHugepage") return [];
   const { earlySignal: early, eviction } = policy.podActions;
-  const safety = policy.safety;
-  const mapperPods = new Set(error.mappers.map((m) => m.podUID).filter((uid): uid is string => Boolean(uid)));
-  const targets = pods
-    .filter((p) => mapperPods.has(p.uid))
-    .sort((a, b) => a.priority - b.priority || a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
-  let slots = Math.max(0, safety.maxEvictionsInFlight - budget.evictionsInFlight);
   const planned = dryRun ? "DryRun" : "Planned";
-  return targets.map((pod): MemoryErrorEventStatusPod => {
+  const evict = evictions(input, dryRun);
+  return mapperPods(input.pods, error.mappers).map((pod): MemoryErrorEventStatusPod => {
     const own = prediction.mappers.filter((m) => m.podUID === pod.uid);
     const hitAtError = kernelAlreadySignalled(error, pod.uid);
     const kernelSignal = hitAtError ? "ARAtError" : own.some((m) => m.atError === "AO") ? "AO" : "AROnAccess";
@@ -80,11 +75,8 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
         state: "Skipped",
         reason: "the kernel already sent BUS_MCEERR_AR to its process(es), which touched the page: a warning or an eviction now would only add a disruption",
       };
-    if (safety.excludedNamespaces.includes(pod.namespace))
-      return { ...base, action: "None", state: "Skipped", reason: `namespace ${pod.namespace} is excluded by the policy` };
-    const excludedLabels = safety.excludedPodLabels;
-    if (excludedLabels && Object.keys(excludedLabels).length > 0 && selectorMatches({ matchLabels: excludedLabels }, pod.labels))
-      return { ...base, action: "None", state: "Skipped", reason: "the pod's labels are excluded by the policy" };
+    const excluded = exclusion(pod, policy);
+    if (excluded !== undefined) return { ...base, action: "None", state: "Skipped", reason: excluded };
     const annotation = early.optInAnnotation;
     if (early.enabled && pod.annotations[annotation] === "true") {
       const ranges = error.mappers.filter((m) => m.podUID === pod.uid && m.virtualStart).map((m) => `${m.virtualStart ?? ""}-${m.virtualEnd ?? ""}`);
@@ -99,16 +91,63 @@ function decidePods(input: ContainmentInput, prediction: KernelPrediction, dryRu
     }
     if (!eviction.enabled)
       return { ...base, action: "None", state: "Skipped", reason: "eviction is disabled by the policy: the pod will crash with BUS_MCEERR_AR on access" };
+    return evict(pod, base, "maps the poisoned hugepage and will crash with BUS_MCEERR_AR on access: evict early");
+  });
+}
+
+/** Why the policy keeps its hands off a pod, or undefined. */
+function exclusion(pod: PodState, policy: Policy): string | undefined {
+  const { safety } = policy;
+  if (safety.excludedNamespaces.includes(pod.namespace)) return `namespace ${pod.namespace} is excluded by the policy`;
+  const excludedLabels = safety.excludedPodLabels;
+  if (excludedLabels && Object.keys(excludedLabels).length > 0 && selectorMatches({ matchLabels: excludedLabels }, pod.labels))
+    return "the pod's labels are excluded by the policy";
+  return undefined;
+}
+
+type PodEntryBase = Pick<MemoryErrorEventStatusPod, "uid" | "namespace" | "name" | "kernelSignal" | "attempts">;
+
+/** Evictions within the policy's limit on evictions in flight, each saying which PodDisruptionBudget blocks it now. */
+function evictions(input: Pick<ContainmentInput, "pdbs" | "policy" | "budget">, dryRun: boolean) {
+  const { pdbs, policy, budget } = input;
+  const { maxEvictionsInFlight } = policy.safety;
+  let slots = Math.max(0, maxEvictionsInFlight - budget.evictionsInFlight);
+  return (pod: PodState, base: PodEntryBase, why: string): MemoryErrorEventStatusPod => {
     const blocking = pdbs
       .filter((b) => b.namespace === pod.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, pod.labels))
       .map((b) => b.name);
-    const pdbNote = blocking.length > 0 ? `; PodDisruptionBudget ${blocking.join(", ")} allows no disruption now, so eviction is retried with backoff` : "";
-    const why = `maps the poisoned hugepage and will crash with BUS_MCEERR_AR on access: evict early${pdbNote}`;
+    const reason = `${why}${blocking.length > 0 ? `; PodDisruptionBudget ${blocking.join(", ")} allows no disruption now, so eviction is retried with backoff` : ""}`;
     if (!dryRun && slots === 0)
-      return { ...base, action: "Evict", state: "Planned", reason: `${why}; waiting for an eviction slot (${safety.maxEvictionsInFlight} in flight)` };
+      return { ...base, action: "Evict", state: "Planned", reason: `${reason}; waiting for an eviction slot (${maxEvictionsInFlight} in flight)` };
     slots -= 1;
-    return { ...base, action: "Evict", state: planned, reason: why };
+    return { ...base, action: "Evict", state: dryRun ? "DryRun" : "Planned", reason };
+  };
+}
+
+/**
+ * The planned move of the pods that map a hugepage at risk (corrected errors, nothing lost yet): evicted
+ * under the same exclusions, PodDisruptionBudgets and limit on evictions in flight as after a loss.
+ */
+export function plannedEvictions(
+  input: Pick<ContainmentInput, "pods" | "pdbs" | "policy" | "budget"> & { mappers: readonly Mapper[] },
+  why: string,
+): MemoryErrorEventStatusPod[] {
+  const { policy } = input;
+  const dryRun = policy.mode !== "Enforce";
+  const evict = evictions(input, dryRun);
+  return mapperPods(input.pods, input.mappers).map((pod) => {
+    const base = { uid: pod.uid, namespace: pod.namespace, name: pod.name, attempts: 0 };
+    const excluded = exclusion(pod, policy);
+    if (excluded !== undefined) return { ...base, action: "None", state: "Skipped", reason: excluded };
+    if (!policy.podActions.eviction.enabled) return { ...base, action: "None", state: "Skipped", reason: "eviction is disabled by the policy" };
+    return evict(pod, base, why);
   });
+}
+
+/** The pods of the mappers, lowest priority first (the order evictions take the slots in). */
+function mapperPods(pods: readonly PodState[], mappers: readonly Mapper[]): PodState[] {
+  const uids = new Set(mappers.map((m) => m.podUID).filter((uid): uid is string => Boolean(uid)));
+  return pods.filter((p) => uids.has(p.uid)).sort((a, b) => a.priority - b.priority || a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
 }
 
 /** The whole decision for one memory error. */

@@ -20,12 +20,14 @@ export function phaseOf(status: MemoryErrorEventStatus): Phase {
     pods.some((p) => !terminalPodStates.has(p.state)) ||
     quarantine.some((q) => q.state === "Planned") ||
     node?.state === "Planned" ||
-    node?.state === "InProgress";
+    node?.state === "InProgress" ||
+    status.prevention?.state === "Requested";
   if (pending) return "Pending";
-  if (pods.some((p) => p.state === "TimedOut" || p.state === "Failed") || node?.state === "Failed") return "Failed";
+  if (pods.some((p) => p.state === "TimedOut" || p.state === "Failed") || node?.state === "Failed" || status.prevention?.state === "Failed") return "Failed";
   if (node && node.action !== "None" && (node.state === "Done" || node.state === "DryRun")) return "Escalated";
   const effect = status.prediction?.poolEffect;
-  if (pods.length === 0 && quarantine.length === 0 && (effect === "None" || effect === "NotHugepage")) return "Ignored";
+  const prevented = status.prevention !== undefined && status.prevention.action !== "None";
+  if (pods.length === 0 && quarantine.length === 0 && !prevented && (effect === "None" || effect === "NotHugepage")) return "Ignored";
   return "Contained";
 }
 

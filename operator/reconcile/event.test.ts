@@ -1,4 +1,5 @@
 import { beforeEach, describe, expect, it } from "vitest";
+import type { MemoryErrorEvent } from "../../crds/generated.ts";
 import { podInfo } from "../state.ts";
 import { ApiError } from "../../runtime/api.ts";
 import { T0 } from "../model/fixtures.ts";
@@ -601,5 +602,112 @@ describe("EventReconciler", () => {
     expect(phaseOf({ pods: [{ uid: "u", namespace: "n", name: "p", action: "Evict", state: "Blocked" }] })).toBe("Pending");
     expect(phaseOf({ prediction: { poolEffect: "None" }, pods: [], quarantine: [], nodeAction: { action: "None" } })).toBe("Ignored");
     expect(phaseOf({ nodeAction: { action: "Taint", state: "Done" } })).toBe("Escalated");
+  });
+});
+
+describe("EventReconciler: corrected errors, before anything is lost", () => {
+  let h: ReconcileHarness;
+  const HOUR = 3_600_000;
+  beforeEach(() => {
+    h = new ReconcileHarness();
+    h.state.policies.set("default", policy());
+    h.addNode("worker-1");
+    h.addPod("vm", "worker-1");
+  });
+
+  /** The agent's report with the page's corrected errors this hour, and the pool as given. */
+  function report(count: number, pool = { total: 32, free: 16 }, free2MiBlocks?: number): void {
+    const base = health("worker-1");
+    h.state.upsertHealth(
+      {
+        ...base,
+        spec: {
+          ...base.spec,
+          hugepagePools: [{ size: "2Mi", numaNode: 0, ...pool }],
+          ...(free2MiBlocks !== undefined && { numaMemory: [{ numaNode: 0, freeBytes: free2MiBlocks * 2 * MiB, free2MiBlocks }] }),
+          capabilities: { earlyKill: false, softOffline: true },
+          correctedErrorPages: [
+            {
+              pfn: "0x5205",
+              hugepage: { size: "2Mi", headPfn: "0x5200", numaNode: 0 },
+              count,
+              lastAt: new Date(h.now).toISOString(),
+              hourly: [{ hour: new Date(Math.floor(h.now / HOUR) * HOUR).toISOString(), count }],
+            },
+          ],
+        },
+      },
+      h.now,
+    );
+  }
+
+  const corrected = (): MemoryErrorEvent => memoryEvent("ce1", "worker-1", [{ pod: "vm" }], { severity: "Corrected", source: "MachineCheck" });
+
+  function agentWrites(result: Record<string, unknown>): void {
+    const held = h.cluster.events.get("ce1");
+    if (!held) throw new Error("no ce1");
+    h.hold({ ...held, status: { ...held.status, softOfflineResult: { at: new Date(h.now).toISOString(), ...result } } } as MemoryErrorEvent);
+  }
+
+  it("watches a page below the threshold, refreshing its count, and touches nothing", async () => {
+    report(3);
+    h.hold(corrected());
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")).toMatchObject({ phase: "Ignored", prevention: { action: "None", state: "Watching", correctedErrors: 3 } });
+    report(7);
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")?.prevention).toMatchObject({ state: "Watching", correctedErrors: 7 });
+    expect(h.cluster.effects).toEqual([]);
+  });
+
+  it("asks the agent to soft-offline the page at the threshold and copies its outcome in; nobody is evicted", async () => {
+    report(3);
+    h.hold(corrected());
+    await h.events.reconcile("ce1");
+    report(10);
+    h.now += 60_000;
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")).toMatchObject({
+      phase: "Pending",
+      prevention: { action: "SoftOffline", state: "Requested", correctedErrors: 10 },
+    });
+    expect(h.cluster.eventStatus.get("ce1")?.prevention?.reason).toContain("to a free hugepage of its pool");
+    agentWrites({ state: "Done", poolBefore: 32, poolAfter: 31, message: "soft-offlined pfn 0x5205" });
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")).toMatchObject({ phase: "Contained", prevention: { state: "Done", message: "agent: soft-offlined pfn 0x5205" } });
+    expect(h.cluster.effects).toEqual([]);
+    expect(h.cluster.recorded.map((r) => r.reason)).toEqual(expect.arrayContaining(["CorrectedErrorsThreshold", "HugepageSoftOfflined"]));
+  });
+
+  it("falls back to moving the mappers when the kernel refuses the soft offline", async () => {
+    report(10);
+    h.hold(corrected());
+    await h.events.reconcile("ce1");
+    agentWrites({ state: "Failed", message: "soft_offline_page: EBUSY" });
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")?.prevention).toMatchObject({ action: "Evict", state: "Requested" });
+    await h.events.reconcile("ce1");
+    expect(h.cluster.effects).toEqual(["evict apps/vm"]);
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")).toMatchObject({ phase: "Contained", prevention: { state: "Done" }, pods: [{ name: "vm", state: "Done" }] });
+  });
+
+  it("moves the mappers at once when there is nowhere to migrate the hugepage to", async () => {
+    report(10, { total: 32, free: 0 }, 0);
+    h.hold(corrected());
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")?.prevention).toMatchObject({ action: "Evict", state: "Requested" });
+    expect(h.cluster.eventStatus.get("ce1")?.prevention?.reason).toContain("no free 2Mi hugepage and no free 2 MiB block");
+    await h.events.reconcile("ce1");
+    expect(h.cluster.effects).toEqual(["evict apps/vm"]);
+  });
+
+  it("only records what it would do under a DryRun policy", async () => {
+    h.state.policies.set("default", policy({ mode: "DryRun" }));
+    report(10);
+    h.hold(corrected());
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")).toMatchObject({ phase: "Contained", prevention: { action: "SoftOffline", state: "DryRun" } });
+    expect(h.cluster.effects).toEqual([]);
   });
 });

@@ -6,15 +6,17 @@
 import type { MemoryErrorEvent, MemoryErrorEventStatus, MemoryErrorEventStatusPod, MemoryErrorEventStatusQuarantine } from "../../crds/generated.ts";
 import { lostRangesAnnotation } from "../../crds/naming.ts";
 import { formatBytes } from "../../crds/quantity.ts";
+import { parseHex } from "../../kernel/pfn.ts";
 import { ApiError } from "../../runtime/api.ts";
 import type { EvictionOutcome } from "../actions.ts";
 import type { Logger } from "../../runtime/log.ts";
-import { decideContainment, kernelAlreadySignalled } from "../model/containment.ts";
+import { decideContainment, kernelAlreadySignalled, plannedEvictions } from "../model/containment.ts";
 import type { Decision } from "../model/containment.ts";
 import { formatDuration, parseDuration, policyDuration, RETRY_FLOOR_MS } from "../model/duration.ts";
 import { breaker, heldActionDue, nodeActionHold } from "../model/escalation.ts";
 import { quarantinesToRelease } from "../model/quarantine.ts";
 import { replacementPause } from "../model/replacement.ts";
+import { decidePrevention } from "../model/risk.ts";
 import { selectorMatches } from "../model/selector.ts";
 import type { Policy } from "../model/types.ts";
 import type { WorkResult } from "../../runtime/queue.ts";
@@ -244,7 +246,16 @@ export class EventReconciler {
         ? { nodeAction: status.nodeAction, apply: false }
         : this.planNodeAction(event, status, policy, now);
     const poolReplacement = this.planPoolReplacement(event, status, policy, now);
-    return { status: { ...status, pods, nodeAction, poolReplacement }, evictions, toCreate, toRelease, applyNodeAction: apply };
+    const prevented = this.planPrevention(event, { ...status, pods }, policy, now);
+    // A planned move's evictions are carried out from the next pass, like any other Planned entry.
+    if (prevented.pods !== pods) requeue.push(1);
+    return {
+      status: { ...status, pods: prevented.pods, nodeAction, poolReplacement, prevention: prevented.prevention },
+      evictions,
+      toCreate,
+      toRelease,
+      applyNodeAction: apply,
+    };
   }
 
   /**
@@ -374,6 +385,78 @@ export class EventReconciler {
       after: result.after,
     });
     return { ...replacement, state: result.state, message };
+  }
+
+  /**
+   * A corrected error's page, while nothing is lost: the risk model decides once a threshold is reached
+   * (until then the page is Watching, its count refreshed from the agent's report); a soft offline is
+   * handed to the node's agent, whose outcome is copied in, and one the kernel refused falls back to the
+   * planned eviction of the hugepage's mappers.
+   */
+  private planPrevention(
+    event: MemoryErrorEvent,
+    status: MemoryErrorEventStatus,
+    policy: Policy | undefined,
+    now: number,
+  ): { prevention: MemoryErrorEventStatus["prevention"]; pods: MemoryErrorEventStatusPod[] | undefined } {
+    const { spec } = event;
+    const current = status.prevention;
+    const unchanged = { prevention: current, pods: status.pods };
+    if (spec.severity !== "Corrected" || spec.loggedAtBoot === true || policy === undefined) return unchanged;
+    const nodeName = spec.nodeName;
+    const mappers = spec.mappers ?? [];
+    const pods = this.state.podsOn(nodeName).filter((p) => !p.quarantineFor && !p.deleting);
+    const move = (why: string): MemoryErrorEventStatusPod[] =>
+      plannedEvictions({ pods, mappers, pdbs: [...this.state.pdbs.values()], policy, budget: this.state.budget() }, why);
+    if (current?.action === "SoftOffline" && current.state === "Requested") {
+      const result = status.softOfflineResult;
+      if (!result) return unchanged;
+      const agentSays = words(`agent: ${result.message ?? result.state}`);
+      this.context.metrics.softOfflines.inc({ outcome: result.state.toLowerCase() });
+      if (result.state === "Done") {
+        recordEvent(this.context, nodeRef(nodeName), "Normal", "HugepageSoftOfflined", words(`memory error ${event.metadata.name}: ${agentSays}`));
+        return { prevention: { ...current, state: "Done", message: agentSays }, pods: status.pods };
+      }
+      const fallback = policy.prevention.plannedEviction ? move(`soft offline of pfn ${spec.pfn} was not done (${agentSays}): move early`) : [];
+      recordEvent(this.context, nodeRef(nodeName), "Warning", "HugepageSoftOfflineFailed", words(`memory error ${event.metadata.name}: ${agentSays}`));
+      return fallback.length > 0
+        ? {
+            prevention: { ...current, action: "Evict", state: "Requested", message: words(`${agentSays}; the mappers' pods are evicted instead`) },
+            pods: fallback,
+          }
+        : { prevention: { ...current, state: "Failed", message: agentSays }, pods: status.pods };
+    }
+    if (current?.action === "Evict" && current.state === "Requested") {
+      const settled = (status.pods ?? []).every((p) => terminalPodStates.has(p.state));
+      return settled ? { prevention: { ...current, state: "Done" }, pods: status.pods } : unchanged;
+    }
+    if (current !== undefined && current.state !== "Watching") return unchanged;
+    const health = this.state.health.get(nodeName);
+    const pfn = parseHex(spec.pfn, `MemoryErrorEvent ${event.metadata.name} spec.pfn`);
+    const error = ClusterState.memoryError(event);
+    const mapperUIDs = new Set(mappers.map((m) => m.podUID));
+    const decided = decidePrevention({
+      page: ClusterState.correctedPages(health).find((p) => p.pfn === pfn),
+      pfn,
+      hugepage: error.hugepage,
+      dimms: ClusterState.dimmCounts(health),
+      node: this.state.nodeState(nodeName, event.metadata.name),
+      support: { available: health?.spec.capabilities?.softOffline, enableSoftOffline: health?.spec.capabilities?.enableSoftOffline },
+      mapperPods: pods.filter((p) => mapperUIDs.has(p.uid)).length,
+      policy,
+      now,
+    });
+    const base = { action: decided.action, reason: words(decided.reason), correctedErrors: decided.correctedErrors };
+    if (decided.action === "None") {
+      const prevention = { ...base, state: decided.state, ...(decided.state === "Skipped" && { decidedAt: iso(now) }) };
+      return { prevention, pods: status.pods };
+    }
+    const dryRun = status.dryRun === true;
+    this.context.log.info("corrected errors: acting before anything is lost", { memoryErrorEvent: event.metadata.name, action: decided.action, dryRun });
+    recordEvent(this.context, nodeRef(nodeName), "Warning", "CorrectedErrorsThreshold", words(`memory error ${event.metadata.name}: ${decided.reason}`));
+    const prevention = { ...base, state: dryRun ? ("DryRun" as const) : ("Requested" as const), decidedAt: iso(now) };
+    if (decided.action === "SoftOffline") return { prevention, pods: status.pods };
+    return { prevention, pods: move("maps a hugepage at risk of an uncorrected error (corrected errors past the policy's threshold): move early") };
   }
 
   /** Carries the plan out and returns the status with every outcome. */
