@@ -88,6 +88,33 @@ export interface FakePool {
   surplus?: number;
 }
 
+/** A dimmM or rankM directory. A count left out has no file: kernels from 3.6 to 4.x had the directories without them. */
+export interface FakeEdacDimm {
+  /** dimm_label; empty when left out. */
+  label?: string;
+  ce?: number;
+  ue?: number;
+}
+
+/** A legacy csrowK directory: ce_count and ue_count, and per channel chJ_ce_count and chJ_dimm_label. */
+export interface FakeEdacCsrow {
+  ue?: number;
+  channels: Record<number, { ce: number; label?: string }>;
+}
+
+/** A memory controller mcN. The kernel creates DIMM, rank, csrow and channel entries only for populated ones, hence the sparse records. */
+export interface FakeEdacController {
+  /** ce_count and ue_count; by default the sums over the DIMMs and ranks (else the csrows) and the noinfo counts, as the kernel keeps them. */
+  ce?: number;
+  ue?: number;
+  /** ce_noinfo_count and ue_noinfo_count: errors the driver could not place on a DIMM. */
+  ceNoinfo?: number;
+  ueNoinfo?: number;
+  dimms?: Record<number, FakeEdacDimm>;
+  ranks?: Record<number, FakeEdacDimm>;
+  csrows?: Record<number, FakeEdacCsrow>;
+}
+
 export interface FakeHost {
   bootID?: string;
   release?: string;
@@ -99,8 +126,8 @@ export interface FakeHost {
   nodeMemFreeKb?: Record<number, number>;
   /** /proc/buddyinfo lines: free blocks per order (0 to 10) of one zone of a NUMA node. */
   buddyinfo?: { numaNode: number; zone: string; counts: number[] }[];
-  /** Per memory controller: corrected, uncorrected counts. */
-  edac?: [number, number][];
+  /** Per memory controller mcN: its corrected and uncorrected counts alone, or its DIMMs as well. */
+  edac?: ([number, number] | FakeEdacController)[];
   earlyKill?: boolean;
   recovery?: boolean;
   softOffline?: boolean;
@@ -170,8 +197,43 @@ export function writeFakeHost(root: string, host: FakeHost): void {
       host.buddyinfo.map((z) => `Node ${z.numaNode}, zone ${z.zone.padStart(8)} ${z.counts.map((c) => String(c).padStart(6)).join(" ")} \n`).join(""),
     );
   }
-  (host.edac ?? []).forEach(([ce, ue], i) => {
-    put(root, `sys/devices/system/edac/mc/mc${i}/ce_count`, `${ce}\n`);
-    put(root, `sys/devices/system/edac/mc/mc${i}/ue_count`, `${ue}\n`);
+  (host.edac ?? []).forEach((controller, i) => {
+    writeEdacController(root, `sys/devices/system/edac/mc/mc${i}`, Array.isArray(controller) ? { ce: controller[0], ue: controller[1] } : controller);
   });
+}
+
+function writeEdacController(root: string, dir: string, mc: FakeEdacController): void {
+  const sum = (counts: (number | undefined)[]): number => counts.reduce<number>((total, n) => total + (n ?? 0), 0);
+  const located = [...Object.values(mc.dimms ?? {}), ...Object.values(mc.ranks ?? {})];
+  const csrows = Object.values(mc.csrows ?? {});
+  const channels = csrows.flatMap((csrow) => Object.values(csrow.channels));
+  const ce = located.length > 0 ? sum(located.map((d) => d.ce)) : sum(channels.map((c) => c.ce));
+  const ue = located.length > 0 ? sum(located.map((d) => d.ue)) : sum(csrows.map((c) => c.ue));
+  put(root, `${dir}/ce_count`, `${mc.ce ?? ce + (mc.ceNoinfo ?? 0)}\n`);
+  put(root, `${dir}/ue_count`, `${mc.ue ?? ue + (mc.ueNoinfo ?? 0)}\n`);
+  if (mc.ceNoinfo !== undefined) put(root, `${dir}/ce_noinfo_count`, `${mc.ceNoinfo}\n`);
+  if (mc.ueNoinfo !== undefined) put(root, `${dir}/ue_noinfo_count`, `${mc.ueNoinfo}\n`);
+  // The kernel prints a label with a newline, and an empty one as nothing.
+  const label = (text: string | undefined): string => (text === undefined || text === "" ? "" : `${text}\n`);
+  for (const [kind, dimms] of [
+    ["dimm", mc.dimms],
+    ["rank", mc.ranks],
+  ] as const) {
+    for (const [index, dimm] of Object.entries(dimms ?? {})) {
+      const at = `${dir}/${kind}${index}`;
+      put(root, `${at}/dimm_label`, label(dimm.label));
+      put(root, `${at}/size`, "16384\n");
+      if (dimm.ce !== undefined) put(root, `${at}/dimm_ce_count`, `${dimm.ce}\n`);
+      if (dimm.ue !== undefined) put(root, `${at}/dimm_ue_count`, `${dimm.ue}\n`);
+    }
+  }
+  for (const [index, csrow] of Object.entries(mc.csrows ?? {})) {
+    const at = `${dir}/csrow${index}`;
+    put(root, `${at}/ce_count`, `${sum(Object.values(csrow.channels).map((c) => c.ce))}\n`);
+    put(root, `${at}/ue_count`, `${csrow.ue ?? 0}\n`);
+    for (const [ch, channel] of Object.entries(csrow.channels)) {
+      put(root, `${at}/ch${ch}_ce_count`, `${channel.ce}\n`);
+      put(root, `${at}/ch${ch}_dimm_label`, label(channel.label));
+    }
+  }
 }

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { writeFakeHost } from "./fake-host.ts";
-import { HostFiles, parseBuddyinfo2MiBlocks, parseNodeMemFree } from "./host.ts";
+import { compareDimmNames, HostFiles, keepMostCorrected, parseBuddyinfo2MiBlocks, parseNodeMemFree } from "./host.ts";
 
 function host(setup: Parameters<typeof writeFakeHost>[1]): HostFiles {
   const root = mkdtempSync(join(tmpdir(), "host-"));
@@ -43,6 +43,8 @@ describe("HostFiles", () => {
     expect(memory.hardwareCorruptedBytes).toBe(8192);
     expect(memory.memoryFailureCounters).toEqual([{ numaNode: 0, total: 3, ignored: 0, failed: 1, delayed: 0, recovered: 2 }]);
     expect([memory.edacCorrected, memory.edacUncorrected]).toEqual([7, 1]);
+    // Controllers without DIMM directories name no DIMM.
+    expect(memory.dimms).toEqual([]);
     expect(memory.capabilities).toEqual({ earlyKill: false, recovery: true, softOffline: true, injection: false, poolResize: true });
   });
 
@@ -70,6 +72,7 @@ describe("HostFiles", () => {
       hardwareCorruptedBytes: 0,
       numaMemory: [],
       memoryFailureCounters: [],
+      dimms: [],
       capabilities: { earlyKill: undefined, recovery: undefined, softOffline: false, injection: false, poolResize: undefined },
     });
   });
@@ -116,5 +119,136 @@ describe("HostFiles", () => {
     expect(parseBuddyinfo2MiBlocks(undefined)).toBeUndefined();
     const blocks = parseBuddyinfo2MiBlocks("Node 0, zone   Normal  1 2 3 4 5 6 7 8 9 10 11 \nnot a line\nNode 0, zone  Movable  0 0 0 0 0 0 0 0 0 1\n");
     expect(blocks).toEqual(new Map([[0, 10 + 11 * 2 + 1]]));
+  });
+});
+
+describe("HostFiles per-DIMM EDAC counters", () => {
+  it("reads dimmM directories of a 3.6+ kernel, in natural order, with trimmed labels, ignoring the legacy csrows beside them", () => {
+    const memory = host({
+      edac: [
+        {
+          dimms: {
+            0: { label: "CPU_SrcID#0_Ha#0_Chan#0_DIMM#0", ce: 3, ue: 0 },
+            2: { label: "  DIMM_A2 ", ce: 0, ue: 0 },
+            10: { label: "", ce: 7, ue: 1 },
+          },
+          // CONFIG_EDAC_LEGACY_SYSFS shows the same errors again as csrows.
+          csrows: { 0: { ue: 1, channels: { 0: { ce: 10, label: "CPU_SrcID#0_Ha#0_Chan#0_DIMM#0" } } } },
+        },
+      ],
+    }).memory();
+    expect(memory.dimms).toEqual([
+      { name: "mc0/dimm0", label: "CPU_SrcID#0_Ha#0_Chan#0_DIMM#0", correctedErrors: 3, uncorrectedErrors: 0 },
+      { name: "mc0/dimm2", label: "DIMM_A2", correctedErrors: 0, uncorrectedErrors: 0 },
+      { name: "mc0/dimm10", correctedErrors: 7, uncorrectedErrors: 1 },
+    ]);
+    expect(memory.dimms[2]).not.toHaveProperty("label");
+    // The controller sums stay what ce_count and ue_count say.
+    expect([memory.edacCorrected, memory.edacUncorrected]).toEqual([10, 1]);
+  });
+
+  it("reads rankM directories of a per-rank driver", () => {
+    expect(
+      host({
+        edac: [
+          {
+            ranks: {
+              0: { label: "mc#0csrow#0channel#0", ce: 1, ue: 0 },
+              1: { label: "mc#0csrow#0channel#1", ce: 0, ue: 2 },
+            },
+          },
+        ],
+      }).memory().dimms,
+    ).toEqual([
+      { name: "mc0/rank0", label: "mc#0csrow#0channel#0", correctedErrors: 1, uncorrectedErrors: 0 },
+      { name: "mc0/rank1", label: "mc#0csrow#0channel#1", correctedErrors: 0, uncorrectedErrors: 2 },
+    ]);
+  });
+
+  it("reads csrow channels of an older driver; the csrow's ue_count goes to its channel only when it has one", () => {
+    const memory = host({
+      edac: [
+        {
+          csrows: {
+            0: { ue: 2, channels: { 0: { ce: 4, label: "DIMM_A1" }, 1: { ce: 0, label: "DIMM_B1\n" } } },
+            3: { ue: 1, channels: { 0: { ce: 5 } } },
+          },
+        },
+      ],
+    }).memory();
+    expect(memory.dimms).toEqual([
+      { name: "mc0/csrow0/ch0", label: "DIMM_A1", correctedErrors: 4 },
+      { name: "mc0/csrow0/ch1", label: "DIMM_B1", correctedErrors: 0 },
+      { name: "mc0/csrow3/ch0", correctedErrors: 5, uncorrectedErrors: 1 },
+    ]);
+    expect([memory.edacCorrected, memory.edacUncorrected]).toEqual([9, 3]);
+  });
+
+  it("reads the csrows where the dimm directories have no counters (kernels 3.6 to 4.x)", () => {
+    const dimms = host({
+      edac: [{ dimms: { 0: { label: "DIMM_A1" } }, csrows: { 0: { ue: 0, channels: { 0: { ce: 6, label: "DIMM_A1" } } } } }],
+    }).memory().dimms;
+    expect(dimms).toEqual([{ name: "mc0/csrow0/ch0", label: "DIMM_A1", correctedErrors: 6, uncorrectedErrors: 0 }]);
+  });
+
+  it("gives errors EDAC could not attribute as mcN/noinfo, when there are any", () => {
+    const memory = host({
+      edac: [
+        { dimms: { 0: { ce: 1, ue: 0 } }, ceNoinfo: 4, ueNoinfo: 0 },
+        { dimms: { 0: { ce: 0, ue: 0 } }, ceNoinfo: 0, ueNoinfo: 0 },
+        { ceNoinfo: 0, ueNoinfo: 1 },
+      ],
+    }).memory();
+    expect(memory.dimms).toEqual([
+      { name: "mc0/dimm0", correctedErrors: 1, uncorrectedErrors: 0 },
+      { name: "mc0/noinfo", correctedErrors: 4, uncorrectedErrors: 0 },
+      { name: "mc1/dimm0", correctedErrors: 0, uncorrectedErrors: 0 },
+      { name: "mc2/noinfo", correctedErrors: 0, uncorrectedErrors: 1 },
+    ]);
+    expect([memory.edacCorrected, memory.edacUncorrected]).toEqual([5, 1]);
+  });
+
+  it("orders controllers and DIMMs by their numbers", () => {
+    const edac: Parameters<typeof writeFakeHost>[1]["edac"] = Array.from({ length: 11 }, () => [0, 0] as [number, number]);
+    edac[2] = { dimms: { 10: { ce: 1, ue: 0 }, 9: { ce: 1, ue: 0 } } };
+    edac[10] = { dimms: { 1: { ce: 1, ue: 0 } } };
+    expect(
+      host({ edac })
+        .memory()
+        .dimms.map((d) => d.name),
+    ).toEqual(["mc2/dimm9", "mc2/dimm10", "mc10/dimm1"]);
+    expect(["mc0/noinfo", "mc0/dimm10", "mc10/dimm0", "mc0/dimm2", "mc2/dimm0", "mc0/dimm02"].sort(compareDimmNames)).toEqual([
+      // Equal numbers written apart still order, by their text.
+      "mc0/dimm02",
+      "mc0/dimm2",
+      "mc0/dimm10",
+      "mc0/noinfo",
+      "mc2/dimm0",
+      "mc10/dimm0",
+    ]);
+  });
+
+  it("keeps the 128 DIMMs with most corrected errors, a tie going to the first by name", () => {
+    // 129 DIMMs with 0, 0, 1, 1, ..., 64 corrected errors: one of the two without goes.
+    const dimms = Object.fromEntries(Array.from({ length: 129 }, (_, i) => [i, { ce: Math.floor(i / 2), ue: 0 }]));
+    const names = host({ edac: [{ dimms }] })
+      .memory()
+      .dimms.map((d) => d.name);
+    expect(names).toHaveLength(128);
+    expect(names.slice(0, 3)).toEqual(["mc0/dimm0", "mc0/dimm2", "mc0/dimm3"]);
+    expect(names.at(-1)).toBe("mc0/dimm128");
+    expect(
+      keepMostCorrected(
+        [
+          { name: "b", correctedErrors: 1 },
+          { name: "a", correctedErrors: 0 },
+          { name: "c", correctedErrors: 2 },
+        ],
+        2,
+      ),
+    ).toEqual([
+      { name: "b", correctedErrors: 1 },
+      { name: "c", correctedErrors: 2 },
+    ]);
   });
 });

@@ -1,5 +1,6 @@
 // What the host's /proc and /sys say about its memory: hugepage pools, corrupted memory, the
-// kernel's memory-failure and EDAC counters, its memory-failure settings, release and boot id.
+// kernel's memory-failure and EDAC counters (per controller and per DIMM), its memory-failure settings,
+// release and boot id.
 // Every path sits under the host root, and a file a kernel lacks is simply absent from the result.
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -12,6 +13,20 @@ import type {
   NodeMemoryHealthSpecNumaMemory,
 } from "../crds/generated.ts";
 
+/** What EDAC counted on one DIMM (a csrow channel on older drivers), or on no DIMM it could name. */
+export interface EdacDimm {
+  /** mcN/dimmM or mcN/rankM (kernels 3.6 on), mcN/csrowK/chJ (older drivers), mcN/noinfo (errors EDAC could not attribute). */
+  name: string;
+  /** dimm_label or chJ_dimm_label, the silkscreen name; left out when empty. */
+  label?: string | undefined;
+  correctedErrors: number;
+  /** Left out where EDAC keeps no count this DIMM's alone (a csrow of several channels). */
+  uncorrectedErrors?: number | undefined;
+}
+
+/** NodeMemoryHealth spec.dimms holds at most this many (the CRD's maxItems). */
+export const MAX_DIMMS = 128;
+
 export interface HostMemory {
   hugepagePools: NodeMemoryHealthSpecHugepagePool[];
   hardwareCorruptedBytes?: number | undefined;
@@ -21,6 +36,8 @@ export interface HostMemory {
   /** Sum of EDAC ce_count over memory controllers, when EDAC is there. */
   edacCorrected?: number | undefined;
   edacUncorrected?: number | undefined;
+  /** EDAC's counters per DIMM, in name order, at most MAX_DIMMS (those with most corrected errors); empty without EDAC. */
+  dimms: EdacDimm[];
   capabilities: Pick<
     NodeMemoryHealthSpecCapabilities,
     "earlyKill" | "recovery" | "softOffline" | "enableSoftOffline" | "correctedErrorCollector" | "injection" | "poolResize"
@@ -195,12 +212,89 @@ export class HostFiles {
     });
   }
 
-  #edac(): Pick<HostMemory, "edacCorrected" | "edacUncorrected"> {
-    const controllers = this.entries("sys/devices/system/edac/mc").filter((name) => /^mc\d+$/.test(name));
-    if (controllers.length === 0) return {};
-    const sum = (file: string): number => controllers.reduce((total, mc) => total + (this.integer("sys/devices/system/edac/mc", mc, file) ?? 0), 0);
-    return { edacCorrected: sum("ce_count"), edacUncorrected: sum("ue_count") };
+  #edac(): Pick<HostMemory, "edacCorrected" | "edacUncorrected" | "dimms"> {
+    const controllers = this.entries(EDAC_MC).filter((name) => /^mc\d+$/.test(name));
+    if (controllers.length === 0) return { dimms: [] };
+    const sum = (file: string): number => controllers.reduce((total, mc) => total + (this.integer(EDAC_MC, mc, file) ?? 0), 0);
+    return {
+      edacCorrected: sum("ce_count"),
+      edacUncorrected: sum("ue_count"),
+      dimms: keepMostCorrected(controllers.flatMap((mc) => this.#edacDimms(mc))),
+    };
   }
+
+  /** One controller's DIMMs: the dimm/rank layout where it has counters, else the legacy csrows; then what it could not attribute. */
+  #edacDimms(mc: string): EdacDimm[] {
+    // Kernels 3.6 on have dimmM (rankM for per-rank drivers); their dimm_ce_count came only later (4.x), so a
+    // controller whose dimm directories lack it is read from its csrows, which such kernels still have.
+    const modern = this.entries(EDAC_MC, mc)
+      .filter((name) => /^(dimm|rank)\d+$/.test(name))
+      .flatMap((name): EdacDimm[] => {
+        const correctedErrors = this.integer(EDAC_MC, mc, name, "dimm_ce_count");
+        if (correctedErrors === undefined) return [];
+        const uncorrectedErrors = this.integer(EDAC_MC, mc, name, "dimm_ue_count");
+        return [edacDimm(`${mc}/${name}`, this.text(EDAC_MC, mc, name, "dimm_label"), correctedErrors, uncorrectedErrors)];
+      });
+    const located = modern.length > 0 ? modern : this.#csrowChannels(mc);
+    // ce_noinfo_count / ue_noinfo_count: errors the driver could not place on a DIMM, which no entry above holds.
+    const ceNoinfo = this.integer(EDAC_MC, mc, "ce_noinfo_count") ?? 0;
+    const ueNoinfo = this.integer(EDAC_MC, mc, "ue_noinfo_count") ?? 0;
+    if (ceNoinfo === 0 && ueNoinfo === 0) return located;
+    return [...located, edacDimm(`${mc}/noinfo`, undefined, ceNoinfo, ueNoinfo)];
+  }
+
+  /** Legacy csrowK: one entry per channel with a chJ_ce_count. */
+  #csrowChannels(mc: string): EdacDimm[] {
+    return this.entries(EDAC_MC, mc)
+      .filter((name) => /^csrow\d+$/.test(name))
+      .flatMap((csrow) => {
+        const channels = this.entries(EDAC_MC, mc, csrow).flatMap((file) => /^ch(\d+)_ce_count$/.exec(file)?.[1] ?? []);
+        // The csrow's ue_count names no channel, and each channel is another DIMM: it is a DIMM's own only in a
+        // csrow of one channel. Put on channel 0 it would blame one DIMM of a pair for its partner's error.
+        const uncorrectedErrors = channels.length === 1 ? this.integer(EDAC_MC, mc, csrow, "ue_count") : undefined;
+        return channels.flatMap((ch): EdacDimm[] => {
+          const correctedErrors = this.integer(EDAC_MC, mc, csrow, `ch${ch}_ce_count`);
+          if (correctedErrors === undefined) return [];
+          return [edacDimm(`${mc}/${csrow}/ch${ch}`, this.text(EDAC_MC, mc, csrow, `ch${ch}_dimm_label`), correctedErrors, uncorrectedErrors)];
+        });
+      });
+  }
+}
+
+const EDAC_MC = "sys/devices/system/edac/mc";
+
+function edacDimm(name: string, labelText: string | undefined, correctedErrors: number, uncorrectedErrors: number | undefined): EdacDimm {
+  const label = labelText?.trim();
+  return {
+    name,
+    ...(label !== undefined && label !== "" && { label }),
+    correctedErrors,
+    ...(uncorrectedErrors !== undefined && { uncorrectedErrors }),
+  };
+}
+
+/** Natural order of DIMM names: the digit runs compare as numbers, so mc0/dimm2 comes before mc0/dimm10 and mc2 before mc10. */
+export function compareDimmNames(a: string, b: string): number {
+  // Split on a capturing group: the odd pieces are the digit runs.
+  const as = a.split(/(\d+)/);
+  const bs = b.split(/(\d+)/);
+  for (let i = 0; i < Math.min(as.length, bs.length); i++) {
+    const x = as[i] ?? "";
+    const y = bs[i] ?? "";
+    if (x === y) continue;
+    if (i % 2 === 1 && Number(x) !== Number(y)) return Number(x) - Number(y);
+    return x < y ? -1 : 1;
+  }
+  return as.length - bs.length;
+}
+
+/** The `max` DIMMs with the most corrected errors (a tie goes to the first by name), in name order. */
+export function keepMostCorrected<T extends { name: string; correctedErrors: number }>(dimms: T[], max = MAX_DIMMS): T[] {
+  const byName = [...dimms].sort((a, b) => compareDimmNames(a.name, b.name));
+  if (byName.length <= max) return byName;
+  // Sorting is stable: among equal counts the name order stands.
+  const kept = new Set([...byName].sort((a, b) => b.correctedErrors - a.correctedErrors).slice(0, max));
+  return byName.filter((dimm) => kept.has(dimm));
 }
 
 /** `Node 0 MemFree:   123456 kB` of a NUMA node's sysfs meminfo, in bytes. */
