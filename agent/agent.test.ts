@@ -21,6 +21,7 @@ const MiB = 1024 * 1024;
 type KernelSignalCall = [string, number[]];
 
 interface SetupOptions {
+  correctedEventsPerMinute?: number;
   host?: Partial<Parameters<typeof writeFakeHost>[1]>;
   /** The kernel lines the agent reads, given the clock. */
   sources?: (clock: FakeClock) => LineSource[];
@@ -76,6 +77,7 @@ function setup(options: SetupOptions = {}) {
     log: memoryLogger(),
     metrics: new AgentMetrics(),
     healthIntervalMs: 30_000,
+    correctedEventsPerMinute: options.correctedEventsPerMinute,
   });
   const rewrite = (change: Partial<typeof host>): void => {
     writeFakeHost(root, { ...host, ...change });
@@ -259,5 +261,76 @@ describe("Agent kill lines after the verdict", () => {
     ]);
     stop.abort();
     await running;
+  });
+});
+
+describe("Agent corrected errors", () => {
+  const correctedRecord = (seq: number, usec: number, address: string): string[] => [
+    `4,${seq},${usec},-;mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 9: 9c000000000000c0`,
+    `4,${seq + 1},${usec},-;mce: [Hardware Error]: TSC 0 ADDR ${address} MISC 8c`,
+  ];
+
+  async function replay(lines: string[], options: { correctedEventsPerMinute?: number; advanceMs?: number } = {}) {
+    const file = join(mkdtempSync(join(tmpdir(), "agent-replay-")), "kmsg.txt");
+    writeFileSync(file, lines.join("\n"));
+    const stateDir = mkdtempSync(join(tmpdir(), "agent-state-"));
+    const run = setup({ stateDir, correctedEventsPerMinute: options.correctedEventsPerMinute, sources: (c) => [new ReplaySource({ file, clock: c })] });
+    const stop = new AbortController();
+    const running = run.agent.run(stop.signal);
+    await settle();
+    for (let t = 0; t < (options.advanceMs ?? 20_000); t += 1000) await run.clock.advance(1000);
+    await settle();
+    run.agent.refreshHealth();
+    await settle();
+    stop.abort();
+    await running;
+    return { ...run, stateDir };
+  }
+
+  it("makes one event per page, its first error, and counts the rest in NodeMemoryHealth; a collector's soft offline retires the page", async () => {
+    const lines = [
+      ...correctedRecord(1, 1_000_000, "5203000"),
+      ...correctedRecord(3, 2_600_000, "5203000"),
+      ...correctedRecord(5, 4_200_000, "5203040"),
+      ...correctedRecord(7, 4_200_000, "6205000"),
+      "4,9,4300000,-;RAS: Soft-offlining pfn: 0x5203",
+      ...correctedRecord(10, 4_300_000, "5203000"),
+    ];
+    const { created, applied } = await replay(lines);
+    expect(created.map((e) => [e.metadata.name, e.spec.severity]).sort()).toEqual([
+      ["edge-1-b-5203", "SoftOffline"],
+      ["edge-1-b-ce-5203", "Corrected"],
+      ["edge-1-b-ce-6205", "Corrected"],
+    ]);
+    const pages = applied.at(-1)?.spec.correctedErrorPages;
+    expect(pages?.map((p) => [p.pfn, p.count, p.softOfflined])).toEqual([
+      ["0x5203", 4, true],
+      ["0x6205", 1, undefined],
+    ]);
+    expect(pages?.[0]?.hourly?.reduce((n, h) => n + h.count, 0)).toBe(4);
+  });
+
+  it("sends no more corrected-error events a minute than allowed; a page held back gets its event with its next error", async () => {
+    const lines = [
+      ...correctedRecord(1, 1_000_000, "5203000"),
+      ...correctedRecord(3, 1_000_000, "6205000"),
+      ...correctedRecord(5, 1_000_000, "7207000"),
+      ...correctedRecord(7, 70_000_000, "6205000"),
+    ];
+    const { created, applied } = await replay(lines, { advanceMs: 90_000, correctedEventsPerMinute: 1 });
+    // One page a minute: 0x5203 at once, 0x6205 only with its error a minute later, 0x7207 not yet.
+    expect(created.map((e) => e.metadata.name)).toEqual(["edge-1-b-ce-5203", "edge-1-b-ce-6205"]);
+    expect(applied.at(-1)?.spec.correctedErrorPages?.map((p) => [p.pfn, p.count])).toEqual([
+      ["0x5203", 1],
+      ["0x6205", 2],
+      ["0x7207", 1],
+    ]);
+  });
+
+  it("keeps the counts across a restart in the same boot", async () => {
+    const { stateDir } = await replay(correctedRecord(1, 1_000_000, "5203000"));
+    const again = new AgentState({ dir: stateDir, bootID: "b", log: memoryLogger() });
+    expect(again.corrected?.pages.map((p) => [p.pfn, p.count])).toEqual([[0x5203, 1]]);
+    expect(new AgentState({ dir: stateDir, bootID: "other", log: memoryLogger() }).corrected).toBeUndefined();
   });
 });

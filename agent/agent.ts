@@ -5,14 +5,17 @@ import type {
   NodeMemoryHealth,
   NodeMemoryHealthSpec,
   NodeMemoryHealthSpecHugepagePool,
+  NodeMemoryHealthSpecDimm,
   NodeMemoryHealthSpecNumaMemory,
 } from "../crds/generated.ts";
 import { group, memoryErrorEventName, version } from "../crds/naming.ts";
 import { clip } from "../crds/validate.ts";
 import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled } from "./assembler.ts";
+import { CorrectedErrorLedger } from "./corrected.ts";
+import type { RasdaemonDimm } from "./rasdaemon.ts";
 import type { Clock } from "../runtime/clock.ts";
-import { alreadyPoisoned } from "../kernel/assemble.ts";
+import { alreadyPoisoned, type KernelError } from "../kernel/assemble.ts";
 import { inRanges } from "../kernel/iomem.ts";
 import { buildMemoryErrorEvent, fitToSchema, type EventContext, type PodDirectory } from "./event.ts";
 import type { HostFiles, HostMemory } from "./host.ts";
@@ -39,6 +42,10 @@ export interface AgentOptions {
   reading: { kmsg: boolean; tracefs: boolean };
   /** Corrected-error count from rasdaemon, for hosts without EDAC counters. */
   rasdaemonCorrected?: () => number | undefined;
+  /** rasdaemon's errors per DIMM, with their hours, for hosts without EDAC's per-DIMM counters. */
+  rasdaemonDimms?: (now: number) => RasdaemonDimm[] | undefined;
+  /** Most corrected-error pages made into events per minute; the rest are only counted (default 60). */
+  correctedEventsPerMinute?: number;
   clock: Clock;
   log: Logger;
   metrics: AgentMetrics;
@@ -79,6 +86,17 @@ export function shrunkPoolSizes(before: readonly NodeMemoryHealthSpecHugepagePoo
   return HUGEPAGE_SIZES.filter((size) => total(now, size) < total(before, size));
 }
 
+/** rasdaemon's DIMMs as NodeMemoryHealth spec.dimms. */
+function rasdaemonDimmsOf(dimms: RasdaemonDimm[] | undefined): NodeMemoryHealthSpecDimm[] {
+  return (dimms ?? []).map((dimm) => ({
+    name: dimm.name,
+    ...(dimm.label !== undefined && { label: dimm.label }),
+    correctedErrors: dimm.correctedErrors,
+    uncorrectedErrors: dimm.uncorrectedErrors,
+    ...(dimm.hourly.length > 0 && { hourly: dimm.hourly.map((h) => ({ hour: new Date(h.hour).toISOString(), count: h.count })) }),
+  }));
+}
+
 export class Agent {
   readonly #o: AgentOptions;
   readonly #reporter: Reporter;
@@ -93,9 +111,13 @@ export class Agent {
   #healthAsked = 0;
   #wakeHealth: (() => void) | undefined;
   #pfnsHiddenLogged = false;
+  readonly #corrected: CorrectedErrorLedger;
+  /** When this minute's corrected-error events began, and how many were made in it. */
+  #correctedMinute = { start: 0, made: 0 };
 
   constructor(options: AgentOptions) {
     this.#o = options;
+    this.#corrected = new CorrectedErrorLedger(options.state.corrected);
     this.#reporter = new Reporter({
       state: options.state,
       sink: options.sink,
@@ -270,7 +292,8 @@ export class Agent {
     for (const { error, line } of onPages)
       if (alreadyPoisoned(error.pageType) && error.signalled.length > 0)
         this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, error.pfn), error.signalled, line.at);
-    const queued = onPages.map(({ error, line }) => {
+    const reported = onPages.filter(({ error, line }) => this.#countCorrected(error, line.at));
+    const queued = reported.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });
       // No process of this boot touched an error from before it: whoever maps the pfn now is not affected.
       const mappers = error.loggedAtBoot === true ? [] : index.mappersOf(error.pfn);
@@ -282,6 +305,7 @@ export class Agent {
         });
       const fitted = fitToSchema(buildMemoryErrorEvent(error, source, line.at, mappers, (pid) => index.process(pid), context));
       const { event } = fitted;
+      if (error.severity === "Corrected") this.#corrected.locate(error.pfn, event.spec.hugepage);
       if (fitted.dropped.length > 0 || fitted.issues.length > 0)
         log.warn("memory error event cut to the CRD's schema", { memoryErrorEvent: event.metadata.name, dropped: fitted.dropped, unfixable: fitted.issues });
       log.info("memory error seen", {
@@ -302,6 +326,40 @@ export class Agent {
     this.#reporter.notify();
     // The pool changes as the kernel finishes with the page.
     this.#healthDue = true;
+  }
+
+  /**
+   * Counts a corrected error, and says whether it becomes an event: only a page's first does, and no more
+   * than correctedEventsPerMinute of those (a failing DIMM's storm over many pages is counted, not sent);
+   * a page held back gets its event with its next error. A soft offline retires its page.
+   */
+  #countCorrected(error: KernelError, at: number): boolean {
+    const { metrics, state, clock } = this.#o;
+    if (error.severity === "SoftOffline" && error.result !== "Failed") {
+      this.#corrected.softOfflined(error.pfn, at);
+      state.saveCorrected(() => this.#corrected.data());
+      return true;
+    }
+    if (error.severity !== "Corrected") return true;
+    const first = this.#corrected.count(error.pfn, at);
+    const now = clock.now();
+    if (now - this.#correctedMinute.start >= 60_000) this.#correctedMinute = { start: now, made: 0 };
+    const allowed = first && this.#correctedMinute.made < (this.#o.correctedEventsPerMinute ?? 60);
+    if (allowed) {
+      this.#correctedMinute.made += 1;
+      this.#corrected.reported(error.pfn);
+    }
+    metrics.correctedErrors.inc({ outcome: allowed ? "first" : first ? "held" : "counted" });
+    state.saveCorrected(() => this.#corrected.data());
+    this.#healthDue = true;
+    return allowed;
+  }
+
+  /** The page is retired by a soft offline the agent carried out: counted as such and published now. */
+  softOfflined(pfn: number, at: number): void {
+    this.#corrected.softOfflined(pfn, at);
+    this.#o.state.saveCorrected(() => this.#corrected.data());
+    this.refreshHealth();
   }
 
   /** Records processes the kernel signalled for an event's pfn after the event was made, with their pods. */
@@ -341,8 +399,12 @@ export class Agent {
     const asked = this.#healthAsked;
     this.#poolsBefore = this.#memory.hugepagePools;
     this.#memory = host.memory();
-    const { hugepagePools, hardwareCorruptedBytes, numaMemory, memoryFailureCounters, edacCorrected, capabilities } = this.#memory;
+    const { hugepagePools, hardwareCorruptedBytes, numaMemory, memoryFailureCounters, edacCorrected, capabilities, dimms: edacDimms } = this.#memory;
     const correctedErrors = edacCorrected ?? rasdaemonCorrected?.();
+    const now = clock.now();
+    this.#corrected.readDimms(edacDimms, now);
+    const correctedErrorPages = this.#corrected.pages();
+    const dimms = edacDimms.length > 0 ? this.#corrected.dimms() : rasdaemonDimmsOf(this.#o.rasdaemonDimms?.(now));
     const spec: Omit<NodeMemoryHealthSpec, "observedAt"> = {
       nodeName,
       bootID,
@@ -351,11 +413,12 @@ export class Agent {
       ...(hardwareCorruptedBytes !== undefined && { hardwareCorruptedBytes }),
       ...(memoryFailureCounters.length > 0 && { memoryFailureCounters }),
       ...(correctedErrors !== undefined && { correctedErrors }),
+      ...(correctedErrorPages.length > 0 && { correctedErrorPages }),
+      ...(dimms.length > 0 && { dimms }),
       capabilities: { ...capabilities, ...reading },
     };
     // Free memory, which changes at every read, is compared apart: published when it moved enough.
     const key = JSON.stringify(spec);
-    const now = clock.now();
     const last = this.#healthApplied;
     if (!this.#healthDue && last?.key === key && !numaMemoryMoved(last.numaMemory, numaMemory) && now - last.at < HEALTH_HEARTBEAT_MS) return;
     const health: NodeMemoryHealth = {

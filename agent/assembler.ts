@@ -95,8 +95,11 @@ export class ErrorAssembler {
   #assemble(last: KernelLine, record: KernelRecord, out: Assembled): void {
     // Only lines of the same pfn and machine-check lines can join the error this line ends: reading the
     // others again for every verdict made a log full of unfinished pfns cost hundreds of parses a line.
+    // A soft offline is never a machine check's verdict (the corrected-errors collector's line comes before
+    // the record that reached its threshold): its records stay corrected errors of their own.
     const pfn = "pfn" in record ? record.pfn : undefined;
-    const related = this.#held.filter((held) => held.record.type.startsWith("mce") || ("pfn" in held.record && held.record.pfn === pfn));
+    const machineChecks = record.type !== "soft-offline";
+    const related = this.#held.filter((held) => (held.record.type.startsWith("mce") ? machineChecks : "pfn" in held.record && held.record.pfn === pfn));
     const { errors } = assembleKernelRecords(related.map((held, i) => ({ line: i + 1, result: { kind: "record", record: held.record, text: held.text } })));
     for (const error of errors) {
       for (const text of error.lines) {

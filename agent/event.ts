@@ -105,7 +105,10 @@ export function buildMemoryErrorEvent(
   return {
     apiVersion: `${group}/${version}`,
     kind: "MemoryErrorEvent",
-    metadata: { name: memoryErrorEventName(context.nodeName, context.bootID, error.pfn), labels: { [nodeLabel]: context.nodeName } },
+    metadata: {
+      name: memoryErrorEventName(context.nodeName, context.bootID, error.pfn, error.severity === "Corrected"),
+      labels: { [nodeLabel]: context.nodeName },
+    },
     spec,
   };
 }

@@ -7,6 +7,7 @@ import type {
   MemoryErrorEventStatusEarlySignal,
   MemoryErrorEventStatusKernelSignal,
   MemoryErrorEventStatusPoolReplacementResult,
+  MemoryErrorEventStatusSoftOfflineResult,
   NodeMemoryHealth,
 } from "../crds/generated.ts";
 import { crdInfo } from "../crds/generated.ts";
@@ -19,6 +20,7 @@ import type { EarlySignalApi, PodRef } from "./early-signal.ts";
 import { containersOf, type PodDirectory, type PodInfo } from "./event.ts";
 import { APPLY_PATCH, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH } from "./http.ts";
 import type { PoolReplacementApi } from "./pool-replacement.ts";
+import type { SoftOfflineApi } from "./soft-offline.ts";
 import type { EventSink } from "./reporter.ts";
 
 export const FIELD_MANAGER = "mce-agent";
@@ -41,7 +43,7 @@ export interface HealthSink {
 const applyQuery = { fieldManager: FIELD_MANAGER, force: true };
 
 /** The parts of a MemoryErrorEvent's status the agent owns (field manager mce-agent, status subresource). */
-export type AgentStatus = Pick<MemoryErrorEventStatus, "earlySignals" | "poolReplacementResult" | "kernelSignals">;
+export type AgentStatus = Pick<MemoryErrorEventStatus, "earlySignals" | "poolReplacementResult" | "kernelSignals" | "softOfflineResult">;
 
 interface OwnedStatus {
   uid: string | undefined;
@@ -52,15 +54,16 @@ interface OwnedStatus {
 }
 
 function agentStatusOf(status: MemoryErrorEventStatus | undefined): AgentStatus {
-  const { earlySignals, poolReplacementResult, kernelSignals } = status ?? {};
+  const { earlySignals, poolReplacementResult, kernelSignals, softOfflineResult } = status ?? {};
   return {
     ...(earlySignals !== undefined && { earlySignals }),
     ...(poolReplacementResult !== undefined && { poolReplacementResult }),
     ...(kernelSignals !== undefined && { kernelSignals }),
+    ...(softOfflineResult !== undefined && { softOfflineResult }),
   };
 }
 
-export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolReplacementApi {
+export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolReplacementApi, SoftOfflineApi {
   readonly #client: KubeClient;
   /**
    * Server-side apply removes a field its manager owned and leaves out of the next apply, so every
@@ -129,6 +132,10 @@ export class KubeApi implements EventSink, HealthSink, EarlySignalApi, PoolRepla
 
   async applyPoolReplacementResult(eventName: string, result: MemoryErrorEventStatusPoolReplacementResult): Promise<void> {
     await this.#applyStatus(eventName, { poolReplacementResult: result });
+  }
+
+  async applySoftOfflineResult(eventName: string, result: MemoryErrorEventStatusSoftOfflineResult): Promise<void> {
+    await this.#applyStatus(eventName, { softOfflineResult: result });
   }
 
   /** Adds processes the kernel signalled for the event's pfn after it was made to those already recorded. */

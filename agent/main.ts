@@ -15,7 +15,8 @@ import { KubeApi, loadKubeConfig, watchMemoryErrorEvents, watchPods } from "./ku
 import { HugetlbIndex, readProcess } from "./mappings.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { hostPoolFiles, PoolReplacer } from "./pool-replacement.ts";
-import { RASDAEMON_DB, rasdaemonCorrectedErrors } from "./rasdaemon.ts";
+import { RASDAEMON_DB, rasdaemonCorrectedErrors, rasdaemonDimmErrors } from "./rasdaemon.ts";
+import { hostSoftOfflineFiles, SoftOffliner } from "./soft-offline.ts";
 import { ReplaySource } from "./replay.ts";
 import { errnoCode, openDevice, type LineSource } from "./source.ts";
 import { AgentState } from "./state.ts";
@@ -208,16 +209,29 @@ async function main(): Promise<number> {
     sources,
     reading: { kmsg: sources.some((s) => s.name === "kmsg"), tracefs: sources.some((s) => s.name === "tracefs") },
     rasdaemonCorrected: rasdaemon ? () => rasdaemonCorrectedErrors(rasdaemonPath) : undefined,
+    rasdaemonDimms: rasdaemon ? (now) => rasdaemonDimmErrors(rasdaemonPath, now) : undefined,
     clock,
     log,
     metrics,
     indexIntervalMs: config.indexIntervalMs,
     healthIntervalMs: config.healthIntervalMs,
   });
+  const poolFiles = hostPoolFiles(host);
+  const offliner = new SoftOffliner({
+    nodeName: config.nodeName,
+    api,
+    files: hostSoftOfflineFiles(host, poolFiles),
+    retired: (pfn, at) => {
+      agent.softOfflined(pfn, at);
+    },
+    clock,
+    log,
+    metrics,
+  });
   const replacer = new PoolReplacer({
     nodeName: config.nodeName,
     api,
-    files: hostPoolFiles(host),
+    files: poolFiles,
     writes: state,
     refreshHealth: () => {
       agent.refreshHealth();
@@ -234,6 +248,7 @@ async function main(): Promise<number> {
       api.observe(event);
       signaller.offer(event);
       replacer.offer(event);
+      offliner.offer(event);
     },
     clock,
     log,
@@ -241,6 +256,7 @@ async function main(): Promise<number> {
     (name) => {
       api.forget(name);
       replacer.forget(name);
+      offliner.forget(name);
     },
   );
   const server = await serveMetrics(metrics, config.metricsPort, log);
@@ -249,6 +265,7 @@ async function main(): Promise<number> {
     abort.abort();
     signaller.stop();
     replacer.stop();
+    offliner.stop();
     // Whatever still holds the event loop (a request in flight) must not keep a stopping pod alive.
     clock.setTimeout(() => process.exit(0), 10_000);
   };

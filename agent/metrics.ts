@@ -80,6 +80,18 @@ export class AgentMetrics {
     labelNames: ["size", "outcome"],
     registers: [this.registry],
   });
+  readonly softOfflines = new Counter({
+    name: "mce_agent_soft_offlines_total",
+    help: "Soft offlines of pages with corrected errors carried out on the operator's request, by outcome (done, failed).",
+    labelNames: ["outcome"],
+    registers: [this.registry],
+  });
+  readonly correctedErrors = new Counter({
+    name: "mce_agent_corrected_errors_total",
+    help: "Corrected memory errors read from the kernel, by whether they made the page's event (first) or were only counted (counted).",
+    labelNames: ["outcome"],
+    registers: [this.registry],
+  });
   readonly healthApplies = new Counter({
     name: "mce_agent_node_health_applies_total",
     help: "NodeMemoryHealth applies, by outcome (ok, error).",

@@ -6,6 +6,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, wr
 import { join } from "node:path";
 import type { MemoryErrorEvent } from "../crds/generated.ts";
 import type { Logger } from "../runtime/log.ts";
+import type { CorrectedLedgerData } from "./corrected.ts";
 import type { SourceName } from "./source.ts";
 
 export interface QueuedEvent {
@@ -28,6 +29,8 @@ interface Persisted {
   queue: QueuedEvent[];
   /** By event name, until status shows the outcome; pools belong to one boot. */
   poolWrites?: Record<string, PoolWrite>;
+  /** Corrected errors counted this boot (see CorrectedErrorLedger). */
+  corrected?: CorrectedLedgerData;
 }
 
 export interface StateOptions {
@@ -45,6 +48,7 @@ export class AgentState {
   readonly #capacity: number;
   readonly #data: Persisted;
   #dirty = false;
+  #correctedData: (() => CorrectedLedgerData) | undefined;
 
   constructor({ dir, bootID, log, capacity = 1000 }: StateOptions) {
     mkdirSync(dir, { recursive: true });
@@ -61,6 +65,7 @@ export class AgentState {
       cursors: sameBoot ? saved.cursors : {},
       queue: saved?.queue ?? [],
       poolWrites: sameBoot ? (saved.poolWrites ?? {}) : {},
+      ...(sameBoot && saved.corrected !== undefined && { corrected: saved.corrected }),
     };
   }
 
@@ -116,11 +121,25 @@ export class AgentState {
     this.#write();
   }
 
+  get corrected(): CorrectedLedgerData | undefined {
+    return this.#data.corrected;
+  }
+
+  /**
+   * The corrected-error counts changed: `data` gives them when the file is next written (by the next
+   * write or flush; a count lost to a crash is one error), not at every error of a storm.
+   */
+  saveCorrected(data: () => CorrectedLedgerData): void {
+    this.#correctedData = data;
+    this.#dirty = true;
+  }
+
   flush(): void {
     if (this.#dirty) this.#write();
   }
 
   #write(): void {
+    if (this.#correctedData !== undefined) this.#data.corrected = this.#correctedData();
     const temp = `${this.#path}.tmp`;
     const fd = openSync(temp, "w", 0o600);
     try {

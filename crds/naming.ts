@@ -13,11 +13,18 @@ export const lostRangesAnnotation = `${group}/lost-ranges`;
 /** Node condition the operator keeps, for NHC, draino and dashboards. */
 export const nodeConditionType = "HugepageMemoryDegraded";
 
-/** `<node>-<boot id prefix>-<pfn hex>`, shortened with a hash when it would exceed a DNS subdomain. */
-export function memoryErrorEventName(nodeName: string, bootID: string, pfn: number): string {
+/**
+ * `<node>-<boot id prefix>-<pfn hex>`, shortened with a hash when it would exceed a DNS subdomain. A page's
+ * first corrected error is `<node>-<boot id prefix>-ce-<pfn hex>`: an uncorrected error or a soft offline
+ * of the same page later is another error, and must not meet the corrected one's name.
+ */
+export function memoryErrorEventName(nodeName: string, bootID: string, pfn: number, corrected = false): string {
   const boot = bootID.replace(/[^a-z0-9]/g, "").slice(0, 8);
-  const name = `${nodeName}-${boot}-${pfn.toString(16)}`;
+  const name = `${nodeName}-${boot}${corrected ? "-ce" : ""}-${pfn.toString(16)}`;
   if (name.length <= 253) return name;
-  const digest = createHash("sha256").update(`${nodeName}/${bootID}/${pfn}`).digest("hex").slice(0, 16);
+  const digest = createHash("sha256")
+    .update(`${nodeName}/${bootID}/${pfn}${corrected ? "/ce" : ""}`)
+    .digest("hex")
+    .slice(0, 16);
   return `${nodeName.slice(0, 253 - digest.length - 1)}-${digest}`;
 }

@@ -47,6 +47,8 @@ const KERNEL_FACTS: [string, KernelRecord][] = [
   ["Injecting memory failure for pfn 0x100005 at process virtual address 0x7f0040000000", { type: "injected", pfn: 0x100005, virtualAddress: 0x7f0040000000 }],
   ["Injecting memory failure at pfn 0x4600", { type: "injected", pfn: 0x4600 }],
   ["Soft offlining pfn 0x4205 at process virtual address 0x7f2cec605000", { type: "soft-offline", pfn: 0x4205, virtualAddress: 0x7f2cec605000, failed: false }],
+  // The corrected-errors collector (6.12, measured under QEMU) at its threshold.
+  ["RAS: Soft-offlining pfn: 0x5203", { type: "soft-offline", pfn: 0x5203, failed: false, byCollector: true }],
   ["Unpoison: Software-unpoisoned page 0x4407", { type: "unpoison", pfn: 0x4407, done: true, detail: "Software-unpoisoned page 0x4407" }],
   ["mce: [Hardware Error]: Machine check events logged", { type: "mce-logged" }],
   [

@@ -85,6 +85,8 @@ export interface SoftOfflineRecord {
   detail?: string | undefined;
   /** The kernel says the page was not retired: isolation or migration failed, already poisoned, disabled, a page it cannot take. */
   failed: boolean;
+  /** The kernel's corrected-errors collector (CONFIG_RAS_CEC) asked for it: the page reached its threshold. */
+  byCollector?: boolean | undefined;
 }
 
 export interface UnpoisonRecord {
@@ -479,6 +481,8 @@ const softOffline = (captures: Captures): SoftOfflineRecord => ({
   failed: /failed|already poisoned|disabled|unknown (?:zero refcount )?page type/.test(captures.detail ?? ""),
 });
 
+const collectorSoftOffline = (captures: Captures): SoftOfflineRecord => ({ ...softOffline(captures), byCollector: true });
+
 // Unpoison sentences name the pfn as %#lx (always 0x) at the end, or first (`0x..: software-unpoisoned
 // page`), or before `by <who>`; most of them say why a page was not unpoisoned.
 const unpoison = (_captures: Captures, { rest }: Context): UnpoisonRecord => ({
@@ -659,6 +663,14 @@ const FAMILIES: readonly Family[] = [
     exclusive: true,
     rows: [{ format: "%#lx: %s", args: ["pfn", "detail"], build: softOffline }],
   },
+  {
+    // drivers/ras/cec.c, before it calls memory_failure_queue(pfn, MF_SOFT_OFFLINE); success prints nothing more.
+    printed: "RAS: ",
+    leader: "RAS: ",
+    exclusive: false,
+    eras: ["4.13+"],
+    rows: [{ format: "Soft-offlining pfn: %#lx", args: ["pfn"], build: collectorSoftOffline }],
+  },
   { printed: "Unpoison: ", leader: "(?:Memory failure: )?Unpoison: ", exclusive: true, rows: [{ format: "%s", args: ["detail"], build: unpoison }] },
   {
     // The x86 fault path, and unpoison before it had its own prefix; EDAC prints "MCE: " too.
@@ -727,7 +739,7 @@ const GRAMMAR: readonly CompiledFamily[] = FAMILIES.map((family) => ({
 
 // Cheap first test: every line we read contains one of these; all other subsystems stop here.
 const RELEVANT =
-  /[Mm]emory [Ff]ailure|MCE|mce[:_]|Hardware Error|hwpoison|[Ss]oft[ _]offlin|[Uu]npoison|memory_failure_event|get_any_page|recovery action for|hardware memory corruption|forcibly killing|advisory machine check|failed to unmap page|unhandlable page|outside kernel control/;
+  /[Mm]emory [Ff]ailure|MCE|mce[:_]|Hardware Error|hwpoison|[Ss]oft[ _]offlin|Soft-offlining pfn|[Uu]npoison|memory_failure_event|get_any_page|recovery action for|hardware memory corruption|forcibly killing|advisory machine check|failed to unmap page|unhandlable page|outside kernel control/;
 
 // A leader only the memory-failure code prints, behind a prefix we could not strip.
 const EMBEDDED = new RegExp(

@@ -159,7 +159,7 @@ describe("helm lint and template", () => {
       spec: { versions: { schema: { openAPIV3Schema: { properties: { status: { properties: Record<string, unknown> } } } } }[] };
     };
     const fields = Object.keys(crd.spec.versions[0]?.schema.openAPIV3Schema.properties.status.properties ?? {});
-    const agentOwned: (keyof AgentStatus)[] = ["earlySignals", "poolReplacementResult", "kernelSignals"];
+    const agentOwned: (keyof AgentStatus)[] = ["earlySignals", "poolReplacementResult", "kernelSignals", "softOfflineResult"];
     const guarded = [...agentPolicy.matchAll(/object\.\?status\.\?(\w+) == oldObject/g)].map((m) => m[1]);
     expect(guarded.sort()).toEqual(fields.filter((f) => !(agentOwned as string[]).includes(f)).sort());
   });
@@ -255,6 +255,8 @@ describe("alerts and dashboard", () => {
     expect(names.sort()).toEqual([
       "MCEAgentMissing",
       "MCECircuitBreakerOpen",
+      "MCEDimmCorrectedErrorsRising",
+      "MCEDimmCorrectedErrorsTrending",
       "MCEEvictionBlocked",
       "MCEHugepageCapacityQuarantined",
       "MCEMemoryErrorStorm",
@@ -292,6 +294,15 @@ describe("alerts and dashboard", () => {
     expect(unknown).toEqual([]);
     // What the brief asks the dashboard to show.
     const titles = dashboard.panels.map((p) => p.title).join(" | ");
-    for (const want of [/errors by node/i, /quarantined/i, /pending and blocked/i, /decision/i]) expect(titles).toMatch(want);
+    for (const want of [/errors by node/i, /quarantined/i, /pending and blocked/i, /decision/i, /corrected errors by node and DIMM/i])
+      expect(titles).toMatch(want);
+    // The corrected-error panel shows each DIMM's count against its node's threshold, from the leader only.
+    const dimms = dashboard.panels.find((p) => /corrected errors by node and DIMM/i.test(p.title));
+    expect(dimms?.targets?.map((t) => t.expr)).toEqual([
+      expect.stringMatching(
+        /^max by \(node, dimm, dimm_label\) \(mce_operator_dimm_corrected_errors\{node=~"\$node"\} and on \(instance\) \(mce_operator_leader == 1\)\)$/,
+      ),
+      expect.stringMatching(/mce_operator_prevention_threshold\{scope="dimm", node=~"\$node"\} and on \(instance\) \(mce_operator_leader == 1\)/),
+    ]);
   });
 });

@@ -1,0 +1,174 @@
+// Corrected memory errors counted without flooding the API: the first one on a 4 KiB page becomes that
+// page's MemoryErrorEvent, every later one only a count here, per page and per DIMM, in hourly buckets
+// for a week, published in NodeMemoryHealth (spec.correctedErrorPages, spec.dimms) for the operator's
+// risk model. Bounded whatever the storm: at most MAX_PAGES pages (the one seen longest ago goes) and
+// MAX_HOURS buckets each. Kept in the agent's state file, so a restart neither forgets a count nor
+// makes a known page's event again; a new boot starts over, as the pfns and the EDAC counters do.
+import type { NodeMemoryHealthSpecCorrectedErrorPage, NodeMemoryHealthSpecDimm } from "../crds/generated.ts";
+import { formatPfn, parseHex, type HugepageSize } from "../kernel/pfn.ts";
+import { keepMostCorrected, MAX_DIMMS, type EdacDimm } from "./host.ts";
+
+const HOUR_MS = 3_600_000;
+export const MAX_PAGES = 64;
+export const MAX_HOURS = 168;
+/** Pages whose event is remembered; one forgotten only costs a create answered 409 on its next error. */
+const MAX_REPORTED = 4096;
+
+/** Hour start (ms since the epoch) and count. */
+type Hourly = [number, number][];
+
+interface PageCount {
+  pfn: number;
+  hugepage?: { size: HugepageSize; headPfn: number; numaNode?: number | undefined } | undefined;
+  count: number;
+  lastAt: number;
+  hourly: Hourly;
+  softOfflined?: boolean | undefined;
+}
+
+interface DimmCount {
+  name: string;
+  label?: string | undefined;
+  correctedErrors: number;
+  uncorrectedErrors?: number | undefined;
+  hourly: Hourly;
+}
+
+/** What the state file keeps. */
+export interface CorrectedLedgerData {
+  pages: PageCount[];
+  dimms: DimmCount[];
+  /** Pfns whose event was made this boot, including pages since pushed out of `pages`. */
+  reported: number[];
+}
+
+function addToHour(hourly: Hourly, at: number, count: number, now: number): void {
+  const hour = Math.floor(at / HOUR_MS) * HOUR_MS;
+  const last = hourly.at(-1);
+  if (last !== undefined && last[0] === hour) last[1] += count;
+  else hourly.push([hour, count]);
+  const oldest = Math.floor(now / HOUR_MS) * HOUR_MS - (MAX_HOURS - 1) * HOUR_MS;
+  while ((hourly[0]?.[0] ?? oldest) < oldest || hourly.length > MAX_HOURS) hourly.shift();
+}
+
+const hourlyOut = (hourly: Hourly): { hour: string; count: number }[] => hourly.map(([hour, count]) => ({ hour: new Date(hour).toISOString(), count }));
+
+export class CorrectedErrorLedger {
+  readonly #pages = new Map<number, PageCount>();
+  readonly #dimms = new Map<string, DimmCount>();
+  readonly #reported = new Set<number>();
+
+  constructor(saved?: CorrectedLedgerData) {
+    for (const page of saved?.pages ?? []) this.#pages.set(page.pfn, page);
+    for (const dimm of saved?.dimms ?? []) this.#dimms.set(dimm.name, dimm);
+    for (const pfn of saved?.reported ?? []) this.#reported.add(pfn);
+  }
+
+  /** Counts one corrected error on a page; true while the page has no event yet this boot. */
+  count(pfn: number, at: number): boolean {
+    let page = this.#pages.get(pfn);
+    if (page === undefined) {
+      page = { pfn, count: 0, lastAt: at, hourly: [] };
+      this.#pages.set(pfn, page);
+      this.#evictPages();
+    }
+    page.count += 1;
+    page.lastAt = Math.max(page.lastAt, at);
+    addToHour(page.hourly, at, 1, at);
+    return !this.#reported.has(pfn);
+  }
+
+  /** The page's event is made: later errors on it are only counted. */
+  reported(pfn: number): void {
+    this.#reported.add(pfn);
+    // A Set iterates in insertion order: the first is the oldest.
+    for (const oldest of this.#reported) {
+      if (this.#reported.size <= MAX_REPORTED) break;
+      this.#reported.delete(oldest);
+    }
+  }
+
+  /** The hugepage that holds the page, as its event found it. */
+  locate(pfn: number, hugepage: { size: HugepageSize; headPfn: string; numaNode?: number | undefined } | undefined): void {
+    const page = this.#pages.get(pfn);
+    if (page === undefined || hugepage === undefined) return;
+    page.hugepage = { size: hugepage.size, headPfn: parseHex(hugepage.headPfn, "hugepage.headPfn"), numaNode: hugepage.numaNode };
+  }
+
+  /** The kernel retired the page (its collector or our soft offline): the operator must not act on it again. */
+  softOfflined(pfn: number, at: number): void {
+    const page = this.#pages.get(pfn) ?? { pfn, count: 0, lastAt: at, hourly: [] };
+    page.softOfflined = true;
+    page.lastAt = Math.max(page.lastAt, at);
+    this.#pages.set(pfn, page);
+    this.#evictPages();
+  }
+
+  /** Takes a reading of the EDAC counters: what a DIMM's counter rose by since the last one goes in this hour. */
+  readDimms(dimms: readonly EdacDimm[], now: number): void {
+    for (const dimm of dimms) {
+      const known = this.#dimms.get(dimm.name);
+      // A first reading only sets the baseline: those errors came at times nobody knows. A counter that
+      // went down was reset (driver reload): everything it says now is new.
+      const rise =
+        known === undefined ? 0 : dimm.correctedErrors >= known.correctedErrors ? dimm.correctedErrors - known.correctedErrors : dimm.correctedErrors;
+      const hourly = known?.hourly ?? [];
+      if (rise > 0) addToHour(hourly, now, rise, now);
+      this.#dimms.set(dimm.name, {
+        name: dimm.name,
+        label: dimm.label,
+        correctedErrors: dimm.correctedErrors,
+        uncorrectedErrors: dimm.uncorrectedErrors,
+        hourly,
+      });
+    }
+    if (this.#dimms.size <= MAX_DIMMS) return;
+    const kept = keepMostCorrected([...this.#dimms.values()]);
+    this.#dimms.clear();
+    for (const dimm of kept) this.#dimms.set(dimm.name, dimm);
+  }
+
+  #evictPages(): void {
+    while (this.#pages.size > MAX_PAGES) {
+      const oldest = [...this.#pages.values()].reduce((a, b) => (b.lastAt < a.lastAt ? b : a));
+      this.#pages.delete(oldest.pfn);
+    }
+  }
+
+  /** NodeMemoryHealth spec.correctedErrorPages, pfn order. */
+  pages(): NodeMemoryHealthSpecCorrectedErrorPage[] {
+    return [...this.#pages.values()]
+      .filter((page) => page.count > 0 || page.softOfflined === true)
+      .sort((a, b) => a.pfn - b.pfn)
+      .map((page) => ({
+        pfn: formatPfn(page.pfn),
+        ...(page.hugepage && {
+          hugepage: {
+            size: page.hugepage.size,
+            headPfn: formatPfn(page.hugepage.headPfn),
+            ...(page.hugepage.numaNode !== undefined && { numaNode: page.hugepage.numaNode }),
+          },
+        }),
+        // The schema's floor: a page known only as retired counts the error that retired it.
+        count: Math.max(1, page.count),
+        lastAt: new Date(page.lastAt).toISOString(),
+        ...(page.hourly.length > 0 && { hourly: hourlyOut(page.hourly) }),
+        ...(page.softOfflined === true && { softOfflined: true }),
+      }));
+  }
+
+  /** NodeMemoryHealth spec.dimms, in the order EDAC lists them. */
+  dimms(): NodeMemoryHealthSpecDimm[] {
+    return [...this.#dimms.values()].map((dimm) => ({
+      name: dimm.name,
+      ...(dimm.label !== undefined && { label: dimm.label }),
+      correctedErrors: dimm.correctedErrors,
+      ...(dimm.uncorrectedErrors !== undefined && { uncorrectedErrors: dimm.uncorrectedErrors }),
+      ...(dimm.hourly.length > 0 && { hourly: hourlyOut(dimm.hourly) }),
+    }));
+  }
+
+  data(): CorrectedLedgerData {
+    return { pages: [...this.#pages.values()], dimms: [...this.#dimms.values()], reported: [...this.#reported] };
+  }
+}
