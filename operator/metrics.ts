@@ -39,6 +39,27 @@ export class OperatorMetrics {
     labelNames: ["node", "size"],
     registers: [this.registry],
   });
+  // Corrected errors in the node's policy's prevention window, set by the node reconciler with
+  // NodeMemoryHealth's worstDimm. Bounded: a series only for a DIMM (at most the CRD's 128 a node) or a
+  // node with errors in the window, removed when they age out or the node goes (setCorrectedErrors).
+  readonly dimmCorrectedErrors = new Gauge({
+    name: "mce_operator_dimm_corrected_errors",
+    help: "Corrected errors of a DIMM in the prevention window of the node's policy, by node, DIMM (EDAC location, e.g. mc0/dimm1) and the DIMM's label; only DIMMs with errors in the window.",
+    labelNames: ["node", "dimm", "dimm_label"],
+    registers: [this.registry],
+  });
+  readonly worstPageCorrectedErrors = new Gauge({
+    name: "mce_operator_worst_page_corrected_errors",
+    help: "Corrected errors in the prevention window of the node's page with the most that is not retired yet (soft offline), by node; only nodes with such a page.",
+    labelNames: ["node"],
+    registers: [this.registry],
+  });
+  readonly preventionThreshold = new Gauge({
+    name: "mce_operator_prevention_threshold",
+    help: "The node's policy's spec.prevention thresholds (scope dimm or page), for the nodes that have corrected errors in the window.",
+    labelNames: ["node", "scope"],
+    registers: [this.registry],
+  });
   readonly decisionLatency = new Histogram({
     name: "mce_operator_event_to_decision_seconds",
     help: "Time from a MemoryErrorEvent's creation to its decision written in status.",
@@ -81,7 +102,57 @@ export class OperatorMetrics {
   });
   readonly leader = new Gauge({ name: "mce_operator_leader", help: "1 while this replica holds the leader lease.", registers: [this.registry] });
 
+  /** The DIMM series set per node, so that the ones dropping out are removed; a node is here while it has any corrected-error series. */
+  private readonly correctedSeries = new Map<string, DimmLabels[]>();
+
   constructor(defaults = true) {
     if (defaults) collectDefaultMetrics({ register: this.registry });
   }
+
+  /**
+   * Sets a node's corrected-error gauges to what its policy's prevention window holds now: a DIMM with
+   * none in the window loses its series, and a node with none at all (or undefined: the node is gone)
+   * loses all of them, its thresholds too.
+   */
+  setCorrectedErrors(node: string, errors: CorrectedErrorGauges | undefined): void {
+    const dimms = (errors?.dimms ?? [])
+      .filter((d) => d.correctedErrors > 0)
+      .map((d) => ({ labels: { node, dimm: d.dimm, dimm_label: d.label ?? "" }, value: d.correctedErrors }));
+    const key = (l: DimmLabels): string => JSON.stringify([l.dimm, l.dimm_label]);
+    const set = dimms.map((d) => d.labels);
+    const kept = new Set(set.map(key));
+    for (const old of this.correctedSeries.get(node) ?? []) if (!kept.has(key(old))) this.dimmCorrectedErrors.remove(old);
+    for (const d of dimms) this.dimmCorrectedErrors.set(d.labels, d.value);
+    const worstPage = errors?.worstPage !== undefined && errors.worstPage > 0 ? errors.worstPage : undefined;
+    if (worstPage === undefined) this.worstPageCorrectedErrors.remove({ node });
+    else this.worstPageCorrectedErrors.set({ node }, worstPage);
+    const any = errors !== undefined && (dimms.length > 0 || worstPage !== undefined);
+    for (const scope of ["dimm", "page"] as const) {
+      if (any) this.preventionThreshold.set({ node, scope }, errors.thresholds[scope]);
+      else this.preventionThreshold.remove({ node, scope });
+    }
+    if (any) this.correctedSeries.set(node, set);
+    else this.correctedSeries.delete(node);
+  }
+
+  /** Removes the corrected-error series of the nodes that are gone (the reconciler is not called for a deleted node). */
+  forgetCorrectedErrors(present: (node: string) => boolean): void {
+    for (const node of [...this.correctedSeries.keys()]) if (!present(node)) this.setCorrectedErrors(node, undefined);
+  }
+}
+
+interface DimmLabels {
+  node: string;
+  dimm: string;
+  dimm_label: string;
+}
+
+/** A node's corrected errors in its policy's prevention window, as the node reconciler counts them. */
+export interface CorrectedErrorGauges {
+  /** Every DIMM the agent counts; the ones with none in the window get no series. */
+  dimms: readonly { dimm: string; label?: string | undefined; correctedErrors: number }[];
+  /** The not yet retired page with the most, if any page has one in the window. */
+  worstPage: number | undefined;
+  /** The policy's spec.prevention dimmThreshold and pageThreshold. */
+  thresholds: { dimm: number; page: number };
 }

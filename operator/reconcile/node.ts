@@ -1,13 +1,17 @@
 // Reconciles one node's NodeMemoryHealth status, its HugepageMemoryDegraded Node condition and its gauges
 // from the node's events. The health is the model's (escalation.ts's nodeHealth, the same count the taint
-// and cordon decisions use), so the three never disagree.
-import type { MemoryErrorEvent, NodeMemoryHealthStatus } from "../../crds/generated.ts";
+// and cordon decisions use), so the three never disagree. The worst DIMM and the corrected-error gauges
+// count the agent's hourly buckets in the policy's prevention window (risk.ts), the window the prevention
+// decisions use; they move with the clock, so each reconcile (at least one per resync) recounts them.
+import type { MemoryErrorEvent, NodeMemoryHealth, NodeMemoryHealthStatus } from "../../crds/generated.ts";
 import { formatBytes } from "../../crds/quantity.ts";
 import { clip } from "../../crds/validate.ts";
 import { HUGEPAGE_SIZES } from "../../kernel/pfn.ts";
 import { policyDuration, WINDOW_FLOOR_MS } from "../model/duration.ts";
 import { replacementPause } from "../model/replacement.ts";
+import { countInWindow, preventionWindowMs, worstDimm } from "../model/risk.ts";
 import type { Policy } from "../model/types.ts";
+import { ClusterState, defaultPolicy } from "../state.ts";
 import type { NodeInfo } from "../state.ts";
 import type { WorkResult } from "../../runtime/queue.ts";
 import { iso, nodeRef, recordEvent, sameStatus, setCondition, writeEventStatus } from "./context.ts";
@@ -53,6 +57,7 @@ export class NodeReconciler {
     for (const size of HUGEPAGE_SIZES) metrics.capacityLostBytes.set({ node: nodeName, size }, lostForGood.find((l) => l.size === size)?.bytes ?? 0);
     const policy = match.kind === "matched" ? match.policy.spec : undefined;
     const poolReplacements = policy?.poolReplacement.enabled ? this.replacementCounts(nodeName, policy, now) : undefined;
+    const worst = this.correctedErrors(nodeName, health, node !== undefined, policy ?? defaultPolicy, now);
     const held = quarantined.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size}`).join(", ") || "nothing";
     const message = clip(`${verdict.words}; ${poisoned.size} poisoned hugepage(s); ${held} quarantined`, 1024);
     if (health) {
@@ -63,6 +68,8 @@ export class NodeReconciler {
         correctedErrors: verdict.correctedErrors,
         countedErrors: verdict.countedErrors,
         window: verdict.window,
+        worstDimm: worst && clip(worst.name, 128),
+        worstDimmCorrectedErrors: worst?.correctedErrors,
         poisonedHugepages: poisoned.size,
         quarantinedCapacity: formatBytes(quarantined.reduce((sum, q) => sum + q.bytes, 0)),
         quarantined,
@@ -113,6 +120,38 @@ export class NodeReconciler {
       recordEvent(this.context, nodeRef(node.name), "Normal", action.action === "Cordon" ? "CordonRemoved" : "TaintRemoved", message);
       this.context.log.info(`${verb} removed by someone else`, { node: node.name, memoryErrorEvent: event.metadata.name });
     }
+  }
+
+  /**
+   * The node's corrected errors in the prevention window of its policy (the CRD's defaults where none
+   * governs it): the worst DIMM for status, or the worst page where the agent has no DIMM counters
+   * (risk.ts's worstDimm); and the gauges, per DIMM with errors and for the worst page not retired yet.
+   * A node gone from the cache keeps no series, nor does any other node gone meanwhile: nothing
+   * reconciles a deleted node.
+   */
+  private correctedErrors(
+    nodeName: string,
+    health: NodeMemoryHealth | undefined,
+    nodeExists: boolean,
+    policy: Policy,
+    now: number,
+  ): ReturnType<typeof worstDimm> {
+    const { state, metrics } = this.context;
+    const windowMs = preventionWindowMs(policy);
+    const dimms = ClusterState.dimmCounts(health);
+    const pages = ClusterState.correctedPages(health);
+    metrics.forgetCorrectedErrors((name) => state.nodes.has(name));
+    metrics.setCorrectedErrors(
+      nodeName,
+      nodeExists
+        ? {
+            dimms: dimms.map((d) => ({ dimm: d.name, label: d.label, correctedErrors: countInWindow(d.hourly, windowMs, now) })),
+            worstPage: Math.max(0, ...pages.filter((p) => !p.softOfflined).map((p) => countInWindow(p.hourly, windowMs, now))),
+            thresholds: { dimm: policy.prevention.dimmThreshold, page: policy.prevention.pageThreshold },
+          }
+        : undefined,
+    );
+    return worstDimm(dimms, pages, windowMs, now);
   }
 
   /** Replacements asked of the node's agent in the policy's window, and the pause after two refusals. */
