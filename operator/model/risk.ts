@@ -85,8 +85,8 @@ export function worstDimm(
 ): { name: string; correctedErrors: number } | undefined {
   const named = [
     ...dimms.map((d) => ({ name: d.label ? `${d.name} (${d.label})` : d.name, hourly: d.hourly })),
-    // A retired page takes no more errors: the worst is among the pages still in use.
-    ...(dimms.length === 0 ? pages.filter((p) => !p.softOfflined).map((p) => ({ name: `page ${formatPfn(p.pfn)}`, hourly: p.hourly })) : []),
+    // Without DIMM counters the pages stand in for their DIMM: a retired page's errors still say how it fares.
+    ...(dimms.length === 0 ? pages.map((p) => ({ name: `page ${formatPfn(p.pfn)}`, hourly: p.hourly })) : []),
   ];
   let worst: { name: string; correctedErrors: number } | undefined;
   for (const { name, hourly } of named) {
