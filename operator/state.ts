@@ -11,6 +11,7 @@ import type { NodeActionTaken, NodeHealth } from "./model/escalation.ts";
 import { countedInPool } from "./model/prediction.ts";
 import { staleCapacity } from "./model/quarantine.ts";
 import type { HeldQuarantine } from "./model/quarantine.ts";
+import { correctedHourly } from "./model/risk.ts";
 import type { CorrectedPage, DimmCounts, HourlyCount } from "./model/risk.ts";
 import { policyForNode } from "./model/selector.ts";
 import type { PolicyMatch } from "./model/selector.ts";
@@ -257,6 +258,7 @@ export class ClusterState {
       cordoned: node?.cordonedByUs ?? false,
       lastNodeActionAt: this.lastNodeActionAt(nodeName, except),
       history: errorRecords(others),
+      correctedHourly: correctedHourly(ClusterState.dimmCounts(health), ClusterState.correctedPages(health)),
       poisonedHugepages: poisoned,
       numaMemory: health?.spec.numaMemory,
       poolResize: health?.spec.capabilities?.poolResize,
@@ -319,7 +321,9 @@ export class ClusterState {
   nodeHealth(nodeName: string, now: number): NodeHealth {
     const match = this.policyFor(nodeName);
     const policy = match.kind === "matched" ? match.policy.spec : defaultPolicy;
-    return nodeHealth(errorRecords(this.eventsOn(nodeName)), policy.escalation, now);
+    const health = this.health.get(nodeName);
+    const corrected = correctedHourly(ClusterState.dimmCounts(health), ClusterState.correctedPages(health));
+    return nodeHealth(errorRecords(this.eventsOn(nodeName)), policy.escalation, now, corrected);
   }
 
   /** The model's view of an event. */

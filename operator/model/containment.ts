@@ -157,7 +157,7 @@ export function decideContainment(input: ContainmentInput): Decision {
   const prediction = predictKernelOutcome(error, node, policy.kernelProfile);
   const pods = decidePods(input, prediction, dryRun);
   const quarantine = quarantineFor(prediction, error, node, policy, dryRun);
-  const health = nodeHealth([...node.history, { at: error.observedAt, severity: error.severity }], policy.escalation, now);
+  const health = nodeHealth([...node.history, { at: error.observedAt, severity: error.severity }], policy.escalation, now, node.correctedHourly);
   const nodeAction = decideNodeAction(node, health, policy, budget, now, dryRun);
   const poolReplacement = decidePoolReplacement(prediction, error, node, policy, now, dryRun);
   const escalated = nodeAction.action !== "None" && nodeAction.state !== "HeldByBudget";

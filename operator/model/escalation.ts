@@ -10,7 +10,8 @@ import type {
 } from "../../crds/generated.ts";
 import { parseDuration, policyDuration, WINDOW_FLOOR_MS } from "./duration.ts";
 import { isUncorrected } from "./types.ts";
-import type { ClusterBudget, ErrorRecord, NodeActionKind } from "./types.ts";
+import { countInWindow } from "./risk.ts";
+import type { ClusterBudget, ErrorRecord, HourlyCount, NodeActionKind } from "./types.ts";
 
 export type Health = NonNullable<NodeMemoryHealthStatus["health"]>;
 export type HeldBy = NonNullable<MemoryErrorEventStatusNodeAction["heldBy"]>;
@@ -37,14 +38,16 @@ const rank: Record<NodeActionKind, number> = { None: 0, Taint: 1, Cordon: 2 };
  * The node's health from its errors in the policy's window. An error stamped a little after `now` (a node
  * clock ahead of the operator's) still counts: only the window's start bounds it.
  */
-export function nodeHealth(errors: readonly ErrorRecord[], escalation: Escalation, now: number): NodeHealth {
+export function nodeHealth(errors: readonly ErrorRecord[], escalation: Escalation, now: number, correctedHourly: readonly HourlyCount[] = []): NodeHealth {
   const { taintAfter, cordonAfter, countCorrected, window } = escalation;
   // The CRD's CEL rule says so too; a policy written before it existed is refused here.
   if (cordonAfter <= taintAfter) throw new Error(`spec.escalation: cordonAfter (${cordonAfter}) must be greater than taintAfter (${taintAfter})`);
   const windowMs = policyDuration(window, "spec.escalation.window", WINDOW_FLOOR_MS);
   const inWindow = errors.filter((e) => e.at > now - windowMs);
   const uncorrectedErrors = inWindow.filter((e) => isUncorrected(e.severity)).length;
-  const correctedErrors = inWindow.length - uncorrectedErrors;
+  // A page's first corrected error is an event and is counted by its agent too: the larger count holds
+  // them all (the events alone where the agent does not count).
+  const correctedErrors = Math.max(inWindow.length - uncorrectedErrors, countInWindow(correctedHourly, windowMs, now));
   const fromCorrected = countCorrected > 0 ? Math.floor(correctedErrors / countCorrected) : 0;
   const countedErrors = uncorrectedErrors + fromCorrected;
   const health: Health = countedErrors === 0 ? "Healthy" : countedErrors < cordonAfter ? "Degraded" : "Failing";

@@ -9,7 +9,9 @@
 import type { HugepageSize } from "../../kernel/pfn.ts";
 import { formatPfn } from "../../kernel/pfn.ts";
 import { formatDuration, policyDuration } from "./duration.ts";
-import type { NodeState, Policy } from "./types.ts";
+import type { HourlyCount, NodeState, Policy } from "./types.ts";
+
+export type { HourlyCount } from "./types.ts";
 
 const HOUR_MS = 3_600_000;
 /** The agent keeps a week of hours. */
@@ -18,12 +20,6 @@ const MAX_WINDOW_MS = 168 * HOUR_MS;
 /** The policy's prevention window, floored at an hour and capped at the week the agent keeps. */
 export function preventionWindowMs(policy: Policy): number {
   return Math.min(policyDuration(policy.prevention.window, "spec.prevention.window", HOUR_MS), MAX_WINDOW_MS);
-}
-
-export interface HourlyCount {
-  /** Start of the hour, ms since the epoch. */
-  hour: number;
-  count: number;
 }
 
 export interface CorrectedPage {
@@ -74,6 +70,11 @@ export type Prevention =
  */
 export function countInWindow(hourly: readonly HourlyCount[], windowMs: number, now: number): number {
   return hourly.filter((h) => h.hour + HOUR_MS > now - windowMs && h.hour <= now).reduce((sum, h) => sum + h.count, 0);
+}
+
+/** The node's corrected errors per hour: its DIMMs' where they are counted, else its pages'. */
+export function correctedHourly(dimms: readonly DimmCounts[], pages: readonly CorrectedPage[]): HourlyCount[] {
+  return (dimms.length > 0 ? dimms : pages).flatMap((d) => d.hourly);
 }
 
 /** The DIMM (or, without DIMM counters, the page) with the most corrected errors in the window. */

@@ -59,6 +59,13 @@ export interface ReplacementRecord {
   state: ReplacementState;
 }
 
+/** Corrected errors in one hour, as the agent counts them (NodeMemoryHealth's hourly buckets). */
+export interface HourlyCount {
+  /** Start of the hour, ms since the epoch. */
+  hour: number;
+  count: number;
+}
+
 /** One earlier error on a node, as escalation counts it. */
 export interface ErrorRecord {
   at: number;
@@ -88,6 +95,11 @@ export interface NodeState {
   poolResize?: boolean | undefined;
   /** Free memory per NUMA node, as the agent last reported it. */
   numaMemory?: readonly { numaNode: number; freeBytes: number; free2MiBlocks?: number | undefined }[] | undefined;
+  /**
+   * The node's corrected errors per hour as its agent counts them: its DIMMs' where EDAC or rasdaemon
+   * counts per DIMM, else its pages'. A page's later errors are only counted there, never events.
+   */
+  correctedHourly?: readonly HourlyCount[] | undefined;
   /** Replacement hugepages asked for on this node by its other errors. */
   replacements?: readonly ReplacementRecord[] | undefined;
 }

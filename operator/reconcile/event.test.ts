@@ -702,6 +702,37 @@ describe("EventReconciler: corrected errors, before anything is lost", () => {
     expect(h.cluster.effects).toEqual(["evict apps/vm"]);
   });
 
+  it("taints a node whose DIMM keeps producing corrected errors, counted by the agent, within the node budget", async () => {
+    h.state.policies.set(
+      "default",
+      policy({
+        escalation: { countCorrected: 5, taintAfter: 2, cordonAfter: 3 },
+        safety: { maxUnavailableNodesPercent: 100 },
+        prevention: { pageThreshold: 1000 },
+      }),
+    );
+    report(2);
+    h.hold(corrected());
+    await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")?.nodeAction?.action).toBe("None");
+    // The DIMM's errors fall on other pages too, or on this one again: only counted, never events.
+    const base = h.state.health.get("worker-1");
+    if (!base) throw new Error("no health");
+    const hour = new Date(Math.floor(h.now / HOUR) * HOUR).toISOString();
+    h.state.upsertHealth(
+      { ...base, spec: { ...base.spec, dimms: [{ name: "mc0/dimm1", label: "A1", correctedErrors: 40, hourly: [{ hour, count: 11 }] }] } },
+      h.now,
+    );
+    h.now += 60_000;
+    const requeued = await h.events.reconcile("ce1");
+    expect(h.cluster.eventStatus.get("ce1")?.nodeAction).toMatchObject({ action: "Taint", state: "Planned" });
+    expect(h.cluster.eventStatus.get("ce1")?.nodeAction?.reason).toContain("2 counted memory error(s) in 24h (0 uncorrected; 11 corrected, counted one per 5)");
+    expect(requeued?.requeueAfterMs).toBe(1);
+    await h.events.reconcile("ce1");
+    expect(h.cluster.effects).toEqual(["taint worker-1 mce-operator.io/memory-failing"]);
+    expect(h.state.nodeHealth("worker-1", h.now)).toMatchObject({ correctedErrors: 11, health: "Degraded" });
+  });
+
   it("only records what it would do under a DryRun policy", async () => {
     h.state.policies.set("default", policy({ mode: "DryRun" }));
     report(10);

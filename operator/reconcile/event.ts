@@ -13,7 +13,7 @@ import type { Logger } from "../../runtime/log.ts";
 import { decideContainment, kernelAlreadySignalled, plannedEvictions } from "../model/containment.ts";
 import type { Decision } from "../model/containment.ts";
 import { formatDuration, parseDuration, policyDuration, RETRY_FLOOR_MS } from "../model/duration.ts";
-import { breaker, heldActionDue, nodeActionHold } from "../model/escalation.ts";
+import { breaker, decideNodeAction, heldActionDue, nodeActionHold } from "../model/escalation.ts";
 import { quarantinesToRelease } from "../model/quarantine.ts";
 import { replacementPause } from "../model/replacement.ts";
 import { decidePrevention } from "../model/risk.ts";
@@ -247,10 +247,12 @@ export class EventReconciler {
         : this.planNodeAction(event, status, policy, now);
     const poolReplacement = this.planPoolReplacement(event, status, policy, now);
     const prevented = this.planPrevention(event, { ...status, pods }, policy, now);
-    // A planned move's evictions are carried out from the next pass, like any other Planned entry.
-    if (prevented.pods !== pods) requeue.push(1);
+    const escalated = this.planCorrectedEscalation(event, { ...status, nodeAction }, policy, now);
+    // A planned move's evictions and a node action the counts called for are carried out from the next
+    // pass, like any other Planned entry.
+    if (prevented.pods !== pods || escalated !== nodeAction) requeue.push(1);
     return {
-      status: { ...status, pods: prevented.pods, nodeAction, poolReplacement, prevention: prevented.prevention },
+      status: { ...status, pods: prevented.pods, nodeAction: escalated, poolReplacement, prevention: prevented.prevention },
       evictions,
       toCreate,
       toRelease,
@@ -457,6 +459,28 @@ export class EventReconciler {
     const prevention = { ...base, state: dryRun ? ("DryRun" as const) : ("Requested" as const), decidedAt: iso(now) };
     if (decided.action === "SoftOffline") return { prevention, pods: status.pods };
     return { prevention, pods: move("maps a hugepage at risk of an uncorrected error (corrected errors past the policy's threshold): move early") };
+  }
+
+  /**
+   * A node whose memory keeps producing corrected errors: the agent's counts (a page's later errors are
+   * never events) may reach the policy's escalation thresholds after every event was decided. The node's
+   * latest corrected error takes the node action the model decides then, under the same budget, breaker
+   * and cooldown as any other; one already decided is carried out by planNodeAction.
+   */
+  private planCorrectedEscalation(event: MemoryErrorEvent, status: MemoryErrorEventStatus, policy: Policy | undefined, now: number): NodeAction {
+    const current = status.nodeAction;
+    const { spec } = event;
+    if (spec.severity !== "Corrected" || policy === undefined || (current !== undefined && current.action !== "None")) return current;
+    const nodeName = spec.nodeName;
+    const at = Date.parse(spec.observedAt);
+    if (this.state.eventsOn(nodeName).some((e) => e.spec.severity === "Corrected" && Date.parse(e.spec.observedAt) > at)) return current;
+    const health = this.state.nodeHealth(nodeName, now);
+    if (health.calledFor === "None") return current;
+    const decided = decideNodeAction(this.state.nodeState(nodeName, event.metadata.name), health, policy, this.state.budget(), now, status.dryRun === true);
+    // Already there: nothing to record on this error.
+    if (decided.state === "Done") return current;
+    this.context.log.info("corrected errors call for a node action", { memoryErrorEvent: event.metadata.name, action: decided.action, state: decided.state });
+    return decided;
   }
 
   /** Carries the plan out and returns the status with every outcome. */
