@@ -559,12 +559,19 @@ const mergePatchPod = (pod: V1Pod, body: object) => (core: CoreV1Api) =>
   );
 
 /** A MemoryErrorEvent of `node` (labelled for `labelNode`), named as its agent would name it unless told otherwise. */
-const meeJson = (node: string, labelNode: string, pfn: number, bootID: string, name = memoryErrorEventName(node, bootID, pfn)): string =>
+const meeJson = (
+  node: string,
+  labelNode: string,
+  pfn: number,
+  bootID: string,
+  name = memoryErrorEventName(node, bootID, pfn),
+  severity: "ActionOptional" | "Corrected" = "ActionOptional",
+): string =>
   JSON.stringify({
     apiVersion: `${group}/${version}`,
     kind: "MemoryErrorEvent",
     metadata: { name, labels: { [nodeLabel]: labelNode, [selectorLabel]: run } },
-    spec: { nodeName: node, bootID, observedAt: new Date().toISOString(), source: "Injected", pfn: `0x${pfn.toString(16)}`, severity: "ActionOptional" },
+    spec: { nodeName: node, bootID, observedAt: new Date().toISOString(), source: "Injected", pfn: `0x${pfn.toString(16)}`, severity },
   });
 
 describe("the admission policy binds each agent to its own node", () => {
@@ -673,6 +680,37 @@ describe("the admission policies refuse what the probes found (issue 17), with t
       /may change only its own fields/,
     );
     await allowed("a", "record an early signal's outcome", apply, status({ earlySignals: [] }));
+  });
+
+  it("a page's first corrected error has a name of its own: no error takes the other kind's name; the agent records a soft offline, never decides one", async () => {
+    const corrected = memoryErrorEventName(nodeA, "probe", 0x3105, true);
+    const plain = memoryErrorEventName(nodeA, "probe", 0x3105);
+    await refused(
+      "a",
+      "create an uncorrected error under the page's corrected-error name",
+      ["create", "-f", "-"],
+      meeJson(nodeA, nodeA, 0x3105, "probe", corrected),
+      /is not the name of its error \(<node>-<boot id prefix>-<pfn>/,
+    );
+    await refused(
+      "a",
+      "create a corrected error under the name a later uncorrected error of the page will use",
+      ["create", "-f", "-"],
+      meeJson(nodeA, nodeA, 0x3105, "probe", plain, "Corrected"),
+      /is not the name of its error \(<node>-<boot id prefix>-ce-<pfn>/,
+    );
+    await allowed("a", "create its page's first corrected error", ["create", "-f", "-"], meeJson(nodeA, nodeA, 0x3105, "probe", corrected, "Corrected"));
+    const status = (body: object): string =>
+      JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: corrected }, status: body });
+    const apply = ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "--subresource=status", "-f", "-"];
+    await refused(
+      "a",
+      "decide a soft offline of its own page",
+      apply,
+      status({ prevention: { action: "SoftOffline", state: "Requested" } }),
+      /may change only its own fields/,
+    );
+    await allowed("a", "record a soft offline's outcome", apply, status({ softOfflineResult: { state: "Done", message: "probe" } }));
   });
 
   it("an agent changes nothing of a pod on its node but the lost-ranges annotation, and posts no Event", async () => {
