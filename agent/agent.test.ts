@@ -327,6 +327,32 @@ describe("Agent corrected errors", () => {
     ]);
   });
 
+  it("publishes the DIMM EDAC's mc_event names for a page, before its count or after, and never counts the event itself", async () => {
+    // trace_pipe lines, replayed at their offset in seconds.
+    const mcEvent = (offset: number, label: string, location: string, address: string): string =>
+      `${offset}   kworker/0:2-31    [000] .....  ${(offset + 100).toFixed(6)}: mc_event: 1 Corrected error: memory read error on ${label} ` +
+      `(mc:1 location:${location} address:0x${address} grain:32 syndrome:0x00000000  area:DRAM err_code:0001:0091 socket:0 ha:0 channel_mask:2 rank:0)`;
+    const lines = [
+      ...correctedRecord(10, 1_000_000, "5203000"),
+      // Before the record is counted (it waits for a verdict first), as EDAC decodes it.
+      mcEvent(0.5, "CPU_SrcID#0_Ha#0_Chan#1_DIMM#0", "1:0:-1", "5203000"),
+      ...correctedRecord(20, 2_000_000, "6205040"),
+      // Long after 0x6205 was counted; EDAC could not tell the DIMM, only the slot.
+      mcEvent(15, "CPU_SrcID#0_Ha#0_Chan#0_DIMM#0 or CPU_SrcID#0_Ha#0_Chan#1_DIMM#0", "-1:0:-1", "6205040"),
+      // No address: no page.
+      mcEvent(16, "any memory", "-1:-1:-1", "00000000"),
+    ];
+    const { created, applied } = await replay(lines);
+    expect(created.map((e) => [e.metadata.name, e.spec.severity])).toEqual([
+      ["edge-1-b-ce-5203", "Corrected"],
+      ["edge-1-b-ce-6205", "Corrected"],
+    ]);
+    expect(applied.at(-1)?.spec.correctedErrorPages?.map((p) => [p.pfn, p.count, p.dimm])).toEqual([
+      ["0x5203", 1, "CPU_SrcID#0_Ha#0_Chan#1_DIMM#0"],
+      ["0x6205", 1, "mc1/-1.0"],
+    ]);
+  });
+
   it("keeps the counts across a restart in the same boot", async () => {
     const { stateDir } = await replay(correctedRecord(1, 1_000_000, "5203000"));
     const again = new AgentState({ dir: stateDir, bootID: "b", log: memoryLogger() });

@@ -250,6 +250,24 @@ export class Agent {
         case "late-signal":
           this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, notice.pfn), [{ pid: notice.pid, command: notice.command }], notice.line.at);
           break;
+        // EDAC's mc_event only says which DIMM the page is on. It is never counted: x86's EDAC drivers decode
+        // the machine check whose record (mce_record, or the kmsg lines) the agent counts already, and counting
+        // both would count one error twice. A page the agent has not counted yet keeps the DIMM for its count.
+        case "dimm-of-page":
+          if (this.#corrected.locateDimm(notice.pfn, notice)) {
+            state.saveCorrected(() => this.#corrected.data());
+            this.#healthDue = true;
+          }
+          log.debug("EDAC located a memory error on a DIMM", {
+            source,
+            pfn: `0x${notice.pfn.toString(16)}`,
+            dimm: notice.label,
+            mc: notice.mc,
+            layers: notice.layers,
+            errorType: notice.errorType,
+            count: notice.count,
+          });
+          break;
         case "expired":
           metrics.expiredLines.inc(notice.lines.length);
           log.warn("memory-failure lines no error completed; dropped", { source, lines: notice.lines.map((l) => l.text) });

@@ -186,6 +186,48 @@ describe("ErrorAssembler", () => {
   });
 });
 
+describe("EDAC's mc_event (issue 14)", () => {
+  const trace = (text: string, sequence: number): KernelLine => ({ source: "tracefs", sequence, text, at: 0 });
+
+  it("tells the page's DIMM as a notice, holds nothing and leaves the machine check it decodes an error of its own", () => {
+    const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+    const lines = [
+      "  kworker/0:0-8  [000] d..1.  50.100000: mce_record: CPU: 0, MCGc/s: 1000c14/0, MC7: 8c00004000010091, ADDR/MISC: 0000000849923380/0000000042525286, RIP: 00:<0000000000000000>",
+      "  kworker/0:2-31 [000] .....  50.100100: mc_event: 1 Corrected error: memory read error on CPU_SrcID#0_Ha#0_Chan#2_DIMM#0 (mc:0 location:2:0:-1 address:0x849923380 grain:32 syndrome:0x00000000  area:DRAM err_code:0001:0091 socket:0 ha:0 channel_mask:4 rank:0)",
+      // No address: nothing to say about a page.
+      "  kworker/0:2-31 [000] .....  50.100200: mc_event: 1 Corrected error: memory read error on any memory (mc:1 location:-1:-1:-1 address:0x00000000 grain:1 syndrome:0x00000000)",
+    ];
+    const steps = lines.map((text, i) => assembler.push(trace(text, i + 1)));
+    expect(steps[0]).toEqual({ errors: [], notices: [] });
+    expect(steps[1]?.errors).toEqual([]);
+    expect(steps[1]?.notices).toMatchObject([
+      { kind: "dimm-of-page", pfn: 0x849923, label: "CPU_SrcID#0_Ha#0_Chan#2_DIMM#0", mc: 0, layers: [2, 0, -1], errorType: "Corrected", count: 1 },
+    ]);
+    expect(steps[2]).toEqual({ errors: [], notices: [] });
+    // Only the machine check is held: the cursor waits for it, not for the mc_event lines.
+    expect(assembler.holdBack).toBe(1);
+    const out = assembler.expire(1000);
+    expect(out.errors.map(({ error }) => [error.pfn, error.severity, error.lines.length])).toEqual([[0x849923, "Corrected", 1]]);
+    expect(out.notices).toEqual([]);
+  });
+
+  it("does not split a kmsg machine-check record it falls inside", () => {
+    const assembler = new ErrorAssembler({ maxAgeMs: 1000 });
+    const out = feed(assembler, [
+      "mce: [Hardware Error]: CPU 1: Machine Check: 0 Bank 7: 9c00004001010091",
+      "mc_event: 1 Corrected error: on A1 (mc:0 location:0:0:-1 address:0x1234040 grain:64 syndrome:0x00000000)",
+      "mce: [Hardware Error]: TSC 0 ADDR 1234040 MISC 8c",
+    ]);
+    expect(out.notices.map((n) => [n.kind, "pfn" in n ? n.pfn : undefined])).toEqual([["dimm-of-page", 0x1234]]);
+    expect(assembler.expire(1000).errors.map(({ error }) => [error.pfn, error.severity, error.lines.length])).toEqual([[0x1234, "Corrected", 2]]);
+  });
+
+  it("reports an mc_event line it cannot read", () => {
+    const out = feed(new ErrorAssembler(), ["mc_event: 1 Corrected error: memory read error on A1"]);
+    expect(out.notices).toMatchObject([{ kind: "unrecognized", reason: expect.stringContaining("mc_event") as unknown }]);
+  });
+});
+
 describe("machine-check records expiring together (issue 18.1)", () => {
   it("makes one error per record, each with its own address and severity", () => {
     const assembler = new ErrorAssembler({ maxAgeMs: 1000 });

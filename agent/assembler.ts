@@ -3,7 +3,7 @@
 // ends an error (the recovery verdict, soft offline). A machine check the kernel never follows with a
 // verdict (a corrected error, or no memory_failure() call) becomes an error of its own once it is old.
 import { assembleKernelRecords, severityOf, type KernelError } from "../kernel/assemble.ts";
-import { bootFinishedAt, parseKernelLine, stripLogPrefix, uptimeUsec, type KernelRecord } from "../kernel/lines.ts";
+import { bootFinishedAt, parseKernelLine, stripLogPrefix, uptimeUsec, type KernelRecord, type McEventErrorType } from "../kernel/lines.ts";
 import { physicalAddressToPfn } from "../kernel/pfn.ts";
 import type { KernelLine } from "./source.ts";
 
@@ -19,7 +19,22 @@ export type Notice =
   | { kind: "unpoison"; line: KernelLine; pfn?: number | undefined; done: boolean }
   | { kind: "expired"; lines: KernelLine[] }
   /** A process the kernel signalled for a pfn with no verdict after it: an access to a page poisoned before. */
-  | { kind: "late-signal"; line: KernelLine; pfn: number; pid: number; command: string };
+  | { kind: "late-signal"; line: KernelLine; pfn: number; pid: number; command: string }
+  /**
+   * EDAC's ras:mc_event located an error at a physical address: the page is on the DIMM(s) `label` names
+   * (several joined by " or " when EDAC could not pin one), at `layers` of memory controller `mc`. It says
+   * where an error was, not that one more happened: the machine-check record of the same error is that.
+   */
+  | {
+      kind: "dimm-of-page";
+      line: KernelLine;
+      pfn: number;
+      label: string;
+      mc: number;
+      layers: [number, number, number];
+      errorType: McEventErrorType;
+      count: number;
+    };
 
 export interface Assembled {
   errors: AssembledError[];
@@ -76,6 +91,14 @@ export class ErrorAssembler {
     }
     if (record.type === "unpoison") {
       out.notices.push({ kind: "unpoison", line, pfn: record.pfn, done: record.done });
+      return out;
+    }
+    // Never held: no other line joins it, and it ends no error. Without an address it names no page.
+    if (record.type === "mc-event") {
+      if (record.pfn !== undefined) {
+        const { pfn, label, mc, layers, errorType, count } = record;
+        out.notices.push({ kind: "dimm-of-page", line, pfn, label, mc, layers, errorType, count });
+      }
       return out;
     }
     this.#held.push({ line, text, record });

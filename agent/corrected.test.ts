@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CorrectedErrorLedger, MAX_HOURS, MAX_PAGES } from "./corrected.ts";
+import { CorrectedErrorLedger, dimmOfLocation, MAX_HOURS, MAX_PAGES } from "./corrected.ts";
 
 const HOUR = 3_600_000;
 const T0 = Date.parse("2026-12-01T10:00:00Z");
@@ -63,12 +63,77 @@ describe("CorrectedErrorLedger", () => {
     ]);
   });
 
+  describe("a page's DIMM, from EDAC's mc_event", () => {
+    const A1 = { label: "CPU_SrcID#0_Ha#0_Chan#1_DIMM#0", mc: 0, layers: [1, 0, -1] };
+
+    it("names it by EDAC's label, else by its layers as rasdaemon's DIMMs are named, else not at all", () => {
+      expect(dimmOfLocation(A1)).toEqual({ name: "CPU_SrcID#0_Ha#0_Chan#1_DIMM#0", byLabel: true });
+      expect(dimmOfLocation({ label: " A1 \n", mc: 1, layers: [0, 0, -1] })).toEqual({ name: "A1", byLabel: true });
+      // EDAC could not pin one DIMM: the layers it knew, an unknown one before a known one kept as -1.
+      expect(dimmOfLocation({ label: "DIMM_A1 or DIMM_A2", mc: 1, layers: [-1, 0, -1] })).toEqual({ name: "mc1/-1.0", byLabel: false });
+      expect(dimmOfLocation({ label: "unknown memory", mc: 2, layers: [3, -1, -1] })).toEqual({ name: "mc2/3", byLabel: false });
+      expect(dimmOfLocation({ label: "", mc: 0, layers: [1, 2, 3] })).toEqual({ name: "mc0/1.2.3", byLabel: false });
+      expect(dimmOfLocation({ label: "any memory", mc: 0, layers: [-1, -1, -1] })).toBeUndefined();
+      expect(dimmOfLocation({ label: "DIMM_A1 or DIMM_A2", mc: 0, layers: [-1, -1, -1] })).toBeUndefined();
+      expect(dimmOfLocation({ label: "x".repeat(300), mc: 0, layers: [0, 0, 0] })?.name).toHaveLength(128);
+    });
+
+    it("publishes it with the page, whether it came before the page's first count or after", () => {
+      const ledger = new CorrectedErrorLedger();
+      // Before: kept aside, published with the count.
+      expect(ledger.locateDimm(0x5203, A1)).toBe(true);
+      expect(ledger.pages()).toEqual([]);
+      ledger.count(0x5203, T0);
+      // After.
+      ledger.count(0x6205, T0);
+      expect(ledger.locateDimm(0x6205, { label: "DIMM_B1 or DIMM_B2", mc: 1, layers: [0, -1, -1] })).toBe(true);
+      expect(ledger.pages().map((p) => [p.pfn, p.dimm, p.count])).toEqual([
+        ["0x5203", "CPU_SrcID#0_Ha#0_Chan#1_DIMM#0", 1],
+        ["0x6205", "mc1/0", 1],
+      ]);
+      // The same again changes nothing; a label replaces a name by layers, never the reverse.
+      expect(ledger.locateDimm(0x5203, A1)).toBe(false);
+      expect(ledger.locateDimm(0x5203, { label: "A or B", mc: 0, layers: [1, -1, -1] })).toBe(false);
+      expect(ledger.locateDimm(0x6205, { label: "DIMM_B2", mc: 1, layers: [0, 1, -1] })).toBe(true);
+      expect(ledger.locateDimm(0x6205, { label: "any memory", mc: 1, layers: [-1, -1, -1] })).toBe(false);
+      expect(ledger.pages().map((p) => p.dimm)).toEqual(["CPU_SrcID#0_Ha#0_Chan#1_DIMM#0", "DIMM_B2"]);
+      // A retired page keeps its DIMM too.
+      ledger.locateDimm(0x7207, A1);
+      ledger.softOfflined(0x7207, T0);
+      expect(ledger.pages().find((p) => p.pfn === "0x7207")?.dimm).toBe("CPU_SrcID#0_Ha#0_Chan#1_DIMM#0");
+    });
+
+    it("stays bounded when EDAC names pages that are never counted, and they never push a counted page out", () => {
+      const ledger = new CorrectedErrorLedger();
+      ledger.count(0x5203, T0);
+      for (let i = 0; i < 10_000; i++) ledger.locateDimm(0x100000 + i, A1);
+      expect(ledger.pages().map((p) => p.pfn)).toEqual(["0x5203"]);
+      expect(ledger.data().pendingDimms).toHaveLength(MAX_PAGES);
+      // The ones said last are kept.
+      ledger.count(0x100000 + 9_999, T0 + 1);
+      ledger.count(0x100000, T0 + 1);
+      expect(ledger.pages().map((p) => [p.pfn, p.dimm])).toEqual([
+        ["0x5203", undefined],
+        ["0x100000", undefined],
+        ["0x10270f", "CPU_SrcID#0_Ha#0_Chan#1_DIMM#0"],
+      ]);
+    });
+  });
+
   it("comes back from what the state file kept", () => {
     const ledger = new CorrectedErrorLedger();
     ledger.count(0x5203, T0);
     ledger.reported(0x5203);
+    ledger.locateDimm(0x5203, { label: "A1", mc: 0, layers: [0, 0, -1] });
+    ledger.locateDimm(0x6205, { label: "B1", mc: 0, layers: [1, 0, -1] });
     const again = new CorrectedErrorLedger(JSON.parse(JSON.stringify(ledger.data())) as ReturnType<CorrectedErrorLedger["data"]>);
     expect(again.count(0x5203, T0 + 1)).toBe(false);
     expect(again.pages()[0]?.count).toBe(2);
+    // The DIMMs, of a page counted and of one not yet.
+    again.count(0x6205, T0 + 2);
+    expect(again.pages().map((p) => [p.pfn, p.dimm])).toEqual([
+      ["0x5203", "A1"],
+      ["0x6205", "B1"],
+    ]);
   });
 });

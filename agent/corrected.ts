@@ -4,9 +4,13 @@
 // risk model. Bounded whatever the storm: at most MAX_PAGES pages (the one seen longest ago goes) and
 // MAX_HOURS buckets each. Kept in the agent's state file, so a restart neither forgets a count nor
 // makes a known page's event again; a new boot starts over, as the pfns and the EDAC counters do.
+// A page's DIMM comes from EDAC's ras:mc_event, which locates the error at the same address: the
+// operator's risk model finds the page's DIMM in spec.dimms by it.
 import type { NodeMemoryHealthSpecCorrectedErrorPage, NodeMemoryHealthSpecDimm } from "../crds/generated.ts";
+import { clip } from "../crds/validate.ts";
 import { formatPfn, parseHex, type HugepageSize } from "../kernel/pfn.ts";
 import { keepMostCorrected, MAX_DIMMS, type EdacDimm } from "./host.ts";
+import { dimmName } from "./rasdaemon.ts";
 
 const HOUR_MS = 3_600_000;
 export const MAX_PAGES = 64;
@@ -14,16 +18,57 @@ export const MAX_HOURS = 168;
 /** Pages whose event is remembered; one forgotten only costs a create answered 409 on its next error. */
 const MAX_REPORTED = 4096;
 
+/** NodeMemoryHealth spec.correctedErrorPages[].dimm's maxLength. */
+const DIMM_MAX = 128;
+
 /** Hour start (ms since the epoch) and count. */
 type Hourly = [number, number][];
 
 interface PageCount {
   pfn: number;
   hugepage?: { size: HugepageSize; headPfn: number; numaNode?: number | undefined } | undefined;
+  /** The DIMM the page is on, as published (see dimmOfLocation). */
+  dimm?: string | undefined;
+  /** `dimm` is EDAC's label, not the layers' name: a name by layers never replaces it. */
+  dimmByLabel?: boolean | undefined;
   count: number;
   lastAt: number;
   hourly: Hourly;
   softOfflined?: boolean | undefined;
+}
+
+/** Where EDAC's mc_event located an error: its label(s), memory controller and layers (-1 unknown). */
+export interface DimmLocation {
+  label: string;
+  mc: number;
+  layers: readonly number[];
+}
+
+/** A page's DIMM as published, and whether it is EDAC's label. */
+export interface PageDimm {
+  name: string;
+  byLabel: boolean;
+}
+
+/** A DIMM said of a page the ledger does not count yet. */
+interface PendingDimm extends PageDimm {
+  pfn: number;
+}
+
+// EDAC's words when it knows no DIMM: no layer known, or no populated DIMM at the layers it knows.
+const NO_DIMM = new Set(["", "any memory", "unknown memory"]);
+
+/**
+ * The name a page's DIMM is published under, which the operator looks up among spec.dimms' names and labels:
+ * EDAC's label when it names one DIMM (the dimm_label EDAC's counters carry, and rasdaemon's label); else, when
+ * EDAC could only say "A or B" or no label, the layers' name rasdaemon's DIMMs have (mc<mc>/<top>.<mid>.<low>,
+ * trailing unknown layers dropped). Undefined when EDAC knew no layer either.
+ */
+export function dimmOfLocation({ label, mc, layers }: DimmLocation): PageDimm | undefined {
+  const text = label.trim();
+  if (!NO_DIMM.has(text) && !text.includes(" or ")) return { name: clip(text, DIMM_MAX), byLabel: true };
+  if (layers.every((layer) => layer < 0)) return undefined;
+  return { name: clip(dimmName(mc, [...layers]), DIMM_MAX), byLabel: false };
 }
 
 interface DimmCount {
@@ -40,6 +85,8 @@ export interface CorrectedLedgerData {
   dimms: DimmCount[];
   /** Pfns whose event was made this boot, including pages since pushed out of `pages`. */
   reported: number[];
+  /** DIMMs said of pages before their first count (EDAC decodes an error as the kernel logs it), at most MAX_PAGES. */
+  pendingDimms?: PendingDimm[] | undefined;
 }
 
 function addToHour(hourly: Hourly, at: number, count: number, now: number): void {
@@ -57,21 +104,32 @@ export class CorrectedErrorLedger {
   readonly #pages = new Map<number, PageCount>();
   readonly #dimms = new Map<string, DimmCount>();
   readonly #reported = new Set<number>();
+  /** Apart from #pages, so that DIMMs said of pages never counted cannot push counted pages out. */
+  readonly #pendingDimms = new Map<number, PageDimm>();
 
   constructor(saved?: CorrectedLedgerData) {
     for (const page of saved?.pages ?? []) this.#pages.set(page.pfn, page);
     for (const dimm of saved?.dimms ?? []) this.#dimms.set(dimm.name, dimm);
     for (const pfn of saved?.reported ?? []) this.#reported.add(pfn);
+    for (const { pfn, name, byLabel } of saved?.pendingDimms ?? []) this.#pendingDimms.set(pfn, { name, byLabel });
+  }
+
+  /** A page the ledger did not know, with the DIMM said of it before, if any. */
+  #newPage(pfn: number, at: number): PageCount {
+    const page: PageCount = { pfn, count: 0, lastAt: at, hourly: [] };
+    const dimm = this.#pendingDimms.get(pfn);
+    if (dimm !== undefined) {
+      this.#pendingDimms.delete(pfn);
+      Object.assign(page, { dimm: dimm.name, dimmByLabel: dimm.byLabel });
+    }
+    this.#pages.set(pfn, page);
+    this.#evictPages();
+    return page;
   }
 
   /** Counts one corrected error on a page; true while the page has no event yet this boot. */
   count(pfn: number, at: number): boolean {
-    let page = this.#pages.get(pfn);
-    if (page === undefined) {
-      page = { pfn, count: 0, lastAt: at, hourly: [] };
-      this.#pages.set(pfn, page);
-      this.#evictPages();
-    }
+    const page = this.#pages.get(pfn) ?? this.#newPage(pfn, at);
     page.count += 1;
     page.lastAt = Math.max(page.lastAt, at);
     addToHour(page.hourly, at, 1, at);
@@ -95,13 +153,38 @@ export class CorrectedErrorLedger {
     page.hugepage = { size: hugepage.size, headPfn: parseHex(hugepage.headPfn, "hugepage.headPfn"), numaNode: hugepage.numaNode };
   }
 
+  /**
+   * The DIMM EDAC located an error on the page at (its mc_event). Kept for a page not counted yet: EDAC
+   * decodes the machine check as the kernel logs it, and the agent counts the record only once no verdict
+   * followed it, so the DIMM usually comes first. EDAC's label, once known, stays: a later event that
+   * could not pin one DIMM does not replace it. True when the ledger changed.
+   */
+  locateDimm(pfn: number, location: DimmLocation): boolean {
+    const dimm = dimmOfLocation(location);
+    if (dimm === undefined) return false;
+    const page = this.#pages.get(pfn);
+    const known =
+      page === undefined ? this.#pendingDimms.get(pfn) : page.dimm === undefined ? undefined : { name: page.dimm, byLabel: page.dimmByLabel === true };
+    if (known !== undefined && (known.name === dimm.name || (known.byLabel && !dimm.byLabel))) return false;
+    if (page !== undefined) {
+      Object.assign(page, { dimm: dimm.name, dimmByLabel: dimm.byLabel });
+      return true;
+    }
+    // A Map iterates in insertion order: the first is the one said longest ago.
+    this.#pendingDimms.delete(pfn);
+    this.#pendingDimms.set(pfn, dimm);
+    for (const oldest of this.#pendingDimms.keys()) {
+      if (this.#pendingDimms.size <= MAX_PAGES) break;
+      this.#pendingDimms.delete(oldest);
+    }
+    return true;
+  }
+
   /** The kernel retired the page (its collector or our soft offline): the operator must not act on it again. */
   softOfflined(pfn: number, at: number): void {
-    const page = this.#pages.get(pfn) ?? { pfn, count: 0, lastAt: at, hourly: [] };
+    const page = this.#pages.get(pfn) ?? this.#newPage(pfn, at);
     page.softOfflined = true;
     page.lastAt = Math.max(page.lastAt, at);
-    this.#pages.set(pfn, page);
-    this.#evictPages();
   }
 
   /** Takes a reading of the EDAC counters: what a DIMM's counter rose by since the last one goes in this hour. */
@@ -149,6 +232,7 @@ export class CorrectedErrorLedger {
             ...(page.hugepage.numaNode !== undefined && { numaNode: page.hugepage.numaNode }),
           },
         }),
+        ...(page.dimm !== undefined && { dimm: page.dimm }),
         // The schema's floor: a page known only as retired counts the error that retired it.
         count: Math.max(1, page.count),
         lastAt: new Date(page.lastAt).toISOString(),
@@ -169,6 +253,11 @@ export class CorrectedErrorLedger {
   }
 
   data(): CorrectedLedgerData {
-    return { pages: [...this.#pages.values()], dimms: [...this.#dimms.values()], reported: [...this.#reported] };
+    return {
+      pages: [...this.#pages.values()],
+      dimms: [...this.#dimms.values()],
+      reported: [...this.#reported],
+      ...(this.#pendingDimms.size > 0 && { pendingDimms: [...this.#pendingDimms].map(([pfn, dimm]) => ({ pfn, ...dimm })) }),
+    };
   }
 }

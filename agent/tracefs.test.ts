@@ -26,6 +26,18 @@ describe("enableTraceEvents", () => {
     expect(readFileSync(host.path("sys/kernel/tracing/events/ras/memory_failure_event/enable"), "utf8")).toBe("1");
   });
 
+  it("enables EDAC's mc_event beside the error events, for the DIMM of a page", () => {
+    const host = tracefs(["ras/memory_failure_event", "mce/mce_record", "ras/mc_event"]);
+    expect(enableTraceEvents(host)).toMatchObject({ available: true, events: ["ras/memory_failure_event", "mce/mce_record", "ras/mc_event"] });
+    expect(readFileSync(host.path("sys/kernel/tracing/events/ras/mc_event/enable"), "utf8")).toBe("1");
+  });
+
+  it("does not read tracefs for mc_event alone: it names DIMMs, no error", () => {
+    const host = tracefs(["ras/mc_event"]);
+    expect(enableTraceEvents(host)).toEqual({ available: false, reason: "tracefs has neither ras/memory_failure_event nor mce/mce_record" });
+    expect(readFileSync(host.path("sys/kernel/tracing/events/ras/mc_event/enable"), "utf8")).toBe("0\n");
+  });
+
   it("says why when tracefs is missing or lacks the events", () => {
     expect(enableTraceEvents(new HostFiles(mkdtempSync(join(tmpdir(), "none-"))))).toEqual({
       available: false,

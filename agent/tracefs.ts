@@ -1,13 +1,14 @@
 // The kernel's trace events for memory errors, ras/memory_failure_event and mce/mce_record, read from
 // trace_pipe where tracefs is mounted. They carry the verdict even when printk is rate-limited or
 // filtered by loglevel. trace_pipe consumes what it gives: another reader of it takes lines from us.
+// EDAC's ras/mc_event, where a memory-controller driver is loaded, names the DIMM of an error's address.
 import { writeFileSync } from "node:fs";
 import type { Clock } from "../runtime/clock.ts";
 import type { HostFiles } from "./host.ts";
 import { errnoCode, type Device, type KernelLine, type LineSource } from "./source.ts";
 
 const MOUNTS = ["sys/kernel/tracing", "sys/kernel/debug/tracing"];
-const EVENTS = ["events/ras/memory_failure_event", "events/mce/mce_record"];
+const EVENTS = ["events/ras/memory_failure_event", "events/mce/mce_record", "events/ras/mc_event"];
 
 export type TracefsProbe = { available: true; dir: string; events: string[] } | { available: false; reason: string };
 
@@ -16,7 +17,9 @@ export function enableTraceEvents(host: HostFiles): TracefsProbe {
   const mount = MOUNTS.find((dir) => host.exists(dir, "trace_pipe"));
   if (mount === undefined) return { available: false, reason: "tracefs is not mounted under the host root" };
   const events = EVENTS.filter((event) => host.exists(mount, event, "enable"));
-  if (events.length === 0) return { available: false, reason: "tracefs has neither ras/memory_failure_event nor mce/mce_record" };
+  // mc_event alone only attributes pages to DIMMs: without an error event there is nothing to read.
+  if (!events.some((event) => event !== "events/ras/mc_event"))
+    return { available: false, reason: "tracefs has neither ras/memory_failure_event nor mce/mce_record" };
   try {
     for (const event of events) writeFileSync(host.path(mount, event, "enable"), "1");
   } catch (error) {

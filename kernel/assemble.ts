@@ -5,7 +5,7 @@ import type { KernelLogEntry, KernelRecord, MceSeverity, ParseOptions } from "./
 import { physicalAddressToPfn } from "./pfn.ts";
 
 export type ErrorSeverity = "Corrected" | "ActionOptional" | "ActionRequired" | "Fatal" | "SoftOffline";
-export type ErrorSource = "Kmsg" | "Tracefs" | "MachineCheck" | "Injected";
+export type ErrorSource = "Kmsg" | "Tracefs" | "MachineCheck" | "Injected" | "Agent";
 
 export interface KernelError {
   pfn: number;

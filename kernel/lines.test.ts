@@ -213,12 +213,141 @@ const ERAS: [string, KernelRecord][] = [
   ],
 ];
 
+// EDAC's ras:mc_event as trace_pipe prints it (include/ras/ras_event.h, the same TP_printk from 3.6 to 6.18):
+// skx_edac and sb_edac (detail after two spaces: the driver's own begins with one), amd64_edac (no message,
+// no detail), several labels when EDAC could not pin one DIMM, and ghes_edac without an address.
+const MC_EVENTS: [string, KernelRecord][] = [
+  [
+    "     kworker/3:1-219     [003] d..1.  5121.436741: mc_event: 1 Corrected error: memory read error on CPU_SrcID#1_MC#1_Chan#1_DIMM#0 (mc:3 location:1:0:-1 address:0x6d62de7fc0 grain:32 syndrome:0x00000000  err_code:0x0101:0x0091 socket:1 imc:1 rank:0 bg:1 ba:3 row:0x16e27 col:0x3f8)",
+    {
+      type: "mc-event",
+      errorType: "Corrected",
+      count: 1,
+      message: "memory read error",
+      label: "CPU_SrcID#1_MC#1_Chan#1_DIMM#0",
+      mc: 3,
+      layers: [1, 0, -1],
+      address: "6d62de7fc0",
+      physicalAddress: 0x6d62de7fc0,
+      pfn: 0x6d62de7,
+      grain: 32,
+      syndrome: "00000000",
+      detail: "err_code:0x0101:0x0091 socket:1 imc:1 rank:0 bg:1 ba:3 row:0x16e27 col:0x3f8",
+    },
+  ],
+  [
+    "   kworker/0:2-31    [000] ....  1045.592493: mc_event: 1 Corrected error: memory scrubbing error on CPU_SrcID#0_Ha#0_Chan#2_DIMM#0 (mc:0 location:2:0:-1 address:0x849923380 grain:32 syndrome:0x00000000  area:DRAM err_code:0008:00c2 socket:0 ha:0 channel_mask:4 rank:0)",
+    {
+      type: "mc-event",
+      errorType: "Corrected",
+      count: 1,
+      message: "memory scrubbing error",
+      label: "CPU_SrcID#0_Ha#0_Chan#2_DIMM#0",
+      mc: 0,
+      layers: [2, 0, -1],
+      address: "849923380",
+      physicalAddress: 0x849923380,
+      pfn: 0x849923,
+      grain: 32,
+      syndrome: "00000000",
+      detail: "area:DRAM err_code:0008:00c2 socket:0 ha:0 channel_mask:4 rank:0",
+    },
+  ],
+  [
+    "mc_event: 1 Corrected error: on mc#0csrow#2channel#0 (mc:0 location:2:0:-1 address:0x7f3a1c2e40 grain:64 syndrome:0x0000c1e3)",
+    {
+      type: "mc-event",
+      errorType: "Corrected",
+      count: 1,
+      message: "",
+      label: "mc#0csrow#2channel#0",
+      mc: 0,
+      layers: [2, 0, -1],
+      address: "7f3a1c2e40",
+      physicalAddress: 0x7f3a1c2e40,
+      pfn: 0x7f3a1c2,
+      grain: 64,
+      syndrome: "0000c1e3",
+    },
+  ],
+  [
+    "  kworker/u64:1-812   [007] d..1.   88.100200: mc_event: 3 Corrected errors: memory read error on CPU_SrcID#0_Ha#0_Chan#0_DIMM#0 or CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (mc:0 location:-1:0:-1 address:0x1234567040 grain:64 syndrome:0x00000000  area:DRAM err_code:0001:0090 socket:0 ha:0 channel_mask:3 rank:0)",
+    {
+      type: "mc-event",
+      errorType: "Corrected",
+      count: 3,
+      message: "memory read error",
+      label: "CPU_SrcID#0_Ha#0_Chan#0_DIMM#0 or CPU_SrcID#0_Ha#0_Chan#1_DIMM#0",
+      mc: 0,
+      layers: [-1, 0, -1],
+      address: "1234567040",
+      physicalAddress: 0x1234567040,
+      pfn: 0x1234567,
+      grain: 64,
+      syndrome: "00000000",
+      detail: "area:DRAM err_code:0001:0090 socket:0 ha:0 channel_mask:3 rank:0",
+    },
+  ],
+  // No address (the driver did not have one): nothing to attribute a page by.
+  [
+    "mc_event: 1 Corrected error: Single-bit ECC on unknown memory (mc:0 location:-1:-1:-1 address:0x00000000 grain:1 syndrome:0x00000000 APEI location: node:0 card:0 module:0 status(0x0000000000000400): Storage error in DRAM memory)",
+    {
+      type: "mc-event",
+      errorType: "Corrected",
+      count: 1,
+      message: "Single-bit ECC",
+      label: "unknown memory",
+      mc: 0,
+      layers: [-1, -1, -1],
+      grain: 1,
+      syndrome: "00000000",
+      detail: "APEI location: node:0 card:0 module:0 status(0x0000000000000400): Storage error in DRAM memory",
+    },
+  ],
+  [
+    "mc_event: 1 Uncorrected error: memory read error on any memory (mc:1 location:-1:-1:-1 address:0x00000000 grain:1 syndrome:0x00000000)",
+    {
+      type: "mc-event",
+      errorType: "Uncorrected",
+      count: 1,
+      message: "memory read error",
+      label: "any memory",
+      mc: 1,
+      layers: [-1, -1, -1],
+      grain: 1,
+      syndrome: "00000000",
+    },
+  ],
+  [
+    "mc_event: 1 Deferred error: on DIMM_B2 (mc:1 location:0:1:-1 address:0x2f00001000 grain:64 syndrome:0x00000000 recoverable)",
+    {
+      type: "mc-event",
+      errorType: "Deferred",
+      count: 1,
+      message: "",
+      label: "DIMM_B2",
+      mc: 1,
+      layers: [0, 1, -1],
+      address: "2f00001000",
+      physicalAddress: 0x2f00001000,
+      pfn: 0x2f00001,
+      grain: 64,
+      syndrome: "00000000",
+      detail: "recoverable",
+    },
+  ],
+];
+
 describe("parseKernelLine", () => {
   it.each(KERNEL_FACTS)("reads kernel-facts.md line %s", (line, record) => {
     expect(recordOf(line)).toEqual(record);
   });
 
   it.each(ERAS)("reads %s", (line, record) => {
+    expect(recordOf(line)).toEqual(record);
+  });
+
+  it.each(MC_EVENTS)("reads EDAC's mc_event %s", (line, record) => {
     expect(recordOf(line)).toEqual(record);
   });
 
@@ -379,6 +508,11 @@ describe("parseKernelLine", () => {
       ["mce_record: CPU: x, MC9: bd000000000000c0, ADDR/MISC: 0/0", /CPU 'x'/],
       ["mce_record: CPU: 0, MC9: bd000000000000c0", /ADDR missing/],
       ["memory_failure_event: pfn 0x5203 recovery action for huge page: Recovered", /does not match 'memory_failure_event: pfn %#lx: recovery action/],
+      ["mc_event: 1 Corrected error: memory read error on A1", /not TP_printk's '%d %s error%s:%s%s on %s \(mc:%d location/],
+      ["mc_event: 1 Corrected error: on A1 (mc:0 location:0:0:-1 address:0xZZ grain:32 syndrome:0x0)", /not TP_printk's/],
+      ["mc_event: 1 Corrected error: on A1 (mc:0 location:0:0:-1 address:0xffffffffffffffff grain:32 syndrome:0x0)", /above Number.MAX_SAFE_INTEGER/],
+      ["mc_event: 1 Corrected error: on A1 (mc:0 location:0:0:-1 address:0x1e63be00000000 grain:32 syndrome:0x0)", /beyond the 52-bit physical address space/],
+      ["  kworker/0:2-31    [000] ....  1045.5: rasdaemon mc_event: 1 Corrected error: on A1", /behind a log prefix/],
       ["Injecting memory failure at pfn nowhere", /pfn 'nowhere'/],
       ["Injecting memory failure somewhere", /unknown message after 'Injecting memory failure '/],
       ["Soft offlining pfn 0x4205 at process virtual address 0xZZ", /virtual address '0xZZ'/],
@@ -405,6 +539,8 @@ describe("parseKernelLine", () => {
     "mce: CPU supports 10 MCE banks",
     "MCE: In-kernel MCE decoding enabled.",
     "EDAC sbridge MC0: HANDLING MCE MEMORY ERROR",
+    "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#2_DIMM#0 (channel:2 slot:0 page:0x849923 offset:0x380 grain:32 syndrome:0x0 -  area:DRAM)",
+    "Jan 27 19:27:15 node-1 rasdaemon[812]: ras:mc_event event enabled",
     "{1}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 0",
     "[Hardware Error]: Corrected error, no action required.",
     "[Hardware Error]: CPU:0 (17:31:0) MC27_STATUS[-|CE|MiscV|-|-|-|-|SyndV|-]: 0xdc2040000000011b",
@@ -693,6 +829,20 @@ describe("properties", () => {
     " MISC ",
     "memory_failure_event: pfn ",
     "mce_record: ",
+    "mc_event: ",
+    "1 Corrected error",
+    "s",
+    ":",
+    " on ",
+    " or ",
+    " (mc:0",
+    " location:",
+    "-1",
+    ":0:-1",
+    " address:0x",
+    "849923380",
+    " grain:32",
+    " syndrome:0x0",
     "MC9: ",
     ", ",
     "ADDR/MISC: ",
@@ -755,6 +905,60 @@ describe("properties", () => {
         const record = recordOf(`Memory failure: ${formatPfn(pfn)}: Sending SIGBUS to ${name}:${pid} due to hardware memory corruption`);
         expect(record).toEqual({ type: "signal-sent", pfn, command: name, pid, era: "4.13+" });
       }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("round-trips every field of EDAC's mc_event, whatever the message, labels and detail", () => {
+    // The kernel's own strings: a message is a driver's words (none begins or ends a word "on"), a label
+    // anything a DIMM label or several joined by " or " can hold.
+    const piece = fc.oneof(
+      fc.constantFrom(" ", "  ", " or ", "on", " on ", "(", ")", ":", "#", "_", "DIMM", "A1", "mc:", "0x1f", "error"),
+      fc.string({ unit: "binary", maxLength: 5 }),
+    );
+    const text = (maxLength: number) => fc.array(piece, { maxLength }).map((pieces) => pieces.join(""));
+    const message = text(6).filter((m) => printable(m) && !/(?:^| )on(?: |$)/.test(m));
+    const label = text(10).filter((l) => printable(l) && !l.includes(" (mc:"));
+    const detail = text(10).filter(printable);
+    const layer = fc.integer({ min: -1, max: 127 });
+    fc.assert(
+      fc.property(
+        fc.record({
+          count: fc.integer({ min: 0, max: 65_535 }),
+          errorType: fc.constantFrom("Corrected", "Uncorrected", "Deferred", "Fatal", "Info"),
+          message,
+          label,
+          mc: fc.integer({ min: 0, max: 255 }),
+          layers: fc.tuple(layer, layer, layer),
+          address: fc.integer({ min: 0, max: 2 ** 52 - 1 }),
+          grainBits: fc.integer({ min: 0, max: 30 }),
+          syndrome: fc.integer({ min: 0, max: 0xffffffff }),
+          detail,
+        }),
+        prefix,
+        (e, logPrefix) => {
+          const hex = (n: number): string => n.toString(16).padStart(8, "0");
+          const line =
+            `${logPrefix}mc_event: ${e.count} ${e.errorType} error${e.count > 1 ? "s" : ""}:${e.message === "" ? "" : " "}${e.message} on ${e.label} ` +
+            `(mc:${e.mc} location:${e.layers.join(":")} address:0x${hex(e.address)} grain:${2 ** e.grainBits} syndrome:0x${hex(e.syndrome)}` +
+            `${e.detail === "" ? "" : " "}${e.detail})`;
+          const record = recordOf(line);
+          const detailWords = e.detail.trim();
+          expect(record).toEqual({
+            type: "mc-event",
+            errorType: e.errorType,
+            count: e.count,
+            message: e.message,
+            label: e.label,
+            mc: e.mc,
+            layers: e.layers,
+            ...(e.address !== 0 && { address: hex(e.address), physicalAddress: e.address, pfn: Math.floor(e.address / 4096) }),
+            grain: 2 ** e.grainBits,
+            syndrome: hex(e.syndrome),
+            ...(detailWords !== "" && { detail: detailWords }),
+          });
+        },
+      ),
       { numRuns: 2000 },
     );
   });

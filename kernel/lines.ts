@@ -2,7 +2,7 @@
 // /dev/kmsg, dmesg, syslog, the journal and tracefs. One table holds every line shape as the
 // kernel's own printf format; the agent, the containment model and the simulator all read
 // through it. A line that looks like ours but fits no shape is reported, never guessed at.
-import { parseHex, parsePfn, physicalAddressToPfn } from "./pfn.ts";
+import { MAX_PFN, parseHex, parsePfn, physicalAddressToPfn } from "./pfn.ts";
 
 export type KernelEra = "2.6-3.x" | "4.1-4.12" | "4.13+";
 
@@ -147,6 +147,41 @@ export interface MceTraceRecord {
   severity: MceSeverity;
 }
 
+/** mc_event_error_type(): 3.x printed Corrected, Uncorrected or Fatal; later kernels add Info and Deferred. Kept as printed. */
+export type McEventErrorType = "Corrected" | "Uncorrected" | "Deferred" | "Fatal" | "Info" | (string & Record<never, never>);
+
+/**
+ * EDAC's ras:mc_event trace event: one memory-controller error as the EDAC driver located it, with the
+ * DIMM label(s) and the physical address. x86 drivers decode the same machine check the mce records
+ * carry: it says where an error was, it is no error of its own.
+ */
+export interface McEventRecord {
+  type: "mc-event";
+  errorType: McEventErrorType;
+  /** Errors this event stands for (the driver's error_count). */
+  count: number;
+  /** The driver's words for the error (`memory read error`); empty when it gave none. */
+  message: string;
+  /**
+   * The labels of the DIMMs EDAC matched, joined by " or " when it could not pin one (at most 8), `any memory`
+   * when no layer was known, `unknown memory` when no populated DIMM matched.
+   */
+  label: string;
+  /** The memory controller's index (mcN in sysfs). */
+  mc: number;
+  /** Top, middle and low layer (e.g. channel, slot); -1 where the driver did not know it. */
+  layers: [number, number, number];
+  /** The physical address as printed (`%08lx`), only when not 0: drivers that cannot tell print 0. */
+  address?: string | undefined;
+  physicalAddress?: number | undefined;
+  pfn?: number | undefined;
+  /** Bytes the address is exact to (1 << grain_bits). */
+  grain?: number | undefined;
+  syndrome: string;
+  /** The driver's detail (`area:DRAM err_code:0001:0091 socket:0 ...`), when it gave one. */
+  detail?: string | undefined;
+}
+
 export type KernelRecord =
   | RecoveryRecord
   | ProcessRecord
@@ -162,7 +197,8 @@ export type KernelRecord =
   | MceBankRecord
   | MceAddressRecord
   | MceTextRecord
-  | MceTraceRecord;
+  | MceTraceRecord
+  | McEventRecord;
 
 export type KernelLineResult =
   { kind: "ignored" } | { kind: "record"; record: KernelRecord; text: string } | { kind: "unrecognized"; text: string; reason: string };
@@ -570,6 +606,47 @@ const mceRecord = (captures: Captures): MceTraceRecord => {
   };
 };
 
+// include/ras/ras_event.h TRACE_EVENT(mc_event), the same from 3.6 to 6.18 but for the error-type words:
+//   "%d %s error%s:%s%s on %s (mc:%d location:%d:%d:%d address:0x%08lx grain:%d syndrome:0x%08lx%s%s)"
+// count, type, "s" when count > 1, " " and the message when there is one, the label(s), controller, layers,
+// address, 1 << grain_bits, syndrome, " " and the driver's detail when there is one. The message and the
+// detail may be empty, which %s conversions of the table cannot say: the line is read here. A message
+// that began with "on " would read as a label; no driver prints one.
+const MC_EVENT =
+  /^(\d+) (\S+) errors?:(?: on | (.*?) on )(.*?) \(mc:(\d+) location:(-?\d+):(-?\d+):(-?\d+) address:0x([0-9a-fA-F]+) grain:(-?\d+) syndrome:0x([0-9a-fA-F]+)(?: (.*))?\)$/s;
+
+function layer(text: string | undefined): number {
+  const value = Number(need(text, "layer"));
+  if (!Number.isSafeInteger(value)) throw new Error(`layer '${text}' is not an integer`);
+  // An s8: anything negative is "unknown", as EDAC means it.
+  return value < 0 ? -1 : value;
+}
+
+const mcEvent = (captures: Captures): McEventRecord => {
+  const fields = need(captures.fields, "fields");
+  const m = MC_EVENT.exec(fields);
+  if (m === null) throw new Error("not TP_printk's '%d %s error%s:%s%s on %s (mc:%d location:%d:%d:%d address:0x%08lx grain:%d syndrome:0x%08lx%s%s)'");
+  const address = need(m[9], "address");
+  const physicalAddress = parseHex(address, "address");
+  const pfn = physicalAddressToPfn(physicalAddress);
+  if (pfn > MAX_PFN) throw new Error(`address '0x${address}' is beyond the 52-bit physical address space`);
+  const grain = Number(m[10]);
+  const detail = m[12]?.trim();
+  return {
+    type: "mc-event",
+    errorType: need(m[2], "error type"),
+    count: decimal(need(m[1], "count"), "count"),
+    message: m[3] ?? "",
+    label: need(m[4], "label"),
+    mc: decimal(need(m[5], "mc"), "mc"),
+    layers: [layer(m[6]), layer(m[7]), layer(m[8])],
+    ...(physicalAddress !== 0 && { address, physicalAddress, pfn }),
+    ...(Number.isSafeInteger(grain) && grain > 0 && { grain }),
+    syndrome: need(m[11], "syndrome"),
+    ...(detail !== undefined && detail !== "" && { detail }),
+  };
+};
+
 const RECOVERY = ["pfn", "pageType", "result"];
 const PROCESS = ["pfn", "command", "pid"];
 
@@ -616,6 +693,8 @@ const FAMILIES: readonly Family[] = [
     rows: [{ format: "pfn %#lx: recovery action for %s: %s", args: RECOVERY, build: recovery("tracefs") }],
   },
   { printed: "mce_record: ", leader: "mce_record: ", exclusive: true, rows: [{ format: "%s", args: ["fields"], build: mceRecord }] },
+  // EDAC's ras:mc_event (3.6+): where a memory-controller error was, by DIMM label and address.
+  { printed: "mc_event: ", leader: "mc_event: ", exclusive: true, rows: [{ format: "%s", args: ["fields"], build: mcEvent }] },
   { printed: "mce: [Hardware Error]: ", leader: "mce: \\[Hardware Error\\]: ", exclusive: true, rows: HARDWARE_ERROR_ROWS },
   // x86's own "mce: " lines that are not a hardware-error report; only the known ones count.
   {
@@ -739,7 +818,7 @@ const GRAMMAR: readonly CompiledFamily[] = FAMILIES.map((family) => ({
 
 // Cheap first test: every line we read contains one of these; all other subsystems stop here.
 const RELEVANT =
-  /[Mm]emory [Ff]ailure|MCE|mce[:_]|Hardware Error|hwpoison|[Ss]oft[ _]offlin|Soft-offlining pfn|[Uu]npoison|memory_failure_event|get_any_page|recovery action for|hardware memory corruption|forcibly killing|advisory machine check|failed to unmap page|unhandlable page|outside kernel control/;
+  /[Mm]emory [Ff]ailure|MCE|mce[:_]|mc_event|Hardware Error|hwpoison|[Ss]oft[ _]offlin|Soft-offlining pfn|[Uu]npoison|memory_failure_event|get_any_page|recovery action for|hardware memory corruption|forcibly killing|advisory machine check|failed to unmap page|unhandlable page|outside kernel control/;
 
 // A leader only the memory-failure code prints, behind a prefix we could not strip.
 const EMBEDDED = new RegExp(
