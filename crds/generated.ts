@@ -370,8 +370,8 @@ export interface MemoryErrorEventSpec {
   bootID: string;
   /** When the agent saw the kernel report the error (RFC 3339). */
   observedAt: string;
-  /** Where the agent read the error: Kmsg (/dev/kmsg), Tracefs (ras/memory_failure_event or mce/mce_record), MachineCheck (decoded machine check record), SysfsCounter (a memory_failure or EDAC counter moved), Rasdaemon (rasdaemon's database), Injected (a test injection the kernel logged as such), Replay (a recorded kernel log replayed for a demo or test). */
-  source: "Kmsg" | "Tracefs" | "MachineCheck" | "SysfsCounter" | "Rasdaemon" | "Injected" | "Replay";
+  /** Where the agent read the error: Kmsg (/dev/kmsg), Tracefs (ras/memory_failure_event or mce/mce_record), MachineCheck (decoded machine check record), SysfsCounter (a memory_failure or EDAC counter moved), Rasdaemon (rasdaemon's database), Injected (a test injection the kernel logged as such), Replay (a recorded kernel log replayed for a demo or test), Agent (a soft offline the agent carried out at the operator's request: the kernel logs nothing when it succeeds). */
+  source: "Kmsg" | "Tracefs" | "MachineCheck" | "SysfsCounter" | "Rasdaemon" | "Injected" | "Replay" | "Agent";
   /** Raw page frame number of the poisoned 4 KiB page, hexadecimal as the kernel prints it (0x5205). */
   pfn: string;
   /** Physical address of the error when the hardware reported one (machine check ADDR), hexadecimal. */
@@ -1448,7 +1448,7 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
             },
             "source": {
               "type": "string",
-              "description": "Where the agent read the error: Kmsg (/dev/kmsg), Tracefs (ras/memory_failure_event or mce/mce_record), MachineCheck (decoded machine check record), SysfsCounter (a memory_failure or EDAC counter moved), Rasdaemon (rasdaemon's database), Injected (a test injection the kernel logged as such), Replay (a recorded kernel log replayed for a demo or test).",
+              "description": "Where the agent read the error: Kmsg (/dev/kmsg), Tracefs (ras/memory_failure_event or mce/mce_record), MachineCheck (decoded machine check record), SysfsCounter (a memory_failure or EDAC counter moved), Rasdaemon (rasdaemon's database), Injected (a test injection the kernel logged as such), Replay (a recorded kernel log replayed for a demo or test), Agent (a soft offline the agent carried out at the operator's request: the kernel logs nothing when it succeeds).",
               "enum": [
                 "Kmsg",
                 "Tracefs",
@@ -1456,7 +1456,8 @@ export const crdInfo: Record<CrdKind, CrdInfo> = {
                 "SysfsCounter",
                 "Rasdaemon",
                 "Injected",
-                "Replay"
+                "Replay",
+                "Agent"
               ]
             },
             "pfn": {

@@ -127,10 +127,11 @@ describe("helm lint and template", () => {
     });
     // Read-only host mounts, except tracefs (enabling events) and the agent's own state directory.
     const writable = (container?.volumeMounts ?? []).filter((m) => m.readOnly !== true).map((m) => m.mountPath);
-    expect(writable.sort()).toEqual(["/host/sys/kernel/tracing", "/var/lib/mce-agent"]);
+    expect(writable.sort()).toEqual(["/host/sys/devices/system/memory", "/host/sys/kernel/tracing", "/var/lib/mce-agent"]);
     expect(Object.fromEntries((agent.volumes ?? []).map((v) => [v.name, v.hostPath?.path]))).toEqual({
       proc: "/proc",
       sys: "/sys",
+      "memory-blocks": "/sys/devices/system/memory",
       tracefs: "/sys/kernel/tracing",
       kmsg: "/dev/kmsg",
       rasdaemon: "/var/lib/rasdaemon",
@@ -142,7 +143,7 @@ describe("helm lint and template", () => {
   });
 
   it("makes only the NUMA nodes' hugepage pools writable when pool replacement is on", async () => {
-    const agent = podSpec(find(await template({ agent: { poolReplacement: { enabled: true } } }), "DaemonSet"));
+    const agent = podSpec(find(await template({ agent: { poolReplacement: { enabled: true }, softOffline: { enabled: false } } }), "DaemonSet"));
     const writable = (agent.containers[0]?.volumeMounts ?? []).filter((m) => m.readOnly !== true).map((m) => m.mountPath);
     expect(writable.sort()).toEqual(["/host/sys/devices/system/node", "/host/sys/kernel/tracing", "/var/lib/mce-agent"]);
     expect(agent.volumes?.find((v) => v.name === "numa-nodes")?.hostPath).toEqual({ path: "/sys/devices/system/node", type: "Directory" });
