@@ -353,6 +353,23 @@ describe("Agent corrected errors", () => {
     ]);
   });
 
+  it("reports its own soft offline as a SoftOffline error, as the kernel's would be, and retires the page", async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), "agent-state-"));
+    const run = setup({ stateDir });
+    const stop = new AbortController();
+    const running = run.agent.run(stop.signal);
+    await settle();
+    run.agent.softOfflined(0x5203, run.clock.now());
+    await run.clock.advance(1000);
+    await settle();
+    stop.abort();
+    await running;
+    expect(run.created.map((e) => [e.metadata.name, e.spec.severity, e.spec.source, e.spec.physicalAddress])).toEqual([
+      ["edge-1-b-5203", "SoftOffline", "Agent", "0x5203000"],
+    ]);
+    expect(run.applied.at(-1)?.spec.correctedErrorPages?.map((p) => [p.pfn, p.softOfflined])).toEqual([["0x5203", true]]);
+  });
+
   it("keeps the counts across a restart in the same boot", async () => {
     const { stateDir } = await replay(correctedRecord(1, 1_000_000, "5203000"));
     const again = new AgentState({ dir: stateDir, bootID: "b", log: memoryLogger() });

@@ -10,8 +10,8 @@ import type {
 } from "../crds/generated.ts";
 import { group, memoryErrorEventName, version } from "../crds/naming.ts";
 import { clip } from "../crds/validate.ts";
-import { HUGEPAGE_SIZES, type HugepageSize } from "../kernel/pfn.ts";
-import { ErrorAssembler, type Assembled } from "./assembler.ts";
+import { HUGEPAGE_SIZES, pfnToPhysicalAddress, type HugepageSize } from "../kernel/pfn.ts";
+import { ErrorAssembler, type Assembled, type AssembledError } from "./assembler.ts";
 import { CorrectedErrorLedger } from "./corrected.ts";
 import type { RasdaemonDimm } from "./rasdaemon.ts";
 import type { Clock } from "../runtime/clock.ts";
@@ -295,6 +295,26 @@ export class Agent {
       if (cursor !== undefined) state.advance(cursor.source, cursor.sequence);
       return;
     }
+    // 6.11+ ends an access to an already-poisoned page with a verdict of its own: its processes belong to
+    // the pfn's event, which the agent made before (the second create would only get 409).
+    for (const { error, line } of onPages)
+      if (alreadyPoisoned(error.pageType) && error.signalled.length > 0)
+        this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, error.pfn), error.signalled, line.at);
+    this.#enqueue(
+      source,
+      onPages.filter(({ error, line }) => this.#countCorrected(error, line.at)),
+      cursor,
+    );
+  }
+
+  /** Makes the errors' MemoryErrorEvents, with the index's mappers, and queues them durably with the cursor. */
+  #enqueue(source: SourceName | "agent", errors: AssembledError[], cursor: { source: SourceName; sequence: number } | undefined): void {
+    const { state, metrics, log, index, host, nodeName, bootID } = this.#o;
+    // Only counted (a storm on known pages): the cursor moves with the next flush, not a write per batch.
+    if (errors.length === 0) {
+      if (cursor !== undefined) state.advance(cursor.source, cursor.sequence);
+      return;
+    }
     const context: EventContext = {
       nodeName,
       bootID,
@@ -305,13 +325,7 @@ export class Agent {
       numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
       killPolicyOf: (pid) => readKillPolicy(host.path("proc"), pid),
     };
-    // 6.11+ ends an access to an already-poisoned page with a verdict of its own: its processes belong to
-    // the pfn's event, which the agent made before (the second create would only get 409).
-    for (const { error, line } of onPages)
-      if (alreadyPoisoned(error.pageType) && error.signalled.length > 0)
-        this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, error.pfn), error.signalled, line.at);
-    const reported = onPages.filter(({ error, line }) => this.#countCorrected(error, line.at));
-    const queued = reported.map(({ error, line }) => {
+    const queued = errors.map(({ error, line }) => {
       metrics.errors.inc({ source, severity: error.severity });
       // No process of this boot touched an error from before it: whoever maps the pfn now is not affected.
       const mappers = error.loggedAtBoot === true ? [] : index.mappersOf(error.pfn);
@@ -373,10 +387,18 @@ export class Agent {
     return allowed;
   }
 
-  /** The page is retired by a soft offline the agent carried out: counted as such and published now. */
+  /**
+   * The page is retired by a soft offline the agent carried out: counted as such, published now, and
+   * reported as a SoftOffline error like one the kernel logs (it logs nothing for this one), so the
+   * capacity it took from the pool is quarantined and replaced as any soft-offlined hugepage's is.
+   */
   softOfflined(pfn: number, at: number): void {
     this.#corrected.softOfflined(pfn, at);
     this.#o.state.saveCorrected(() => this.#corrected.data());
+    const address = pfnToPhysicalAddress(pfn);
+    const text = `soft_offline_page 0x${address.toString(16)}: done by the agent`;
+    const error: KernelError = { pfn, severity: "SoftOffline", source: "Agent", physicalAddress: address, signalled: [], lines: [] };
+    this.#enqueue("agent", [{ error, line: { source: "kmsg", text, at } }], undefined);
     this.refreshHealth();
   }
 

@@ -55,7 +55,8 @@ const MAX_LINE = 1024;
 
 export function buildMemoryErrorEvent(
   error: KernelError,
-  source: SourceName,
+  /** Where the agent read it ("agent": an action of its own, which the kernel did not log). */
+  source: SourceName | "agent",
   observedAt: number,
   mappers: readonly Mapper[],
   describe: (pid: number) => ProcessInfo | undefined,
