@@ -82,6 +82,41 @@ const cases: [string, string, RegExp][] = [
     node + "timeline:\n  - at: 0s\n    node: w1\n    nodes: { matchLabels: {} }\n    error: { pfn: '0x1', severity: Fatal }\n",
     /:5: timeline\[0\]: expected exactly one of node or nodes/,
   ],
+  [
+    "a count on an uncorrected error",
+    node + "timeline:\n  - at: 0s\n    node: w1\n    error: { pfn: '0x1', severity: Fatal, count: 3 }\n",
+    /:7: timeline\[0\]\.error\.count: count is only for Corrected errors, not Fatal/,
+  ],
+  [
+    "a DIMM on an uncorrected error",
+    node + "timeline:\n  - at: 0s\n    node: w1\n    error: { pfn: '0x1', severity: ActionOptional, dimm: mc0/dimm0 }\n",
+    /:7: timeline\[0\]\.error\.dimm: dimm is only for Corrected errors, not ActionOptional/,
+  ],
+  [
+    "no corrected errors at all",
+    node + "timeline:\n  - at: 0s\n    node: w1\n    error: { pfn: '0x1', severity: Corrected, count: 0 }\n",
+    /:7: timeline\[0\]\.error\.count: must be at least 1, got 0/,
+  ],
+  [
+    "a DIMM entry without its count",
+    node + "timeline:\n  - at: 0s\n    node: w1\n    dimm: { name: mc0/dimm0 }\n",
+    /:7: timeline\[0\]\.dimm\.count: required value is missing/,
+  ],
+  [
+    "a DIMM entry with a page",
+    node + "timeline:\n  - at: 0s\n    node: w1\n    dimm: { name: mc0/dimm0, count: 4, pfn: '0x1' }\n",
+    /:7: timeline\[0\]\.dimm\.pfn: unknown field/,
+  ],
+  [
+    "a DIMM entry and an error in one",
+    node + "timeline:\n  - at: 0s\n    node: w1\n    dimm: { name: mc0/dimm0, count: 4 }\n    error: { pfn: '0x1', severity: Corrected }\n",
+    /:5: timeline\[0\]: expected exactly one of kernel \(verbatim lines\), error \(structured\) or dimm \(corrected errors on a DIMM\)/,
+  ],
+  [
+    "a vm.enable_soft_offline out of range",
+    "nodes:\n  - name: w1\n    enableSoftOffline: 256\n" + timeline,
+    /:3: nodes\[0\]\.enableSoftOffline: must be at most 255, got 256/,
+  ],
   ["a YAML list at the top", "- a\n- b\n", /: \(top level\): expected an object/],
   ["an empty file", "", /: \(top level\): expected an object/],
 ];

@@ -14,6 +14,8 @@ const hexPattern = "^(0x)?[0-9a-fA-F]+$";
 /** What a scenario may expand to: enough for the design's largest clusters, small enough to simulate. */
 export const MAX_NODES = 10_000;
 export const MAX_PODS = 300_000;
+/** Corrected errors in one timeline entry: as many as the policy's highest threshold. */
+export const MAX_COUNT = 1_000_000;
 /** The highest pfn x86-64 addresses: 52 physical address bits, 4 KiB pages. */
 const quantityPattern = "^[0-9]+(Ki|Mi|Gi|Ti)?$";
 const str = (description: string, extra: JsonSchema = {}): JsonSchema => ({ type: "string", description, ...extra });
@@ -68,6 +70,8 @@ const scenarioSchema: JsonSchema = {
             pattern: "^[0-9]+(Ki|Mi|Gi|Ti)?$",
           },
           free2MiBlocks: int("free memory on NUMA node 0 in whole 2 MiB blocks (buddy order 9 and up)"),
+          softOffline: bool("the kernel has /sys/devices/system/memory/soft_offline_page (default true)"),
+          enableSoftOffline: { ...int("vm.enable_soft_offline (Linux 6.11+): 0 turns soft offline off, bit 1 skips hugetlb pages"), maximum: 255 },
         },
       },
     },
@@ -137,6 +141,20 @@ const scenarioSchema: JsonSchema = {
               pageType: str("the kernel's page type words"),
               result: str("the kernel's result word"),
               size: sizeEnum,
+              count: { ...int("Corrected only: how many corrected errors the page took at this time (default 1)", 1), maximum: MAX_COUNT },
+              dimm: str("Corrected only: the DIMM holding the page (EDAC's name, such as mc0/dimm1, or its label); it counts the errors too", {
+                maxLength: 64,
+              }),
+            },
+          },
+          dimm: {
+            type: "object",
+            description: "corrected errors on a DIMM that name no page (its EDAC counter rose)",
+            required: ["name", "count"],
+            properties: {
+              name: str("EDAC's name of the DIMM, such as mc0/dimm1", { maxLength: 64 }),
+              label: str("the DIMM's label, the silkscreen name", { maxLength: 128 }),
+              count: { ...int("how many corrected errors", 1), maximum: MAX_COUNT },
             },
           },
         },
@@ -167,6 +185,8 @@ export interface ScenarioNode {
   allocatable?: Partial<Record<HugepageSize, string>>;
   freeMemory?: string;
   free2MiBlocks?: number;
+  softOffline?: boolean;
+  enableSoftOffline?: number;
 }
 
 export interface ScenarioPod {
@@ -191,7 +211,10 @@ export interface ScenarioEntry {
     pageType?: string;
     result?: string;
     size?: HugepageSize;
+    count?: number;
+    dimm?: string;
   };
+  dimm?: { name: string; label?: string; count: number };
 }
 
 export interface Scenario {
@@ -253,10 +276,10 @@ export function parseScenario(text: string, file: string): Scenario {
   });
   const entryIssues = scenario.timeline.flatMap((entry, i): SchemaIssue[] => {
     const path = `timeline[${i}]`;
-    const what = [entry.kernel, entry.error].filter(Boolean).length;
+    const what = [entry.kernel, entry.error, entry.dimm].filter(Boolean).length;
     const where = [entry.node, entry.nodes].filter(Boolean).length;
     return [
-      ...(what === 1 ? [] : [{ path, message: "expected exactly one of kernel (verbatim lines) or error (structured)" }]),
+      ...(what === 1 ? [] : [{ path, message: "expected exactly one of kernel (verbatim lines), error (structured) or dimm (corrected errors on a DIMM)" }]),
       ...(where === 1 ? [] : [{ path, message: "expected exactly one of node or nodes" }]),
     ];
   });
@@ -312,6 +335,13 @@ function consistencyIssues(scenario: Omit<Scenario, "policies" | "pods" | "pdbs"
     if (entry.nodes !== undefined && ![...nodeLabels.values()].some((labels) => selectorMatches(entry.nodes, labels)))
       issues.push({ path: `${path}.nodes`, message: "selects no node" });
     if (entry.error) pfnIssue(entry.error.pfn, `${path}.error.pfn`, issues);
+    if (entry.error && entry.error.severity !== "Corrected")
+      for (const field of ["count", "dimm"] as const)
+        if (entry.error[field] !== undefined)
+          issues.push({
+            path: `${path}.error.${field}`,
+            message: `${field} is only for Corrected errors, not ${entry.error.severity} (an uncorrected error is one event on its page)`,
+          });
   });
   return issues;
 }

@@ -14,6 +14,7 @@ const run = (file: string): SimulationResult => {
 describe("mce-operator simulate on the bundled examples", () => {
   it("covers every example", () => {
     expect(readdirSync("examples").sort()).toEqual([
+      "corrected-errors-soft-offline.yaml",
       "db-shared-hugetlbfs.yaml",
       "dpdk-private-2m.yaml",
       "failed-1g.yaml",
@@ -84,6 +85,44 @@ describe("mce-operator simulate on the bundled examples", () => {
     const held = r.steps.filter((s) => s.decision?.nodeAction.state === "HeldByBudget");
     expect(held.length).toBe(r.summary.heldNodeActions);
     expect(held.every((s) => /circuit breaker is open/.test(s.decision?.nodeAction.reason ?? ""))).toBe(true);
+  });
+
+  it("corrected errors: a page watched then soft-offlined, a page with nowhere to migrate to and a failing DIMM move their pods", () => {
+    const r = run("examples/corrected-errors-soft-offline.yaml");
+    const decided = r.steps.map((s) => [s.at, s.node, (s.preventions ?? []).map((p) => `${p.action}/${p.state}`).join(",")]);
+    expect(decided).toEqual([
+      ["0s", "edge-1", "None/Watching"],
+      ["2h", "edge-1", "None/Watching"],
+      ["5h", "edge-1", "SoftOffline/Done"],
+      ["6h", "edge-1", "None/Skipped"],
+      ["7h", "edge-2", "None/Watching"],
+      ["9h", "edge-2", "Evict/Requested"],
+      ["10h", "edge-3", "None/Watching"],
+      ["12h", "edge-3", "Evict/Requested"],
+    ]);
+    const [first, second, offlined, retired, , moved, , dimm] = r.steps;
+    // Only a page's first corrected error is a MemoryErrorEvent with a containment decision.
+    expect([first?.decision?.phase, second?.decision, second?.error?.count]).toEqual(["Ignored", undefined, 4]);
+    expect(first?.error?.hugepage).toEqual({ size: "2Mi", headPfn: "0x200000" });
+    expect(offlined?.preventions?.[0]).toMatchObject({ correctedErrors: 10, pool: { size: "2Mi", totalDelta: -1, freeDelta: -1, from: "Pool" } });
+    // Reported by the agent as a SoftOffline error, the lost hugepage is quarantined.
+    expect(offlined?.capacity).toEqual([{ size: "2Mi", advertisedBytes: 2 ** 30, realBytes: 2 ** 30 - 2 * 2 ** 20, quarantinedBytes: 2 * 2 ** 20 }]);
+    expect(retired?.preventions?.[0]?.reason).toMatch(/^pfn 0x200103 is already retired/);
+    expect(moved?.preventions?.[0]?.reason).toMatch(/no free 2Mi hugepage and no free 2 MiB block of memory/);
+    expect(moved?.preventions?.[0]?.pods.map((p) => [p.namespace, p.name, p.action, p.state])).toEqual([["shop", "pg-0", "Evict", "Planned"]]);
+    expect(dimm?.error).toBeUndefined();
+    expect(dimm?.dimm).toEqual({ name: "mc0/dimm2", label: "CPU0_DIMM_C1", count: 14 });
+    expect(dimm?.preventions?.[0]?.reason).toMatch(/DIMM mc0\/dimm2 has 15 in 24h \(threshold 10\): its DIMM is failing/);
+    expect(dimm?.preventions?.[0]?.pods.map((p) => p.name)).toEqual(["virt-launcher-vm-a"]);
+    expect(r.summary).toMatchObject({ errors: 37, evictions: 2, softOfflines: 1, quarantinedBytes: 2 * 2 ** 20 });
+    const out = runSimulate(["examples/corrected-errors-soft-offline.yaml"]).stdout;
+    expect(out).toContain("+2h  edge-1  pfn 0x200103  Corrected ×4  (counted; the page already has its event)\n  prevention [Watching]: 5 corrected error(s)");
+    expect(out).toContain("  prevention [SoftOffline, Done]: 10 corrected error(s) on pfn 0x200103 in 24h (page threshold 10): soft-offline it;");
+    expect(out).toContain("    pool 2Mi: total -1, free -1, now\n");
+    expect(out).toContain("    Evict shop/pg-0 [Planned]: maps a hugepage at risk of an uncorrected error");
+    expect(out).toContain("+12h  edge-3  DIMM mc0/dimm2 (CPU0_DIMM_C1)  Corrected ×14  (no page named)");
+    expect(out).toContain("1 soft offline(s)");
+    expect(out).not.toContain("no pod maps the poisoned hugepage");
   });
 
   it("prints the same facts as a readable timeline", () => {
@@ -157,8 +196,49 @@ describe("malformed scenarios", () => {
       `nodes: [{name: n, pools: [{size: 2Mi, total: 4, free: 4}]}]\ntimeline:\n  - at: 0s\n    node: n\n    kernel: |\n${pasted.map((l) => `      ${l}`).join("\n")}\n`,
     );
     const r = JSON.parse(runSimulate([file, "--output=json"]).stdout) as SimulationResult;
-    expect(r.steps.map((s) => [s.error.pfn, s.error.pageType, s.error.result])).toEqual([["0x5203", "get hwpoison page", "Ignored"]]);
+    expect(r.steps.map((s) => [s.error?.pfn, s.error?.pageType, s.error?.result])).toEqual([["0x5203", "get hwpoison page", "Ignored"]]);
     expect(r.warnings).toEqual([expect.stringMatching(/^timeline\[0\]\.kernel line 6: not understood, no event made/)]);
+  });
+
+  it("corrected errors: the kernel's collector retires a watched page, a moved pod is gone for the next error, DryRun changes nothing", () => {
+    const scenario = (mode: string): string =>
+      [
+        `policies: [{metadata: {name: p}, spec: {mode: ${mode}, prevention: {pageThreshold: 3, dimmThreshold: 5}}}]`,
+        "nodes:",
+        "  - {name: n, freeMemory: 40Mi, free2MiBlocks: 0, pools: [{size: 2Mi, total: 8, free: 0}]}",
+        "pods:",
+        "  - {name: a, node: n, mappings: [{pid: 1, command: a, size: 2Mi, headPfn: '0x5000'}]}",
+        "  - {name: b, node: n, mappings: [{pid: 2, command: b, size: 2Mi, headPfn: '0x5200'}]}",
+        "timeline:",
+        "  - {at: 0s, node: n, error: {pfn: '0x5003', severity: Corrected, dimm: mc1/dimm0}}",
+        "  - {at: 1m, node: n, error: {pfn: '0x5203', severity: Corrected, count: 2, dimm: mc1/dimm0}}",
+        "  - {at: 2m, node: n, kernel: 'RAS: Soft-offlining pfn: 0x5203'}",
+        "  - {at: 3m, node: n, dimm: {name: mc1/dimm0, count: 2}}",
+        "  - {at: 4m, node: n, error: {pfn: '0x5007', severity: ActionOptional}}",
+        "",
+      ].join("\n");
+    const enforce = JSON.parse(runSimulate([write("ce-enforce", scenario("Enforce")), "--output=json"]).stdout) as SimulationResult;
+    const [, second, collector, dimm, loss] = enforce.steps;
+    expect(second?.preventions?.map((p) => [p.pfn, p.state, p.correctedErrors])).toEqual([["0x5203", "Watching", 2]]);
+    expect(collector?.preventions?.map((p) => [p.pfn, p.state, p.reason.includes("already retired")])).toEqual([["0x5203", "Skipped", true]]);
+    // 5 on the DIMM: the page still watched moves its pod; the retired one is not decided again.
+    expect(dimm?.preventions?.map((p) => [p.pfn, p.action, p.pods.map((x) => x.name)])).toEqual([["0x5003", "Evict", ["a"]]]);
+    expect(loss?.decision?.pods).toEqual([]);
+    const dryRun = JSON.parse(runSimulate([write("ce-dryrun", scenario("DryRun")), "--output=json"]).stdout) as SimulationResult;
+    expect(dryRun.steps[3]?.preventions?.map((p) => [p.action, p.state, p.pods.map((x) => x.state)])).toEqual([["Evict", "DryRun", ["DryRun"]]]);
+    expect(dryRun.steps[4]?.decision?.pods.map((p) => [p.name, p.state])).toEqual([["a", "DryRun"]]);
+  });
+
+  it("corrected errors: with no free hugepage in the pool the kernel migrates into free memory, and the pool keeps its size", () => {
+    const file = write(
+      "ce-buddy",
+      "nodes: [{name: n, freeMemory: 1Gi, free2MiBlocks: 5, pools: [{size: 2Mi, total: 8, free: 0}]}]\n" +
+        "timeline:\n  - {at: 0s, node: n, error: {pfn: '0x5003', severity: Corrected, count: 10}}\n",
+    );
+    const out = runSimulate([file]).stdout;
+    expect(out).toContain("to a hugepage it allocates from free memory and retires the 4 KiB page: the pool keeps its size");
+    expect(out).toContain("    pool 2Mi: unchanged, the new hugepage taken from free memory (4 free 2 MiB block(s) left)\n");
+    expect(out).toContain("kernel can give 16Mi");
   });
 
   it("refuses bad arguments with the usage", () => {

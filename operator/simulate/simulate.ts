@@ -1,7 +1,9 @@
 // `mce-operator simulate`: runs a scenario's timeline through the containment model with no cluster.
 // Each error is decided against the cluster as the earlier ones left it: pools shrink, evicted pods go,
 // tainted nodes count against the budget. Evictions blocked by a PodDisruptionBudget stay blocked.
-import type { DefaultedContainmentPolicy } from "../../crds/generated.ts";
+// Corrected errors are counted per page and DIMM as the node's agent would, and each page's prevention is
+// decided as the event reconciler does (corrected.ts).
+import type { DefaultedContainmentPolicy, MemoryErrorEventStatusPod } from "../../crds/generated.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
 import { assembleKernelErrors } from "../../kernel/assemble.ts";
 import { formatPfn, HUGEPAGE_SIZES as sizes, hugepageBytes, hugepageHeadPfn, pagesPerHugepage, parseHex } from "../../kernel/pfn.ts";
@@ -10,25 +12,38 @@ import { decideContainment } from "../model/containment.ts";
 import type { Decision } from "../model/containment.ts";
 import { clusterBudget } from "../model/escalation.ts";
 import type { NodeActionTaken } from "../model/escalation.ts";
+import { correctedHourly, type SoftOfflineSupport } from "../model/risk.ts";
 import { countedInPool } from "../model/prediction.ts";
-import type { Mapper, MemoryError, NodeState, PodState } from "../model/types.ts";
+import { staleCapacity } from "../model/quarantine.ts";
+import type { ClusterBudget, DisruptionBudgetState, Mapper, MemoryError, NodeState, PodState } from "../model/types.ts";
 import { parseDuration } from "../model/duration.ts";
 import { policyForNode, selectorMatches } from "../model/selector.ts";
 import type { Scenario, ScenarioEntry, ScenarioMapping, ScenarioPod } from "./scenario.ts";
+import { AgentCounts, preventPage } from "./corrected.ts";
+import type { PageEvent, SimulatedPrevention } from "./corrected.ts";
 
 export interface SimulatedStep {
   at: string;
   node: string;
-  error: {
+  /** A memory error; absent on a DIMM's corrected errors that name no page (see dimm). */
+  error?: {
     pfn: string;
     severity: MemoryError["severity"];
     pageType?: string | undefined;
     result?: string | undefined;
     hugepage?: { size: HugepageSize; headPfn: string } | undefined;
+    /** Corrected errors on the page at this time. */
+    count?: number | undefined;
+    dimm?: string | undefined;
   };
+  /** Corrected errors on a DIMM that name no page. */
+  dimm?: { name: string; label?: string | undefined; count: number } | undefined;
   policy: string;
   kernelLines: string[];
+  /** The containment decision of the error's MemoryErrorEvent; a page's later corrected errors make no event. */
   decision?: Decision;
+  /** The risk model's decisions on pages with corrected errors, as the event reconciler records them. */
+  preventions?: SimulatedPrevention[];
   /** Why no decision was made (no or conflicting policies). */
   undecided?: string;
   capacity: { size: HugepageSize; advertisedBytes: number; realBytes: number; quarantinedBytes: number }[];
@@ -43,6 +58,7 @@ export interface SimulationResult {
   summary: {
     errors: number;
     evictions: number;
+    softOfflines: number;
     earlySignals: number;
     quarantinedBytes: number;
     taintedNodes: string[];
@@ -55,6 +71,11 @@ interface LiveNode extends NodeState {
   allocatableBytes: Partial<Record<HugepageSize, number>>;
   quarantinedBytes: Partial<Record<HugepageSize, number>>;
   pools: NodeState["pools"];
+  softOffline: SoftOfflineSupport;
+  /** What the node's agent counts of its corrected errors. */
+  corrected: AgentCounts;
+  /** The node's corrected-error events, one per page. */
+  pageEvents: Map<number, PageEvent>;
 }
 
 interface LivePod extends PodState {
@@ -85,6 +106,9 @@ function expandNodes(scenario: Scenario): LiveNode[] {
         poisonedHugepages: [],
         numaMemory: n.freeMemory === undefined ? undefined : [{ numaNode: 0, freeBytes: parseQuantity(n.freeMemory), free2MiBlocks: n.free2MiBlocks }],
         replacements: [],
+        softOffline: { available: n.softOffline, enableSoftOffline: n.enableSoftOffline },
+        corrected: new AgentCounts(),
+        pageEvents: new Map(),
       };
     }),
   );
@@ -149,6 +173,8 @@ interface EntryError {
   pageType?: string | undefined;
   result?: string | undefined;
   size?: HugepageSize | undefined;
+  count: number;
+  dimm?: string | undefined;
   signalled: Set<number>;
   lines: string[];
 }
@@ -163,6 +189,8 @@ function entryErrors(entry: ScenarioEntry, where: string, warnings: string[]): E
         pageType: e.pageType,
         result: e.result,
         size: e.size,
+        count: e.count ?? 1,
+        dimm: e.dimm,
         signalled: new Set(),
         lines: [],
       },
@@ -177,6 +205,7 @@ function entryErrors(entry: ScenarioEntry, where: string, warnings: string[]): E
     pageType: e.pageType,
     result: e.result,
     size: undefined,
+    count: 1,
     signalled: new Set(e.signalled.map((s) => s.pid)),
     lines: e.lines,
   }));
@@ -212,8 +241,7 @@ function applyOutcome(
       else node.tainted = true;
     }
   }
-  const evicted = new Set(decision.pods.filter((p) => p.action === "Evict" && p.state === "Planned" && !blocked.has(p.uid)).map((p) => p.uid));
-  return pods.filter((p) => !evicted.has(p.uid));
+  return carryOutEvictions(pods, decision.pods, blocked);
 }
 
 /**
@@ -253,6 +281,34 @@ export function simulate(scenario: Scenario): SimulationResult {
   const start = Date.parse(scenario.start ?? "2026-01-01T00:00:00Z");
   const byName = new Map(nodes.map((n) => [n.name, n]));
   for (const p of pods) if (!byName.has(p.nodeName)) throw new Error(`pods: ${p.namespace}/${p.name} runs on unknown node ${p.nodeName}`);
+  const pdbs = pdbsOf(scenario);
+
+  /** Decides the pages' preventions in turn, each seeing the pods and pools the ones before it left. */
+  const prevent = (node: LiveNode, events: readonly PageEvent[], policy: DefaultedContainmentPolicy, now: number, at: string): SimulatedPrevention[] =>
+    events.map((event) => {
+      const prevention = preventPage({
+        event,
+        counts: node.corrected,
+        node,
+        support: node.softOffline,
+        pods: pods.filter((p) => p.nodeName === node.name),
+        pdbs,
+        policy: policy.spec,
+        budget: budgetOf(nodes, taken),
+        now,
+        at,
+      });
+      pods = carryOutEvictions(pods, prevention.pods, blockedByDisruptionBudget(pods, scenario));
+      // The agent reports its soft offline as a SoftOffline error: the capacity the pool lost is
+      // quarantined as any lost hugepage's is, while the kubelet still advertises it.
+      const lost = prevention.state === "Done" ? prevention.pool : undefined;
+      if (lost !== undefined && lost.totalDelta < 0 && policy.spec.capacityQuarantine.enabled) {
+        const inPool = node.poisonedHugepages.filter((p) => p.size === lost.size && p.inPool).length;
+        const stale = staleCapacity(lost.size, node, 0, inPool);
+        node.quarantinedBytes[lost.size] = Math.max(node.quarantinedBytes[lost.size] ?? 0, stale);
+      }
+      return prevention;
+    });
 
   scenario.timeline.forEach((entry, i) => {
     const where = `timeline[${i}]`;
@@ -260,12 +316,48 @@ export function simulate(scenario: Scenario): SimulationResult {
     const targets = entry.node ? [byName.get(entry.node)] : nodes.filter((n) => selectorMatches(entry.nodes, n.labels));
     if (targets.some((t) => t === undefined)) throw new Error(`${where}.node: unknown node ${entry.node ?? ""}`);
     for (const node of targets as LiveNode[]) {
+      const match = policyForNode(scenario.policies, node.labels);
+      const policy = match.kind === "matched" ? match.policy : undefined;
+      const undecided =
+        match.kind === "matched"
+          ? undefined
+          : match.kind === "none"
+            ? "no ContainmentPolicy selects this node"
+            : `policies ${match.policies.join(", ")} select this node equally specifically`;
+      if (entry.dimm) {
+        const { name, label, count } = entry.dimm;
+        const dimm = node.corrected.countDimm(name, label, now, count);
+        const step: SimulatedStep = {
+          at: entry.at,
+          node: node.name,
+          dimm: { name, label, count },
+          policy: policy?.metadata.name ?? "",
+          kernelLines: [],
+          capacity: [],
+        };
+        // The agent's next report carries the DIMM's count: every page on it still Watching is decided again.
+        if (policy) step.preventions = prevent(node, watchedOnDimm(node, dimm), policy, now, entry.at);
+        else step.undecided = undecided;
+        step.capacity = capacityOf(node);
+        steps.push(step);
+        continue;
+      }
       for (const e of entryErrors(entry, where, warnings)) {
-        const size = e.severity === "Corrected" ? undefined : sizeOf(pods, node, e.pfn, e.size);
+        const corrected = e.severity === "Corrected";
+        const size = sizeOf(pods, node, e.pfn, e.size);
         const headPfn = size ? hugepageHeadPfn(e.pfn, size) : e.pfn;
         const notHuge = e.pageType !== undefined && !/huge/.test(e.pageType);
         const hugepage = size && !notHuge ? { size, headPfn, numaNode: 0 } : undefined;
         const mappers = hugepage ? findMappers(pods, node.name, hugepage.size, headPfn, e.signalled) : [];
+        // A page's first corrected error is its event; the agent only counts the later ones.
+        const isEvent = !corrected || !node.pageEvents.has(e.pfn);
+        if (corrected) {
+          node.corrected.countPage(e.pfn, now, e.count, { hugepage, dimm: e.dimm });
+          if (isEvent) node.pageEvents.set(e.pfn, { pfn: e.pfn, hugepage, mappers });
+        }
+        // The kernel's corrected-errors collector retired the page ("RAS: Soft-offlining pfn").
+        const retired = e.severity === "SoftOffline" && e.result !== "Failed";
+        if (retired) node.corrected.retire(e.pfn, now);
         const error: MemoryError = {
           nodeName: node.name,
           pfn: e.pfn,
@@ -276,7 +368,6 @@ export function simulate(scenario: Scenario): SimulationResult {
           mappers,
           observedAt: now,
         };
-        const match = policyForNode(scenario.policies, node.labels);
         const step: SimulatedStep = {
           at: entry.at,
           node: node.name,
@@ -286,29 +377,37 @@ export function simulate(scenario: Scenario): SimulationResult {
             pageType: e.pageType,
             result: e.result,
             hugepage: hugepage && { size: hugepage.size, headPfn: formatPfn(headPfn) },
+            ...(corrected && { count: e.count, dimm: e.dimm }),
           },
-          policy: match.kind === "matched" ? match.policy.metadata.name : "",
+          policy: policy?.metadata.name ?? "",
           kernelLines: e.lines,
           capacity: [],
         };
-        if (match.kind !== "matched") {
-          step.undecided =
-            match.kind === "none" ? "no ContainmentPolicy selects this node" : `policies ${match.policies.join(", ")} select this node equally specifically`;
+        if (!policy) {
+          step.undecided = undecided;
         } else {
-          const decision = decideNode(node, error, pods, scenario, match.policy, nodes, taken, now);
-          const blocked = new Set(
-            pods
-              .filter((p) =>
-                scenario.pdbs.some((b) => (b.namespace ?? "default") === p.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, p.labels)),
-              )
-              .map((p) => p.uid),
-          );
-          for (const p of decision.pods) if (p.action === "Evict" && blocked.has(p.uid) && p.state === "Planned") p.state = "Blocked";
-          if (decision.nodeAction.state === "Planned") taken.push({ eventName: `${where}/${node.name}/${formatPfn(e.pfn)}`, node: node.name, at: now });
-          pods = applyOutcome(node, pods, decision, size, headPfn, blocked, now);
-          step.decision = decision;
+          if (isEvent) {
+            const decision = decideNode(node, error, pods, pdbs, policy, nodes, taken, now);
+            if (decision.nodeAction.state === "Planned") taken.push({ eventName: `${where}/${node.name}/${formatPfn(e.pfn)}`, node: node.name, at: now });
+            pods = applyOutcome(node, pods, decision, size, headPfn, blockedByDisruptionBudget(pods, scenario), now);
+            step.decision = decision;
+          }
+          const own = node.pageEvents.get(e.pfn);
+          if ((corrected || retired) && own) step.preventions = prevent(node, [own], policy, now, entry.at);
+          // Errors on a DIMM count for every page on it: another watched page may be past the DIMM's threshold now.
+          const dimm = corrected && e.dimm !== undefined ? node.corrected.dimm(e.dimm)?.name : undefined;
+          if (dimm !== undefined) {
+            const others = prevent(
+              node,
+              watchedOnDimm(node, dimm).filter((w) => w.pfn !== e.pfn),
+              policy,
+              now,
+              entry.at,
+            ).filter((p) => p.state !== "Watching");
+            if (others.length > 0) step.preventions = [...(step.preventions ?? []), ...others];
+          }
         }
-        node.history = [...node.history, { at: now, severity: e.severity }];
+        if (isEvent) node.history = [...node.history, { at: now, severity: e.severity }];
         step.capacity = capacityOf(node);
         steps.push(step);
       }
@@ -317,11 +416,55 @@ export function simulate(scenario: Scenario): SimulationResult {
   return { description: scenario.description, nodes: nodes.length, pods: scenario.pods.length, steps, warnings, summary: summarize(steps, nodes) };
 }
 
+/** The node's corrected-error events still Watching whose page is on the DIMM. */
+function watchedOnDimm(node: LiveNode, dimmName: string): PageEvent[] {
+  const dimm = node.corrected.dimm(dimmName);
+  if (!dimm) return [];
+  return [...node.pageEvents.values()]
+    .filter((event) => {
+      const on = node.corrected.page(event.pfn)?.dimm;
+      return event.decided === undefined && on !== undefined && (on === dimm.name || on === dimm.label);
+    })
+    .sort((a, b) => a.pfn - b.pfn);
+}
+
+function pdbsOf(scenario: Scenario): DisruptionBudgetState[] {
+  return scenario.pdbs.map((b) => ({ namespace: b.namespace ?? "default", name: b.name, selector: b.selector, disruptionsAllowed: b.disruptionsAllowed }));
+}
+
+/** Pods a PodDisruptionBudget allows no disruption now: their evictions stay blocked. */
+function blockedByDisruptionBudget(pods: readonly LivePod[], scenario: Scenario): Set<string> {
+  return new Set(
+    pods
+      .filter((p) =>
+        scenario.pdbs.some((b) => (b.namespace ?? "default") === p.namespace && b.disruptionsAllowed <= 0 && selectorMatches(b.selector, p.labels)),
+      )
+      .map((p) => p.uid),
+  );
+}
+
+/** Planned evictions go through, except those a PodDisruptionBudget blocks (marked Blocked): their pods leave. */
+function carryOutEvictions(pods: LivePod[], entries: readonly MemoryErrorEventStatusPod[], blocked: ReadonlySet<string>): LivePod[] {
+  for (const p of entries) if (p.action === "Evict" && p.state === "Planned" && blocked.has(p.uid)) p.state = "Blocked";
+  const evicted = new Set(entries.filter((p) => p.action === "Evict" && p.state === "Planned").map((p) => p.uid));
+  return evicted.size === 0 ? pods : pods.filter((p) => !evicted.has(p.uid));
+}
+
+function budgetOf(nodes: readonly LiveNode[], taken: readonly NodeActionTaken[]): ClusterBudget {
+  return clusterBudget({
+    totalNodes: nodes.length,
+    actionedNow: nodes.filter((n) => n.tainted || n.cordoned).map((n) => n.name),
+    taken,
+    inFlight: [],
+    evictionsInFlight: 0,
+  });
+}
+
 function decideNode(
   node: LiveNode,
   error: MemoryError,
   pods: LivePod[],
-  scenario: Scenario,
+  pdbs: readonly DisruptionBudgetState[],
   policy: DefaultedContainmentPolicy,
   nodes: LiveNode[],
   taken: readonly NodeActionTaken[],
@@ -329,17 +472,12 @@ function decideNode(
 ): Decision {
   return decideContainment({
     error,
-    node,
+    // Escalation counts the corrected errors the agent counts, as the operator's cache gives them.
+    node: { ...node, correctedHourly: correctedHourly(node.corrected.dimms(), node.corrected.pages()) },
     pods: pods.filter((p) => p.nodeName === node.name),
-    pdbs: scenario.pdbs.map((b) => ({ namespace: b.namespace ?? "default", name: b.name, selector: b.selector, disruptionsAllowed: b.disruptionsAllowed })),
+    pdbs,
     policy: policy.spec,
-    budget: clusterBudget({
-      totalNodes: nodes.length,
-      actionedNow: nodes.filter((n) => n.tainted || n.cordoned).map((n) => n.name),
-      taken,
-      inFlight: [],
-      evictionsInFlight: 0,
-    }),
+    budget: budgetOf(nodes, taken),
     now,
   });
 }
@@ -356,10 +494,13 @@ function capacityOf(node: LiveNode): SimulatedStep["capacity"] {
 
 function summarize(steps: SimulatedStep[], nodes: LiveNode[]): SimulationResult["summary"] {
   const decisions = steps.flatMap((s) => (s.decision ? [s.decision] : []));
-  const pods = decisions.flatMap((d) => d.pods);
+  // A page decided by an earlier entry is reported again, not decided again.
+  const preventions = steps.flatMap((s) => (s.preventions ?? []).filter((p) => p.decidedAt === undefined));
+  const pods = [...decisions.flatMap((d) => d.pods), ...preventions.flatMap((p) => p.pods)];
   return {
-    errors: steps.length,
+    errors: steps.reduce((sum, s) => sum + (s.error?.count ?? s.dimm?.count ?? 1), 0),
     evictions: pods.filter((p) => p.action === "Evict").length,
+    softOfflines: preventions.filter((p) => p.action === "SoftOffline" && p.state === "Done").length,
     earlySignals: pods.filter((p) => p.action === "EarlySignal").length,
     quarantinedBytes: nodes.reduce((sum, n) => sum + Object.values(n.quarantinedBytes).reduce((a, b) => a + b, 0), 0),
     taintedNodes: nodes.filter((n) => n.tainted && !n.cordoned).map((n) => n.name),
