@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { MemoryErrorEvent, MemoryErrorEventStatus } from "../crds/generated.ts";
 import { ApiError } from "../runtime/api.ts";
 import { ScriptedApiServer, status } from "../runtime/testing/scripted-api-server.ts";
-import { KubeClient } from "./http.ts";
+import { KubeClient } from "../runtime/http.ts";
 import { KubeApi } from "./kube.ts";
 
 let server: ScriptedApiServer;

@@ -18,7 +18,7 @@ import { Informer } from "../runtime/informer.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { EarlySignalApi, PodRef } from "./early-signal.ts";
 import { containersOf, type PodDirectory, type PodInfo } from "./event.ts";
-import { APPLY_PATCH, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH } from "./http.ts";
+import { APPLY_PATCH, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH } from "../runtime/http.ts";
 import type { PoolReplacementApi } from "./pool-replacement.ts";
 import type { SoftOfflineApi } from "./soft-offline.ts";
 import type { EventSink } from "./reporter.ts";

@@ -1,7 +1,7 @@
 // mce-agent: one per node (DaemonSet). Flags and environment in, the agent composed and run, /metrics
 // and /healthz served, a clean stop on SIGTERM.
 import type { Server } from "node:http";
-import { http } from "./node-http.ts";
+import { http } from "../runtime/node-http.ts";
 import { join } from "node:path";
 import { systemClock, type Clock } from "../runtime/clock.ts";
 import { FlagError } from "../runtime/flags.ts";

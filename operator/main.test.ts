@@ -1,5 +1,8 @@
-import { describe, expect, it } from "vitest";
-import { operatorFlags, operatorUsage, parseConfig, type OperatorConfig } from "./main.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
+import { clusterConfig, operatorFlags, operatorUsage, parseConfig, runOperator, type OperatorConfig } from "./main.ts";
 
 const config = (argv: string[], env: Record<string, string> = {}): OperatorConfig => {
   const c = parseConfig(argv, env);
@@ -86,5 +89,44 @@ describe("operator configuration", () => {
     [["--no-such-flag"], /unknown flag --no-such-flag/],
   ])("refuses %j with a message naming the flag", (argv, message) => {
     expect(() => parseConfig(argv, {})).toThrow(message);
+  });
+});
+
+describe("the API server's address and credentials", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mce-operator-main-"));
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  afterEach(() => {
+    vi.unstubAllEnvs();
+    vi.restoreAllMocks();
+  });
+
+  it("reads --kubeconfig with the runtime's client, not client-node", async () => {
+    const file = join(dir, "kubeconfig");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        clusters: [{ name: "c", cluster: { server: "https://10.0.0.1:6443/", "insecure-skip-tls-verify": true } }],
+        users: [{ name: "u", user: { token: "t" } }],
+        contexts: [{ name: "x", context: { cluster: "c", user: "u" } }],
+        "current-context": "x",
+      }),
+    );
+    const config = await clusterConfig(file);
+    expect(config).toMatchObject({ server: "https://10.0.0.1:6443", insecureSkipTLSVerify: true });
+    expect(config.token?.()).toBe("t");
+    expect(config.authorize).toBeUndefined();
+  });
+
+  it("without --kubeconfig, needs the in-cluster environment", async () => {
+    vi.stubEnv("KUBERNETES_SERVICE_HOST", "");
+    await expect(clusterConfig(undefined)).rejects.toThrow(/not running in a cluster/);
+  });
+
+  it("run says in one line why it cannot start, and exits 1", async () => {
+    const stderr = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
+    expect(await runOperator([`--kubeconfig=${join(dir, "missing")}`, "--metrics-port=0"])).toBe(1);
+    expect(stderr).toHaveBeenCalledWith(expect.stringMatching(/^mce-operator run: cannot read kubeconfig .*missing: ENOENT/));
   });
 });

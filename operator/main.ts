@@ -1,11 +1,11 @@
 // The operator process: configuration from flags and environment, the controller, leader election,
 // the metrics and health endpoints, and a clean shutdown on SIGTERM that gives the lease up.
 import { hostname } from "node:os";
-import { KubeConfig } from "@kubernetes/client-node";
 import express from "express";
 import type { Server } from "node:http";
 import { systemClock, type Clock } from "../runtime/clock.ts";
 import { FlagError, flagUsage, parseFlags, type FlagSpecs } from "../runtime/flags.ts";
+import { inClusterConfig, loadKubeconfig, type ClusterConfig } from "../runtime/http.ts";
 import { jsonLogger, LOG_LEVELS, type Logger, type LogLevel } from "../runtime/log.ts";
 import { Controller } from "./controller.ts";
 import { KubeActions } from "./kube/actions.ts";
@@ -85,15 +85,21 @@ export interface RunningOperator {
   stop(): Promise<void>;
 }
 
+/**
+ * Where the API server is and how to authenticate: the kubeconfig file (a token, a token file, a client
+ * certificate; a credential plugin loads @kubernetes/client-node for itself alone), else the in-cluster
+ * service account, whose token is read again as the kubelet rotates it.
+ */
+export async function clusterConfig(kubeconfig: string | undefined, clock: Clock = systemClock): Promise<ClusterConfig> {
+  return kubeconfig ? loadKubeconfig(kubeconfig, undefined, clock) : inClusterConfig(process.env, undefined, clock);
+}
+
 export async function startOperator(
   config: OperatorConfig,
   clock: Clock = systemClock,
   log: Logger = jsonLogger(config.logLevel, { fields: { component: "mce-operator" }, clock }),
 ): Promise<RunningOperator> {
-  const kubeConfig = new KubeConfig();
-  if (config.kubeconfig) kubeConfig.loadFromFile(config.kubeconfig);
-  else kubeConfig.loadFromCluster();
-  const rest = new KubeRest(kubeConfig);
+  const rest = new KubeRest(await clusterConfig(config.kubeconfig, clock));
   const metrics = new OperatorMetrics();
   rest.onRequest = (verb) => {
     metrics.apiRequests.inc({ verb });
@@ -176,6 +182,7 @@ export async function startOperator(
           resolve();
         }),
       );
+      await rest.close();
       log.info("operator stopped", { identity: config.identity });
     },
   };
@@ -195,7 +202,14 @@ export async function runOperator(argv: string[]): Promise<number> {
     process.stdout.write(`${operatorUsage}\n`);
     return 0;
   }
-  const running = await startOperator(config);
+  let running: RunningOperator;
+  try {
+    running = await startOperator(config);
+  } catch (e) {
+    // A kubeconfig that cannot be read, no service account, the metrics port taken: said in one line.
+    process.stderr.write(`mce-operator run: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
   await new Promise<void>((resolve) => {
     const shutdown = (): void => {
       void running.stop().then(resolve);

@@ -1,8 +1,9 @@
 // The operator's cluster writes through its REST client against a scripted plain-HTTP API server: the
-// verb, path, patch type and body of each, and how each API answer becomes an outcome.
+// verb, path, patch type and body of each, and how each API answer becomes an outcome; and the REST
+// client itself: credentials, the request count, watches.
 import { KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ApiError } from "../../runtime/api.ts";
+import { ApiError, type WatchEvent } from "../../runtime/api.ts";
 import { FakeClock } from "../../runtime/testing/fake-clock.ts";
 import { ScriptedApiServer, status } from "../../runtime/testing/scripted-api-server.ts";
 import { cordonedByAnnotation } from "../state.ts";
@@ -16,18 +17,14 @@ const verbs: string[] = [];
 
 beforeAll(async () => {
   server = await ScriptedApiServer.start();
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromOptions({
-    clusters: [{ name: "local", server: server.url, skipTLSVerify: true }],
-    users: [{ name: "operator", token: "t0ken" }],
-    contexts: [{ name: "local", cluster: "local", user: "operator" }],
-    currentContext: "local",
-  });
-  rest = new KubeRest(kubeConfig);
+  rest = new KubeRest({ server: server.url, token: () => "t0ken" });
   rest.onRequest = (verb) => verbs.push(verb);
 });
 
-afterAll(() => server.close());
+afterAll(async () => {
+  await rest.close();
+  await server.close();
+});
 
 beforeEach(() => {
   server.reset();
@@ -219,5 +216,62 @@ describe("KubeLeases", () => {
       ["PUT", "/apis/coordination.k8s.io/v1/namespaces/mce-system/leases/mce-operator"],
     ]);
     expect(server.seen[1]?.body).toEqual({ apiVersion: "coordination.k8s.io/v1", kind: "Lease", ...lease });
+  });
+});
+
+describe("KubeRest", () => {
+  it("sends the token, JSON and its name with every request, and counts each verb", async () => {
+    await rest.request("GET", "/api/v1/nodes/edge-1");
+    await rest.request("POST", "/api/v1/namespaces/n/events", { body: { reason: "x" }, query: { dryRun: "All", skip: undefined } });
+    expect(server.headers[0]).toMatchObject({ authorization: "Bearer t0ken", accept: "application/json", "user-agent": "mce-operator" });
+    expect(server.headers[0]?.["content-type"]).toBeUndefined();
+    expect(sent()[1]).toEqual(["POST", "/api/v1/namespaces/n/events", "dryRun=All", "application/json"]);
+    expect(verbs).toEqual(["GET", "POST"]);
+  });
+
+  it("watches with bookmarks, and an ERROR event ends the watch with its Status: 410 Gone for the informer", async () => {
+    const events: WatchEvent[] = [];
+    const pod = { metadata: { name: "p", namespace: "n", resourceVersion: "7" } };
+    server.script = () => ({ status: 200, body: { type: "ADDED", object: pod } });
+    await rest.watch("/api/v1/pods", { resourceVersion: "5", timeoutSeconds: 20 }, (e) => events.push(e), new AbortController().signal);
+    expect(events).toEqual([{ type: "ADDED", object: pod }]);
+    expect(sent()[0]).toEqual(["GET", "/api/v1/pods", "resourceVersion=5&timeoutSeconds=20&allowWatchBookmarks=true&watch=true", undefined]);
+    server.script = () => ({
+      status: 200,
+      body: { type: "ERROR", object: { kind: "Status", code: 410, reason: "Expired", message: "too old resource version: 5 (9)" } },
+    });
+    const gone = await rest.watch("/api/v1/pods", { resourceVersion: "5" }, (e) => events.push(e), new AbortController().signal).catch((e: unknown) => e);
+    expect(gone).toBeInstanceOf(ApiError);
+    expect(gone).toMatchObject({ status: 410, reason: "Expired" });
+    expect(events).toHaveLength(1);
+    // An aborted watch is not sent, nor counted.
+    const aborted = new AbortController();
+    aborted.abort();
+    await rest.watch("/api/v1/pods", {}, (e) => events.push(e), aborted.signal);
+    expect(verbs).toEqual(["WATCH", "WATCH"]);
+    expect(server.seen).toHaveLength(2);
+  });
+
+  it("still takes a KubeConfig of client-node, as the e2e tests and benchmarks build one, asking it for credentials each request", async () => {
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: "local", server: server.url, skipTLSVerify: true }],
+      users: [{ name: "operator", token: "from-kubeconfig", impersonateUser: "someone" }],
+      contexts: [{ name: "local", cluster: "local", user: "operator" }],
+      currentContext: "local",
+    });
+    const fromKubeConfig = new KubeRest(kubeConfig);
+    try {
+      await fromKubeConfig.request("PATCH", "/api/v1/nodes/edge-1", { body: { spec: {} }, patch: "merge" });
+      await fromKubeConfig.request("GET", "/api/v1/nodes/edge-1");
+    } finally {
+      await fromKubeConfig.close();
+    }
+    expect(sent().map(([method, , , contentType]) => [method, contentType])).toEqual([
+      ["PATCH", "application/merge-patch+json"],
+      ["GET", undefined],
+    ]);
+    for (const headers of server.headers)
+      expect(headers).toMatchObject({ authorization: "Bearer from-kubeconfig", "impersonate-user": "someone", "user-agent": "mce-operator" });
   });
 });

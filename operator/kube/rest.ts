@@ -1,19 +1,20 @@
-// A thin REST client over client-node's KubeConfig (auth, TLS) and fetch: exactly the verbs and patch
-// types the operator needs, raw JSON in and out (no model classes: less memory for 30,000 pods), and
-// the runtime's ApiError, which carries the HTTP status and the API server's own message.
-import { HttpMethod, RequestContext, Watch } from "@kubernetes/client-node";
+// The operator's REST client: the runtime's HTTP client (runtime/http.ts, the agent's too) with exactly
+// the verbs and patch types the operator needs, raw JSON in and out (no model classes: less memory for
+// 30,000 pods), the runtime's ApiError, which carries the HTTP status and the API server's own message,
+// and a count of the requests sent. @kubernetes/client-node is not loaded for it (about 80 MiB of RSS):
+// only a kubeconfig that needs a credential plugin loads it (runtime/client-node-credentials.ts).
 import type { KubeConfig } from "@kubernetes/client-node";
-// client-node's TLS settings come as an undici dispatcher, which Node's built-in fetch may not accept.
-import { fetch } from "undici";
-import { ApiError, type Query, type WatchEvent } from "../../runtime/api.ts";
+import type { Query, WatchEvent } from "../../runtime/api.ts";
+import { fromKubeConfig, isKubeConfig } from "../../runtime/client-node-credentials.ts";
+import { APPLY_PATCH, JSON_PATCH, KubeClient, MERGE_PATCH, STRATEGIC_MERGE_PATCH, type ClusterConfig, type KubeClientOptions } from "../../runtime/http.ts";
 import type { ListWatchClient } from "../../runtime/informer.ts";
 
 export type PatchType = "apply" | "merge" | "strategic" | "json";
 const patchContentType: Record<PatchType, string> = {
-  apply: "application/apply-patch+yaml",
-  merge: "application/merge-patch+json",
-  strategic: "application/strategic-merge-patch+json",
-  json: "application/json-patch+json",
+  apply: APPLY_PATCH,
+  merge: MERGE_PATCH,
+  strategic: STRATEGIC_MERGE_PATCH,
+  json: JSON_PATCH,
 };
 
 export interface RequestOptions {
@@ -29,84 +30,41 @@ export interface RestClient {
 }
 
 export class KubeRest implements RestClient, ListWatchClient {
-  private readonly kubeConfig: KubeConfig;
-  private readonly watcher: Watch;
+  readonly client: KubeClient;
   /** Told of every request sent (the verb), for the API-requests metric. */
   onRequest: (verb: string) => void = () => undefined;
 
-  constructor(kubeConfig: KubeConfig) {
-    this.kubeConfig = kubeConfig;
-    this.watcher = new Watch(kubeConfig);
+  /**
+   * From a ClusterConfig (runtime/http.ts: inClusterConfig, loadKubeconfig), or from a KubeConfig of
+   * client-node for the tests and benchmarks that already hold one (its credentials are asked for
+   * each request, as for a credential plugin).
+   */
+  constructor(config: ClusterConfig | KubeConfig, options: KubeClientOptions = {}) {
+    this.client = new KubeClient(isKubeConfig(config) ? fromKubeConfig(config) : config, { userAgent: "mce-operator", ...options });
   }
 
-  private url(path: string, query: Query = {}): string {
-    const server = this.kubeConfig.getCurrentCluster()?.server;
-    if (!server) throw new Error("the kubeconfig has no current cluster");
-    const url = new URL(server.replace(/\/$/, "") + path);
-    for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, String(v));
-    return url.toString();
-  }
-
-  async request<T>(method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE", path: string, options: RequestOptions = {}): Promise<T> {
-    const context = new RequestContext(this.url(path, options.query), HttpMethod[method]);
-    await this.kubeConfig.applySecurityAuthentication(context);
-    const headers = context.getHeaders();
-    if (options.body !== undefined) headers["Content-Type"] = options.patch ? patchContentType[options.patch] : "application/json";
-    headers.Accept = "application/json";
+  request<T>(method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE", path: string, options: RequestOptions = {}): Promise<T> {
     this.onRequest(method);
-    const response = await fetch(context.getUrl(), {
-      method,
-      headers,
-      body: options.body === undefined ? undefined : JSON.stringify(options.body),
-      dispatcher: context.getDispatcher(),
-      signal: options.signal === undefined ? AbortSignal.timeout(30_000) : AbortSignal.any([options.signal, AbortSignal.timeout(30_000)]),
+    return this.client.request<T>(method, path, {
+      query: options.query,
+      body: options.body,
+      contentType: options.patch === undefined ? undefined : patchContentType[options.patch],
+      signal: options.signal,
     });
-    const text = await response.text();
-    if (!response.ok) throw ApiError.fromResponse(`${method} ${path}`, response.status, response.statusText, text);
-    return (text ? JSON.parse(text) : {}) as T;
   }
 
   /**
    * One watch request: events until the server ends it (resolves) or it fails (rejects; an ERROR event
-   * ends it with its Status as an ApiError). Aborting `signal` resolves.
+   * ends it with its Status as an ApiError, so 410 Gone has status 410). Aborting `signal` resolves.
    */
   async watch(path: string, query: Query, onEvent: (event: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
     this.onRequest("WATCH");
-    // Set from callbacks: an ERROR event's Status, and client-node's handle on the request.
-    const watch: { failure?: ApiError; request?: AbortController } = {};
-    const ended = new Promise<unknown>((resolve) => {
-      this.watcher
-        .watch(
-          path,
-          { ...query, allowWatchBookmarks: true },
-          (type: string, object: Record<string, unknown>) => {
-            if (watch.failure !== undefined) return;
-            if (type === "ERROR") {
-              watch.failure = ApiError.fromStatus(`watch ${path}`, object);
-              watch.request?.abort();
-              return;
-            }
-            onEvent({ type: type as WatchEvent["type"], object });
-          },
-          resolve,
-        )
-        .then((controller) => {
-          watch.request = controller;
-          if (watch.failure !== undefined || signal.aborted) controller.abort();
-        }, resolve);
-    });
-    const aborted = (): boolean => signal.aborted;
-    const abort = (): void => watch.request?.abort();
-    signal.addEventListener("abort", abort, { once: true });
-    try {
-      const error = await ended;
-      // Read through a function: the check before the await does not hold after it.
-      if (aborted()) return;
-      if (watch.failure !== undefined) throw watch.failure;
-      if (error !== undefined && error !== null) throw error instanceof Error ? error : new Error(`watch ${path} failed`, { cause: error });
-    } finally {
-      signal.removeEventListener("abort", abort);
-    }
+    await this.client.watch(path, { ...query, allowWatchBookmarks: true }, onEvent, signal);
+  }
+
+  /** Closes the connection pool. */
+  close(): Promise<void> {
+    return this.client.close();
   }
 }

@@ -1,6 +1,6 @@
 // A plain-HTTP server on loopback that records every request and answers as a test scripts it: the
 // agent's and the operator's own HTTP clients are tested against real sockets, not a mocked fetch.
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 
 export interface SeenRequest {
@@ -28,6 +28,8 @@ export function status(code: number, reason: string, message: string): Answer {
 
 export class ScriptedApiServer {
   readonly seen: SeenRequest[] = [];
+  /** Each seen request's headers, in the same order. */
+  readonly headers: IncomingHttpHeaders[] = [];
   script: Script = echo;
   /** While set, answers wait in `held` until a test releases them, so requests could overlap. */
   hold = false;
@@ -54,6 +56,7 @@ export class ScriptedApiServer {
           body: text === "" ? undefined : JSON.parse(text),
         };
         api.seen.push(request);
+        api.headers.push(req.headers);
         const answer = (): void => {
           const { status, body } = api.script(request);
           res.writeHead(status, { "Content-Type": "application/json" }).end(body === undefined ? "" : JSON.stringify(body));
@@ -73,6 +76,7 @@ export class ScriptedApiServer {
   /** Forgets what was seen and goes back to echoing. */
   reset(): void {
     this.seen.length = 0;
+    this.headers.length = 0;
     this.script = echo;
     this.hold = false;
     this.held = [];

@@ -1,19 +1,21 @@
-// The agent's Kubernetes client against real local servers: HTTPS with a self-signed certificate made
-// by openssl (server TLS, client certificates, tokens, kubeconfig and in-cluster variants), and a
-// scripted plain-HTTP API server for errors and list-then-watch (resume, 410 Gone, backoff, deletions).
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+// The programs' Kubernetes client against real local servers: HTTPS with a self-signed certificate made
+// by openssl (server TLS, client certificates, tokens, kubeconfig and in-cluster variants; a credential
+// plugin through client-node, loaded only then), and a scripted plain-HTTP API server for errors and
+// list-then-watch (resume, 410 Gone, backoff, deletions).
+import { execFile, execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import type { AddressInfo } from "node:net";
+import { connect, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { ApiError } from "../runtime/api.ts";
-import type { Clock } from "../runtime/clock.ts";
-import { Informer } from "../runtime/informer.ts";
-import { APPLY_PATCH, inClusterConfig, KubeClient, loadKubeconfigFile, MERGE_PATCH, tokenFromFile, type ClusterConfig } from "./http.ts";
+import { ApiError } from "./api.ts";
+import type { Clock } from "./clock.ts";
+import { APPLY_PATCH, inClusterConfig, KubeClient, loadKubeconfig, loadKubeconfigFile, MERGE_PATCH, tokenFromFile, type ClusterConfig } from "./http.ts";
+import { Informer } from "./informer.ts";
 
 interface Seen {
   method: string;
@@ -226,11 +228,41 @@ describe("kubeconfig", () => {
     expect(() => loadKubeconfigFile(kubeconfig("no-context.yaml", { server: "https://x" }, {}, { "current-context": "" }))).toThrow(/no current-context/);
     expect(() => loadKubeconfigFile(kubeconfig("no-server.yaml", {}, {}))).toThrow(/cluster 'local' has no server/);
     expect(() => loadKubeconfigFile(kubeconfig("exec.yaml", { server: "https://x" }, { exec: { command: "aws" } }))).toThrow(
-      /'exec' credentials are not supported/,
+      /context 'right': 'exec' credentials: not supported by mce-agent/,
+    );
+    expect(() => loadKubeconfigFile(kubeconfig("auth-provider.yaml", { server: "https://x" }, { "auth-provider": { name: "oidc" } }))).toThrow(
+      /'auth-provider' credentials: not supported/,
+    );
+    expect(() => loadKubeconfigFile(kubeconfig("proxy.yaml", { server: "https://x", "proxy-url": "http://proxy:3128" }, {}))).toThrow(
+      /a 'proxy-url': not supported/,
     );
     expect(() => loadKubeconfigFile(file("missing.yaml"))).toThrow(/cannot read kubeconfig/);
     writeFileSync(file("bad.yaml"), "clusters: [\n");
     expect(() => loadKubeconfigFile(file("bad.yaml"))).toThrow(/cannot read kubeconfig/);
+  });
+
+  it("takes tls-server-name, client-node's token-file spelling, impersonation and basic auth", async () => {
+    writeFileSync(file("token2"), "from-token-file\n");
+    const cluster = { server: `https://127.0.0.1:${httpsPort}`, "certificate-authority": "server.crt" };
+    // The certificate names 127.0.0.1 and localhost: the name asked for is the one checked.
+    const named = kubeconfig("server-name.yaml", { ...cluster, "tls-server-name": "localhost" }, { "token-file": "token2", as: "alice" });
+    expect(await get(loadKubeconfigFile(named))).toMatchObject({ kind: "Pod" });
+    expect(seen[0]?.headers).toMatchObject({ authorization: "Bearer from-token-file", "impersonate-user": "alice" });
+    const misnamed = kubeconfig("misnamed.yaml", { ...cluster, "tls-server-name": "elsewhere.example" }, {});
+    await expect(get(loadKubeconfigFile(misnamed))).rejects.toThrow(/elsewhere\.example/);
+    const basic = kubeconfig("basic.yaml", cluster, { username: "admin", password: "secret" });
+    await get(loadKubeconfigFile(basic));
+    expect(seen.at(-1)?.headers.authorization).toBe(`Basic ${Buffer.from("admin:secret").toString("base64")}`);
+  });
+
+  it("loadKubeconfig gives the same config as loadKubeconfigFile when no plugin is needed", async () => {
+    const path = kubeconfig("plain.yaml", { server: `https://localhost:${httpsPort}`, "certificate-authority-data": b64("server.crt") }, { token: "plain" });
+    const config = await loadKubeconfig(path);
+    expect(config.authorize).toBeUndefined();
+    expect(config).toMatchObject({ server: `https://localhost:${httpsPort}`, ca: readFileSync(file("server.crt")) });
+    expect(await get(config)).toMatchObject({ kind: "Pod" });
+    expect(seen[0]?.headers.authorization).toBe("Bearer plain");
+    expect((await loadKubeconfig(path, "wrong")).server).toBe("https://192.0.2.1:1");
   });
 
   it("builds the in-cluster config from the environment and the service account directory", async () => {
@@ -243,6 +275,154 @@ describe("kubeconfig", () => {
     expect(inClusterConfig({ KUBERNETES_SERVICE_HOST: "fd00::1", KUBERNETES_SERVICE_PORT: "443" }, sa).server).toBe("https://[fd00::1]:443");
     expect(() => inClusterConfig({}, sa)).toThrow(/not running in a cluster/);
     expect(() => inClusterConfig({ KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "443" }, join(dir, "nowhere"))).toThrow(/token/);
+  });
+});
+
+describe("credential plugins, through client-node loaded for them alone", () => {
+  // A tiny exec credential plugin: counts its runs in a file and prints an ExecCredential, a token that
+  // names the run (expiring at PLUGIN_EXPIRES) or a client certificate; PLUGIN_FAIL makes it fail as a
+  // real one does when there is no session.
+  const plugin = file("plugin.mjs");
+  const counter = file("plugin-runs");
+  beforeAll(() => {
+    writeFileSync(
+      plugin,
+      [
+        'import { readFileSync, writeFileSync } from "node:fs";',
+        "const env = process.env;",
+        'if (env.PLUGIN_FAIL) { process.stderr.write("no session: log in first\\n"); process.exit(1); }',
+        'let runs = 0; try { runs = Number(readFileSync(env.PLUGIN_COUNTER, "utf8")); } catch {}',
+        "runs++;",
+        "writeFileSync(env.PLUGIN_COUNTER, String(runs));",
+        "const status = env.PLUGIN_CERT",
+        '  ? { clientCertificateData: readFileSync(env.PLUGIN_CERT, "utf8"), clientKeyData: readFileSync(env.PLUGIN_KEY, "utf8") }',
+        "  : { token: `exec-token-${runs}`, expirationTimestamp: env.PLUGIN_EXPIRES };",
+        'process.stdout.write(JSON.stringify({ apiVersion: "client.authentication.k8s.io/v1", kind: "ExecCredential", status }));',
+      ].join("\n"),
+    );
+    chmodSync(plugin, 0o755);
+  });
+  afterEach(() => {
+    rmSync(counter, { force: true });
+  });
+
+  const exec = (env: Record<string, string>): Record<string, unknown> => ({
+    exec: {
+      apiVersion: "client.authentication.k8s.io/v1",
+      command: process.execPath,
+      args: [plugin],
+      env: Object.entries({ PLUGIN_COUNTER: counter, ...env }).map(([name, value]) => ({ name, value })),
+      interactiveMode: "Never",
+    },
+  });
+  const cluster = (port: string): Record<string, unknown> => ({ server: `https://127.0.0.1:${port}`, "certificate-authority": "server.crt" });
+  const runs = (): number => Number(readFileSync(counter, "utf8"));
+
+  async function requests(config: ClusterConfig, count: number): Promise<void> {
+    const client = new KubeClient(config);
+    try {
+      for (let i = 0; i < count; i++) await client.request("GET", "/api/v1/namespaces/default/pods/p");
+    } finally {
+      await client.close();
+    }
+  }
+
+  it("sends the plugin's token, runs it again once the token expired, and keeps its TLS settings", async () => {
+    const lasting = kubeconfig("exec-lasting.yaml", cluster(httpsPort), exec({ PLUGIN_EXPIRES: "2999-01-01T00:00:00Z" }));
+    await requests(await loadKubeconfig(lasting), 3);
+    expect(seen.map((s) => s.headers.authorization)).toEqual(["Bearer exec-token-1", "Bearer exec-token-1", "Bearer exec-token-1"]);
+    expect(runs()).toBe(1);
+    seen = [];
+    rmSync(counter);
+    const expired = kubeconfig("exec-expired.yaml", cluster(httpsPort), exec({ PLUGIN_EXPIRES: "2000-01-01T00:00:00Z" }));
+    await requests(await loadKubeconfig(expired), 2);
+    expect(seen.map((s) => s.headers.authorization)).toEqual(["Bearer exec-token-1", "Bearer exec-token-2"]);
+  });
+
+  it("presents the client certificate a plugin gives", async () => {
+    const path = kubeconfig("exec-cert.yaml", cluster(mtlsPort), exec({ PLUGIN_CERT: file("client.crt"), PLUGIN_KEY: file("client.key") }));
+    await requests(await loadKubeconfig(path), 2);
+    expect(seen.map((s) => s.clientCert)).toEqual([true, true]);
+    expect(seen[0]?.headers.authorization).toBeUndefined();
+  });
+
+  it("says the plugin's own words when it fails, with no status", async () => {
+    const path = kubeconfig("exec-fails.yaml", cluster(httpsPort), exec({ PLUGIN_FAIL: "1" }));
+    const client = new KubeClient(await loadKubeconfig(path));
+    const error = await client.request("GET", "/api/v1/pods").catch((e: unknown) => e);
+    await client.close();
+    expect(error).not.toBeInstanceOf(ApiError);
+    expect((error as Error).message).toBe("GET /api/v1/pods: no credentials: no session: log in first");
+    expect(seen).toEqual([]);
+  });
+
+  it("goes through a proxy-url with client-node's proxy agent", async () => {
+    // A CONNECT proxy on loopback that records where it was asked to tunnel.
+    const tunnels: string[] = [];
+    const proxy = createHttpServer();
+    proxy.on("connect", (req: IncomingMessage, client: Socket, head: Buffer) => {
+      tunnels.push(req.url ?? "");
+      const [host = "", port = ""] = (req.url ?? "").split(":");
+      const upstream = connect(Number(port), host, () => {
+        client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        upstream.write(head);
+        upstream.pipe(client).pipe(upstream);
+      });
+      upstream.on("error", () => client.destroy());
+      client.on("error", () => upstream.destroy());
+    });
+    servers.push(proxy);
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const path = kubeconfig("proxied.yaml", { ...cluster(httpsPort), "proxy-url": proxyUrl }, { token: "through-proxy" });
+    await requests(await loadKubeconfig(path), 1);
+    expect(tunnels).toEqual([`127.0.0.1:${httpsPort}`]);
+    expect(seen[0]?.headers.authorization).toBe("Bearer through-proxy");
+  });
+
+  it("loads client-node for a plugin, and never for a token or the in-cluster service account", async () => {
+    // A fresh process (vitest itself has loaded client-node for other tests): a module hook records
+    // whether anything under @kubernetes/client-node is resolved while the config is loaded and used.
+    // Run asynchronously: the servers answering it are in this process.
+    const probe = async (kubeconfigFile: string | undefined): Promise<{ clientNode: boolean; answer: unknown }> => {
+      const script = [
+        'import { registerHooks } from "node:module";',
+        "let clientNode = false;",
+        "registerHooks({ resolve(specifier, context, next) {",
+        "  const resolved = next(specifier, context);",
+        '  if (resolved.url.includes("/@kubernetes/client-node/")) clientNode = true;',
+        "  return resolved;",
+        "} });",
+        `const { inClusterConfig, KubeClient, loadKubeconfig } = await import(${JSON.stringify(new URL("./http.ts", import.meta.url).href)});`,
+        `const file = ${JSON.stringify(kubeconfigFile ?? null)};`,
+        `const config = file === null ? inClusterConfig(process.env, ${JSON.stringify(join(dir, "probe-sa"))}) : await loadKubeconfig(file);`,
+        "const client = new KubeClient(config);",
+        'const answer = await client.request("GET", "/api/v1/namespaces/default/pods/p");',
+        "await client.close();",
+        "process.stdout.write(JSON.stringify({ clientNode, answer }));",
+      ].join("\n");
+      const { stdout } = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], {
+        encoding: "utf8",
+        env: { ...process.env, KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: httpsPort },
+      });
+      return JSON.parse(stdout) as { clientNode: boolean; answer: unknown };
+    };
+    const sa = join(dir, "probe-sa");
+    mkdirSync(sa, { recursive: true });
+    writeFileSync(join(sa, "token"), "sa-token\n");
+    writeFileSync(join(sa, "ca.crt"), readFileSync(file("server.crt")));
+    const pod = { kind: "Pod", metadata: { name: "p" } };
+    expect(await probe(undefined)).toEqual({ clientNode: false, answer: pod });
+    expect(await probe(kubeconfig("probe-token.yaml", cluster(httpsPort), { token: "t" }))).toEqual({ clientNode: false, answer: pod });
+    expect(await probe(kubeconfig("probe-cert.yaml", cluster(mtlsPort), { "client-certificate": "client.crt", "client-key": "client.key" }))).toEqual({
+      clientNode: false,
+      answer: pod,
+    });
+    expect(await probe(kubeconfig("probe-exec.yaml", cluster(httpsPort), exec({ PLUGIN_EXPIRES: "2999-01-01T00:00:00Z" })))).toEqual({
+      clientNode: true,
+      answer: pod,
+    });
+    expect(seen.map((s) => s.headers.authorization)).toEqual(["Bearer sa-token", "Bearer t", undefined, "Bearer exec-token-1"]);
   });
 });
 
