@@ -656,6 +656,10 @@ describe("the admission policies refuse what the probes found (issue 17), with t
     expect(result.code, `${who}: ${what}: ${result.stderr}`).toBe(0);
   };
   const mee = (node: string, name: string, pfn: number): string => meeJson(node, node, pfn, "probe", name);
+  /** A status server-side applied as the agent applies its own fields. */
+  const applyStatus = ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "--subresource=status", "-f", "-"];
+  const eventStatus = (name: string, status: object): string =>
+    JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name }, status });
 
   afterAll(() => {
     const lines = tried.map((t) => `${t.refused ? "refused " : "ACCEPTED"}  ${t.who.padEnd(8)} ${t.what}`);
@@ -669,17 +673,14 @@ describe("the admission policies refuse what the probes found (issue 17), with t
     await refused("a", "create node B's next event name as node A's event", ["create", "-f", "-"], mee(nodeA, squat, 0x3005), /is not the name of its error/);
     const own = memoryErrorEventName(nodeA, "probe", 0x3005);
     await allowed("a", "create its own event", ["create", "-f", "-"], mee(nodeA, own, 0x3005));
-    const status = (body: object): string =>
-      JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: own }, status: body });
-    const apply = ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "--subresource=status", "-f", "-"];
     await refused(
       "a",
       "set its own event's phase to Ignored and empty its pods",
-      apply,
-      status({ phase: "Ignored", pods: [] }),
+      applyStatus,
+      eventStatus(own, { phase: "Ignored", pods: [] }),
       /may change only its own fields/,
     );
-    await allowed("a", "record an early signal's outcome", apply, status({ earlySignals: [] }));
+    await allowed("a", "record an early signal's outcome", applyStatus, eventStatus(own, { earlySignals: [] }));
   });
 
   it("a page's first corrected error has a name of its own: no error takes the other kind's name; the agent records a soft offline, never decides one", async () => {
@@ -700,17 +701,14 @@ describe("the admission policies refuse what the probes found (issue 17), with t
       /is not the name of its error \(<node>-<boot id prefix>-ce-<pfn>/,
     );
     await allowed("a", "create its page's first corrected error", ["create", "-f", "-"], meeJson(nodeA, nodeA, 0x3105, "probe", corrected, "Corrected"));
-    const status = (body: object): string =>
-      JSON.stringify({ apiVersion: `${group}/${version}`, kind: "MemoryErrorEvent", metadata: { name: corrected }, status: body });
-    const apply = ["apply", "--server-side", "--field-manager=mce-agent", "--force-conflicts", "--subresource=status", "-f", "-"];
     await refused(
       "a",
       "decide a soft offline of its own page",
-      apply,
-      status({ prevention: { action: "SoftOffline", state: "Requested" } }),
+      applyStatus,
+      eventStatus(corrected, { prevention: { action: "SoftOffline", state: "Requested" } }),
       /may change only its own fields/,
     );
-    await allowed("a", "record a soft offline's outcome", apply, status({ softOfflineResult: { state: "Done", message: "probe" } }));
+    await allowed("a", "record a soft offline's outcome", applyStatus, eventStatus(corrected, { softOfflineResult: { state: "Done", message: "probe" } }));
   });
 
   it("an agent changes nothing of a pod on its node but the lost-ranges annotation, and posts no Event", async () => {
