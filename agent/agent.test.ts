@@ -13,7 +13,7 @@ import { memoryLogger } from "../runtime/testing/memory-logger.ts";
 import { HugetlbIndex } from "./mappings.ts";
 import { AgentMetrics } from "./metrics.ts";
 import { ReplaySource } from "./replay.ts";
-import type { LineSource } from "./source.ts";
+import type { LineSource, SourceName } from "./source.ts";
 import { AgentState } from "./state.ts";
 
 const MiB = 1024 * 1024;
@@ -22,6 +22,7 @@ type KernelSignalCall = [string, number[]];
 
 interface SetupOptions {
   correctedEventsPerMinute?: number;
+  correctedSource?: SourceName;
   host?: Partial<Parameters<typeof writeFakeHost>[1]>;
   /** The kernel lines the agent reads, given the clock. */
   sources?: (clock: FakeClock) => LineSource[];
@@ -78,6 +79,7 @@ function setup(options: SetupOptions = {}) {
     metrics: new AgentMetrics(),
     healthIntervalMs: 30_000,
     correctedEventsPerMinute: options.correctedEventsPerMinute,
+    correctedSource: options.correctedSource,
   });
   const rewrite = (change: Partial<typeof host>): void => {
     writeFakeHost(root, { ...host, ...change });
@@ -359,15 +361,39 @@ describe("Agent corrected errors", () => {
     const stop = new AbortController();
     const running = run.agent.run(stop.signal);
     await settle();
-    run.agent.softOfflined(0x5203, run.clock.now());
+    run.agent.softOfflined(0x5203, run.clock.now(), { hugepage: { size: "2Mi", headPfn: "0x5200", numaNode: 0 } });
     await run.clock.advance(1000);
     await settle();
     stop.abort();
     await running;
-    expect(run.created.map((e) => [e.metadata.name, e.spec.severity, e.spec.source, e.spec.physicalAddress])).toEqual([
-      ["edge-1-b-5203", "SoftOffline", "Agent", "0x5203000"],
+    expect(run.created.map((e) => [e.metadata.name, e.spec.severity, e.spec.source, e.spec.physicalAddress, e.spec.hugepage?.headPfn])).toEqual([
+      ["edge-1-b-5203", "SoftOffline", "Agent", "0x5203000", "0x5200"],
     ]);
     expect(run.applied.at(-1)?.spec.correctedErrorPages?.map((p) => [p.pfn, p.softOfflined])).toEqual([["0x5203", true]]);
+  });
+
+  it("counts each record once where kmsg and tracefs both carry it: from the source it was told to count", async () => {
+    const lines = (name: "kmsg" | "tracefs", texts: string[]): LineSource => ({
+      name,
+      lines: async function* () {
+        await Promise.resolve();
+        for (const text of texts) yield { source: name, text, at: 0 };
+      },
+    });
+    const kmsg = [...correctedRecord(1, 1_000_000, "5203000"), ...correctedRecord(3, 2_000_000, "5203000")];
+    const record =
+      "mce_record: CPU: 0, MCGc/s: 100010a/0, MC9: 9c000000000000c0, IPID: 0000000000000000, ADDR: 0000000005203000, MISC: 000000000000008c, SYND: 0000000000000000, RIP: 00:<0000000000000000>, TSC: 0, PPIN: 0, vendor: 0, CPUID: 0, time: 0, socket: 0, APIC: 0, microcode: 0";
+    const run = setup({ correctedSource: "tracefs", sources: () => [lines("kmsg", kmsg), lines("tracefs", [record, record])] });
+    const stop = new AbortController();
+    const running = run.agent.run(stop.signal);
+    await settle();
+    for (let t = 0; t < 8; t++) await run.clock.advance(1000);
+    run.agent.refreshHealth();
+    await settle();
+    stop.abort();
+    await running;
+    expect(run.created.map((e) => e.metadata.name)).toEqual(["edge-1-b-ce-5203"]);
+    expect(run.applied.at(-1)?.spec.correctedErrorPages?.map((p) => [p.pfn, p.count])).toEqual([["0x5203", 2]]);
   });
 
   it("keeps the counts across a restart in the same boot", async () => {

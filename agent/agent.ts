@@ -1,6 +1,7 @@
 // The agent composed: kernel-line sources → error assembly → MemoryErrorEvents (with the index's
 // mappers) → durable queue → reporter; the index refreshed and NodeMemoryHealth applied on timers.
 import type {
+  MemoryErrorEventSpec,
   MemoryErrorEventStatusKernelSignal,
   NodeMemoryHealth,
   NodeMemoryHealthSpec,
@@ -44,6 +45,12 @@ export interface AgentOptions {
   rasdaemonCorrected?: () => number | undefined;
   /** rasdaemon's errors per DIMM, with their hours, for hosts without EDAC's per-DIMM counters. */
   rasdaemonDimms?: (now: number) => RasdaemonDimm[] | undefined;
+  /**
+   * The one source whose corrected errors are counted: kmsg and tracefs both carry each machine-check
+   * record, and counting both would reach every threshold at half the errors. Unset: every source counts
+   * (one source, or a replay).
+   */
+  correctedSource?: SourceName | undefined;
   /** Most corrected-error pages made into events per minute; the rest are only counted (default 60). */
   correctedEventsPerMinute?: number;
   clock: Clock;
@@ -302,13 +309,19 @@ export class Agent {
         this.#recordLateSignals(memoryErrorEventName(nodeName, bootID, error.pfn), error.signalled, line.at);
     this.#enqueue(
       source,
-      onPages.filter(({ error, line }) => this.#countCorrected(error, line.at)),
+      onPages.filter(({ error, line }) => this.#countCorrected(error, line.at, source)),
       cursor,
     );
   }
 
   /** Makes the errors' MemoryErrorEvents, with the index's mappers, and queues them durably with the cursor. */
-  #enqueue(source: SourceName | "agent", errors: AssembledError[], cursor: { source: SourceName; sequence: number } | undefined): void {
+  #enqueue(
+    source: SourceName | "agent",
+    errors: AssembledError[],
+    cursor: { source: SourceName; sequence: number } | undefined,
+    /** What the page's corrected-error event knew: the page has moved, and the index may no longer say. */
+    page?: Pick<MemoryErrorEventSpec, "hugepage" | "mappers">,
+  ): void {
     const { state, metrics, log, index, host, nodeName, bootID } = this.#o;
     // Only counted (a storm on known pages): the cursor moves with the next flush, not a write per batch.
     if (errors.length === 0) {
@@ -323,6 +336,7 @@ export class Agent {
       poolSizes: [...new Set(this.#memory.hugepagePools.filter((pool) => pool.total > 0).map((pool): HugepageSize => pool.size))],
       shrunkPoolSizes: this.#shrunkPools(),
       numaNodeOfPfn: (pfn) => host.numaNodeOfPfn(pfn),
+      hugepageSizeOfPfn: (pfn) => host.hugepageSizeOfPfn(pfn, context.poolSizes),
       killPolicyOf: (pid) => readKillPolicy(host.path("proc"), pid),
     };
     const queued = errors.map(({ error, line }) => {
@@ -337,6 +351,10 @@ export class Agent {
         });
       const fitted = fitToSchema(buildMemoryErrorEvent(error, source, line.at, mappers, (pid) => index.process(pid), context));
       const { event } = fitted;
+      if (page !== undefined) {
+        event.spec.hugepage ??= page.hugepage;
+        if ((event.spec.mappers ?? []).length === 0 && (page.mappers ?? []).length > 0) event.spec.mappers = page.mappers;
+      }
       if (error.severity === "Corrected") this.#corrected.locate(error.pfn, event.spec.hugepage);
       if (fitted.dropped.length > 0 || fitted.issues.length > 0)
         log.warn("memory error event cut to the CRD's schema", { memoryErrorEvent: event.metadata.name, dropped: fitted.dropped, unfixable: fitted.issues });
@@ -365,8 +383,10 @@ export class Agent {
    * than correctedEventsPerMinute of those (a failing DIMM's storm over many pages is counted, not sent);
    * a page held back gets its event with its next error. A soft offline retires its page.
    */
-  #countCorrected(error: KernelError, at: number): boolean {
-    const { metrics, state, clock } = this.#o;
+  #countCorrected(error: KernelError, at: number, source: SourceName | "agent"): boolean {
+    const { metrics, state, clock, correctedSource } = this.#o;
+    // The other source's copy of a record the counted source carries too: neither counted nor sent.
+    if (error.severity === "Corrected" && correctedSource !== undefined && source !== correctedSource) return false;
     if (error.severity === "SoftOffline" && error.result !== "Failed") {
       this.#corrected.softOfflined(error.pfn, at);
       state.saveCorrected(() => this.#corrected.data());
@@ -392,13 +412,13 @@ export class Agent {
    * reported as a SoftOffline error like one the kernel logs (it logs nothing for this one), so the
    * capacity it took from the pool is quarantined and replaced as any soft-offlined hugepage's is.
    */
-  softOfflined(pfn: number, at: number): void {
+  softOfflined(pfn: number, at: number, page?: Pick<MemoryErrorEventSpec, "hugepage" | "mappers">): void {
     this.#corrected.softOfflined(pfn, at);
     this.#o.state.saveCorrected(() => this.#corrected.data());
     const address = pfnToPhysicalAddress(pfn);
     const text = `soft_offline_page 0x${address.toString(16)}: done by the agent`;
     const error: KernelError = { pfn, severity: "SoftOffline", source: "Agent", physicalAddress: address, signalled: [], lines: [] };
-    this.#enqueue("agent", [{ error, line: { source: "kmsg", text, at } }], undefined);
+    this.#enqueue("agent", [{ error, line: { source: "kmsg", text, at } }], undefined, page);
     this.refreshHealth();
   }
 

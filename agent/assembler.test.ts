@@ -37,6 +37,16 @@ describe("ErrorAssembler", () => {
     expect(out.notices.filter((n) => n.kind === "unpoison")).toHaveLength(1);
   });
 
+  it("lets a machine-check record's lines expire together when they were read either side of the age limit", () => {
+    const assembler = new ErrorAssembler({ maxAgeMs: 5000 });
+    assembler.push(line("mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 9: 9c000000000000c0", 1, 0));
+    assembler.push(line("mce: [Hardware Error]: TSC 0 ADDR 144005000 MISC 8c", 2, 600));
+    const out = assembler.expire(5000);
+    expect(out.errors.map(({ error }) => [error.pfn, error.severity])).toEqual([[0x144005, "Corrected"]]);
+    expect(out.notices).toEqual([]);
+    expect(assembler.holdBack).toBeUndefined();
+  });
+
   it("holds lines of an error in flight and keeps the cursor behind them", () => {
     const assembler = new ErrorAssembler();
     assembler.push(line("6,1,0,-;usb 1-1: new device", 1));

@@ -111,6 +111,13 @@ export class ErrorAssembler {
   expire(now: number): Assembled {
     const out: Assembled = { errors: [], notices: [] };
     const old = this.#held.filter((held) => now - held.line.at >= this.#maxAgeMs);
+    // A record's lines go together: a bank line read just before the age limit and its ADDR line read
+    // just after must not expire apart (the ADDR line alone would be a record of unknown severity).
+    // Lines are held in the order read, so the old ones come first.
+    for (const next of this.#held.slice(old.length)) {
+      if (old.length === 0 || next.record.type !== "mce-detail" || next.record.field === "machine-check") break;
+      old.push(next);
+    }
     if (old.length > 0) this.#expire(old, out);
     return out;
   }

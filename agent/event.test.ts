@@ -2,7 +2,12 @@ import { describe, expect, it } from "vitest";
 import type { KernelError } from "../kernel/assemble.ts";
 import { validateResource } from "../crds/validate.ts";
 import { shrunkPoolSizes } from "./agent.ts";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { buildMemoryErrorEvent, containersOf, fitToSchema, type EventContext, type PodInfo } from "./event.ts";
+import { hugetlbPageFlags, writeFakeHost } from "./fake-host.ts";
+import { HostFiles } from "./host.ts";
 import type { Mapper } from "./mappings.ts";
 
 const uid = "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60";
@@ -140,6 +145,26 @@ describe("buildMemoryErrorEvent", () => {
   it("leaves out the hugepage when its size cannot be known", () => {
     const event = buildMemoryErrorEvent({ ...error, pageType: "dirty LRU page" }, "kmsg", 0, [], () => undefined, context);
     expect(event.spec.hugepage).toBeUndefined();
+  });
+
+  it("gives a corrected error on a free 2 MiB hugepage, with no mapper and no page type, its size from kpageflags (issue 14)", () => {
+    const root = mkdtempSync(join(tmpdir(), "event-"));
+    writeFakeHost(root, { kpageflags: [hugetlbPageFlags(0x40200, "2Mi"), { pfn: 0x5000, flags: 0n }] });
+    const files = new HostFiles(root);
+    const both = {
+      ...context,
+      poolSizes: ["2Mi", "1Gi"] as const,
+      hugepageSizeOfPfn: (pfn: number) => files.hugepageSizeOfPfn(pfn, ["2Mi", "1Gi"]),
+    };
+    const corrected = (pfn: number): KernelError => ({ pfn, severity: "Corrected", source: "MachineCheck", signalled: [], lines: ["x"] });
+    const event = buildMemoryErrorEvent(corrected(0x40305), "kmsg", 0, [], () => undefined, both);
+    expect(validateResource("MemoryErrorEvent", event)).toEqual([]);
+    expect(event.spec.hugepage).toEqual({ size: "2Mi", headPfn: "0x40200", numaNode: 0 });
+    // A pfn in no hugetlb page still has none; a mapper's size comes first; the page-type rule stays the last resort.
+    expect(buildMemoryErrorEvent(corrected(0x5000), "kmsg", 0, [], () => undefined, both).spec.hugepage).toBeUndefined();
+    expect(buildMemoryErrorEvent(corrected(0x40305), "kmsg", 0, [{ ...mapper, size: "1Gi" }], () => undefined, both).spec.hugepage?.size).toBe("1Gi");
+    const free = { ...error, pageType: "free huge page" };
+    expect(buildMemoryErrorEvent(free, "kmsg", 0, [], () => undefined, { ...both, shrunkPoolSizes: ["1Gi"] }).spec.hugepage?.size).toBe("1Gi");
   });
 
   it("keeps a machine check's address and a corrected severity", () => {

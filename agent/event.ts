@@ -45,6 +45,8 @@ export interface EventContext {
   /** With pools of several sizes: those whose total fell since the agent last read them (a dissolved free hugepage's). */
   shrunkPoolSizes?: readonly HugepageSize[] | undefined;
   numaNodeOfPfn: (pfn: number) => number | undefined;
+  /** The size of the hugetlb page holding a pfn, from /proc/kpageflags; undefined when in none or unknown. */
+  hugepageSizeOfPfn?: (pfn: number) => HugepageSize | undefined;
   /** A process's PR_MCE_KILL policy now; absent or undefined means unknown, reported as Default. */
   killPolicyOf?: (pid: number) => KillPolicy | undefined;
 }
@@ -85,9 +87,13 @@ export function buildMemoryErrorEvent(
       signalledByKernel: true,
     });
   }
-  // A free hugepage has no mapper to tell its size: the only pool there is, or the only one that just shrank.
+  // A free hugepage has no mapper to tell its size: the kernel's page flags do (a corrected error's lines name no
+  // page type); else, when the kernel's page type says huge, the only pool there is, or the only one that just shrank.
   const candidates = context.poolSizes.length === 1 ? context.poolSizes : (context.shrunkPoolSizes ?? []);
-  const size = mappers[0]?.size ?? (error.pageType?.includes("huge") === true && candidates.length === 1 ? candidates[0] : undefined);
+  const size =
+    mappers[0]?.size ??
+    context.hugepageSizeOfPfn?.(error.pfn) ??
+    (error.pageType?.includes("huge") === true && candidates.length === 1 ? candidates[0] : undefined);
   const spec: MemoryErrorEventSpec = {
     nodeName: context.nodeName,
     bootID: context.bootID,

@@ -2,7 +2,7 @@
 // everything under --host-root, so a prepared tree stands in for a node.
 import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { hugepageBytes, hugepagePoolDir, PAGE_SIZE_BYTES, type HugepageSize } from "../kernel/pfn.ts";
+import { hugepageBytes, hugepagePoolDir, PAGE_SIZE_BYTES, pagesPerHugepage, type HugepageSize } from "../kernel/pfn.ts";
 
 export interface FakeVma {
   start: number;
@@ -115,6 +115,22 @@ export interface FakeEdacController {
   csrows?: Record<number, FakeEdacCsrow>;
 }
 
+/** A run of /proc/kpageflags words from `pfn` on: `flags` for each (one word by default). */
+export interface FakePageFlags {
+  pfn: number;
+  flags: bigint | readonly bigint[];
+}
+
+const KPF_COMPOUND_HEAD = 1n << 15n;
+const KPF_COMPOUND_TAIL = 1n << 16n;
+const KPF_HUGE = 1n << 17n;
+
+/** The kpageflags words of a hugetlb page from `headPfn` on, as the kernel gives them: HUGE on every page, HEAD on the first, TAIL on the rest. */
+export function hugetlbPageFlags(headPfn: number, size: HugepageSize, extra = 0n): FakePageFlags {
+  const words = Array.from({ length: pagesPerHugepage(size) }, (_, i) => KPF_HUGE | (i === 0 ? KPF_COMPOUND_HEAD : KPF_COMPOUND_TAIL) | extra);
+  return { pfn: headPfn, flags: words };
+}
+
 export interface FakeHost {
   bootID?: string;
   release?: string;
@@ -138,6 +154,8 @@ export interface FakeHost {
   rasCec?: boolean;
   /** /proc/iomem as root reads it. */
   iomem?: string;
+  /** /proc/kpageflags, written sparsely: the given words at pfn * 8, zero (no flags) between, nothing past the last. */
+  kpageflags?: FakePageFlags[];
 }
 
 function put(root: string, path: string, text: string): void {
@@ -161,6 +179,7 @@ export function writeFakeHost(root: string, host: FakeHost): void {
   if (host.enableSoftOffline !== undefined) put(root, "proc/sys/vm/enable_soft_offline", `${host.enableSoftOffline}\n`);
   if (host.hwpoisonDebugfs === true) put(root, "sys/kernel/debug/hwpoison/corrupt-pfn", "");
   if (host.iomem !== undefined) put(root, "proc/iomem", host.iomem);
+  if (host.kpageflags !== undefined) writeKpageflags(join(root, "proc/kpageflags"), host.kpageflags);
   if (host.rasCec === true) put(root, "sys/kernel/debug/ras/cec/action_threshold", "1023\n");
   for (const pool of host.pools ?? []) {
     const dir = `sys/devices/system/node/node${pool.numaNode}/hugepages/${hugepagePoolDir(pool.size)}`;
@@ -200,6 +219,20 @@ export function writeFakeHost(root: string, host: FakeHost): void {
   (host.edac ?? []).forEach((controller, i) => {
     writeEdacController(root, `sys/devices/system/edac/mc/mc${i}`, Array.isArray(controller) ? { ce: controller[0], ue: controller[1] } : controller);
   });
+}
+
+function writeKpageflags(path: string, runs: readonly FakePageFlags[]): void {
+  const fd = openSync(path, "w");
+  try {
+    for (const { pfn, flags } of runs) {
+      const words = typeof flags === "bigint" ? [flags] : flags;
+      const buffer = Buffer.alloc(words.length * 8);
+      words.forEach((word, i) => buffer.writeBigUInt64LE(word, i * 8));
+      writeSync(fd, buffer, 0, buffer.length, pfn * 8);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function writeEdacController(root: string, dir: string, mc: FakeEdacController): void {

@@ -2,8 +2,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { writeFakeHost } from "./fake-host.ts";
-import { compareDimmNames, HostFiles, keepMostCorrected, parseBuddyinfo2MiBlocks, parseNodeMemFree } from "./host.ts";
+import { hugetlbPageFlags, writeFakeHost } from "./fake-host.ts";
+import { compareDimmNames, HostFiles, hugepageSizeFromPageFlags, KPF, keepMostCorrected, parseBuddyinfo2MiBlocks, parseNodeMemFree } from "./host.ts";
 
 function host(setup: Parameters<typeof writeFakeHost>[1]): HostFiles {
   const root = mkdtempSync(join(tmpdir(), "host-"));
@@ -250,5 +250,107 @@ describe("HostFiles per-DIMM EDAC counters", () => {
       { name: "b", correctedErrors: 1 },
       { name: "c", correctedErrors: 2 },
     ]);
+  });
+});
+
+describe("the hugetlb page of a pfn from /proc/kpageflags", () => {
+  const bit = (n: number): bigint => 1n << BigInt(n);
+  const both = ["2Mi", "1Gi"] as const;
+  // 0x40000 and 0xc0000 are 1 GiB-aligned pfns (262144 pages of 4 KiB); 0x40200 only 2 MiB-aligned.
+  const files = host({
+    kpageflags: [
+      hugetlbPageFlags(0x40200, "2Mi"),
+      // A 2 MiB page at a 1 GiB-aligned pfn, followed by another 2 MiB page; one followed by a base page.
+      hugetlbPageFlags(0x80000, "2Mi"),
+      hugetlbPageFlags(0x80200, "2Mi"),
+      hugetlbPageFlags(0x100000, "2Mi"),
+      { pfn: 0x100200, flags: bit(KPF.BUDDY) },
+      hugetlbPageFlags(0xc0000, "1Gi"),
+      { pfn: 0x5000, flags: bit(KPF.BUDDY) },
+      // A free hugepage soft offline dissolved: its poisoned page is no longer in a hugetlb page.
+      { pfn: 0x6000, flags: bit(KPF.HWPOISON) | bit(KPF.BUDDY) },
+    ],
+  });
+
+  it("finds a free 2 MiB page at its head and at a tail, among pools of both sizes", () => {
+    expect(files.hugepageSizeOfPfn(0x40200, both)).toBe("2Mi");
+    expect(files.hugepageSizeOfPfn(0x40305, both)).toBe("2Mi");
+    expect(files.hugepageSizeOfPfn(0x403ff, both)).toBe("2Mi");
+  });
+
+  it("tells a 2 MiB page at a 1 GiB-aligned pfn from a 1 GiB page by the pfn 512 on", () => {
+    expect(files.hugepageSizeOfPfn(0x80000, both)).toBe("2Mi");
+    expect(files.hugepageSizeOfPfn(0x80001, both)).toBe("2Mi");
+    expect(files.hugepageSizeOfPfn(0x100000, both)).toBe("2Mi");
+    expect(files.hugepageSizeOfPfn(0xc0000, both)).toBe("1Gi");
+  });
+
+  it("finds a 1 GiB page from any of its pfns: its 2 MiB-aligned pfns are tails", () => {
+    expect(files.hugepageSizeOfPfn(0xc0001, both)).toBe("1Gi");
+    expect(files.hugepageSizeOfPfn(0xc0200, both)).toBe("1Gi");
+    expect(files.hugepageSizeOfPfn(0xc1234, both)).toBe("1Gi");
+    expect(files.hugepageSizeOfPfn(0xfffff, both)).toBe("1Gi");
+  });
+
+  it("with one pool size, gives that size to any hugetlb pfn", () => {
+    expect(files.hugepageSizeOfPfn(0x40305, ["2Mi"])).toBe("2Mi");
+    expect(files.hugepageSizeOfPfn(0xc1234, ["1Gi"])).toBe("1Gi");
+  });
+
+  it("gives nothing for a pfn in no hugetlb page, a dissolved poisoned one, one past the file's end", () => {
+    expect(files.hugepageSizeOfPfn(0x5000, both)).toBeUndefined();
+    expect(files.hugepageSizeOfPfn(0x5001, both)).toBeUndefined();
+    expect(files.hugepageSizeOfPfn(0x6000, both)).toBeUndefined();
+    expect(files.hugepageSizeOfPfn(0x6000, ["2Mi"])).toBeUndefined();
+    expect(files.hugepageSizeOfPfn(0x100200, both)).toBeUndefined();
+    expect(files.hugepageSizeOfPfn(0x10000000, both)).toBeUndefined();
+  });
+
+  it("gives nothing, and does not throw, without a readable kpageflags", () => {
+    expect(host({}).hugepageSizeOfPfn(0x40200, both)).toBeUndefined();
+    const root = mkdtempSync(join(tmpdir(), "host-"));
+    mkdirSync(join(root, "proc/kpageflags"), { recursive: true });
+    expect(new HostFiles(root).hugepageSizeOfPfn(0x40200, both)).toBeUndefined();
+    const short = mkdtempSync(join(tmpdir(), "host-"));
+    mkdirSync(join(short, "proc"));
+    writeFileSync(join(short, "proc/kpageflags"), Buffer.alloc(0x40200 * 8 + 4));
+    expect(new HostFiles(short).hugepageSizeOfPfn(0x40200, both)).toBeUndefined();
+  });
+
+  describe("hugepageSizeFromPageFlags", () => {
+    const huge = bit(KPF.HUGE);
+    const head = huge | bit(KPF.COMPOUND_HEAD);
+    const tail = huge | bit(KPF.COMPOUND_TAIL);
+    const words =
+      (entries: Record<number, bigint>) =>
+      (pfn: number): bigint | undefined =>
+        entries[pfn];
+
+    it("reads only the pfn's word with one pool size, and no more than three words otherwise", () => {
+      const read: number[] = [];
+      const flagsOf = (pfn: number): bigint => (read.push(pfn), pfn === 0x40000 ? head : tail);
+      expect(hugepageSizeFromPageFlags(0x40007, ["1Gi"], flagsOf)).toBe("1Gi");
+      expect(read).toEqual([0x40007]);
+      read.length = 0;
+      expect(hugepageSizeFromPageFlags(0x40007, both, flagsOf)).toBe("1Gi");
+      expect(read).toEqual([0x40007, 0x40000, 0x40200]);
+    });
+
+    it("decides by shape with no pool known, and keeps to the pool sizes given", () => {
+      expect(hugepageSizeFromPageFlags(0x40201, [], words({ 0x40201: tail, 0x40200: head }))).toBe("2Mi");
+      expect(hugepageSizeFromPageFlags(0x40201, [], words({ 0x40201: tail, 0x40200: tail }))).toBe("1Gi");
+      // A 1 GiB-aligned head whose next 2 MiB cannot be read: no 1 GiB page reaches past the end.
+      expect(hugepageSizeFromPageFlags(0x40000, both, words({ 0x40000: head }))).toBe("2Mi");
+    });
+
+    it("gives nothing for words that contradict each other, or that cannot be read", () => {
+      expect(hugepageSizeFromPageFlags(0x40201, both, words({}))).toBeUndefined();
+      // The 2 MiB-aligned page not hugetlb, or neither head nor tail: the page changed between reads.
+      expect(hugepageSizeFromPageFlags(0x40201, both, words({ 0x40201: tail, 0x40200: 0n }))).toBeUndefined();
+      expect(hugepageSizeFromPageFlags(0x40201, both, words({ 0x40201: tail, 0x40200: huge }))).toBeUndefined();
+      expect(hugepageSizeFromPageFlags(0x40201, both, words({ 0x40201: tail }))).toBeUndefined();
+      // HWPOISON alone (a dissolved page) is not a hugetlb page.
+      expect(hugepageSizeFromPageFlags(0x40201, ["2Mi"], words({ 0x40201: bit(KPF.HWPOISON) }))).toBeUndefined();
+    });
   });
 });

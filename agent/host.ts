@@ -2,10 +2,10 @@
 // kernel's memory-failure and EDAC counters (per controller and per DIMM), its memory-failure settings,
 // release and boot id.
 // Every path sits under the host root, and a file a kernel lacks is simply absent from the result.
-import { accessSync, constants, existsSync, readdirSync, readFileSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { systemRamRanges, type PhysicalRange } from "../kernel/iomem.ts";
-import { PAGE_SIZE_BYTES, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
+import { HUGEPAGE_SIZES, hugepageHeadPfn, PAGE_SIZE_BYTES, pagesPerHugepage, sizeFromKernelPageSizeKb, type HugepageSize } from "../kernel/pfn.ts";
 import type {
   NodeMemoryHealthSpecCapabilities,
   NodeMemoryHealthSpecHugepagePool,
@@ -152,6 +152,34 @@ export class HostFiles {
     return this.#numaNodes().find((node) => this.exists(`sys/devices/system/node/node${node}`, `memory${block}`));
   }
 
+  /**
+   * The size of the hugetlb page holding `pfn`, from /proc/kpageflags (root only; see hugepageSizeFromPageFlags);
+   * undefined when the pfn is in none, or the file cannot be read (absent, EPERM, past its end).
+   */
+  hugepageSizeOfPfn(pfn: number, poolSizes: readonly HugepageSize[]): HugepageSize | undefined {
+    let fd: number;
+    try {
+      fd = openSync(this.path("proc/kpageflags"), "r");
+    } catch {
+      return undefined;
+    }
+    try {
+      const word = Buffer.alloc(KPAGEFLAGS_WORD);
+      const flagsOf = (at: number): bigint | undefined => {
+        if (!Number.isSafeInteger(at) || at < 0) return undefined;
+        try {
+          // One 64-bit little-endian word per pfn, at pfn * 8; past the last pfn the kernel reads nothing.
+          return readSync(fd, word, 0, KPAGEFLAGS_WORD, at * KPAGEFLAGS_WORD) === KPAGEFLAGS_WORD ? word.readBigUInt64LE(0) : undefined;
+        } catch {
+          return undefined;
+        }
+      };
+      return hugepageSizeFromPageFlags(pfn, poolSizes, flagsOf);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
   /** MemFree of NUMA node `numaNode` in bytes (its sysfs meminfo); undefined when that is not there. */
   numaFreeBytes(numaNode: number): number | undefined {
     return parseNodeMemFree(this.text(`sys/devices/system/node/node${numaNode}/meminfo`) ?? "", numaNode);
@@ -262,6 +290,50 @@ export class HostFiles {
 }
 
 const EDAC_MC = "sys/devices/system/edac/mc";
+
+const KPAGEFLAGS_WORD = 8;
+
+/** Bits of a /proc/kpageflags word (include/uapi/linux/kernel-page-flags.h; Documentation/admin-guide/mm/pagemap.rst). */
+export const KPF = { BUDDY: 10, COMPOUND_HEAD: 15, COMPOUND_TAIL: 16, HUGE: 17, HWPOISON: 19, NOPAGE: 20 } as const;
+
+export function hasPageFlag(flags: bigint, bit: number): boolean {
+  return ((flags >> BigInt(bit)) & 1n) === 1n;
+}
+
+/**
+ * The size of the hugetlb page holding `pfn`, decided from kpageflags words (`flagsOf(pfn)`, undefined when
+ * unreadable). The kernel (fs/proc/page.c, stable_page_flags) sets KPF_HUGE on every page of a hugetlb folio,
+ * free ones in the pool included, KPF_COMPOUND_HEAD on its first page and KPF_COMPOUND_TAIL on all the others.
+ * - Not HUGE (a base page, a THP, a free buddy page, or a hugepage already dissolved, say poisoned): undefined.
+ * - With one pool size (none known: both sizes are candidates), that size.
+ * - Else by shape: hugepages are naturally aligned, so the 2 MiB-aligned pfn is the head of a 2 MiB page and a
+ *   tail of a 1 GiB one. A head that is also 1 GiB-aligned may be either: the pfn 512 on is a HUGE tail only
+ *   in a 1 GiB page (for a 2 MiB page it is the next page: another head, or no hugetlb page; or past the
+ *   end of memory, where no 1 GiB page can reach).
+ * Words that contradict each other (the page changed between reads) give undefined.
+ */
+export function hugepageSizeFromPageFlags(
+  pfn: number,
+  poolSizes: readonly HugepageSize[],
+  flagsOf: (pfn: number) => bigint | undefined,
+): HugepageSize | undefined {
+  const own = flagsOf(pfn);
+  if (own === undefined || !hasPageFlag(own, KPF.HUGE)) return undefined;
+  const candidates = poolSizes.length > 0 ? poolSizes : HUGEPAGE_SIZES;
+  if (candidates.length === 1) return candidates[0];
+  const small = hugepageHeadPfn(pfn, "2Mi");
+  const at2Mi = small === pfn ? own : flagsOf(small);
+  if (at2Mi === undefined || !hasPageFlag(at2Mi, KPF.HUGE)) return undefined;
+  let size: HugepageSize;
+  if (hasPageFlag(at2Mi, KPF.COMPOUND_TAIL)) size = "1Gi";
+  else if (!hasPageFlag(at2Mi, KPF.COMPOUND_HEAD)) return undefined;
+  else if (hugepageHeadPfn(small, "1Gi") !== small) size = "2Mi";
+  else {
+    const next = flagsOf(small + pagesPerHugepage("2Mi"));
+    size = next !== undefined && hasPageFlag(next, KPF.HUGE) && hasPageFlag(next, KPF.COMPOUND_TAIL) ? "1Gi" : "2Mi";
+  }
+  return candidates.includes(size) ? size : undefined;
+}
 
 function edacDimm(name: string, labelText: string | undefined, correctedErrors: number, uncorrectedErrors: number | undefined): EdacDimm {
   const label = labelText?.trim();

@@ -208,6 +208,8 @@ async function main(): Promise<number> {
     kernelSignals: api,
     sources,
     reading: { kmsg: sources.some((s) => s.name === "kmsg"), tracefs: sources.some((s) => s.name === "tracefs") },
+    // tracefs's mce_record carries every record, also those kmsg leaves out where an EDAC driver handles them.
+    correctedSource: tracefs.includes("mce/mce_record") ? "tracefs" : "kmsg",
     rasdaemonCorrected: rasdaemon ? () => rasdaemonCorrectedErrors(rasdaemonPath) : undefined,
     rasdaemonDimms: rasdaemon ? (now) => rasdaemonDimmErrors(rasdaemonPath, now) : undefined,
     clock,
@@ -221,8 +223,8 @@ async function main(): Promise<number> {
     nodeName: config.nodeName,
     api,
     files: hostSoftOfflineFiles(host, poolFiles),
-    retired: (pfn, at) => {
-      agent.softOfflined(pfn, at);
+    retired: (pfn, at, page) => {
+      agent.softOfflined(pfn, at, page);
     },
     clock,
     log,

@@ -41,8 +41,8 @@ export interface SoftOfflinerOptions {
   nodeName: string;
   api: SoftOfflineApi;
   files: SoftOfflineFiles;
-  /** The page is retired: counted as such, and NodeMemoryHealth published now. */
-  retired: (pfn: number, at: number) => void;
+  /** The page is retired: counted as such, reported, and NodeMemoryHealth published now. */
+  retired: (pfn: number, at: number, page: Pick<MemoryErrorEvent["spec"], "hugepage" | "mappers">) => void;
   clock: Clock;
   log: Logger;
   metrics: AgentMetrics;
@@ -142,7 +142,7 @@ export class SoftOffliner {
       return { state: "Failed", ...counts(await readPool()), at: new Date(clock.now()).toISOString(), message };
     }
     const now = clock.now();
-    retired(pfn, now);
+    retired(pfn, now, spec);
     const poolAfter = await readPool();
     metrics.softOfflines.inc({ outcome: "done" });
     const where = page ? `; ${page.size} hugepage ${page.headPfn} migrated` : "";

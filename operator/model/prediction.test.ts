@@ -106,6 +106,15 @@ const observed: ObservedRow[] = [
     effect: "Migrated",
   },
   {
+    row: "soft offline of an in-use hugepage with no free hugepage in its pool (corrected errors, 6.1 and 6.12)",
+    error: memoryError({ pfn: 0x4205, severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ pools: [{ size: "2Mi", numaNode: 0, total: 32, free: 0 }] }),
+    ao: { hwp: "None" },
+    ar: false,
+    pool: { totalDelta: 0, freeDelta: 0 },
+    effect: "Migrated",
+  },
+  {
     row: "soft_offline_page on a free hugepage",
     error: memoryError({ severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [] }),
     node: node(),

@@ -101,7 +101,21 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
   const where = `${size} hugepage ${formatPfn(page.headPfn)}`;
   if (alreadyPoisoned(error.pageType) || node.poisonedHugepages.some((p) => p.headPfn === page.headPfn && p.size === size))
     return nothingLost(`${where} was already poisoned: nothing new is lost`, { pageType: error.pageType });
-  if (error.severity === "SoftOffline")
+  if (error.severity === "SoftOffline") {
+    // Measured on 6.1 and 6.12: a free hugepage is dissolved; one in use is copied to a free hugepage of
+    // its pool, or, with none free on its NUMA node, to one the kernel allocates from free memory, which
+    // then joins the pool in the old one's place.
+    const freeInPool = node.pools.filter((p) => p.size === size && (page.numaNode === undefined || p.numaNode === page.numaNode)).some((p) => p.free > 0);
+    if (error.mappers.length > 0 && !freeInPool)
+      return {
+        ...base,
+        poolEffect: "Migrated",
+        lostBytes: 0,
+        memoryLostBytes: PAGE_SIZE_BYTES,
+        mappers,
+        pool: { size, totalDelta: 0, freeDelta: 0, when: "now" },
+        reason: `soft offline of ${where}: no free hugepage in its pool, so the kernel copied it to one it allocated from free memory; the pool keeps its size; nobody is signalled`,
+      };
     return {
       ...base,
       poolEffect: "Migrated",
@@ -112,6 +126,7 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
       pool: { size, totalDelta: -1, freeDelta: -1, when: "now" },
       reason: `soft offline of ${where}: data moved to a new hugepage, the old one leaves the pool; nobody is signalled`,
     };
+  }
   const free = error.pageType === "free huge page" || (error.pageType === undefined && error.mappers.length === 0);
   if (free) {
     if (profile.behaviour.freeHugepage !== "Dissolved")
