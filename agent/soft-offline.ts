@@ -119,10 +119,12 @@ export class SoftOffliner {
     const result = await this.#softOffline(event);
     this.#carriedOut.set(name, { uid: event.metadata.uid, result });
     await api.applySoftOfflineResult(name, result);
+    // Reported after the result: the operator reads the pool's change from it when it decides the report.
+    if (result.state === "Done") this.#o.retired(parseHex(event.spec.pfn, "spec.pfn"), Date.parse(result.at ?? "") || this.#o.clock.now(), event.spec);
   }
 
   async #softOffline(event: MemoryErrorEvent): Promise<SoftOfflineResult> {
-    const { files, clock, log, metrics, retired } = this.#o;
+    const { files, clock, log, metrics } = this.#o;
     const { spec } = event;
     const pfn = parseHex(spec.pfn, `MemoryErrorEvent ${event.metadata.name} spec.pfn`);
     const page = spec.hugepage;
@@ -142,7 +144,6 @@ export class SoftOffliner {
       return { state: "Failed", ...counts(await readPool()), at: new Date(clock.now()).toISOString(), message };
     }
     const now = clock.now();
-    retired(pfn, now, spec);
     const poolAfter = await readPool();
     metrics.softOfflines.inc({ outcome: "done" });
     const where = page ? `; ${page.size} hugepage ${page.headPfn} migrated` : "";

@@ -348,6 +348,22 @@ export class ClusterState {
     return (health?.spec.dimms ?? []).map((dimm) => ({ name: dimm.name, label: dimm.label, hourly: hourlyCounts(dimm.hourly) }));
   }
 
+  /**
+   * An event with what the cluster knows of it beyond its own object: for the agent's own soft offline,
+   * how the pool changed, from the result the agent recorded on the page's corrected-error event (written
+   * before it reported the soft offline, so on the same watch it arrives first).
+   */
+  memoryErrorOf(event: MemoryErrorEvent): MemoryError {
+    const error = ClusterState.memoryError(event);
+    const { spec } = event;
+    if (spec.source !== "Agent" || spec.severity !== "SoftOffline") return error;
+    const result = this.eventsOn(spec.nodeName).find(
+      (e) => e.spec.severity === "Corrected" && e.spec.pfn === spec.pfn && e.spec.bootID === spec.bootID && e.status?.softOfflineResult?.state === "Done",
+    )?.status?.softOfflineResult;
+    if (result?.poolBefore === undefined || result.poolAfter === undefined) return error;
+    return { ...error, poolTotalDelta: result.poolAfter - result.poolBefore };
+  }
+
   static memoryError(event: MemoryErrorEvent): MemoryError {
     const { spec } = event;
     const where = `MemoryErrorEvent ${event.metadata.name}`;

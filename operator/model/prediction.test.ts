@@ -115,6 +115,22 @@ const observed: ObservedRow[] = [
     effect: "Migrated",
   },
   {
+    row: "the agent's own soft offline, its pool read unchanged before and after (the copy came from free memory)",
+    error: memoryError({
+      pfn: 0x4205,
+      severity: "SoftOffline",
+      pageType: undefined,
+      result: undefined,
+      mappers: [mapper("hwp", { command: "hwp" })],
+      poolTotalDelta: 0,
+    }),
+    node: node(),
+    ao: { hwp: "None" },
+    ar: false,
+    pool: { totalDelta: 0, freeDelta: 0 },
+    effect: "Migrated",
+  },
+  {
     row: "soft_offline_page on a free hugepage",
     error: memoryError({ severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [] }),
     node: node(),

@@ -106,7 +106,8 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     // its pool, or, with none free on its NUMA node, to one the kernel allocates from free memory, which
     // then joins the pool in the old one's place.
     const freeInPool = node.pools.filter((p) => p.size === size && (page.numaNode === undefined || p.numaNode === page.numaNode)).some((p) => p.free > 0);
-    if (error.mappers.length > 0 && !freeInPool)
+    const kept = error.poolTotalDelta !== undefined ? error.poolTotalDelta === 0 : error.mappers.length > 0 && !freeInPool;
+    if (kept)
       return {
         ...base,
         poolEffect: "Migrated",

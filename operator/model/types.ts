@@ -35,6 +35,11 @@ export interface MemoryError {
   loggedAtBoot?: boolean | undefined;
   /** Pids the kernel signalled for this pfn after the error, on a later access (the agent's status.kernelSignals). */
   signalledLater?: readonly number[] | undefined;
+  /**
+   * For the agent's own soft offline: how its pool changed, as the agent read it before and after (the
+   * soft-offline result on the page's corrected-error event), so nothing about it is guessed.
+   */
+  poolTotalDelta?: number | undefined;
   observedAt: number;
 }
 

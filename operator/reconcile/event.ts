@@ -132,7 +132,7 @@ export class EventReconciler {
     let decision: Decision;
     try {
       decision = decideContainment({
-        error: ClusterState.memoryError(event),
+        error: this.state.memoryErrorOf(event),
         node: this.state.nodeState(nodeName, event.metadata.name),
         pods: this.state.podsOn(nodeName).filter((p) => !p.quarantineFor),
         pdbs: [...this.state.pdbs.values()],

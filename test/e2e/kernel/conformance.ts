@@ -35,6 +35,12 @@ export interface Row {
   agreed: boolean;
   /** From the injection to the MemoryErrorEvent readable in the API, as the host saw it; absent when the kernel logs nothing. */
   injectionToEventMs?: number | undefined;
+  /**
+   * Corrected errors: from the injection of the error that reached a threshold (the policy's or the
+   * kernel collector's) to the operator's decision, and to the page retired or its mappers moved, as the
+   * host saw them.
+   */
+  prevention?: { decidedMs?: number | undefined; doneMs?: number | undefined } | undefined;
   /** The model's kernel profile and whether it was measured. */
   profile: string;
   notes: string[];
@@ -82,7 +88,10 @@ export function describeOutcome(o: Outcome): string {
 export function renderTable(rows: readonly Row[]): string {
   const lines = ["| scenario | kernel observed | model predicted | agreed | injection → event |", "|---|---|---|---|---|"];
   for (const row of rows) {
-    const latency = row.injectionToEventMs === undefined ? "no event (nothing logged)" : `${(row.injectionToEventMs / 1000).toFixed(2)} s`;
+    const seconds = (ms: number | undefined): string => (ms === undefined ? "?" : `${(ms / 1000).toFixed(2)} s`);
+    const event = row.injectionToEventMs === undefined ? "no event (nothing logged)" : seconds(row.injectionToEventMs);
+    const latency =
+      row.prevention === undefined ? event : `${event}; threshold → decision ${seconds(row.prevention.decidedMs)}, → done ${seconds(row.prevention.doneMs)}`;
     const predicted = row.agreed ? "same" : describeOutcome(row.predicted);
     lines.push(`| ${row.scenario} | ${describeOutcome(row.observed)} | ${predicted} | ${row.agreed ? "yes" : "**NO**"} | ${latency} |`);
   }

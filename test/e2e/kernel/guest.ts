@@ -207,7 +207,21 @@ export const inject = {
    */
   machineCheck: (vm: Vm, physicalAddress: number): Promise<string> =>
     vm.monitor(`mce ${vm.cpus > 1 ? "-b " : ""}0 9 0xbd000000000000c0 0x5 0x${physicalAddress.toString(16)} 0x8c`),
+  /**
+   * A corrected memory error through QEMU's monitor: bank 9, status VAL|EN|MISCV|ADDRV with UC clear and
+   * MCA code 0xC0, MCG_STATUS 0. No machine check is raised: the kernel finds the record when it polls the
+   * bank (a guest booted with mce=no_cmci, the poll interval lowered with pollEverySecond). One record at a
+   * time: a second injected before the kernel read the first would overwrite it (OVER).
+   */
+  correctedError: (vm: Vm, physicalAddress: number): Promise<string> => vm.monitor(`mce 0 9 0x9c000000000000c0 0 0x${physicalAddress.toString(16)} 0x8c`),
+  /** The machine-check poll every second (check_interval is in seconds; the timer halves it while it finds errors). */
+  pollEverySecond: (vm: Vm): Promise<string> => vm.run("echo 1 > /sys/devices/system/machinecheck/machinecheck0/check_interval"),
 };
+
+/** How many machine-check records for `physicalAddress` the kernel has printed (mce=print_all prints corrected ones too). */
+export async function recordsLogged(vm: Vm, physicalAddress: number): Promise<number> {
+  return Number((await vm.run(`dmesg | grep -c ' ADDR ${physicalAddress.toString(16)} ' || true`)).trim());
+}
 
 /**
  * Pfns of the free hugepages of a size, found by mapping all of them once from a host process; they

@@ -6,13 +6,15 @@
 // operator's actions. Every row of the observed-outcomes table in kernel-facts.md is here.
 import type { V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject as provided, it } from "vitest";
-import type { MemoryErrorEvent } from "../../../crds/generated.ts";
+import type { MemoryErrorEvent, NodeMemoryHealth } from "../../../crds/generated.ts";
 import { lostRangesAnnotation, memoryErrorEventName } from "../../../crds/naming.ts";
+import { parseResource } from "../../../crds/validate.ts";
 import { parseKernelLine } from "../../../kernel/lines.ts";
 import { formatPfn, type HugepageSize } from "../../../kernel/pfn.ts";
 import { severityOf } from "../../../kernel/assemble.ts";
 import { kernelMajorMinor, selectProfile } from "../../../kernel/profiles.ts";
 import { predictKernelOutcome, predictUnpoison } from "../../../operator/model/prediction.ts";
+import { decidePrevention, type Prevention } from "../../../operator/model/risk.ts";
 import type { MemoryError, NodeState } from "../../../operator/model/types.ts";
 import { quarantinePodName } from "../../../operator/reconcile/context.ts";
 import { ClusterState } from "../../../operator/state.ts";
@@ -43,6 +45,7 @@ import {
   kernelLog,
   newContainerID,
   readMemory,
+  recordsLogged,
   startAgent,
   verdictOf,
   waitForIndex,
@@ -151,7 +154,7 @@ async function podWorkload(
 
 async function bootGuest(
   label: string,
-  options: { earlyKill: boolean; gigantic: boolean; dryRun: boolean; policy?: "heal"; reboot?: boolean },
+  options: { earlyKill: boolean; gigantic: boolean; dryRun: boolean; policy?: "heal" | "prevent"; reboot?: boolean; kernelArgs?: string[] },
 ): Promise<Guest> {
   const node = `${run}-${label}`;
   const policy = options.policy ?? (options.dryRun ? "dry" : "enforce");
@@ -162,7 +165,7 @@ async function bootGuest(
   });
   nodes.push(node);
   const port = apiserverPort();
-  const vm = await Vm.boot({ prepared, gigantic: options.gigantic, apiserverPort: port, reboot: options.reboot });
+  const vm = await Vm.boot({ prepared, gigantic: options.gigantic, apiserverPort: port, reboot: options.reboot, kernelArgs: options.kernelArgs });
   await vm.run(`sysctl -w vm.memory_failure_early_kill=${options.earlyKill ? 1 : 0}`);
   const bootID = (await vm.run("cat /proc/sys/kernel/random/boot_id")).trim();
   const guest = { vm, node, bootID, earlyKill: options.earlyKill, dryRun: options.dryRun } as Omit<Guest, "bystander">;
@@ -221,8 +224,8 @@ async function decidedEvent(name: string): Promise<MemoryErrorEvent> {
 }
 
 /** Waits for the agent's event for `pfn`; returns it with the time from `injectedAt`. */
-async function eventFor(guest: Guest, pfn: number, injectedAt: number): Promise<{ event: MemoryErrorEvent; latencyMs: number }> {
-  const name = memoryErrorEventName(guest.node, guest.bootID, pfn);
+async function eventFor(guest: Guest, pfn: number, injectedAt: number, corrected = false): Promise<{ event: MemoryErrorEvent; latencyMs: number }> {
+  const name = memoryErrorEventName(guest.node, guest.bootID, pfn, corrected);
   const event = await waitFor(
     `MemoryErrorEvent ${name}`,
     () => readEvent(name),
@@ -853,11 +856,412 @@ async function heal(guest: Guest, s: HealScenario): Promise<void> {
   }
 }
 
+// Thresholds out of reach: this tier is about containment; escalation has its own e2e tests.
+const common = { podActions: { eviction: { backoff: "1s" } }, escalation: { taintAfter: 1000, cordonAfter: 2000 } };
+/** Corrected errors on a page at which the prevention policy acts: low, so a row injects only a few. */
+const PAGE_THRESHOLD = 3;
+/** The prevention policy's spec, with the page threshold a row needs. */
+const preventionPolicy = (pageThreshold: number): Record<string, unknown> => ({
+  mode: "Enforce",
+  nodeSelector: { matchLabels: { [groupLabel]: `${run}-prevent` } },
+  ...common,
+  prevention: { pageThreshold },
+});
+
+/** Injects corrected errors on `pfn`, each once the kernel has printed the one before it; returns when each went in (host clock). */
+async function injectCorrected(guest: Guest, pfn: number, count: number): Promise<number[]> {
+  const address = pfn * 4096;
+  const at: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const logged = await recordsLogged(guest.vm, address);
+    at.push(Date.now());
+    await inject.correctedError(guest.vm, address);
+    let now = logged;
+    await waitFor(
+      `corrected error ${i + 1} of ${count} on ${formatPfn(pfn)}: its record in the kernel's log`,
+      async () => (now = await recordsLogged(guest.vm, address)) > logged,
+      { timeoutMs: 15_000, intervalMs: 200 },
+      () => `${now} records for 0x${address.toString(16)}`,
+    );
+  }
+  return at;
+}
+
+/**
+ * The agent counted each of the `injected` errors once. A corrected record ends no error of its own: the
+ * agent holds its lines up to 5 s for a verdict that never comes, so the count is read after that.
+ */
+async function expectCountedOnce(guest: Guest, pfn: number, injected: number, lastInjectedAt: number): Promise<void> {
+  const count = async (): Promise<number> => (await getNodeHealth(guest.node)).spec.correctedErrorPages?.find((p) => p.pfn === formatPfn(pfn))?.count ?? 0;
+  await waitFor(`the agent's count for ${formatPfn(pfn)} to reach ${injected}`, async () => (await count()) >= injected, {
+    timeoutMs: 30_000,
+    intervalMs: 250,
+  });
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, lastInjectedAt + 8000 - Date.now())));
+  expect.soft(await count(), `the agent's count of the ${injected} corrected errors injected on ${formatPfn(pfn)}`).toBe(injected);
+}
+
+/** The first corrected error on `pfn`: its event (the page's, `-ce-`) and the operator watching the page. */
+async function firstCorrected(
+  guest: Guest,
+  pfn: number,
+): Promise<{ event: MemoryErrorEvent; latencyMs: number; watching: MemoryErrorEvent; injectedAt: number }> {
+  const injectedAt = Date.now();
+  await inject.correctedError(guest.vm, pfn * 4096);
+  const { event, latencyMs } = await eventFor(guest, pfn, injectedAt, true);
+  expect(event.spec).toMatchObject({ nodeName: guest.node, bootID: guest.bootID, pfn: formatPfn(pfn), severity: "Corrected" });
+  const watching = await waitFor(
+    `${event.metadata.name}: the page watched`,
+    async () => {
+      const e = await readEvent(event.metadata.name);
+      return e?.status?.prevention?.state === "Watching" && e;
+    },
+    { timeoutMs: 30_000, intervalMs: 100 },
+    (last) => JSON.stringify(last === false ? "not yet" : last?.status),
+  );
+  expect(watching.status?.prevention).toMatchObject({ action: "None", correctedErrors: 1 });
+  return { event, latencyMs, watching, injectedAt };
+}
+
+/** The event once the operator's prevention has settled (Done, Failed or Skipped). */
+async function preventionSettled(name: string): Promise<MemoryErrorEvent> {
+  return waitFor(
+    `${name}: prevention carried out`,
+    async () => {
+      const e = await readEvent(name);
+      const state = e?.status?.prevention?.state;
+      return (state === "Done" || state === "Failed" || state === "Skipped") && e;
+    },
+    { timeoutMs: 60_000, intervalMs: 50 },
+    (last) => JSON.stringify(last === false ? "not yet" : { prevention: last?.status?.prevention, result: last?.status?.softOfflineResult }),
+  );
+}
+
+/**
+ * The risk model's decision as an outcome. Its reason says what the kernel will do to the pool: a copy in
+ * a free hugepage of the pool (which loses one) or in one taken from free memory (the pool keeps its
+ * size); a soft offline retires one 4 KiB page. A page it does not soft-offline loses nothing.
+ */
+function preventionOutcome(decision: Prevention, size: HugepageSize): Outcome {
+  const retired = decision.action === "SoftOffline";
+  const loses = retired && /the pool loses one hugepage/.test(decision.reason);
+  return { ao: [], ar: [], pool: { size, total: loses ? -1 : 0, free: loses ? -1 : 0 }, hardwareCorruptedBytes: retired ? 4096 : 0 };
+}
+
+/** The node's pools as its agent reports them, once they are what the kernel has now. */
+async function healthWithPools(guest: Guest, memory: GuestMemory): Promise<NodeMemoryHealth> {
+  let seen: unknown;
+  return waitFor(
+    `NodeMemoryHealth ${guest.node}: the pools as the kernel has them`,
+    async () => {
+      const health = await getNodeHealth(guest.node);
+      seen = health.spec.hugepagePools;
+      const pools = health.spec.hugepagePools ?? [];
+      const same = (["2Mi", "1Gi"] as const).every((size) => {
+        const pool = pools.find((p) => p.size === size);
+        return pool === undefined ? memory.pools[size].total === 0 : pool.total === memory.pools[size].total && pool.free === memory.pools[size].free;
+      });
+      return same && health;
+    },
+    { timeoutMs: 30_000, intervalMs: 250 },
+    () => JSON.stringify({ agent: seen, kernel: memory.pools }),
+  );
+}
+
+interface PreventionScenario {
+  scenario: string;
+  size: HugepageSize;
+  /** Who holds the hugepage: pods mapping it privately (one) or through a shared hugetlbfs file, or nobody. */
+  page: "private" | "shared" | "free";
+  mappers?: number;
+  /** A process outside any pod maps every other free hugepage of the size first: the pool has none free. */
+  fillPool?: boolean;
+}
+
+/**
+ * Corrected errors on a 4 KiB page until the policy's page threshold: the agent counts them, the operator
+ * decides with the risk model (soft offline, or the mappers moved where it cannot be done), the agent
+ * soft-offlines; then what the kernel did (data, signals, pool, HardwareCorrupted) against what the
+ * model's decision said it would do. Where the model moved the mappers instead, the row asks the kernel
+ * itself, to see it refuse.
+ */
+async function prevention(guest: Guest, s: PreventionScenario): Promise<void> {
+  const label = `c${++serial}`;
+  const file = s.page === "shared" ? `/dev/hugepages/${label}` : undefined;
+  const before = await readMemory(guest.vm);
+  const mappers: PodWorkload[] = [];
+  let filler: Workload | undefined;
+  const notes: string[] = [];
+  try {
+    let head: number;
+    if (s.page === "free") head = (await freeHugepages(guest.vm, s.size, 1))[0] ?? 0;
+    else {
+      for (let i = 0; i < (s.mappers ?? 1); i++) mappers.push(await podWorkload(guest, `${label}${String.fromCharCode(97 + i)}`, s.size, { file }));
+      head = mappers[0]?.workload.pfns[0] ?? 0;
+    }
+    if (s.fillPool === true) {
+      const free = (await readMemory(guest.vm)).pools[s.size].free;
+      filler = await Workload.start(guest.vm, { name: `${label}-fill`, size: s.size, pages: free });
+      notes.push(`the ${free} other free ${s.size} hugepages mapped by a process outside any pod`);
+    }
+    await waitForIndex(guest.vm, (known) => known === 1 + (s.page === "free" ? 0 : 1) + (filler?.pfns.length ?? 0));
+    // The model decides on the agent's report: it must show the pools as they are.
+    const armed = await healthWithPools(guest, await readMemory(guest.vm));
+    const pfn = head + 5;
+    const address = pfn * 4096;
+    const { event, latencyMs, injectedAt } = await firstCorrected(guest, pfn);
+    const name = event.metadata.name;
+    if (s.page === "free")
+      notes.push(
+        event.spec.hugepage === undefined ? "the event names no hugepage (no mapper, no verdict)" : `event hugepage ${JSON.stringify(event.spec.hugepage)}`,
+      );
+    else {
+      expect(event.spec.hugepage).toMatchObject({ size: s.size, headPfn: formatPfn(head) });
+      expect([...new Set((event.spec.mappers ?? []).map((m) => m.podUID))].sort()).toEqual(mappers.map((m) => m.pod.metadata?.uid ?? "").sort());
+    }
+    const times = [injectedAt, ...(await injectCorrected(guest, pfn, PAGE_THRESHOLD - 1))];
+    const threshold = times.at(-1) ?? injectedAt;
+    const settled = await preventionSettled(name);
+    const doneMs = Date.now() - threshold;
+    const plan = settled.status?.prevention;
+    const decidedMs = plan?.decidedAt === undefined ? undefined : Date.parse(plan.decidedAt) - threshold;
+    notes.push(`${times.length} corrected errors over ${((threshold - injectedAt) / 1000).toFixed(1)} s, each once the kernel had logged the one before`);
+    const health = await getNodeHealth(guest.node);
+    const page = ClusterState.correctedPages(health).find((p) => p.pfn === pfn);
+    expect(page, "the page in NodeMemoryHealth spec.correctedErrorPages").toBeDefined();
+    // The operator's decision is the risk model's on the agent's report as it stood: the count it decided at,
+    // the page not yet retired, the pools before the errors.
+    const error = ClusterState.memoryError(settled);
+    const decidedAt = Date.parse(plan?.decidedAt ?? "");
+    const decision = decidePrevention({
+      page: page && { ...page, softOfflined: false, hourly: [{ hour: Math.floor(decidedAt / 3_600_000) * 3_600_000, count: plan?.correctedErrors ?? 0 }] },
+      pfn,
+      hugepage: error.hugepage,
+      dimms: ClusterState.dimmCounts(armed),
+      node: {
+        pools: (armed.spec.hugepagePools ?? []).map((p) => ({ size: p.size, numaNode: p.numaNode, total: p.total, free: p.free })),
+        numaMemory: armed.spec.numaMemory,
+      },
+      support: { available: armed.spec.capabilities?.softOffline, enableSoftOffline: armed.spec.capabilities?.enableSoftOffline },
+      mapperPods: mappers.length,
+      policy: parseResource("ContainmentPolicy", { metadata: { name: `${run}-prevent` }, spec: preventionPolicy(PAGE_THRESHOLD) }, "the prevention policy")
+        .spec,
+      now: decidedAt,
+    });
+    expect(plan).toMatchObject({ action: decision.action, reason: decision.reason });
+    notes.push(`operator at ${plan?.correctedErrors ?? "?"} counted: ${decision.reason.split(": ").slice(1).join(": ")}`);
+    const ao: string[] = [];
+    const ar: string[] = [];
+    const lsbs = new Set<number>();
+    /** The pfn's other event (`<node>-<boot>-<pfn>`): only a soft offline's, never an uncorrected error's. */
+    const otherName = memoryErrorEventName(guest.node, guest.bootID, pfn);
+    let softOfflineEvent: MemoryErrorEvent | undefined;
+    let settledStatus: MemoryErrorEvent["status"];
+    if (decision.action === "SoftOffline") {
+      expect(plan?.state).toBe("Done");
+      expect(settled.status?.softOfflineResult).toMatchObject({ state: "Done" });
+      settledStatus = settled.status;
+      notes.push(`agent: ${settled.status?.softOfflineResult?.message ?? ""}`);
+      // The agent publishes the retired page once it has recorded the result.
+      await waitFor(
+        "the page retired in NodeMemoryHealth",
+        async () => (await getNodeHealth(guest.node)).spec.correctedErrorPages?.find((p) => p.pfn === formatPfn(pfn) && p.softOfflined === true),
+        { timeoutMs: 30_000, intervalMs: 200 },
+      );
+      // Nobody was moved: the pods are still there.
+      expect((settled.status?.pods ?? []).filter((p) => p.action === "Evict")).toEqual([]);
+      for (const m of mappers) expect(await podExists(c, namespace, m.pod.metadata?.name ?? "")).toBe(true);
+      // The kernel logs nothing for it: the agent reports its own soft offline, so the capacity is accounted.
+      softOfflineEvent = await waitFor(`${otherName}: the agent's soft offline`, () => readEvent(otherName), { timeoutMs: 30_000, intervalMs: 100 });
+      expect.soft(softOfflineEvent.spec, `${otherName}: the agent's own soft offline`).toMatchObject({ severity: "SoftOffline", source: "Agent" });
+    } else {
+      expect(decision.action).toBe("Evict");
+      expect(plan?.state).toBe("Done");
+      // The agent was never asked.
+      expect(settled.status?.softOfflineResult).toBeUndefined();
+      expect.soft((await readEvent(otherName))?.spec, `${otherName}: no error of its own before the kernel is asked`).toBeUndefined();
+      for (const m of mappers) {
+        expect((settled.status?.pods ?? []).find((p) => p.uid === m.pod.metadata?.uid)).toMatchObject({ action: "Evict", state: "Done" });
+        await waitForPodGone(c, namespace, m.pod.metadata?.name ?? "");
+      }
+      // KWOK runs no containers: the evicted pod's process (hwp) still maps the page. The kernel is asked now.
+      const asked = await guest.vm.sh(`echo 0x${address.toString(16)} > /sys/devices/system/memory/soft_offline_page`);
+      expect(asked.code, "the kernel refuses the soft offline").not.toBe(0);
+      const line = (await kernelLog(guest.vm)).split("\n").find((l) => l.toLowerCase().includes(`soft offline: ${formatPfn(pfn)}:`));
+      notes.push(`asked anyway, the kernel refused: ${asked.output.trim().replace(/^sh: /, "")}; ${line?.replace(/^\[[\s\d.]+\] /, "") ?? "no line"}`);
+      // The agent reads the refusal as a soft offline that did not happen.
+      const refused = await eventFor(guest, pfn, Date.now());
+      expect(refused.event.spec).toMatchObject({ severity: "SoftOffline", result: "Failed" });
+      const decided = await decidedEvent(refused.event.metadata.name);
+      notes.push(`the refusal's own event: ${decided.status?.phase ?? "?"} (${decided.status?.prediction?.reason ?? ""})`);
+    }
+    for (const m of mappers) {
+      await m.workload.sync();
+      const check = await m.workload.command("check", /check bad=(\d+)/);
+      const moved = (await m.workload.command("pfns", /now pfns=(\S+)/))[1];
+      notes.push(
+        `${m.workload.spec.name}: ${check[1] === "0" ? "pattern intact" : `${check[1] ?? "?"} subpages wrong`}, hugepage ${formatPfn(head)} → ${moved ?? "?"}`,
+      );
+      expect(check[1]).toBe("0");
+      if (decision.action === "SoftOffline") expect(moved).not.toBe(formatPfn(head));
+      else expect(moved).toBe(formatPfn(head));
+      // The subpage that took the errors, read again.
+      const signal = await m.workload.touch(0x5000);
+      if (signal !== undefined) {
+        ar.push(m.workload.spec.name);
+        lsbs.add(signal.lsb);
+      }
+      if (m.workload.sigbus.some((x) => x.code === 5)) ao.push(m.workload.spec.name);
+    }
+    for (const m of mappers) await m.workload.exit();
+    await filler?.exit();
+    if (file !== undefined) await guest.vm.run(`rm ${file}`);
+    const after = await readMemory(guest.vm);
+    // The agent reports the pool the kernel left.
+    await healthWithPools(guest, after);
+    const verdict = verdictOf(await kernelLog(guest.vm), pfn);
+    const observed: Outcome = {
+      pageType: verdict?.pageType,
+      result: verdict?.result,
+      ao: ao.sort(),
+      ar: ar.sort(),
+      lsb: lsbs.size === 1 ? [...lsbs][0] : undefined,
+      ...delta(before, after, s.size),
+    };
+    await expectCountedOnce(guest, pfn, times.length, threshold);
+    if (softOfflineEvent !== undefined) {
+      // The same model's prediction for the soft offline as an error (what the operator quarantines by).
+      const decided = await decidedEvent(otherName);
+      // As the operator decides it: with the pool's change the agent recorded on the corrected-error event.
+      const result = settledStatus?.softOfflineResult;
+      const poolTotalDelta = result?.poolAfter !== undefined && result.poolBefore !== undefined ? result.poolAfter - result.poolBefore : undefined;
+      const asError = predictedOutcome(
+        predictKernelOutcome({ ...ClusterState.memoryError(softOfflineEvent), poolTotalDelta }, nodeState(guest)),
+        new Map(),
+        s.size,
+        [],
+      );
+      notes.push(
+        `the agent's soft offline as an error: ${decided.status?.prediction?.poolEffect ?? "?"}, ${s.size} total ${asError.pool.total} free ${asError.pool.free} predicted, quarantine ${JSON.stringify(decided.status?.quarantine?.map((q) => `${q.size} ${q.state}`) ?? [])}`,
+      );
+      expect.soft(asError.pool, "the soft offline's own prediction of the pool").toEqual(observed.pool);
+    }
+    const row = record({
+      scenario: s.scenario,
+      node: guest.node,
+      observed,
+      predicted: preventionOutcome(decision, s.size),
+      injectionToEventMs: latencyMs,
+      prevention: { decidedMs, doneMs },
+      profile: profile.name,
+      notes,
+    });
+    expect(row.observed).toEqual(row.predicted);
+  } finally {
+    const pids = [...mappers.map((m) => m.workload.pid), ...(filler === undefined ? [] : [filler.pid])];
+    if (pids.length > 0) await guest.vm.sh(`kill -9 ${pids.join(" ")} 2>/dev/null; rm -f ${file ?? ""}`);
+  }
+}
+
+const CEC = "/sys/kernel/debug/ras/cec";
+
+/**
+ * The kernel's own corrected-errors collector (CONFIG_RAS_CEC) reaches its threshold before the policy's:
+ * it soft-offlines the pfn itself (`RAS: Soft-offlining pfn: 0x…`); the agent marks the page retired, the
+ * operator skips it ("already retired") and asks the agent nothing; the pool loses the hugepage as the
+ * model predicts for a soft offline, and the agent's report follows the pool.
+ */
+async function collectorFirst(guest: Guest, scenario: string, collectorThreshold: number, pageThreshold: number, atBoot: string): Promise<void> {
+  const label = `c${++serial}`;
+  const before = await readMemory(guest.vm);
+  const notes: string[] = [];
+  const metric = async (): Promise<string> =>
+    (await guest.vm.run(`wget -qO- http://127.0.0.1:${AGENT_METRICS_PORT}/metrics | grep '^mce_agent_soft_offlines_total' || true`)).trim();
+  const offlinesBefore = await metric();
+  await applyPolicy(`${run}-prevent`, preventionPolicy(pageThreshold));
+  await guest.vm.run(`echo ${collectorThreshold} > ${CEC}/action_threshold`);
+  const mapper = await podWorkload(guest, `${label}a`, "2Mi");
+  try {
+    await waitForIndex(guest.vm, (known) => known === 2);
+    // The pools as the operator has them when the collector's soft offline arrives: before it.
+    const armed = await readMemory(guest.vm);
+    await healthWithPools(guest, armed);
+    const head = mapper.workload.pfns[0] ?? 0;
+    const pfn = head + 5;
+    const { event, latencyMs, watching } = await firstCorrected(guest, pfn);
+    // Below both thresholds; the policy in force is the one that waits for more than the collector does.
+    expect(watching.status?.prevention?.reason).toContain(`(page threshold ${pageThreshold})`);
+    const times = await injectCorrected(guest, pfn, collectorThreshold - 1);
+    const threshold = times.at(-1) ?? 0;
+    const log = await kernelLog(guest.vm);
+    expect(log).toContain(`RAS: Soft-offlining pfn: ${formatPfn(pfn)}`);
+    // The collector's soft offline is an error of its own (named without -ce-), from the kernel's line.
+    const retired = await eventFor(guest, pfn, threshold);
+    expect.soft(retired.event.spec, "the collector's soft offline, from the kernel's line").toMatchObject({ severity: "SoftOffline", pfn: formatPfn(pfn) });
+    expect.soft(retired.event.spec.result).toBeUndefined();
+    const settled = await preventionSettled(event.metadata.name);
+    const decidedMs = Date.parse(settled.status?.prevention?.decidedAt ?? "") - threshold;
+    expect(settled.status?.prevention).toMatchObject({ action: "None", state: "Skipped" });
+    expect(settled.status?.prevention?.reason).toMatch(/already retired/);
+    // Never asked of the agent, and the agent did none.
+    expect(settled.status?.softOfflineResult).toBeUndefined();
+    expect(await metric()).toBe(offlinesBefore);
+    const page = (await getNodeHealth(guest.node)).spec.correctedErrorPages?.find((p) => p.pfn === formatPfn(pfn));
+    expect(page).toMatchObject({ softOfflined: true });
+    notes.push(
+      `collector threshold ${collectorThreshold} (${atBoot} at boot), policy page threshold ${pageThreshold}: the kernel soft-offlined at error ${collectorThreshold}; operator: ${settled.status?.prevention?.reason ?? ""}`,
+    );
+    const decided = await decidedEvent(retired.event.metadata.name);
+    notes.push(`the collector's soft offline: ${decided.status?.phase ?? "?"}, ${decided.status?.prediction?.poolEffect ?? "?"}`);
+    await mapper.workload.sync();
+    const check = await mapper.workload.command("check", /check bad=(\d+)/);
+    const moved = (await mapper.workload.command("pfns", /now pfns=(\S+)/))[1];
+    expect(check[1]).toBe("0");
+    expect(moved).not.toBe(formatPfn(head));
+    notes.push(`${mapper.workload.spec.name}: pattern intact, hugepage ${formatPfn(head)} → ${moved ?? "?"}`);
+    const signal = await mapper.workload.touch(0x5000);
+    const ao = mapper.workload.sigbus.some((x) => x.code === 5) ? [mapper.workload.spec.name] : [];
+    expect(await podExists(c, namespace, mapper.pod.metadata?.name ?? "")).toBe(true);
+    await mapper.workload.exit();
+    await expectCountedOnce(guest, pfn, collectorThreshold, threshold);
+    const after = await readMemory(guest.vm);
+    // The pool the kernel left is in the agent's report.
+    await healthWithPools(guest, after);
+    const prediction = predictKernelOutcome(ClusterState.memoryError(retired.event), {
+      ...nodeState(guest),
+      pools: [{ size: "2Mi", numaNode: retired.event.spec.hugepage?.numaNode ?? 0, ...armed.pools["2Mi"] }],
+    });
+    const observed: Outcome = {
+      ao,
+      ar: signal === undefined ? [] : [mapper.workload.spec.name],
+      lsb: signal?.lsb,
+      ...delta(before, after, "2Mi"),
+    };
+    const predicted = predictedOutcome(prediction, new Map([[mapper.workload.pid, mapper.workload.spec.name]]), "2Mi", [mapper.workload.spec.name]);
+    const row = record({
+      scenario,
+      node: guest.node,
+      observed,
+      predicted,
+      injectionToEventMs: latencyMs,
+      prevention: { decidedMs, doneMs: retired.latencyMs },
+      profile: prediction.kernelProfile,
+      notes,
+    });
+    expect(row.observed).toEqual(row.predicted);
+  } finally {
+    await guest.vm.sh(`kill -9 ${mapper.workload.pid} 2>/dev/null`);
+    await guest.vm.run(`echo ${COLLECTOR_OUT_OF_REACH} > ${CEC}/action_threshold`);
+    await applyPolicy(`${run}-prevent`, preventionPolicy(PAGE_THRESHOLD));
+  }
+}
+
+/** The collector's threshold while the agent's count is to decide (the kernel caps it at 1023). */
+const COLLECTOR_OUT_OF_REACH = 1023;
+
 beforeAll(async () => {
   await applyCrds();
   namespace = await createNamespace(c, "kernel");
-  // Thresholds out of reach: this tier is about containment; escalation has its own e2e tests.
-  const common = { podActions: { eviction: { backoff: "1s" } }, escalation: { taintAfter: 1000, cordonAfter: 2000 } };
   await applyPolicy(`${run}-enforce`, { mode: "Enforce", nodeSelector: { matchLabels: { [groupLabel]: `${run}-enforce` } }, ...common });
   await applyPolicy(`${run}-dry`, { mode: "DryRun", nodeSelector: { matchLabels: { [groupLabel]: `${run}-dry` } }, ...common });
   const poolReplacement = {
@@ -869,6 +1273,7 @@ beforeAll(async () => {
     minFreeMemory: "64Mi",
   };
   await applyPolicy(`${run}-heal`, { mode: "Enforce", nodeSelector: { matchLabels: { [groupLabel]: `${run}-heal` } }, ...common, poolReplacement });
+  await applyPolicy(`${run}-prevent`, preventionPolicy(PAGE_THRESHOLD));
   operator = await startOperatorProcess(`${run}-operator`);
 });
 
@@ -970,6 +1375,65 @@ describe("early kill on (vm.memory_failure_early_kill=1), 2 MiB pool, Enforce", 
   });
   it("corrupt-pfn on a kernel data page: unhandlable page., then one error with the verdict's words", async () => {
     await kernelPage(g(), "corrupt-pfn on a kernel data page (unhandlable)");
+  });
+});
+
+describe("corrected errors (mce=no_cmci, the bank polled every second), 2 MiB and 1 GiB pools, prevention at 3 per page", () => {
+  let guest: Guest | undefined;
+  /** The kernel has its own corrected-errors collector (CONFIG_RAS_CEC), as the agent reports it; its threshold at boot. */
+  let collector = false;
+  let collectorAtBoot = "";
+  beforeAll(async () => {
+    guest = await bootGuest("ce", { earlyKill: false, gigantic: true, dryRun: false, policy: "prevent", kernelArgs: ["mce=no_cmci"] });
+    await inject.pollEverySecond(guest.vm);
+    collector = (await getNodeHealth(guest.node)).spec.capabilities?.correctedErrorCollector === true;
+    expect(collector).toBe((await guest.vm.sh(`test -d ${CEC}`)).code === 0);
+    // The collector would soft-offline at its own threshold (2 at boot on Debian's 6.12): out of reach, so the policy's count decides.
+    if (collector) {
+      collectorAtBoot = (await guest.vm.run(`cat ${CEC}/action_threshold`)).trim();
+      await guest.vm.run(`echo ${COLLECTOR_OUT_OF_REACH} > ${CEC}/action_threshold`);
+    }
+  });
+  afterAll(async () => {
+    await stopGuest(guest);
+  });
+  const g = (): Guest => guest ?? (undefined as never);
+
+  it("a private 2 MiB hugepage in use: soft-offlined into a free hugepage of the pool, data intact, nobody signalled", async () => {
+    await prevention(g(), { scenario: "corrected errors past the page threshold, private 2 MiB in use: soft offline", size: "2Mi", page: "private" });
+  });
+  it("a shared hugetlbfs page, two pods: soft-offlined, both keep running on the copy", async () => {
+    await prevention(g(), {
+      scenario: "corrected errors past the page threshold, shared hugetlbfs 2 MiB, two pods: soft offline",
+      size: "2Mi",
+      page: "shared",
+      mappers: 2,
+    });
+  });
+  it("a free 2 MiB hugepage: soft-offlined (dissolved)", async () => {
+    await prevention(g(), { scenario: "corrected errors past the page threshold, free 2 MiB hugepage: soft offline", size: "2Mi", page: "free" });
+  });
+  it("no free 2 MiB hugepage: soft-offlined into a hugepage taken from free memory, the pool keeps its size", async () => {
+    await prevention(g(), {
+      scenario: "corrected errors past the page threshold, private 2 MiB in use, no free hugepage: soft offline",
+      size: "2Mi",
+      page: "private",
+      fillPool: true,
+    });
+  });
+  it("a 1 GiB hugepage in use and none free: the model moves the mapper without asking; the kernel, asked anyway, refuses", async () => {
+    await prevention(g(), {
+      scenario: "corrected errors past the page threshold, 1 GiB in use, none free: mapper evicted, kernel refuses",
+      size: "1Gi",
+      page: "private",
+    });
+  });
+  it("the kernel's collector (CONFIG_RAS_CEC) soft-offlines first: the operator skips the retired page", async (context) => {
+    if (!collector)
+      context.skip(
+        `${prepared.release} has no corrected-errors collector (CONFIG_RAS_CEC): no debugfs ras/cec, NodeMemoryHealth capabilities.correctedErrorCollector false`,
+      );
+    await collectorFirst(g(), "the kernel's collector soft-offlines a private 2 MiB page first (its threshold 3, the policy's 10)", 3, 10, collectorAtBoot);
   });
 });
 
