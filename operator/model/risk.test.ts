@@ -130,6 +130,18 @@ describe("decidePrevention", () => {
     expect(decided.reason).toContain("its DIMM is failing");
   });
 
+  it("counts the errors on a hugepage's other 4 KiB pages toward it, and lets its worst page act for it", () => {
+    const neighbour = page([6], { pfn: 0x5207 });
+    const worst = decidePrevention(prevention({ page: page([6]), otherPages: [neighbour] }));
+    expect(worst.action).toBe("SoftOffline");
+    expect(worst.reason).toContain("6 corrected error(s) on pfn 0x5205, 12 on its 2Mi hugepage 0x5200 in 24h");
+    // The neighbour with as many errors and a higher pfn leaves it to 0x5205; one on another hugepage counts nothing.
+    const other = decidePrevention(prevention({ page: neighbour, pfn: 0x5207, otherPages: [page([6])] }));
+    expect(other).toMatchObject({ action: "None", state: "Watching" });
+    const elsewhere = page([6], { pfn: 0x5405, hugepage: { size: "2Mi", headPfn: 0x5400, numaNode: 0 } });
+    expect(decidePrevention(prevention({ page: page([6]), otherPages: [elsewhere] }))).toMatchObject({ action: "None", state: "Watching" });
+  });
+
   it("lets errors age out of the window", () => {
     const old = page([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20]);
     expect(decidePrevention(prevention({ page: old }))).toMatchObject({ action: "None", state: "Watching", correctedErrors: 1 });

@@ -55,6 +55,8 @@ export interface PreventionInput {
   support: SoftOfflineSupport;
   /** Pods that map the page's hugepage. */
   mapperPods: number;
+  /** The node's other pages with corrected errors: those in the same hugepage count toward it. */
+  otherPages?: readonly CorrectedPage[] | undefined;
   policy: Policy;
   now: number;
 }
@@ -143,9 +145,22 @@ export function decidePrevention(input: PreventionInput): Prevention {
   const dimmName = page?.dimm;
   const dimm = dimmName === undefined ? undefined : input.dimms.find((d) => d.name === dimmName || d.label === dimmName);
   const dimmCount = dimm ? countInWindow(dimm.hourly, windowMs, now) : 0;
-  const pagePast = count >= pageThreshold;
+  // The hugepage is what soft offline moves: errors on its other 4 KiB pages count toward it too.
+  const head = input.hugepage;
+  const neighbours =
+    head === undefined
+      ? []
+      : (input.otherPages ?? []).filter((p) => p.pfn !== pfn && !p.softOfflined && p.hugepage?.size === head.size && p.hugepage.headPfn === head.headPfn);
+  const inHugepage = count + neighbours.reduce((sum, p) => sum + countInWindow(p.hourly, windowMs, now), 0);
+  // One page acts for its hugepage: the one with the most errors (the lowest pfn on a tie).
+  const actsForHugepage = neighbours.every((p) => {
+    const theirs = countInWindow(p.hourly, windowMs, now);
+    return theirs < count || (theirs === count && p.pfn > pfn);
+  });
+  const pagePast = count >= pageThreshold || (inHugepage >= pageThreshold && actsForHugepage);
   const dimmPast = dimm !== undefined && dimmCount >= dimmThreshold;
-  const pageWords = `${count} corrected error(s) on pfn ${where} in ${span} (page threshold ${pageThreshold})`;
+  const onHugepage = head !== undefined && inHugepage > count ? `, ${inHugepage} on its ${head.size} hugepage ${formatPfn(head.headPfn)}` : "";
+  const pageWords = `${count} corrected error(s) on pfn ${where}${onHugepage} in ${span} (page threshold ${pageThreshold})`;
   const dimmWords = dimm ? `; DIMM ${dimm.name} has ${dimmCount} in ${span} (threshold ${dimmThreshold})` : "";
   if (!pagePast && !dimmPast) return { action: "None", state: "Watching", reason: `${pageWords}${dimmWords}`, correctedErrors: count };
   const evict = (why: string): Prevention =>

@@ -437,8 +437,10 @@ export class EventReconciler {
     const pfn = parseHex(spec.pfn, `MemoryErrorEvent ${event.metadata.name} spec.pfn`);
     const error = ClusterState.memoryError(event);
     const mapperUIDs = new Set(mappers.map((m) => m.podUID));
+    const pages = ClusterState.correctedPages(health);
     const decided = decidePrevention({
-      page: ClusterState.correctedPages(health).find((p) => p.pfn === pfn),
+      page: pages.find((p) => p.pfn === pfn),
+      otherPages: pages,
       pfn,
       hugepage: error.hugepage,
       dimms: ClusterState.dimmCounts(health),

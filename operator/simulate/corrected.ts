@@ -174,6 +174,7 @@ export function preventPage(step: PreventionStep): SimulatedPrevention {
     pfn: event.pfn,
     hugepage: event.hugepage,
     dimms: counts.dimms(),
+    otherPages: counts.pages(),
     node,
     support: step.support,
     mapperPods: step.pods.filter((p) => mapperUIDs.has(p.uid)).length,
