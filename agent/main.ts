@@ -208,8 +208,9 @@ async function main(): Promise<number> {
     kernelSignals: api,
     sources,
     reading: { kmsg: sources.some((s) => s.name === "kmsg"), tracefs: sources.some((s) => s.name === "tracefs") },
-    // tracefs's mce_record carries every record, also those kmsg leaves out where an EDAC driver handles them.
-    correctedSource: tracefs.includes("mce/mce_record") ? "tracefs" : "kmsg",
+    // Read from both, a record is counted from tracefs's mce_record, which carries every record, also those
+    // kmsg leaves out where an EDAC driver handles them. One source (or a replay) counts what it reads.
+    correctedSource: sources.some((s) => s.name === "kmsg") && tracefs.includes("mce/mce_record") ? "tracefs" : undefined,
     rasdaemonCorrected: rasdaemon ? () => rasdaemonCorrectedErrors(rasdaemonPath) : undefined,
     rasdaemonDimms: rasdaemon ? (now) => rasdaemonDimmErrors(rasdaemonPath, now) : undefined,
     clock,

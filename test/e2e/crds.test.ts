@@ -129,7 +129,7 @@ describe("the mce-operator.io API on a real API server", () => {
     const out = (await kubectl(["get", "mce"])).stdout;
     expect(out).toMatch(/NAME\s+NODE\s+PFN\s+PAGE TYPE\s+RESULT\s+PHASE\s+AGE/);
     expect(out).toMatch(new RegExp(`memoryerrorevent\\.mce-operator\\.io/${name}\\s+worker-1\\s+0x5205\\s+huge page\\s+Recovered`));
-    expect(out).toMatch(/NAME\s+HEALTH\s+POISONED HUGEPAGES\s+QUARANTINED\s+AGE/);
+    expect(out).toMatch(/NAME\s+HEALTH\s+POISONED HUGEPAGES\s+QUARANTINED\s+WORST DIMM CE\s+AGE/);
     expect(out).toMatch(/NAME\s+MODE\s+MATCHED NODES\s+AGE/);
     expect((await kubectl(["get", "mee", name])).stdout).toMatch(/^NAME\s+NODE\s+PFN/);
   });
