@@ -22,6 +22,7 @@ type KernelSignalCall = [string, number[]];
 
 interface SetupOptions {
   correctedEventsPerMinute?: number;
+  correctedEventsPerBoot?: number;
   correctedSource?: SourceName;
   host?: Partial<Parameters<typeof writeFakeHost>[1]>;
   /** The kernel lines the agent reads, given the clock. */
@@ -79,6 +80,7 @@ function setup(options: SetupOptions = {}) {
     metrics: new AgentMetrics(),
     healthIntervalMs: 30_000,
     correctedEventsPerMinute: options.correctedEventsPerMinute,
+    correctedEventsPerBoot: options.correctedEventsPerBoot,
     correctedSource: options.correctedSource,
   });
   const rewrite = (change: Partial<typeof host>): void => {
@@ -272,11 +274,16 @@ describe("Agent corrected errors", () => {
     `4,${seq + 1},${usec},-;mce: [Hardware Error]: TSC 0 ADDR ${address} MISC 8c`,
   ];
 
-  async function replay(lines: string[], options: { correctedEventsPerMinute?: number; advanceMs?: number } = {}) {
+  async function replay(lines: string[], options: { correctedEventsPerMinute?: number; correctedEventsPerBoot?: number; advanceMs?: number } = {}) {
     const file = join(mkdtempSync(join(tmpdir(), "agent-replay-")), "kmsg.txt");
     writeFileSync(file, lines.join("\n"));
     const stateDir = mkdtempSync(join(tmpdir(), "agent-state-"));
-    const run = setup({ stateDir, correctedEventsPerMinute: options.correctedEventsPerMinute, sources: (c) => [new ReplaySource({ file, clock: c })] });
+    const run = setup({
+      stateDir,
+      correctedEventsPerMinute: options.correctedEventsPerMinute,
+      correctedEventsPerBoot: options.correctedEventsPerBoot,
+      sources: (c) => [new ReplaySource({ file, clock: c })],
+    });
     const stop = new AbortController();
     const running = run.agent.run(stop.signal);
     await settle();
@@ -394,6 +401,13 @@ describe("Agent corrected errors", () => {
     await running;
     expect(run.created.map((e) => e.metadata.name)).toEqual(["edge-1-b-ce-5203"]);
     expect(run.applied.at(-1)?.spec.correctedErrorPages?.map((p) => [p.pfn, p.count])).toEqual([["0x5203", 2]]);
+  });
+
+  it("makes no more corrected-error page events a boot than allowed: the rest are counted", async () => {
+    const lines = [0x5203000, 0x6205000, 0x7207000].flatMap((address, i) => correctedRecord(1 + 2 * i, 1_000_000, address.toString(16)));
+    const { created, applied } = await replay(lines, { correctedEventsPerBoot: 2 });
+    expect(created).toHaveLength(2);
+    expect(applied.at(-1)?.spec.correctedErrorPages).toHaveLength(3);
   });
 
   it("keeps the counts across a restart in the same boot", async () => {

@@ -51,6 +51,8 @@ export interface AgentOptions {
    * (one source, or a replay).
    */
   correctedSource?: SourceName | undefined;
+  /** Most corrected-error pages made into events per boot (default CORRECTED_EVENTS_PER_BOOT). */
+  correctedEventsPerBoot?: number;
   /** Most corrected-error pages made into events per minute; the rest are only counted (default 60). */
   correctedEventsPerMinute?: number;
   clock: Clock;
@@ -67,6 +69,8 @@ export interface KernelSignalSink {
   addKernelSignals(eventName: string, signals: MemoryErrorEventStatusKernelSignal[]): Promise<void>;
 }
 
+/** Most corrected-error page events one boot makes; later pages are only counted. */
+export const CORRECTED_EVENTS_PER_BOOT = 1000;
 // Lines of one error arrive within milliseconds; a machine check without a verdict waits this long.
 const EXPIRE_TICK_MS = 1000;
 // The spec barely changes: apply when it does, and otherwise this often so observedAt stays fresh.
@@ -118,6 +122,8 @@ export class Agent {
   #healthAsked = 0;
   #wakeHealth: (() => void) | undefined;
   #pfnsHiddenLogged = false;
+  /** /proc/iomem's System RAM, read at most once a minute: it changes only with memory hotplug. */
+  #ram: { at: number; ranges: ReturnType<HostFiles["systemRam"]> } | undefined;
   readonly #corrected: CorrectedErrorLedger;
   /** When this minute's corrected-error events began, and how many were made in it. */
   #correctedMinute = { start: 0, made: 0 };
@@ -225,7 +231,7 @@ export class Agent {
   }
 
   #handle(source: SourceName, assembler: ErrorAssembler, out: Assembled): void {
-    const { state, metrics, log, index, host, nodeName, bootID } = this.#o;
+    const { state, metrics, log, index, nodeName, bootID } = this.#o;
     for (const notice of out.notices) {
       switch (notice.kind) {
         case "unrecognized":
@@ -286,7 +292,7 @@ export class Agent {
     const cursor = last === undefined ? undefined : { source, sequence: held === undefined ? last : Math.min(last, held - 1) };
     // A machine check outside the memory the kernel manages (an MMIO hole, a reserved range) is reported for
     // what it is, never as an error on a page.
-    const ram = out.errors.some(({ error }) => error.source === "MachineCheck") ? host.systemRam() : undefined;
+    const ram = out.errors.some(({ error }) => error.source === "MachineCheck") ? this.#systemRam() : undefined;
     const onPages = out.errors.filter(({ error, line }) => {
       if (ram === undefined || error.source !== "MachineCheck" || error.physicalAddress === undefined || inRanges(error.physicalAddress, ram)) return true;
       metrics.notMemory.inc();
@@ -396,7 +402,12 @@ export class Agent {
     const first = this.#corrected.count(error.pfn, at);
     const now = clock.now();
     if (now - this.#correctedMinute.start >= 60_000) this.#correctedMinute = { start: now, made: 0 };
-    const allowed = first && this.#correctedMinute.made < (this.#o.correctedEventsPerMinute ?? 60);
+    // Bounded per boot too: a failing rank touches more pages than etcd or the agent's watch should hold,
+    // and by then the DIMM's counts say what the pages would.
+    const allowed =
+      first &&
+      this.#correctedMinute.made < (this.#o.correctedEventsPerMinute ?? 60) &&
+      this.#corrected.made < (this.#o.correctedEventsPerBoot ?? CORRECTED_EVENTS_PER_BOOT);
     if (allowed) {
       this.#correctedMinute.made += 1;
       this.#corrected.reported(error.pfn);
@@ -420,6 +431,12 @@ export class Agent {
     const error: KernelError = { pfn, severity: "SoftOffline", source: "Agent", physicalAddress: address, signalled: [], lines: [] };
     this.#enqueue("agent", [{ error, line: { source: "kmsg", text, at } }], undefined, page);
     this.refreshHealth();
+  }
+
+  #systemRam(): ReturnType<HostFiles["systemRam"]> {
+    const now = this.#o.clock.now();
+    if (this.#ram === undefined || now - this.#ram.at >= 60_000) this.#ram = { at: now, ranges: this.#o.host.systemRam() };
+    return this.#ram.ranges;
   }
 
   /** Records processes the kernel signalled for an event's pfn after the event was made, with their pods. */

@@ -47,6 +47,29 @@ describe("ErrorAssembler", () => {
     expect(assembler.holdBack).toBeUndefined();
   });
 
+  it("keeps a storm of corrected records whole when the hold limit lets lines go, and guesses no severity for a record without its bank line", () => {
+    const assembler = new ErrorAssembler({ maxHeld: 256 });
+    const errors: Assembled["errors"] = [];
+    for (let i = 0; i < 1000; i++) {
+      // Odd numbers of lines per record, so the limit falls inside records.
+      for (const text of [
+        "mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 9: 9c000000000000c0",
+        `mce: [Hardware Error]: TSC 0 ADDR ${(0x5203000 + (i % 8) * 0x1000).toString(16)} MISC 8c`,
+        "mce: [Hardware Error]: PROCESSOR 0:a0f11 TIME 0 SOCKET 0 APIC 0 microcode 1",
+      ])
+        errors.push(...assembler.push(line(text, i, 0)).errors);
+    }
+    errors.push(...assembler.expire(10_000).errors);
+    expect(errors).toHaveLength(1000);
+    expect(new Set(errors.map(({ error }) => error.severity))).toEqual(new Set(["Corrected"]));
+    // The ring overwrote the bank line: the ADDR line alone is no error of any severity.
+    const orphan = new ErrorAssembler();
+    orphan.push(line("mce: [Hardware Error]: TSC 0 ADDR 144005000 MISC 8c", 1, 0));
+    const out = orphan.expire(10_000);
+    expect(out.errors).toEqual([]);
+    expect(out.notices.map((n) => n.kind)).toEqual(["expired"]);
+  });
+
   it("holds lines of an error in flight and keeps the cursor behind them", () => {
     const assembler = new ErrorAssembler();
     assembler.push(line("6,1,0,-;usb 1-1: new device", 1));

@@ -103,23 +103,31 @@ export class ErrorAssembler {
     }
     this.#held.push({ line, text, record });
     if (ENDS_ERROR.has(record.type)) this.#assemble(line, record, out);
-    if (this.#held.length > this.#maxHeld) this.#expire(this.#held.slice(0, this.#held.length - this.#maxHeld), out);
+    if (this.#held.length > this.#maxHeld) this.#expire(this.#withRecordTails(this.#held.slice(0, this.#held.length - this.#maxHeld)), out);
     return out;
   }
 
   /** Lets lines older than the age limit go: a machine check among them becomes an error, the rest are reported. */
   expire(now: number): Assembled {
     const out: Assembled = { errors: [], notices: [] };
-    const old = this.#held.filter((held) => now - held.line.at >= this.#maxAgeMs);
-    // A record's lines go together: a bank line read just before the age limit and its ADDR line read
-    // just after must not expire apart (the ADDR line alone would be a record of unknown severity).
     // Lines are held in the order read, so the old ones come first.
-    for (const next of this.#held.slice(old.length)) {
-      if (old.length === 0 || next.record.type !== "mce-detail" || next.record.field === "machine-check") break;
-      old.push(next);
-    }
+    const old = this.#withRecordTails(this.#held.filter((held) => now - held.line.at >= this.#maxAgeMs));
     if (old.length > 0) this.#expire(old, out);
     return out;
+  }
+
+  /**
+   * The first lines held, extended to the end of the machine-check record the last of them is in: a bank
+   * line read just before the age limit (or the hold limit) and its ADDR line just after must go together,
+   * or the ADDR line alone would be a record of unknown severity.
+   */
+  #withRecordTails(first: Held[]): Held[] {
+    const lines = [...first];
+    for (const next of this.#held.slice(first.length)) {
+      if (lines.length === 0 || next.record.type !== "mce-detail" || next.record.field === "machine-check") break;
+      lines.push(next);
+    }
+    return lines;
   }
 
   #assemble(last: KernelLine, record: KernelRecord, out: Assembled): void {
@@ -170,7 +178,13 @@ export class ErrorAssembler {
         rest.push(...record);
         continue;
       }
-      const severity = record.flatMap((held) => ("severity" in held.record ? [held.record.severity] : []))[0] ?? "action-optional";
+      const severity = record.flatMap((held) => ("severity" in held.record ? [held.record.severity] : []))[0];
+      // Without its bank line (the kmsg ring overwrote it) a record's severity is unknown: its lines are
+      // reported as dropped, never guessed into an error. An uncorrected error still has its verdict lines.
+      if (severity === undefined) {
+        rest.push(...record);
+        continue;
+      }
       // Logged before the kernel ran init: the boot-time poll found it in the banks (see bootFinishedAt).
       const uptime = uptimeUsec(stripLogPrefix(record[0]?.line.text ?? ""));
       const loggedAtBoot = this.#bootFinishedUsec !== undefined && uptime !== undefined && uptime < this.#bootFinishedUsec;

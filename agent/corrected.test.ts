@@ -136,4 +136,13 @@ describe("CorrectedErrorLedger", () => {
       ["0x6205", "B1"],
     ]);
   });
+  it("remembers how many page events this boot made, across a restart", () => {
+    const ledger = new CorrectedErrorLedger();
+    for (let pfn = 1; pfn <= 5; pfn++) {
+      ledger.count(pfn, T0);
+      ledger.reported(pfn);
+    }
+    expect(ledger.made).toBe(5);
+    expect(new CorrectedErrorLedger(ledger.data()).made).toBe(5);
+  });
 });

@@ -85,6 +85,8 @@ export interface CorrectedLedgerData {
   dimms: DimmCount[];
   /** Pfns whose event was made this boot, including pages since pushed out of `pages`. */
   reported: number[];
+  /** How many page events were made this boot. */
+  made?: number;
   /** DIMMs said of pages before their first count (EDAC decodes an error as the kernel logs it), at most MAX_PAGES. */
   pendingDimms?: PendingDimm[] | undefined;
 }
@@ -104,6 +106,7 @@ export class CorrectedErrorLedger {
   readonly #pages = new Map<number, PageCount>();
   readonly #dimms = new Map<string, DimmCount>();
   readonly #reported = new Set<number>();
+  #made = 0;
   /** Apart from #pages, so that DIMMs said of pages never counted cannot push counted pages out. */
   readonly #pendingDimms = new Map<number, PageDimm>();
 
@@ -111,6 +114,7 @@ export class CorrectedErrorLedger {
     for (const page of saved?.pages ?? []) this.#pages.set(page.pfn, page);
     for (const dimm of saved?.dimms ?? []) this.#dimms.set(dimm.name, dimm);
     for (const pfn of saved?.reported ?? []) this.#reported.add(pfn);
+    this.#made = saved?.made ?? this.#reported.size;
     for (const { pfn, name, byLabel } of saved?.pendingDimms ?? []) this.#pendingDimms.set(pfn, { name, byLabel });
   }
 
@@ -136,9 +140,15 @@ export class CorrectedErrorLedger {
     return !this.#reported.has(pfn);
   }
 
+  /** Page events made this boot. */
+  get made(): number {
+    return this.#made;
+  }
+
   /** The page's event is made: later errors on it are only counted. */
   reported(pfn: number): void {
     this.#reported.add(pfn);
+    this.#made += 1;
     // A Set iterates in insertion order: the first is the oldest.
     for (const oldest of this.#reported) {
       if (this.#reported.size <= MAX_REPORTED) break;
@@ -257,6 +267,7 @@ export class CorrectedErrorLedger {
       pages: [...this.#pages.values()],
       dimms: [...this.#dimms.values()],
       reported: [...this.#reported],
+      made: this.#made,
       ...(this.#pendingDimms.size > 0 && { pendingDimms: [...this.#pendingDimms].map(([pfn, dimm]) => ({ pfn, ...dimm })) }),
     };
   }

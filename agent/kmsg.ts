@@ -53,6 +53,8 @@ export class KmsgSource implements LineSource {
     let last = after;
     // A continued line in pieces: its header line, joined text so far and the last piece's sequence.
     let pending: { line: string; sequence: number } | undefined;
+    let lastOverwriteLog = -Infinity;
+    let overwrites = 0;
     const flush = (): KernelLine | undefined => {
       if (pending === undefined) return undefined;
       const line: KernelLine = { source: "kmsg", sequence: pending.sequence, text: pending.line, at: clock.now() };
@@ -67,8 +69,13 @@ export class KmsgSource implements LineSource {
         } catch (error) {
           const code = errnoCode(error);
           if (code === "EPIPE") {
-            // The next read returns the oldest record still there; its sequence says how many went.
-            log.warn("kmsg records were overwritten before the agent read them", { source: "kmsg", afterSequence: last });
+            // The next read returns the oldest record still there; its sequence says how many went (the
+            // lost-records metric counts them). In a storm this comes at every read: said once a minute.
+            if (clock.now() - lastOverwriteLog >= 60_000) {
+              log.warn("kmsg records were overwritten before the agent read them", { source: "kmsg", afterSequence: last, overwrittenSince: overwrites });
+              lastOverwriteLog = clock.now();
+              overwrites = 0;
+            } else overwrites += 1;
             continue;
           }
           if (code !== "EAGAIN") throw error;
