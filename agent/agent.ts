@@ -122,6 +122,7 @@ export class Agent {
   #healthAsked = 0;
   #wakeHealth: (() => void) | undefined;
   #pfnsHiddenLogged = false;
+  #expiredLogged = { at: -Infinity, unsaid: 0 };
   /** /proc/iomem's System RAM, read at most once a minute: it changes only with memory hotplug. */
   #ram: { at: number; ranges: ReturnType<HostFiles["systemRam"]> } | undefined;
   readonly #corrected: CorrectedErrorLedger;
@@ -281,10 +282,23 @@ export class Agent {
             count: notice.count,
           });
           break;
-        case "expired":
+        case "expired": {
           metrics.expiredLines.inc(notice.lines.length);
-          log.warn("memory-failure lines no error completed; dropped", { source, lines: notice.lines.map((l) => l.text) });
+          // A storm that overruns the kmsg ring leaves pieces of records at every read: said once a minute,
+          // with how many went unsaid (the metric counts every line).
+          const now = this.#o.clock.now();
+          if (now - this.#expiredLogged.at < 60_000) {
+            this.#expiredLogged.unsaid += notice.lines.length;
+            break;
+          }
+          log.warn("memory-failure lines no error completed; dropped", {
+            source,
+            lines: notice.lines.map((l) => l.text),
+            ...(this.#expiredLogged.unsaid > 0 && { droppedSinceLastSaid: this.#expiredLogged.unsaid }),
+          });
+          this.#expiredLogged = { at: now, unsaid: 0 };
           break;
+        }
       }
     }
     const last = this.#lastSequence.get(source);
