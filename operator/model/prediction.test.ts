@@ -131,6 +131,15 @@ const observed: ObservedRow[] = [
     effect: "Migrated",
   },
   {
+    row: "soft offline of an in-use hugepage on a node whose pools are not known yet: the pool is taken to lose it",
+    error: memoryError({ pfn: 0x4205, severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [mapper("hwp", { command: "hwp" })] }),
+    node: node({ pools: [] }),
+    ao: { hwp: "None" },
+    ar: false,
+    pool: { totalDelta: -1, freeDelta: -1 },
+    effect: "Migrated",
+  },
+  {
     row: "soft_offline_page on a free hugepage",
     error: memoryError({ severity: "SoftOffline", pageType: undefined, result: undefined, mappers: [] }),
     node: node(),

@@ -105,8 +105,10 @@ export function predictKernelOutcome(error: MemoryError, node: NodeState, profil
     // Measured on 6.1 and 6.12: a free hugepage is dissolved; one in use is copied to a free hugepage of
     // its pool, or, with none free on its NUMA node, to one the kernel allocates from free memory, which
     // then joins the pool in the old one's place.
-    const freeInPool = node.pools.filter((p) => p.size === size && (page.numaNode === undefined || p.numaNode === page.numaNode)).some((p) => p.free > 0);
-    const kept = error.poolTotalDelta !== undefined ? error.poolTotalDelta === 0 : error.mappers.length > 0 && !freeInPool;
+    // Only a pool known to have no free hugepage says the copy came from free memory.
+    const pool = node.pools.filter((p) => p.size === size && (page.numaNode === undefined || p.numaNode === page.numaNode));
+    const noneFree = pool.length > 0 && pool.every((p) => p.free === 0);
+    const kept = error.poolTotalDelta !== undefined ? error.poolTotalDelta === 0 : error.mappers.length > 0 && noneFree;
     if (kept)
       return {
         ...base,
