@@ -13,6 +13,7 @@ import { group, memoryErrorEventName, version } from "../crds/naming.ts";
 import { clip } from "../crds/validate.ts";
 import { HUGEPAGE_SIZES, pfnToPhysicalAddress, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled, type AssembledError } from "./assembler.ts";
+import { hourlyOut } from "../crds/hourly.ts";
 import { CorrectedErrorLedger } from "./corrected.ts";
 import type { RasdaemonDimm } from "./rasdaemon.ts";
 import type { Clock } from "../runtime/clock.ts";
@@ -104,7 +105,7 @@ function rasdaemonDimmsOf(dimms: RasdaemonDimm[] | undefined): NodeMemoryHealthS
     ...(dimm.label !== undefined && { label: dimm.label }),
     correctedErrors: dimm.correctedErrors,
     uncorrectedErrors: dimm.uncorrectedErrors,
-    ...(dimm.hourly.length > 0 && { hourly: dimm.hourly.map((h) => ({ hour: new Date(h.hour).toISOString(), count: h.count })) }),
+    ...(dimm.hourly.length > 0 && { hourly: hourlyOut(dimm.hourly) }),
   }));
 }
 

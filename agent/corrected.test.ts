@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { CorrectedErrorLedger, dimmOfLocation, MAX_HOURS, MAX_PAGES } from "./corrected.ts";
+import { MAX_HOURS } from "../crds/hourly.ts";
+import { CorrectedErrorLedger, dimmOfLocation, MAX_PAGES } from "./corrected.ts";
 
 const HOUR = 3_600_000;
 const T0 = Date.parse("2026-12-01T10:00:00Z");

@@ -8,21 +8,17 @@
 // operator's risk model finds the page's DIMM in spec.dimms by it.
 import type { NodeMemoryHealthSpecCorrectedErrorPage, NodeMemoryHealthSpecDimm } from "../crds/generated.ts";
 import { clip } from "../crds/validate.ts";
+import { addToHour, hourlyOut, type HourlyCount } from "../crds/hourly.ts";
 import { formatPfn, parseHex, type HugepageSize } from "../kernel/pfn.ts";
 import { keepMostCorrected, MAX_DIMMS, type EdacDimm } from "./host.ts";
 import { dimmName } from "./rasdaemon.ts";
 
-const HOUR_MS = 3_600_000;
 export const MAX_PAGES = 64;
-export const MAX_HOURS = 168;
 /** Pages whose event is remembered; one forgotten only costs a create answered 409 on its next error. */
 const MAX_REPORTED = 4096;
 
 /** NodeMemoryHealth spec.correctedErrorPages[].dimm's maxLength. */
 const DIMM_MAX = 128;
-
-/** Hour start (ms since the epoch) and count. */
-type Hourly = [number, number][];
 
 interface PageCount {
   pfn: number;
@@ -33,7 +29,7 @@ interface PageCount {
   dimmByLabel?: boolean | undefined;
   count: number;
   lastAt: number;
-  hourly: Hourly;
+  hourly: HourlyCount[];
   softOfflined?: boolean | undefined;
 }
 
@@ -76,7 +72,7 @@ interface DimmCount {
   label?: string | undefined;
   correctedErrors: number;
   uncorrectedErrors?: number | undefined;
-  hourly: Hourly;
+  hourly: HourlyCount[];
 }
 
 /** What the state file keeps. */
@@ -90,17 +86,6 @@ export interface CorrectedLedgerData {
   /** DIMMs said of pages before their first count (EDAC decodes an error as the kernel logs it), at most MAX_PAGES. */
   pendingDimms?: PendingDimm[] | undefined;
 }
-
-function addToHour(hourly: Hourly, at: number, count: number, now: number): void {
-  const hour = Math.floor(at / HOUR_MS) * HOUR_MS;
-  const last = hourly.at(-1);
-  if (last !== undefined && last[0] === hour) last[1] += count;
-  else hourly.push([hour, count]);
-  const oldest = Math.floor(now / HOUR_MS) * HOUR_MS - (MAX_HOURS - 1) * HOUR_MS;
-  while ((hourly[0]?.[0] ?? oldest) < oldest || hourly.length > MAX_HOURS) hourly.shift();
-}
-
-const hourlyOut = (hourly: Hourly): { hour: string; count: number }[] => hourly.map(([hour, count]) => ({ hour: new Date(hour).toISOString(), count }));
 
 export class CorrectedErrorLedger {
   readonly #pages = new Map<number, PageCount>();

@@ -2,6 +2,7 @@
 // exported (or were reset by a driver reload) it still has the node's corrected-error history, per DIMM and hour.
 import { existsSync } from "node:fs";
 import { DatabaseSync, type SQLOutputValue } from "node:sqlite";
+import { addToHour, HOUR_MS, hourOf, MAX_HOURS, type HourlyCount } from "../crds/hourly.ts";
 import { keepMostCorrected } from "./host.ts";
 
 export const RASDAEMON_DB = "var/lib/rasdaemon/ras-mc_event.db";
@@ -22,12 +23,6 @@ export function rasdaemonCorrectedErrors(path: string): number | undefined {
   }
 }
 
-/** Corrected errors of one hour: the hour's start (ms since the epoch, UTC) and the count. */
-export interface RasdaemonHour {
-  hour: number;
-  count: number;
-}
-
 /** rasdaemon's mc_event rows of one location. */
 export interface RasdaemonDimm {
   /** mc<mc>/<top>.<middle>.<lower> as EDAC located the events; mc<mc>/noinfo where it could not. */
@@ -37,20 +32,17 @@ export interface RasdaemonDimm {
   correctedErrors: number;
   /** Every other err_type (Uncorrected, Fatal, Deferred, Info), as EDAC's ue_count counts them. */
   uncorrectedErrors: number;
-  /** Corrected errors per hour of the last DIMM_HOURS (the current one included), the hours that had any, oldest first. */
-  hourly: RasdaemonHour[];
+  /** Corrected errors per hour of the last MAX_HOURS (the current one included), the hours that had any, oldest first. */
+  hourly: HourlyCount[];
 }
 
-const HOUR_MS = 3_600_000;
-/** NodeMemoryHealth's hourly counts cover 7 days. */
-export const DIMM_HOURS = 168;
 /** NodeMemoryHealth spec.dimms[].label's maxLength: an event EDAC could not pin to one DIMM names several, joined by " or ". */
 const LABEL_MAX = 128;
 const LOCATION = "mc, COALESCE(top_layer, -1) AS top, COALESCE(middle_layer, -1) AS mid, COALESCE(lower_layer, -1) AS low";
 
 /**
  * mc_event rows grouped by location, in name order, at most MAX_DIMMS (those with most corrected errors), with the
- * corrected errors per hour of the DIMM_HOURS up to `now` (ms). Undefined when the database or its table is not there.
+ * corrected errors per hour of the MAX_HOURS up to `now` (ms). Undefined when the database or its table is not there.
  */
 export function rasdaemonDimmErrors(path: string, now: number): RasdaemonDimm[] | undefined {
   if (!existsSync(path)) return undefined;
@@ -91,29 +83,16 @@ export function rasdaemonDimmErrors(path: string, now: number): RasdaemonDimm[] 
       const dimm = dimmOf(row);
       if (dimm !== undefined && typeof row.label === "string") dimm.label = row.label.trim().slice(0, LABEL_MAX) || undefined;
     }
-    const lastHour = Math.floor(now / HOUR_MS) * HOUR_MS;
-    const firstHour = lastHour - (DIMM_HOURS - 1) * HOUR_MS;
+    const firstHour = hourOf(now) - (MAX_HOURS - 1) * HOUR_MS;
     // timestamp is local time with its UTC offset (at most 14 hours): compared as text a day early, it lets
     // through every row that may be in the window, and parsing decides.
     const since = new Date(firstHour - 24 * HOUR_MS).toISOString().slice(0, 19).replace("T", " ");
-    const hours = new Map<RasdaemonDimm, Map<number, number>>();
     const recent = db.prepare(`SELECT ${LOCATION}, timestamp, err_count FROM mc_event WHERE err_type = 'Corrected' AND timestamp >= ?`);
     for (const row of recent.iterate(since)) {
       const at = typeof row.timestamp === "string" ? parseRasdaemonTimestamp(row.timestamp) : undefined;
       const dimm = dimmOf(row);
-      if (at === undefined || dimm === undefined || typeof row.err_count !== "number") continue;
-      const hour = Math.floor(at / HOUR_MS) * HOUR_MS;
       // A row stamped past the current hour (a clock set back since) is in the total, not in an hour to come.
-      if (hour < firstHour || hour > lastHour) continue;
-      const counts = hours.get(dimm) ?? new Map<number, number>();
-      counts.set(hour, (counts.get(hour) ?? 0) + row.err_count);
-      hours.set(dimm, counts);
-    }
-    for (const [dimm, counts] of hours) {
-      dimm.hourly = [...counts]
-        .filter(([, count]) => count > 0)
-        .sort(([a], [b]) => a - b)
-        .map(([hour, count]) => ({ hour, count }));
+      if (at !== undefined && dimm !== undefined && typeof row.err_count === "number") addToHour(dimm.hourly, at, row.err_count, now);
     }
     return keepMostCorrected([...dimms.values()]);
   } catch {

@@ -6,6 +6,7 @@
 // What soft offline does was measured on 6.12 (test/e2e/kernel/README.md): a private or shared in-use
 // hugepage migrates to a free hugepage of its pool, or, with none free, to one the kernel takes from the
 // buddy allocator; a free hugepage is dissolved. A gigantic (1 GiB) page is never allocated for migration.
+import { HOUR_MS, MAX_HOURS } from "../../crds/hourly.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
 import { formatPfn } from "../../kernel/pfn.ts";
 import { formatDuration, policyDuration } from "./duration.ts";
@@ -13,9 +14,8 @@ import type { HourlyCount, NodeState, Policy } from "./types.ts";
 
 export type { HourlyCount } from "./types.ts";
 
-const HOUR_MS = 3_600_000;
 /** The agent keeps a week of hours. */
-const MAX_WINDOW_MS = 168 * HOUR_MS;
+const MAX_WINDOW_MS = MAX_HOURS * HOUR_MS;
 
 /** The policy's prevention window, floored at an hour and capped at the week the agent keeps. */
 export function preventionWindowMs(policy: Policy): number {

@@ -10,6 +10,7 @@ import type {
 } from "../../crds/generated.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
 import type { LabelSelector } from "./selector.ts";
+import type { HourlyCount } from "../../crds/hourly.ts";
 
 export type Severity = MemoryErrorEventSpec["severity"];
 export type Mapper = MemoryErrorEventSpecMapper;
@@ -65,11 +66,7 @@ export interface ReplacementRecord {
 }
 
 /** Corrected errors in one hour, as the agent counts them (NodeMemoryHealth's hourly buckets). */
-export interface HourlyCount {
-  /** Start of the hour, ms since the epoch. */
-  hour: number;
-  count: number;
-}
+export type { HourlyCount };
 
 /** One earlier error on a node, as escalation counts it. */
 export interface ErrorRecord {

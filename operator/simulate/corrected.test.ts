@@ -5,7 +5,7 @@ import { parseResource } from "../../crds/validate.ts";
 import { clusterBudget } from "../model/escalation.ts";
 import { decidePrevention } from "../model/risk.ts";
 import type { Mapper, PodState, Policy } from "../model/types.ts";
-import { addToHour, AgentCounts, MAX_PAGES, preventPage } from "./corrected.ts";
+import { AgentCounts, MAX_PAGES, preventPage } from "./corrected.ts";
 import type { PageEvent, PreventionNode, PreventionStep } from "./corrected.ts";
 
 const HOUR = 3_600_000;
@@ -49,23 +49,6 @@ function setup(node: PreventionNode, policy = policyOf()): { step: (errors: numb
     },
   };
 }
-
-describe("addToHour", () => {
-  it("adds to the hour's bucket, opens a new one in order, and drops hours more than a week old", () => {
-    let hourly = addToHour([], T0 + 10 * 60_000, 3);
-    hourly = addToHour(hourly, T0 + 50 * 60_000, 2);
-    expect(hourly).toEqual([{ hour: T0, count: 5 }]);
-    hourly = addToHour(hourly, T0 + 2 * HOUR, 1);
-    expect(hourly).toEqual([
-      { hour: T0, count: 5 },
-      { hour: T0 + 2 * HOUR, count: 1 },
-    ]);
-    expect(addToHour(hourly, T0 + 168 * HOUR, 4)).toEqual([
-      { hour: T0 + 2 * HOUR, count: 1 },
-      { hour: T0 + 168 * HOUR, count: 4 },
-    ]);
-  });
-});
 
 describe("AgentCounts", () => {
   it("counts a page's errors on its DIMM too, and finds a DIMM by its label", () => {

@@ -4,28 +4,24 @@
 // prevention as the event reconciler records it: decided by the risk model (model/risk.ts) with the same
 // inputs, Watching until a threshold, then decided once. No agent code: the simulator is operator side.
 import type { MemoryErrorEventStatusPod, MemoryErrorEventStatusPrevention } from "../../crds/generated.ts";
+import { addToHour, type HourlyCount } from "../../crds/hourly.ts";
 import { formatPfn } from "../../kernel/pfn.ts";
 import type { HugepageSize } from "../../kernel/pfn.ts";
 import { plannedEvictions } from "../model/containment.ts";
 import { countInWindow, decidePrevention, preventionWindowMs } from "../model/risk.ts";
-import type { CorrectedPage, DimmCounts, HourlyCount, SoftOfflineSupport } from "../model/risk.ts";
+import type { CorrectedPage, DimmCounts, SoftOfflineSupport } from "../model/risk.ts";
 import type { ClusterBudget, DisruptionBudgetState, Mapper, NodeState, PodState, Policy } from "../model/types.ts";
 
-const HOUR_MS = 3_600_000;
-/** What the agent keeps: a week of hours for each page and DIMM, and at most 64 pages (the one seen longest ago goes). */
-export const MAX_HOURS = 168;
+/** What the agent keeps: at most 64 pages (the one seen longest ago goes), a week of hours each (crds/hourly.ts). */
 export const MAX_PAGES = 64;
 /** The reconciler's words for a planned move (reconcile/event.ts planPrevention). */
 const MOVE_WHY = "maps a hugepage at risk of an uncorrected error (corrected errors past the policy's threshold): move early";
 
-/** `count` more corrected errors at `at`, in the bucket of its hour; hours more than a week before `at` go. */
-export function addToHour(hourly: readonly HourlyCount[], at: number, count: number): HourlyCount[] {
-  const hour = Math.floor(at / HOUR_MS) * HOUR_MS;
-  const oldest = hour - (MAX_HOURS - 1) * HOUR_MS;
-  const kept = hourly.filter((h) => h.hour >= oldest);
-  const same = kept.find((h) => h.hour === hour);
-  if (same) return kept.map((h) => (h === same ? { hour, count: h.count + count } : h));
-  return [...kept, { hour, count }].sort((a, b) => a.hour - b.hour);
+/** `count` more corrected errors at `at`, in a copy of the buckets: the simulator keeps each step's. */
+function counted(hourly: readonly HourlyCount[], at: number, count: number): HourlyCount[] {
+  const copy = hourly.map((h) => ({ ...h }));
+  addToHour(copy, at, count);
+  return copy;
 }
 
 interface PageCount extends CorrectedPage {
@@ -45,7 +41,7 @@ export class AgentCounts {
       pfn,
       hugepage: known?.hugepage ?? where.hugepage,
       dimm,
-      hourly: addToHour(known?.hourly ?? [], at, count),
+      hourly: counted(known?.hourly ?? [], at, count),
       softOfflined: known?.softOfflined ?? false,
       lastAt: Math.max(known?.lastAt ?? at, at),
     });
@@ -56,7 +52,7 @@ export class AgentCounts {
   countDimm(name: string, label: string | undefined, at: number, count: number): string {
     const known = this.dimm(name);
     const key = known?.name ?? name;
-    this.#dimms.set(key, { name: key, label: label ?? known?.label, hourly: addToHour(known?.hourly ?? [], at, count) });
+    this.#dimms.set(key, { name: key, label: label ?? known?.label, hourly: counted(known?.hourly ?? [], at, count) });
     return key;
   }
 
