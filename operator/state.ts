@@ -17,6 +17,8 @@ import { policyForNode } from "./model/selector.ts";
 import type { PolicyMatch } from "./model/selector.ts";
 import type { ClusterBudget, DisruptionBudgetState, ErrorRecord, MemoryError, NodeState, PodState, PoisonedHugepage, Policy } from "./model/types.ts";
 
+const parsedCorrected = new WeakMap<NodeMemoryHealth, { pages: CorrectedPage[]; dimms: DimmCounts[]; hourly: HourlyCount[] }>();
+
 const hourlyCounts = (hourly: readonly { hour: string; count: number }[] | undefined): HourlyCount[] =>
   (hourly ?? []).flatMap((h) => {
     const hour = Date.parse(h.hour);
@@ -258,7 +260,7 @@ export class ClusterState {
       cordoned: node?.cordonedByUs ?? false,
       lastNodeActionAt: this.lastNodeActionAt(nodeName, except),
       history: errorRecords(others),
-      correctedHourly: correctedHourly(ClusterState.dimmCounts(health), ClusterState.correctedPages(health)),
+      correctedHourly: ClusterState.correctedOf(health).hourly,
       poisonedHugepages: poisoned,
       numaMemory: health?.spec.numaMemory,
       poolResize: health?.spec.capabilities?.poolResize,
@@ -322,11 +324,27 @@ export class ClusterState {
     const match = this.policyFor(nodeName);
     const policy = match.kind === "matched" ? match.policy.spec : defaultPolicy;
     const health = this.health.get(nodeName);
-    const corrected = correctedHourly(ClusterState.dimmCounts(health), ClusterState.correctedPages(health));
+    const corrected = ClusterState.correctedOf(health).hourly;
     return nodeHealth(errorRecords(this.eventsOn(nodeName)), policy.escalation, now, corrected);
   }
 
   /** The model's view of an event. */
+  /**
+   * A report's corrected errors in the risk model's terms, parsed once per report object: every pass over
+   * the node's events reads them (its state, its health, each watched page), a report changes far less often.
+   */
+  static correctedOf(health: NodeMemoryHealth | undefined): { pages: CorrectedPage[]; dimms: DimmCounts[]; hourly: HourlyCount[] } {
+    if (health === undefined) return { pages: [], dimms: [], hourly: [] };
+    let parsed = parsedCorrected.get(health);
+    if (parsed === undefined) {
+      const pages = ClusterState.correctedPages(health);
+      const dimms = ClusterState.dimmCounts(health);
+      parsed = { pages, dimms, hourly: correctedHourly(dimms, pages) };
+      parsedCorrected.set(health, parsed);
+    }
+    return parsed;
+  }
+
   /** The pages with corrected errors the node's agent counts, in the risk model's terms. */
   static correctedPages(health: NodeMemoryHealth | undefined): CorrectedPage[] {
     const where = `NodeMemoryHealth ${health?.metadata.name ?? "?"} spec.correctedErrorPages`;

@@ -437,13 +437,13 @@ export class EventReconciler {
     const pfn = parseHex(spec.pfn, `MemoryErrorEvent ${event.metadata.name} spec.pfn`);
     const error = ClusterState.memoryError(event);
     const mapperUIDs = new Set(mappers.map((m) => m.podUID));
-    const pages = ClusterState.correctedPages(health);
+    const { pages, dimms } = ClusterState.correctedOf(health);
     const decided = decidePrevention({
       page: pages.find((p) => p.pfn === pfn),
       otherPages: pages,
       pfn,
       hugepage: error.hugepage,
-      dimms: ClusterState.dimmCounts(health),
+      dimms,
       node: this.state.nodeState(nodeName, event.metadata.name),
       support: { available: health?.spec.capabilities?.softOffline, enableSoftOffline: health?.spec.capabilities?.enableSoftOffline },
       mapperPods: pods.filter((p) => mapperUIDs.has(p.uid)).length,

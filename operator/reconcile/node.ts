@@ -138,8 +138,7 @@ export class NodeReconciler {
   ): ReturnType<typeof worstDimm> {
     const { state, metrics } = this.context;
     const windowMs = preventionWindowMs(policy);
-    const dimms = ClusterState.dimmCounts(health);
-    const pages = ClusterState.correctedPages(health);
+    const { dimms, pages } = ClusterState.correctedOf(health);
     metrics.forgetCorrectedErrors((name) => state.nodes.has(name));
     metrics.setCorrectedErrors(
       nodeName,
