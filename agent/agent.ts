@@ -6,15 +6,13 @@ import type {
   NodeMemoryHealth,
   NodeMemoryHealthSpec,
   NodeMemoryHealthSpecHugepagePool,
-  NodeMemoryHealthSpecDimm,
   NodeMemoryHealthSpecNumaMemory,
 } from "../crds/generated.ts";
 import { group, memoryErrorEventName, version } from "../crds/naming.ts";
 import { clip } from "../crds/validate.ts";
 import { HUGEPAGE_SIZES, pfnToPhysicalAddress, type HugepageSize } from "../kernel/pfn.ts";
 import { ErrorAssembler, type Assembled, type AssembledError } from "./assembler.ts";
-import { hourlyOut } from "../crds/hourly.ts";
-import { CorrectedErrorLedger } from "./corrected.ts";
+import { CorrectedErrorLedger, dimmEntry } from "./corrected.ts";
 import type { RasdaemonDimm } from "./rasdaemon.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { alreadyPoisoned, type KernelError } from "../kernel/assemble.ts";
@@ -96,17 +94,6 @@ export function shrunkPoolSizes(before: readonly NodeMemoryHealthSpecHugepagePoo
   const total = (pools: readonly NodeMemoryHealthSpecHugepagePool[], size: HugepageSize): number =>
     pools.filter((p) => p.size === size).reduce((sum, p) => sum + p.total, 0);
   return HUGEPAGE_SIZES.filter((size) => total(now, size) < total(before, size));
-}
-
-/** rasdaemon's DIMMs as NodeMemoryHealth spec.dimms. */
-function rasdaemonDimmsOf(dimms: RasdaemonDimm[] | undefined): NodeMemoryHealthSpecDimm[] {
-  return (dimms ?? []).map((dimm) => ({
-    name: dimm.name,
-    ...(dimm.label !== undefined && { label: dimm.label }),
-    correctedErrors: dimm.correctedErrors,
-    uncorrectedErrors: dimm.uncorrectedErrors,
-    ...(dimm.hourly.length > 0 && { hourly: hourlyOut(dimm.hourly) }),
-  }));
 }
 
 export class Agent {
@@ -496,7 +483,7 @@ export class Agent {
     const now = clock.now();
     this.#corrected.readDimms(edacDimms, now);
     const correctedErrorPages = this.#corrected.pages();
-    const dimms = edacDimms.length > 0 ? this.#corrected.dimms() : rasdaemonDimmsOf(this.#o.rasdaemonDimms?.(now));
+    const dimms = edacDimms.length > 0 ? this.#corrected.dimms() : (this.#o.rasdaemonDimms?.(now) ?? []).map(dimmEntry);
     const spec: Omit<NodeMemoryHealthSpec, "observedAt"> = {
       nodeName,
       bootID,

@@ -87,6 +87,17 @@ export interface CorrectedLedgerData {
   pendingDimms?: PendingDimm[] | undefined;
 }
 
+/** A DIMM's counts as NodeMemoryHealth spec.dimms holds them, from EDAC's counters or rasdaemon's rows. */
+export function dimmEntry(dimm: DimmCount): NodeMemoryHealthSpecDimm {
+  return {
+    name: dimm.name,
+    ...(dimm.label !== undefined && { label: dimm.label }),
+    correctedErrors: dimm.correctedErrors,
+    ...(dimm.uncorrectedErrors !== undefined && { uncorrectedErrors: dimm.uncorrectedErrors }),
+    ...(dimm.hourly.length > 0 && { hourly: hourlyOut(dimm.hourly) }),
+  };
+}
+
 export class CorrectedErrorLedger {
   readonly #pages = new Map<number, PageCount>();
   readonly #dimms = new Map<string, DimmCount>();
@@ -238,13 +249,7 @@ export class CorrectedErrorLedger {
 
   /** NodeMemoryHealth spec.dimms, in the order EDAC lists them. */
   dimms(): NodeMemoryHealthSpecDimm[] {
-    return [...this.#dimms.values()].map((dimm) => ({
-      name: dimm.name,
-      ...(dimm.label !== undefined && { label: dimm.label }),
-      correctedErrors: dimm.correctedErrors,
-      ...(dimm.uncorrectedErrors !== undefined && { uncorrectedErrors: dimm.uncorrectedErrors }),
-      ...(dimm.hourly.length > 0 && { hourly: hourlyOut(dimm.hourly) }),
-    }));
+    return [...this.#dimms.values()].map(dimmEntry);
   }
 
   data(): CorrectedLedgerData {
