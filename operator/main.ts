@@ -101,8 +101,8 @@ export async function startOperator(
 ): Promise<RunningOperator> {
   const rest = new KubeRest(await clusterConfig(config.kubeconfig, clock));
   const metrics = new OperatorMetrics();
-  rest.onRequest = (verb) => {
-    metrics.apiRequests.inc({ verb });
+  rest.onRequest = (verb, resource) => {
+    metrics.apiRequests.inc({ verb, resource });
   };
   const actions = new KubeActions(rest, { quarantinePriorityClass: config.quarantinePriorityClass, clock });
   const controller = new Controller(rest, actions, metrics, log, {

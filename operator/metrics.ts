@@ -96,8 +96,8 @@ export class OperatorMetrics {
   });
   readonly apiRequests = new Counter({
     name: "mce_operator_api_requests_total",
-    help: "Requests sent to the API server, by verb (WATCH counts watch connections).",
-    labelNames: ["verb"],
+    help: "Requests sent to the API server, by verb (WATCH counts watch connections) and resource (pods/eviction, memoryerrorevents/status...).",
+    labelNames: ["verb", "resource"],
     registers: [this.registry],
   });
   readonly leader = new Gauge({ name: "mce_operator_leader", help: "1 while this replica holds the leader lease.", registers: [this.registry] });

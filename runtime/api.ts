@@ -61,3 +61,16 @@ export function apiStatusOf(error: unknown): number | undefined {
 export function isUnreachable(error: unknown): boolean {
   return !(error instanceof ApiError) || error.status >= 500;
 }
+
+/**
+ * The resource a request path names, as the API server's own metrics name it: `pods/eviction`,
+ * `memoryerrorevents/status`, `events`, `nodes`; the group, version, namespace and object name dropped.
+ */
+export function resourceOf(path: string): string {
+  const parts = path.split("?")[0]?.split("/").filter(Boolean) ?? [];
+  // /api/v1/... or /apis/<group>/<version>/...
+  let rest = parts[0] === "api" ? parts.slice(2) : parts.slice(3);
+  if (rest[0] === "namespaces" && rest.length >= 3) rest = rest.slice(2);
+  const [resource, , subresource] = rest;
+  return subresource ? `${resource ?? ""}/${subresource}` : (resource ?? "");
+}

@@ -4,7 +4,7 @@
 // and a count of the requests sent. @kubernetes/client-node is not loaded for it (about 80 MiB of RSS):
 // only a kubeconfig that needs a credential plugin loads it (runtime/client-node-credentials.ts).
 import type { KubeConfig } from "@kubernetes/client-node";
-import type { Query, WatchEvent } from "../../runtime/api.ts";
+import { resourceOf, type Query, type WatchEvent } from "../../runtime/api.ts";
 import { fromKubeConfig, isKubeConfig } from "../../runtime/client-node-credentials.ts";
 import { APPLY_PATCH, JSON_PATCH, KubeClient, MERGE_PATCH, STRATEGIC_MERGE_PATCH, type ClusterConfig, type KubeClientOptions } from "../../runtime/http.ts";
 import type { ListWatchClient } from "../../runtime/informer.ts";
@@ -31,8 +31,8 @@ export interface RestClient {
 
 export class KubeRest implements RestClient, ListWatchClient {
   readonly client: KubeClient;
-  /** Told of every request sent (the verb), for the API-requests metric. */
-  onRequest: (verb: string) => void = () => undefined;
+  /** Told of every request sent (the verb and the resource it names), for the API-requests metric. */
+  onRequest: (verb: string, resource: string) => void = () => undefined;
 
   /**
    * From a ClusterConfig (runtime/http.ts: inClusterConfig, loadKubeconfig), or from a KubeConfig of
@@ -44,7 +44,7 @@ export class KubeRest implements RestClient, ListWatchClient {
   }
 
   request<T>(method: "GET" | "POST" | "PATCH" | "PUT" | "DELETE", path: string, options: RequestOptions = {}): Promise<T> {
-    this.onRequest(method);
+    this.onRequest(method, resourceOf(path));
     return this.client.request<T>(method, path, {
       query: options.query,
       body: options.body,
@@ -59,7 +59,7 @@ export class KubeRest implements RestClient, ListWatchClient {
    */
   async watch(path: string, query: Query, onEvent: (event: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
-    this.onRequest("WATCH");
+    this.onRequest("WATCH", resourceOf(path));
     await this.client.watch(path, { ...query, allowWatchBookmarks: true }, onEvent, signal);
   }
 
