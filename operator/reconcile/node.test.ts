@@ -132,7 +132,7 @@ describe("NodeReconciler", () => {
     expect(h.state.health.get("worker-1")?.status?.health).toBe("Degraded");
   });
 
-  it("moves the Node condition's lastTransitionTime only when its status changes", async () => {
+  it("writes the Node condition only when the node's health changes, and its lastTransitionTime only when its status does", async () => {
     h.hold(memoryEvent("e1", "worker-1", []));
     await h.events.reconcile("e1");
     await h.nodes.reconcile("worker-1");
@@ -141,12 +141,22 @@ describe("NodeReconciler", () => {
     h.hold(memoryEvent("e2", "worker-1", [], { pfn: "0x7205", hugepage: { size: "2Mi", headPfn: "0x7200" } }, h.now - 100));
     await h.events.reconcile("e2");
     await h.nodes.reconcile("worker-1");
-    const set = h.cluster.nodeConditions.get("worker-1") ?? [];
-    expect(set.map((c) => [c.status, c.lastTransitionTime])).toEqual([
-      ["True", new Date(first).toISOString()],
-      ["True", new Date(first).toISOString()],
+    // A second error on a Degraded node: its counts move in NodeMemoryHealth, the Node is left alone.
+    expect(h.cluster.healthStatus.get("worker-1")?.uncorrectedErrors).toBe(2);
+    let set = h.cluster.nodeConditions.get("worker-1") ?? [];
+    expect(set.map((c) => [c.status, c.reason, c.lastTransitionTime])).toEqual([["True", "Degraded", new Date(first).toISOString()]]);
+    expect(set[0]?.message).toBe(
+      "hugepage memory errors counted in the last 24h (Degraded); counts, poisoned hugepages and quarantined capacity: NodeMemoryHealth worker-1",
+    );
+    // Past the cordon threshold the health changes: written again, its status (True) and transition time kept.
+    h.state.policies.set("default", policy({ escalation: { taintAfter: 1, cordonAfter: 2 }, safety: { maxUnavailableNodesPercent: 0 } }));
+    h.now += 60_000;
+    await h.nodes.reconcile("worker-1");
+    set = h.cluster.nodeConditions.get("worker-1") ?? [];
+    expect(set.map((c) => [c.status, c.reason, c.lastTransitionTime])).toEqual([
+      ["True", "Degraded", new Date(first).toISOString()],
+      ["True", "Failing", new Date(first).toISOString()],
     ]);
-    expect(set[1]?.message).toMatch(/^2 uncorrected/);
   });
 
   describe("worst DIMM and corrected-error gauges", () => {

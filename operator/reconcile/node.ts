@@ -91,7 +91,13 @@ export class NodeReconciler {
       }
     }
     const old = node?.degradedCondition;
-    const wanted = { status: verdict.health === "Healthy" ? ("False" as const) : ("True" as const), reason: verdict.health, message };
+    // The Node's words change only with its health: a Node write fans out to every watcher of nodes, so
+    // the counts that move with each error stay in NodeMemoryHealth.
+    const nodeMessage =
+      verdict.health === "Healthy"
+        ? `no hugepage memory errors counted in the last ${verdict.window}`
+        : `hugepage memory errors counted in the last ${verdict.window} (${verdict.health}); counts, poisoned hugepages and quarantined capacity: NodeMemoryHealth ${nodeName}`;
+    const wanted = { status: verdict.health === "Healthy" ? ("False" as const) : ("True" as const), reason: verdict.health, message: nodeMessage };
     if (node && (events.length > 0 || old) && !sameStatus({ ...old, lastTransitionTime: undefined }, wanted)) {
       const lastTransitionTime = old?.status === wanted.status && old.lastTransitionTime ? old.lastTransitionTime : iso(now);
       await actions.setNodeCondition(nodeName, { ...wanted, lastTransitionTime });
