@@ -10,7 +10,7 @@ export type EvictionOutcome =
   | { kind: "gone" };
 
 export interface ObjectRef {
-  kind: "Pod" | "Node" | "MemoryErrorEvent";
+  kind: "Pod" | "Node";
   name: string;
   namespace?: string | undefined;
   uid?: string | undefined;

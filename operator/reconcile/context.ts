@@ -3,7 +3,6 @@
 import { createHash } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { MemoryErrorEvent, MemoryErrorEventStatus } from "../../crds/generated.ts";
-import { group, version } from "../../crds/naming.ts";
 import { clip } from "../../crds/validate.ts";
 import type { ClusterActions, ObjectRef } from "../actions.ts";
 import type { Logger } from "../../runtime/log.ts";
@@ -27,12 +26,6 @@ export type Condition = NonNullable<MemoryErrorEventStatus["conditions"]>[number
 export const iso = (ms: number): string => new Date(ms).toISOString();
 /** Cut to the CRD's maxLength of every reason and message field the operator writes. */
 export const words = (text: string): string => clip(text, 1024);
-export const eventRef = (event: MemoryErrorEvent): ObjectRef => ({
-  kind: "MemoryErrorEvent",
-  name: event.metadata.name,
-  uid: event.metadata.uid,
-  apiVersion: `${group}/${version}`,
-});
 export const nodeRef = (name: string): ObjectRef => ({ kind: "Node", name, apiVersion: "v1" });
 export const podRef = (pod: { name: string; namespace: string; uid: string }): ObjectRef => ({ kind: "Pod", ...pod, apiVersion: "v1" });
 

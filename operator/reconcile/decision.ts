@@ -107,7 +107,7 @@ export function decidedStatus(event: MemoryErrorEvent, decision: Decision, polic
     poolReplacementResult: event.status?.poolReplacementResult,
     conditions: setCondition(
       event.status?.conditions,
-      { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: words(prediction.reason) },
+      { type: "Decided", status: "True", reason: decision.dryRun ? "DryRun" : "Enforce", message: decisionSummary(decision) },
       now,
       generation,
     ),
@@ -115,8 +115,11 @@ export function decidedStatus(event: MemoryErrorEvent, decision: Decision, polic
   return { ...status, phase: phaseOf(status) };
 }
 
-/** The decision in one sentence, for the MemoryErrorDecided Event. */
-export function decisionSummary(decision: Decision): string {
+/**
+ * The decision in one sentence, the Decided condition's message: what `kubectl describe` shows of it (an
+ * Event would say it again, one request more for every memory error).
+ */
+function decisionSummary(decision: Decision): string {
   const replacement =
     decision.poolReplacement?.action === "Replace" ? `, one replacement hugepages-${decision.poolReplacement.size ?? ""} asked of the agent` : "";
   const quarantined = decision.quarantine.map((q) => `${formatBytes(q.bytes)} hugepages-${q.size} quarantined`).join(", ") || "no quarantine";

@@ -30,7 +30,11 @@ describe("EventReconciler", () => {
       pods: [{ state: "Done", attempts: 1 }],
       quarantine: [{ state: "Quarantined" }],
     });
-    expect(h.cluster.recorded.map((r) => r.reason).sort()).toEqual(["EvictedForMemoryError", "HugepageQuarantined", "MemoryErrorDecided"]);
+    // One Kubernetes Event, for the pod's owner: the decision is in status, the quarantine in its placeholder.
+    expect(h.cluster.recorded.map((r) => r.reason)).toEqual(["EvictedForMemoryError"]);
+    expect(h.cluster.eventStatus.get("e1")?.conditions?.find((c) => c.type === "Decided")?.message).toMatch(
+      /; 1 pod action\(s\), 2Mi hugepages-2Mi quarantined, node None$/,
+    );
     expect(h.enqueued).toContain("worker-1");
   });
 

@@ -21,8 +21,8 @@ import { selectorMatches } from "../model/selector.ts";
 import type { Policy } from "../model/types.ts";
 import type { WorkResult } from "../../runtime/queue.ts";
 import { ClusterState, defaultPolicy, nodeInfo } from "../state.ts";
-import { eventRef, iso, nodeRef, podRef, quarantinePodName, recordEvent, sameStatus, setCondition, words, writeEventStatus } from "./context.ts";
-import { decidedStatus, decisionSummary, failedStatus, phaseOf, terminalPodStates, undecidedStatus } from "./decision.ts";
+import { iso, nodeRef, podRef, quarantinePodName, recordEvent, sameStatus, setCondition, words, writeEventStatus } from "./context.ts";
+import { decidedStatus, failedStatus, phaseOf, terminalPodStates, undecidedStatus } from "./decision.ts";
 import type { ReconcileContext } from "./context.ts";
 
 type NodeAction = MemoryErrorEventStatus["nodeAction"];
@@ -149,7 +149,6 @@ export class EventReconciler {
     metrics.decisionLatency.observe(Math.max(0, now - Date.parse(event.spec.observedAt)) / 1000);
     if (nodeAction.state === "HeldByBudget") metrics.nodeActionsHeld.inc({ action: nodeAction.action });
     if (nodeAction.action !== "None") metrics.breakerOpen.set(breaker(this.state.budget(), match.policy.spec.safety, now).open ? 1 : 0);
-    recordEvent(this.context, eventRef(event), "Warning", "MemoryErrorDecided", decisionSummary(decision));
     log.info("memory error decided", {
       policy: match.policy.metadata.name,
       dryRun: decision.dryRun,
@@ -594,11 +593,8 @@ export class EventReconciler {
         size: q.size,
         bytes: q.bytes,
       });
-      if (q.state === "Planned") {
-        metrics.actions.inc({ action: "quarantine", outcome: "done" });
-        const message = `holding ${formatBytes(q.bytes)} of hugepages-${q.size} out of scheduling: the kernel removed it after memory error ${event.metadata.name}, the kubelet still advertises it`;
-        recordEvent(this.context, nodeRef(nodeName), "Warning", "HugepageQuarantined", message);
-      }
+      // No Event: the placeholder on the node says why it holds the capacity (its reason annotation).
+      if (q.state === "Planned") metrics.actions.inc({ action: "quarantine", outcome: "done" });
       quarantine.set(q.size, { ...q, state: "Quarantined" });
     }
     for (const q of plan.toRelease) {
