@@ -141,7 +141,7 @@ describe("Controller", () => {
     expect(cluster.calls.slice(before)).toEqual([]);
   });
 
-  it("queues node health behind the memory errors, coalesced for a second", async () => {
+  it("queues node health behind the memory errors, once its changes pause for a second", async () => {
     const { api, clock, controller } = setup();
     stop = () => {
       controller.stop();
@@ -150,18 +150,19 @@ describe("Controller", () => {
     controller.start();
     await controller.startActing();
     await settle();
-    const nodeAdds = vi.spyOn(controller.queues.node, "addAfter");
+    const nodeAdds = vi.spyOn(controller.queues.node, "addQuiet");
     const nodeRuns = vi.spyOn(controller.queues.node, "add");
     const allocatable = (mi: number): Raw => ({ ...node("edge-1"), status: { allocatable: { "hugepages-2Mi": `${mi}Mi` } } });
     api.send(NODES, "MODIFIED", allocatable(62));
+    await clock.advance(600);
     api.send(NODES, "MODIFIED", allocatable(60));
     expect(nodeAdds.mock.calls).toEqual([
-      ["edge-1", 1000],
-      ["edge-1", 1000],
+      ["edge-1", 1000, 5000],
+      ["edge-1", 1000, 5000],
     ]);
     await clock.advance(999);
     expect(nodeRuns).not.toHaveBeenCalled();
-    // Two changes within the second: one run.
+    // Two changes 0.6 s apart: one run, a second after the last.
     await clock.advance(1);
     expect(nodeRuns.mock.calls).toEqual([["edge-1"]]);
   });
@@ -200,7 +201,7 @@ describe("Controller", () => {
     await controller.startActing();
     await settle();
     const eventAdds = vi.spyOn(controller.queues.event, "add");
-    const nodeAdds = vi.spyOn(controller.queues.node, "addAfter");
+    const nodeAdds = vi.spyOn(controller.queues.node, "addQuiet");
     await clock.advance(599_000);
     expect(eventAdds).not.toHaveBeenCalled();
     await clock.advance(1000);

@@ -27,7 +27,10 @@ export interface ControllerOptions {
   clock: Clock;
 }
 
-const backgroundDelayMs = 1000;
+/** Node health and policy status are written once the changes that call for them pause for this long… */
+const backgroundQuietMs = 1000;
+/** …and at the latest this long after the first: one write for an event's whole pass, even a slow one. */
+const backgroundMaxWaitMs = 5000;
 const crd = (plural: string): string => `/apis/${group}/${version}/${plural}`;
 
 /** The kinds the operator reconciles, each with its own queue of names. */
@@ -227,7 +230,7 @@ export class Controller {
   private enqueue(kind: WorkKind, name: string): void {
     if (!this.acting) return;
     if (kind === "event") this.queues.event.add(name);
-    else this.queues[kind].addAfter(name, backgroundDelayMs);
+    else this.queues[kind].addQuiet(name, backgroundQuietMs, backgroundMaxWaitMs);
     this.updateDepth();
   }
 

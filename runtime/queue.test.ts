@@ -110,6 +110,28 @@ describe("WorkQueue", () => {
     expect(clock.pending).toEqual([10]);
   });
 
+  it("adds a key once its adds pause, and at the latest the longest wait after the first", async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const q = new WorkQueue(() => Promise.resolve(void ++calls), { concurrency: 1, clock });
+    q.addQuiet("k", 1000, 5000);
+    await clock.advance(900);
+    q.addQuiet("k", 1000, 5000);
+    expect(clock.pending).toEqual([1000]);
+    await clock.advance(999);
+    expect(calls).toBe(0);
+    await clock.advance(1);
+    await q.idle();
+    expect(calls).toBe(1);
+    // A steady stream of adds, one every 500 ms: worked on 5 s after the first.
+    for (let t = 0; t < 5000; t += 500) {
+      q.addQuiet("k", 1000, 5000);
+      await clock.advance(500);
+    }
+    await q.idle();
+    expect(calls).toBe(2);
+  });
+
   it("requeues after the delay a worker asks for", async () => {
     const clock = new FakeClock();
     let calls = 0;

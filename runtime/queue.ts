@@ -22,7 +22,7 @@ export class WorkQueue {
   private readonly queued = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly dirty = new Set<string>();
-  private readonly delayed = new Map<string, { due: number; timer: Timer }>();
+  private readonly delayed = new Map<string, { due: number; timer: Timer; first: number }>();
   private readonly failures = new Map<string, number>();
   private readonly options: Required<QueueOptions>;
   private readonly work: (key: string) => Promise<WorkResult>;
@@ -67,11 +67,29 @@ export class WorkQueue {
       if (previous.due <= due) return;
       clock.clearTimeout(previous.timer);
     }
-    const timer = clock.setTimeout(() => {
+    this.delayed.set(key, { due, timer: this.fireAt(key, ms), first: previous?.first ?? clock.now() });
+  }
+
+  /**
+   * Adds the key once its adds have paused for `quietMs`, and at the latest `maxWaitMs` after the first
+   * one: a burst of changes is worked on once, after the last of them, and a steady stream still is.
+   */
+  addQuiet(key: string, quietMs: number, maxWaitMs: number): void {
+    if (this.stopped) return;
+    const { clock } = this.options;
+    const now = clock.now();
+    const previous = this.delayed.get(key);
+    const first = previous?.first ?? now;
+    const due = Math.min(now + quietMs, first + maxWaitMs);
+    if (previous !== undefined) clock.clearTimeout(previous.timer);
+    this.delayed.set(key, { due, timer: this.fireAt(key, due - now), first });
+  }
+
+  private fireAt(key: string, ms: number): Timer {
+    return this.options.clock.setTimeout(() => {
       this.delayed.delete(key);
       this.add(key);
     }, ms);
-    this.delayed.set(key, { due, timer });
   }
 
   /** The key is gone: drops it if waiting, its delayed add and its backoff; a run in progress is not repeated. */
