@@ -113,7 +113,13 @@ describe("WorkQueue", () => {
   it("adds a key once its adds pause, and at the latest the longest wait after the first", async () => {
     const clock = new FakeClock();
     let calls = 0;
-    const q = new WorkQueue(() => Promise.resolve(void ++calls), { concurrency: 1, clock });
+    const q = new WorkQueue(
+      () => {
+        calls += 1;
+        return Promise.resolve(undefined);
+      },
+      { concurrency: 1, clock },
+    );
     q.addQuiet("k", 1000, 5000);
     await clock.advance(900);
     q.addQuiet("k", 1000, 5000);
