@@ -30,6 +30,11 @@ export interface KmsgSourceOptions {
   log: Logger;
   /** Sequence already handled (the durable cursor); records up to it are skipped. */
   after?: number | undefined;
+  /**
+   * How long to wait after the device says it has nothing (EAGAIN) before reading again: an error's first
+   * line waits up to this long. 50 ms keeps kernel line → MemoryErrorEvent under 100 ms (bench:operator's
+   * peer case); the 20 empty reads a second cost little (bench:agent's idle case).
+   */
   pollMs?: number;
   /** Records the kernel overwrote before we read them. */
   onLost?: (count: number) => void;
@@ -47,7 +52,7 @@ export class KmsgSource implements LineSource {
   }
 
   async *lines(signal: AbortSignal): AsyncGenerator<KernelLine> {
-    const { clock, log, after, pollMs = 200, onLost } = this.#options;
+    const { clock, log, after, pollMs = 50, onLost } = this.#options;
     const device = await this.#options.open();
     const buffer = Buffer.alloc(RECORD_BYTES);
     let last = after;
