@@ -11,13 +11,21 @@
 // read is a real read(2) of /dev/zero through libuv's thread pool first, so the event loop turns per
 // record as it does on /dev/kmsg. Records come due at STORM_RATE a second for STORM_SECONDS; the ring
 // holds STORM_RING_LINES lines.
+//
+// With STORM_REPLAY set it replays a file of /dev/kmsg records instead of a storm (bench/peer.ts): one
+// record a line, its dictionary lines (` KEY=value`) after it, given with it as the kernel does. The file
+// is followed as it grows: a record is due once its line is in the file, and reads find EAGAIN when they
+// have caught up with it. There is no ring in this mode (nothing is overwritten) and no storm, warm-up or
+// `done` line; the result says when the first and the last record were read.
 import type * as Fs from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import { performance } from "node:perf_hooks";
+import { StringDecoder } from "node:string_decoder";
 
 interface FsSyncCalls {
   openSync: (path: Fs.PathLike, ...rest: unknown[]) => number;
+  readSync: (fd: number, buffer: Buffer, offset: number, length: number, position: number) => number;
   writeSync: (fd: number, ...rest: unknown[]) => number;
   fsyncSync: typeof Fs.fsyncSync;
   closeSync: typeof Fs.closeSync;
@@ -43,14 +51,18 @@ function env(name: string): string {
 const KMSG = env("STORM_KMSG");
 const STATE_FILE = env("STORM_STATE_FILE");
 const RESULT = env("STORM_RESULT");
-const RATE = Number(env("STORM_RATE"));
-const SECONDS = Number(env("STORM_SECONDS"));
-const PAGES = Number(env("STORM_PAGES"));
-const PFN_BASE = Number(env("STORM_PFN_BASE"));
-const BURST = Number(env("STORM_BURST"));
-const WARMUP_MS = Number(env("STORM_WARMUP_MS"));
-const QUIET_MS = Number(env("STORM_QUIET_MS"));
-const RING_LINES = Number(env("STORM_RING_LINES"));
+/** The file of kmsg records to replay instead of a storm. */
+const REPLAY = process.env.STORM_REPLAY === "" ? undefined : process.env.STORM_REPLAY;
+/** A storm's setting; a replay has none (0). */
+const setting = (name: string): number => (REPLAY === undefined ? Number(env(name)) : 0);
+const RATE = setting("STORM_RATE");
+const SECONDS = setting("STORM_SECONDS");
+const PAGES = setting("STORM_PAGES");
+const PFN_BASE = setting("STORM_PFN_BASE");
+const BURST = setting("STORM_BURST");
+const WARMUP_MS = setting("STORM_WARMUP_MS");
+const QUIET_MS = setting("STORM_QUIET_MS");
+const RING_LINES = setting("STORM_RING_LINES");
 
 // The storm's lines: bursts of BURST records, each burst announced by "Machine check events logged", each
 // record a bank line and its TSC/ADDR line, as the kernel's __print_mce() prints a corrected error.
@@ -109,6 +121,48 @@ function errno(code: string): Error {
   return Object.assign(new Error(`${code}: fake /dev/kmsg`), { code });
 }
 
+// The replay: the file read 64 KiB at a time from where the last read stopped (never held whole, which
+// would weigh on the agent's RSS), split into lines; `at` is the next line to give.
+const replay = {
+  fd: undefined as number | undefined,
+  position: 0,
+  decoder: new StringDecoder("utf8"),
+  chunk: undefined as Buffer | undefined,
+  /** A line not yet ended by its newline. */
+  carry: "",
+  lines: [] as string[],
+  at: 0,
+  firstReadAt: undefined as number | undefined,
+  lastReadAt: undefined as number | undefined,
+};
+
+/** Reads on in the file until it has a whole line to give; false when the file has no more yet. */
+function fillReplay(file: string): boolean {
+  replay.fd ??= real.openSync(file, "r");
+  const chunk = (replay.chunk ??= Buffer.alloc(64 * 1024));
+  while (replay.at >= replay.lines.length) {
+    const bytes = real.readSync(replay.fd, chunk, 0, chunk.length, replay.position);
+    if (bytes === 0) return false;
+    replay.position += bytes;
+    const parts = (replay.carry + replay.decoder.write(chunk.subarray(0, bytes))).split("\n");
+    replay.carry = parts.pop() ?? "";
+    replay.lines = parts.filter((line) => line !== "");
+    replay.at = 0;
+  }
+  return true;
+}
+
+/** The next record of the file, with its dictionary lines; EAGAIN when the reader has caught up. */
+function replayRecord(file: string): string {
+  if (!fillReplay(file)) throw errno("EAGAIN");
+  let record = replay.lines[replay.at++] ?? "";
+  while (fillReplay(file) && replay.lines[replay.at]?.startsWith(" ") === true) record += `\n${replay.lines[replay.at++] ?? ""}`;
+  const now = Date.now();
+  replay.firstReadAt ??= now;
+  replay.lastReadAt = now;
+  return record;
+}
+
 function dueLines(now: number): number {
   if (startedAt === undefined) return 0;
   const records = Math.min(RECORDS, Math.floor(((now - startedAt) * RATE) / 1000));
@@ -121,6 +175,11 @@ async function openKmsg(): Promise<FileHandle> {
   const read = async (buffer: Buffer, offset = 0, length = buffer.length): Promise<{ bytesRead: number; buffer: Buffer }> => {
     await zero.read(scratch, 0, 1, null);
     reads++;
+    if (REPLAY !== undefined) {
+      const bytesRead = buffer.write(replayRecord(REPLAY), offset, length, "utf8");
+      next++;
+      return { bytesRead, buffer };
+    }
     const due = dueLines(performance.now());
     if (due - next > RING_LINES) {
       const oldest = due - RING_LINES;
@@ -212,23 +271,24 @@ let before: Sample | undefined;
 let stormEnd: Sample | undefined;
 let after: Sample | undefined;
 let stateWritesByStormEnd = 0;
-setTimeout(() => {
-  before = sample();
-  startedAt = performance.now();
+if (REPLAY === undefined)
   setTimeout(() => {
-    stormEnd = sample();
-    readByStormEnd = next;
-    lostByStormEnd = lostRecords;
-    stateWritesByStormEnd = stateWrites.count;
-  }, SECONDS * 1000);
-  setTimeout(
-    () => {
-      after = sample();
-      process.stderr.write("agent-storm: done\n");
-    },
-    SECONDS * 1000 + QUIET_MS,
-  );
-}, WARMUP_MS);
+    before = sample();
+    startedAt = performance.now();
+    setTimeout(() => {
+      stormEnd = sample();
+      readByStormEnd = next;
+      lostByStormEnd = lostRecords;
+      stateWritesByStormEnd = stateWrites.count;
+    }, SECONDS * 1000);
+    setTimeout(
+      () => {
+        after = sample();
+        process.stderr.write("agent-storm: done\n");
+      },
+      SECONDS * 1000 + QUIET_MS,
+    );
+  }, WARMUP_MS);
 
 process.on("exit", () => {
   let stateFileBytes: number | undefined;
@@ -238,23 +298,30 @@ process.on("exit", () => {
     stateFileBytes = undefined;
   }
   const readLines = (at: number): number => recordsOfLines(at);
+  const measured =
+    REPLAY === undefined
+      ? {
+          records: RECORDS,
+          lines: LINES,
+          linesRead: next - lostLines,
+          recordsRead: readLines(next) - lostRecords,
+          recordsReadByStormEnd: readByStormEnd === undefined ? undefined : readLines(readByStormEnd) - lostByStormEnd,
+          recordsLostByStormEnd: lostByStormEnd,
+          recordsLost: lostRecords,
+          linesLost: lostLines,
+          maxLagLines,
+          drainedSeconds: drainedAt === undefined || startedAt === undefined ? undefined : (drainedAt - startedAt) / 1000,
+          before,
+          stormEnd,
+          after,
+        }
+      : // When the first and the last record were read, ms since the epoch.
+        { recordsRead: next, firstReadAt: replay.firstReadAt, lastReadAt: replay.lastReadAt };
   real.writeFileSync(
     RESULT,
     JSON.stringify({
-      records: RECORDS,
-      lines: LINES,
+      ...measured,
       reads,
-      linesRead: next - lostLines,
-      recordsRead: readLines(next) - lostRecords,
-      recordsReadByStormEnd: readByStormEnd === undefined ? undefined : readLines(readByStormEnd) - lostByStormEnd,
-      recordsLostByStormEnd: lostByStormEnd,
-      recordsLost: lostRecords,
-      linesLost: lostLines,
-      maxLagLines,
-      drainedSeconds: drainedAt === undefined || startedAt === undefined ? undefined : (drainedAt - startedAt) / 1000,
-      before,
-      stormEnd,
-      after,
       peakRssMiB: peakRssMiB(),
       samples,
       stateWrites: { ...stateWrites, byStormEnd: stateWritesByStormEnd },

@@ -42,7 +42,8 @@ export interface StormSettings {
 
 /** 5 GiB in: inside the fake host's System RAM, hugepage-aligned. */
 const PFN_BASE = 0x140000;
-const IOMEM = ["00001000-0009ffff : System RAM", "00100000-7fffffff : System RAM", "100000000-47fffffff : System RAM", ""].join("\n");
+/** /proc/iomem of the fake host: System RAM up to 18 GiB (bench/peer.ts's fake host has it too). */
+export const IOMEM = ["00001000-0009ffff : System RAM", "00100000-7fffffff : System RAM", "100000000-47fffffff : System RAM", ""].join("\n");
 const MiB = 2 ** 20;
 /** charts/mce-operator/values.yaml, agent.resources.limits.memory: past it the kubelet kills the agent. */
 export const AGENT_MEMORY_LIMIT_MIB = 256;

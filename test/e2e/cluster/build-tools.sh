@@ -186,10 +186,50 @@ build_helm() {
   step "helm $v: build helm" go_build "$dir" "helm.sh/helm/$major/cmd/helm" helm "-X helm.sh/helm/$major/internal/version.version=$v"
 }
 
+# Node Problem Detector, for bench/peer.ts only: built when asked for by name, never by the default run
+# (CI's). Its go.mod (v1.36.0) has no replace directives, so nothing needs restating. CGO_ENABLED=0 and
+# no `journald` tag leave out the journald watcher (cgo, sdjournal), as NPD's own Makefile does without
+# ENABLE_JOURNALD=1; the filelog and kmsg watchers are pure Go. The Makefile stamps the version so. Its
+# stock kernel monitor for the filelog plugin is kept next to the binary, as kwok's stages are.
+npd_config=kernel-monitor-filelog.json
+
+copy_npd_config() {
+  local dir="$1" src
+  src="$(cd "$dir/src" && go list -m -f '{{.Dir}}' k8s.io/node-problem-detector)" || return 1
+  cp "$src/config/$npd_config" "$dir/.$npd_config.tmp" &&
+    chmod 644 "$dir/.$npd_config.tmp" &&
+    mv "$dir/.$npd_config.tmp" "$dir/$npd_config"
+}
+
+build_node_problem_detector() {
+  local v="$NODE_PROBLEM_DETECTOR_VERSION" dir="$tools_dir/node-problem-detector-$NODE_PROBLEM_DETECTOR_VERSION"
+  local module=k8s.io/node-problem-detector
+  if have "$dir" node-problem-detector && [[ -f "$dir/$npd_config" ]]; then
+    echo "node-problem-detector $v: cached in $dir"
+    return
+  fi
+  init_module "$dir" "$module" "$v"
+  step "node-problem-detector $v: resolve dependencies" go_get "$dir" "$module/cmd/nodeproblemdetector@$v"
+  have "$dir" node-problem-detector ||
+    step "node-problem-detector $v: build node-problem-detector" go_build "$dir" "$module/cmd/nodeproblemdetector" node-problem-detector \
+      "-X $module/pkg/version.version=$v"
+  step "node-problem-detector $v: copy its kernel monitor config" copy_npd_config "$dir"
+}
+
 command -v go >/dev/null || { step_name="check go"; echo "go is not on PATH" >&2; exit 1; }
-build_etcd
-build_kwok
-build_kubernetes
-build_helm
+case "${1:-}" in
+  "")
+    build_etcd
+    build_kwok
+    build_kubernetes
+    build_helm
+    ;;
+  node-problem-detector) build_node_problem_detector ;;
+  *)
+    step_name="arguments"
+    echo "usage: build-tools.sh [node-problem-detector]   (no argument: the e2e cluster's tools)" >&2
+    exit 2
+    ;;
+esac
 step_name=""
 printf '[%4ds] all tools ready in %s\n' "$((SECONDS - start))" "$tools_dir"

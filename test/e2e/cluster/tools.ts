@@ -9,9 +9,11 @@ export interface Versions {
   etcd: string;
   kwok: string;
   helm: string;
+  /** Not a cluster tool: bench/peer.ts's peer, built only by `build-tools.sh node-problem-detector`. */
+  nodeProblemDetector: string;
 }
 
-export type Tool = "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "kwok" | "helm";
+export type Tool = "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "kwok" | "helm" | "node-problem-detector";
 
 const versionsFile = new URL("versions", import.meta.url);
 
@@ -31,6 +33,7 @@ export function readVersions(): Versions {
     etcd: pin("ETCD_VERSION"),
     kwok: pin("KWOK_VERSION"),
     helm: pin("HELM_VERSION"),
+    nodeProblemDetector: pin("NODE_PROBLEM_DETECTOR_VERSION"),
   };
 }
 
@@ -46,13 +49,27 @@ const component: Record<Tool, keyof Versions> = {
   kubectl: "kubernetes",
   kwok: "kwok",
   helm: "helm",
+  "node-problem-detector": "nodeProblemDetector",
 };
+
+/** The cache directory's name of each component, before `-<version>`: as build-tools.sh names it. */
+const directory: Record<keyof Versions, string> = {
+  kubernetes: "kubernetes",
+  etcd: "etcd",
+  kwok: "kwok",
+  helm: "helm",
+  nodeProblemDetector: "node-problem-detector",
+};
+
+/** The command that builds a component's tools. */
+const buildCommand = (name: keyof Versions): string =>
+  name === "nodeProblemDetector" ? "bash test/e2e/cluster/build-tools.sh node-problem-detector" : "npm run build:k8s";
 
 /** Absolute path of a built tool; throws with the command that builds it. */
 export function toolPath(tool: Tool, versions: Versions = readVersions()): string {
   const name = component[tool];
-  const path = join(toolsDir(), `${name}-${versions[name]}`, "bin", tool);
-  if (!existsSync(path)) throw new Error(`${tool} is not built (${path}): run \`npm run build:k8s\``);
+  const path = join(toolsDir(), `${directory[name]}-${versions[name]}`, "bin", tool);
+  if (!existsSync(path)) throw new Error(`${tool} is not built (${path}): run \`${buildCommand(name)}\``);
   return path;
 }
 
@@ -60,5 +77,12 @@ export function toolPath(tool: Tool, versions: Versions = readVersions()): strin
 export function kwokStagesPath(versions: Versions = readVersions()): string {
   const path = join(toolsDir(), `kwok-${versions.kwok}`, "stages.yaml");
   if (!existsSync(path)) throw new Error(`kwok stages are missing (${path}): run \`npm run build:k8s\``);
+  return path;
+}
+
+/** NPD's stock kernel monitor for its filelog plugin, which build-tools.sh keeps next to its binary. */
+export function nodeProblemDetectorConfigPath(versions: Versions = readVersions()): string {
+  const path = join(toolsDir(), `${directory.nodeProblemDetector}-${versions.nodeProblemDetector}`, "kernel-monitor-filelog.json");
+  if (!existsSync(path)) throw new Error(`NPD's kernel monitor config is missing (${path}): run \`${buildCommand("nodeProblemDetector")}\``);
   return path;
 }
