@@ -185,7 +185,15 @@ export interface ControlPlaneOptions {
    * real-node tier's pods reach it through kube-proxy at 10.0.2.100, QEMU's way to the host's loopback;
    * the apiserver itself never dials it. */
   advertiseAddress?: string;
+  /**
+   * Configured as a cluster of thousands of nodes is: the inflight limits of the 5,000-node scalability
+   * tests (API priority and fairness shares them out as shipped; the watch cache is on by default), room in
+   * etcd for 150,000 pods between compactions, and the controllers' client limits raised to match.
+   */
+  largeCluster?: boolean;
 }
+
+const largeClients = ["--kube-api-qps=100", "--kube-api-burst=100"];
 
 function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "etcdPeer", number>, options: ControlPlaneOptions): ComponentSpec[] {
   const server = `https://127.0.0.1:${ports["kube-apiserver"]}`;
@@ -216,6 +224,7 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
         // A throwaway cluster: durability buys nothing and fsync costs seconds.
         "--unsafe-no-fsync",
         "--log-level=warn",
+        ...(options.largeCluster ? ["--quota-backend-bytes=8589934592"] : []),
       ],
       health: `${etcdClient}/health`,
     },
@@ -239,6 +248,7 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
         `--service-cluster-ip-range=${serviceClusterIpRange}`,
         "--allow-privileged=true",
         "--profiling=false",
+        ...(options.largeCluster ? ["--max-requests-inflight=3000", "--max-mutating-requests-inflight=1000"] : []),
       ],
       health: `${server}/readyz`,
       tls: { ca: pki.ca.cert, client: pki.admin },
@@ -261,6 +271,7 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
         // One instance: waiting for a lease would only delay start-up.
         "--leader-elect=false",
         "--profiling=false",
+        ...(options.largeCluster ? largeClients : []),
       ],
       health: `https://127.0.0.1:${ports["kube-controller-manager"]}/healthz`,
       tls: { ca: pki.ca.cert },
@@ -275,6 +286,7 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
         ...serving,
         "--leader-elect=false",
         "--profiling=false",
+        ...(options.largeCluster ? largeClients : []),
       ],
       health: `https://127.0.0.1:${ports["kube-scheduler"]}/healthz`,
       tls: { ca: pki.ca.cert },
@@ -285,6 +297,26 @@ function componentSpecs(dir: string, pki: Pki, ports: Record<ComponentName | "et
       args: [
         `--kubeconfig=${adminConfig}`,
         `--config=${kwokStagesPath()}`,
+        // KWOK plays 4 pods' stages at a time by default: 150,000 pods would take longer to start than to create.
+        ...(options.largeCluster
+          ? [
+              `--config=${write(
+                "kwok-large.yaml",
+                // A KwokConfiguration given whole: its other options keep KWOK's defaults only when restated.
+                [
+                  "apiVersion: config.kwok.x-k8s.io/v1alpha1",
+                  "kind: KwokConfiguration",
+                  "options:",
+                  "  podPlayStageParallelism: 32",
+                  "  nodePlayStageParallelism: 16",
+                  "  nodeLeaseParallelism: 16",
+                  "  podsOnNodeSyncParallelism: 4",
+                  "  nodeStatusUpdateFrequencyMilliseconds: 10000",
+                  "",
+                ].join("\n"),
+              )}`,
+            ]
+          : []),
         "--manage-all-nodes=false",
         `--manage-nodes-with-annotation-selector=${kwokNodeAnnotation.key}=${kwokNodeAnnotation.value}`,
         `--server-address=127.0.0.1:${ports.kwok}`,
