@@ -14,6 +14,25 @@ import { group, nodeLabel } from "../crds/naming.ts";
 import type { ClusterState } from "../test/e2e/cluster/control-plane.ts";
 import { toolPath } from "../test/e2e/cluster/tools.ts";
 
+/**
+ * The agent's command line as its image runs it (`command`: node's flags and the entry point), with `hook`
+ * loaded before it, against a fake host root and the local control plane.
+ */
+export function hookedAgentArgs(
+  command: readonly string[],
+  hook: string,
+  agent: { nodeName: string; kubeconfig: string; root: string; stateDir: string; metricsPort: number },
+): string[] {
+  return [
+    ...command.slice(0, -1),
+    "--import",
+    pathToFileURL(hook).href,
+    ...command.slice(-1),
+    ...["--node-name", agent.nodeName, "--kubeconfig", agent.kubeconfig, "--host-root", agent.root],
+    ...["--state-dir", agent.stateDir, "--metrics-port", String(agent.metricsPort)],
+  ];
+}
+
 export interface StormShape {
   name: string;
   description: string;
@@ -202,24 +221,7 @@ export async function runStorm(options: {
 
   const agent = spawn(
     process.execPath,
-    [
-      ...options.command.slice(0, -1),
-      "--import",
-      pathToFileURL(options.hook).href,
-      ...options.command.slice(-1),
-      "--node-name",
-      nodeName,
-      "--kubeconfig",
-      cluster.kubeconfig,
-      "--host-root",
-      root,
-      "--state-dir",
-      stateDir,
-      "--metrics-port",
-      "0",
-      "--log-level",
-      "info",
-    ],
+    [...hookedAgentArgs(options.command, options.hook, { nodeName, kubeconfig: cluster.kubeconfig, root, stateDir, metricsPort: 0 }), "--log-level", "info"],
     {
       stdio: ["ignore", "pipe", "pipe"],
       env: {

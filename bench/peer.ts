@@ -32,19 +32,17 @@
 // delivers its MemoryErrorEvent is measured, and split at the agent's own log lines.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
-import { createServer } from "node:net";
 import { availableParallelism, cpus, loadavg, uptime } from "node:os";
 import { join, relative } from "node:path";
 import { performance } from "node:perf_hooks";
-import { pathToFileURL } from "node:url";
 import ts from "typescript";
 import { writeFakeHost, writeFakeProcess } from "../agent/fake-host.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../crds/naming.ts";
 import { KubeClient, loadKubeconfigFile } from "../runtime/http.ts";
 import { imageEntrypoint, repoRoot } from "../test/e2e/build.ts";
-import type { ClusterState } from "../test/e2e/cluster/control-plane.ts";
+import { freePort, type ClusterState } from "../test/e2e/cluster/control-plane.ts";
 import { nodeProblemDetectorConfigPath, readVersions, toolPath } from "../test/e2e/cluster/tools.ts";
-import { IOMEM } from "./agent-storm.ts";
+import { hookedAgentArgs, IOMEM } from "./agent-storm.ts";
 
 export interface PeerOptions {
   /** Lines of the kernel log (default 1,000,000). */
@@ -493,20 +491,6 @@ async function scrape(port: number): Promise<string | undefined> {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === "object") resolve(address.port);
-        else reject(new Error("no port assigned"));
-      });
-    });
-  });
-}
-
 const load = (): number => Number((loadavg()[0] ?? 0).toFixed(2));
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const MiB = 2 ** 20;
@@ -760,22 +744,7 @@ async function startAgent(
   const port = await freePort();
   const stateDir = join(dir, "state");
   const resultFile = join(dir, "hook.json");
-  const args = [
-    ...flags,
-    "--import",
-    pathToFileURL(hook).href,
-    entry,
-    "--node-name",
-    nodeName,
-    "--kubeconfig",
-    cluster.kubeconfig,
-    "--host-root",
-    root,
-    "--state-dir",
-    stateDir,
-    "--metrics-port",
-    String(port),
-  ];
+  const args = hookedAgentArgs([...flags, entry], hook, { nodeName, kubeconfig: cluster.kubeconfig, root, stateDir, metricsPort: port });
   const logFile = join(dir, "agent.log");
   const spawnedAt = Date.now();
   const start = performance.now();

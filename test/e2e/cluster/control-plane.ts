@@ -57,7 +57,8 @@ export function readState(dir: string): ClusterState | undefined {
   return JSON.parse(readFileSync(path, "utf8")) as ClusterState;
 }
 
-async function freePort(): Promise<number> {
+/** A port on 127.0.0.1 nothing listens on now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
