@@ -72,6 +72,21 @@ describe("Informer", () => {
     ]);
   });
 
+  it("turns each page into its slim copies before asking for the next: a large cluster's raw objects are never all held at once", async () => {
+    const server = new FakeListWatch();
+    server.lists.push(list("10", [pod("a", "1"), pod("b", "2")], "page2"), list("10", [pod("c", "3")]));
+    const listsAsked: number[] = [];
+    const { upserts } = start(server, new FakeClock(), {
+      transform: (raw) => {
+        listsAsked.push(server.requests.filter(([kind]) => kind === "list").length);
+        return raw.metadata as Meta;
+      },
+    });
+    await server.whenIdle();
+    expect(upserts).toEqual(["a@1", "b@2", "c@3"]);
+    expect(listsAsked).toEqual([1, 1, 2]);
+  });
+
   it("resumes a quiet watch the server ended at its timeout from the same resourceVersion", async () => {
     const server = new FakeListWatch();
     server.lists.push(list("10", []));
@@ -100,7 +115,7 @@ describe("Informer", () => {
     const { upserts, deletes, errors, clock } = start(server);
     await server.whenIdle();
     expect(upserts).toEqual(["a@5", "b@7", "c@8", "c@25", "d@26"]);
-    expect(deletes).toEqual(["a@5", "c@8"]);
+    expect(deletes).toEqual(["c@8", "a@5"]);
     expect(errors).toEqual([]);
     expect(clock.pending).toEqual([]);
     expect(server.requests.filter(([kind]) => kind === "list").map(([, q]) => q.continue)).toEqual([undefined, undefined, "page2", undefined]);
