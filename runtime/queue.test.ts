@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { WorkQueue } from "./queue.ts";
+import type { Clock } from "./clock.ts";
 import { FakeClock } from "./testing/fake-clock.ts";
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -136,6 +137,31 @@ describe("WorkQueue", () => {
     }
     await q.idle();
     expect(calls).toBe(2);
+  });
+
+  it("adds a key at once when its longest wait is past before its timer ran (a busy event loop)", async () => {
+    const fake = new FakeClock();
+    let late = 0;
+    const clock: Clock = {
+      now: () => fake.now() + late,
+      setTimeout: fake.setTimeout.bind(fake),
+      clearTimeout: fake.clearTimeout.bind(fake),
+      sleep: fake.sleep.bind(fake),
+    };
+    let calls = 0;
+    const q = new WorkQueue(
+      () => {
+        calls += 1;
+        return Promise.resolve(undefined);
+      },
+      { concurrency: 1, clock },
+    );
+    q.addQuiet("k", 1000, 5000);
+    late = 6000;
+    q.addQuiet("k", 1000, 5000);
+    await q.idle();
+    expect(calls).toBe(1);
+    expect(fake.pending).toEqual([]);
   });
 
   it("requeues after the delay a worker asks for", async () => {

@@ -82,6 +82,12 @@ export class WorkQueue {
     const first = previous?.first ?? now;
     const due = Math.min(now + quietMs, first + maxWaitMs);
     if (previous !== undefined) clock.clearTimeout(previous.timer);
+    // Past the longest wait already (a busy event loop ran the timer late): now.
+    if (due <= now) {
+      this.delayed.delete(key);
+      this.add(key);
+      return;
+    }
     this.delayed.set(key, { due, timer: this.fireAt(key, due - now), first });
   }
 
