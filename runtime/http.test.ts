@@ -635,7 +635,7 @@ describe("list, then watch", () => {
     watches = [{ events: [gone] }, { status: 410 }];
     const result = await run();
     expect(result.upserts).toEqual(["a@5", "b@7", "c@8", "c@25", "d@26"]);
-    expect(result.deletes).toEqual(["a@5", "c@8"]);
+    expect(result.deletes).toEqual(["c@8", "a@5"]);
     expect(result.errors).toEqual([]);
     expect(result.sleeps).toEqual([]);
     expect(seen.filter((s) => s.query.get("watch") !== "true").map((s) => s.query.get("continue"))).toEqual([null, null, "page2", null]);
