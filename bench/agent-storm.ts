@@ -33,6 +33,17 @@ export function hookedAgentArgs(
   ];
 }
 
+/** 50 processes in the fake host's /proc; pid 10 maps 16 hugepages of 2 MiB from `pfnBase` on. */
+export function writeFakeProcesses(root: string, pfnBase: number): void {
+  for (let pid = 1; pid <= 50; pid++)
+    writeFakeProcess(join(root, "proc"), {
+      pid,
+      comm: `p${pid}`,
+      cgroup: "0::/system.slice/x.service\n",
+      ...(pid === 10 && { vmas: [{ start: 0x7f0000000000, size: "2Mi" as const, pfns: Array.from({ length: 16 }, (_, i) => pfnBase + i * 512) }] }),
+    });
+}
+
 export interface StormShape {
   name: string;
   description: string;
@@ -209,14 +220,8 @@ export async function runStorm(options: {
     softOffline: true,
     iomem: IOMEM,
   });
-  // 50 processes; one maps 16 hugepages, the first of which holds every page of the one-DIMM storm.
-  for (let pid = 1; pid <= 50; pid++)
-    writeFakeProcess(join(root, "proc"), {
-      pid,
-      comm: `p${pid}`,
-      cgroup: "0::/system.slice/x.service\n",
-      ...(pid === 10 && { vmas: [{ start: 0x7f0000000000, size: "2Mi" as const, pfns: Array.from({ length: 16 }, (_, i) => PFN_BASE + i * 512) }] }),
-    });
+  // One process maps 16 hugepages, the first of which holds every page of the one-DIMM storm.
+  writeFakeProcesses(root, PFN_BASE);
   const writesBefore = apiWrites(cluster);
 
   const agent = spawn(

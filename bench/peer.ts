@@ -36,13 +36,13 @@ import { availableParallelism, cpus, loadavg, uptime } from "node:os";
 import { join, relative } from "node:path";
 import { performance } from "node:perf_hooks";
 import ts from "typescript";
-import { writeFakeHost, writeFakeProcess } from "../agent/fake-host.ts";
+import { writeFakeHost } from "../agent/fake-host.ts";
 import { group, memoryErrorEventName, nodeLabel, version } from "../crds/naming.ts";
 import { KubeClient, loadKubeconfigFile } from "../runtime/http.ts";
 import { imageEntrypoint, repoRoot } from "../test/e2e/build.ts";
 import { freePort, type ClusterState } from "../test/e2e/cluster/control-plane.ts";
 import { nodeProblemDetectorConfigPath, readVersions, toolPath } from "../test/e2e/cluster/tools.ts";
-import { hookedAgentArgs, IOMEM } from "./agent-storm.ts";
+import { hookedAgentArgs, IOMEM, writeFakeProcesses } from "./agent-storm.ts";
 
 export interface PeerOptions {
   /** Lines of the kernel log (default 1,000,000). */
@@ -732,14 +732,8 @@ async function startAgent(
 ): Promise<AgentRun> {
   const root = join(dir, "root");
   writeFakeHost(root, { bootID, pools: [{ size: "2Mi", numaNode: 0, total: 512, free: 256 }], earlyKill: false, recovery: true, iomem: IOMEM });
-  // 50 processes; one maps 16 hugepages where the memory failures begin.
-  for (let pid = 1; pid <= 50; pid++)
-    writeFakeProcess(join(root, "proc"), {
-      pid,
-      comm: `p${pid}`,
-      cgroup: "0::/system.slice/x.service\n",
-      ...(pid === 10 && { vmas: [{ start: 0x7f0000000000, size: "2Mi" as const, pfns: Array.from({ length: 16 }, (_, i) => INCIDENT_PFN_BASE + i * 512) }] }),
-    });
+  // One process maps 16 hugepages where the memory failures begin.
+  writeFakeProcesses(root, INCIDENT_PFN_BASE);
   const { flags, entry } = agentCommand();
   const port = await freePort();
   const stateDir = join(dir, "state");
