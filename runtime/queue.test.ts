@@ -5,6 +5,19 @@ import { FakeClock } from "./testing/fake-clock.ts";
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** A queue of one worker that only counts its runs. */
+function countingQueue(clock: Clock): { q: WorkQueue; runs: () => number } {
+  let calls = 0;
+  const q = new WorkQueue(
+    () => {
+      calls += 1;
+      return Promise.resolve(undefined);
+    },
+    { concurrency: 1, clock },
+  );
+  return { q, runs: () => calls };
+}
+
 describe("WorkQueue", () => {
   it("coalesces a key added many times while it waits", async () => {
     const seen: string[] = [];
@@ -90,14 +103,7 @@ describe("WorkQueue", () => {
 
   it("keeps the earlier time when a waiting key is added again later", async () => {
     const clock = new FakeClock();
-    let calls = 0;
-    const q = new WorkQueue(
-      () => {
-        calls += 1;
-        return Promise.resolve(undefined);
-      },
-      { concurrency: 1, clock },
-    );
+    const { q, runs } = countingQueue(clock);
     q.addAfter("k", 1000);
     await clock.advance(900);
     q.addAfter("k", 1000);
@@ -105,7 +111,7 @@ describe("WorkQueue", () => {
     expect(clock.pending).toEqual([100]);
     await clock.advance(100);
     await q.idle();
-    expect(calls).toBe(1);
+    expect(runs()).toBe(1);
     q.addAfter("k", 1000);
     q.addAfter("k", 10);
     expect(clock.pending).toEqual([10]);
@@ -113,30 +119,23 @@ describe("WorkQueue", () => {
 
   it("adds a key once its adds pause, and at the latest the longest wait after the first", async () => {
     const clock = new FakeClock();
-    let calls = 0;
-    const q = new WorkQueue(
-      () => {
-        calls += 1;
-        return Promise.resolve(undefined);
-      },
-      { concurrency: 1, clock },
-    );
+    const { q, runs } = countingQueue(clock);
     q.addQuiet("k", 1000, 5000);
     await clock.advance(900);
     q.addQuiet("k", 1000, 5000);
     expect(clock.pending).toEqual([1000]);
     await clock.advance(999);
-    expect(calls).toBe(0);
+    expect(runs()).toBe(0);
     await clock.advance(1);
     await q.idle();
-    expect(calls).toBe(1);
+    expect(runs()).toBe(1);
     // A steady stream of adds, one every 500 ms: worked on 5 s after the first.
     for (let t = 0; t < 5000; t += 500) {
       q.addQuiet("k", 1000, 5000);
       await clock.advance(500);
     }
     await q.idle();
-    expect(calls).toBe(2);
+    expect(runs()).toBe(2);
   });
 
   it("adds a key at once when its longest wait is past before its timer ran (a busy event loop)", async () => {
@@ -148,19 +147,12 @@ describe("WorkQueue", () => {
       clearTimeout: fake.clearTimeout.bind(fake),
       sleep: fake.sleep.bind(fake),
     };
-    let calls = 0;
-    const q = new WorkQueue(
-      () => {
-        calls += 1;
-        return Promise.resolve(undefined);
-      },
-      { concurrency: 1, clock },
-    );
+    const { q, runs } = countingQueue(clock);
     q.addQuiet("k", 1000, 5000);
     late = 6000;
     q.addQuiet("k", 1000, 5000);
     await q.idle();
-    expect(calls).toBe(1);
+    expect(runs()).toBe(1);
     expect(fake.pending).toEqual([]);
   });
 
