@@ -25,7 +25,7 @@ import { loadKubeconfig } from "../runtime/http.ts";
 import { kwokNodeAnnotation, startControlPlane, stopControlPlane, type ClusterState } from "../test/e2e/cluster/control-plane.ts";
 import { applyCrdFiles } from "../test/e2e/cluster/objects.ts";
 import { imageEntrypoint } from "../test/e2e/build.ts";
-import { peerTable, runPeer, type PeerResult } from "./peer.ts";
+import { peerTable, percentile, runPeer, type PeerResult } from "./peer.ts";
 
 const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
 const SCALES = (process.env.BENCH_SCALES ?? "1000,2000,5000").split(",").map(Number);
@@ -77,17 +77,15 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const round = (n: number, digits = 1): number => Number(n.toFixed(digits));
 
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
-}
-
 interface Spread {
   p50: number;
   p99: number;
   max: number;
 }
-const spread = (values: readonly number[]): Spread => ({ p50: percentile(values, 50), p99: percentile(values, 99), max: Math.max(...values) });
+function spread(values: readonly number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: Math.max(...values) };
+}
 
 /** Counts toward a total, printed at most every 5 s with its rate: building 150,000 pods takes minutes. */
 class Progress {
